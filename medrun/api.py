@@ -1,0 +1,88 @@
+"""The public Python API; the CLI is a thin layer over these functions and the tests call them directly."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from medrun.config import compose, to_plain
+from medrun.crossval import run_folds
+from medrun.data import build_dataset
+from medrun.data.datamodule import SegmentationDataModule
+from medrun.data.splits import load_splits, make_splits
+from medrun.data.store import SampleStore
+from medrun.evaluation.reports import markdown
+from medrun.runs import RUN_DIR_ENV, create_run_dir, is_ddp_child, write_json, write_text
+from medrun.tasks import TASKS
+
+__all__ = ["compose", "build_model", "build_datamodule", "build_store", "train"]
+
+
+def build_model(cfg: DictConfig):
+    """The task's LightningModule (network, loss, metrics, optimisation) for a composed config."""
+    return TASKS.get(cfg.task.name)(to_plain(cfg))
+
+
+def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
+    """List the dataset and (with `preload`) decode every sample, so bad files fail before training."""
+    store = SampleStore(build_dataset(cfg.data), cfg.data.image_size, cache=bool(cfg.data.cache))
+    if preload:
+        if store._cache is not None:
+            store.preload()
+        else:  # no cache: decode once to validate, keep nothing
+            for s in store.samples:
+                store.dataset.load(s)
+    return store
+
+
+def build_splits(cfg: DictConfig, store: SampleStore) -> dict:
+    if cfg.cv.get("splits_file"):
+        return load_splits(cfg.cv.splits_file, store.samples)
+    return make_splits(store.samples, cfg.cv, int(cfg.seed))
+
+
+def build_datamodule(cfg: DictConfig, fold: int = 0) -> SegmentationDataModule:
+    """The datamodule of fold `fold` of the configured protocol (for exploration and tests)."""
+    store = build_store(cfg, preload=False)
+    return SegmentationDataModule(store, build_splits(cfg, store)["folds"][fold], cfg.data, int(cfg.seed))
+
+
+def train(cfg: DictConfig) -> tuple[Path, dict | None]:
+    """Run every fold of `cfg` into a new run folder; returns (run folder, cv_summary)."""
+    config = to_plain(cfg)
+    store = build_store(cfg)
+    if is_ddp_child():
+        run_dir = Path(os.environ[RUN_DIR_ENV])
+        splits = json.loads((run_dir / "splits.json").read_text())
+    else:
+        splits = build_splits(cfg, store)
+        run_dir = create_run_dir(cfg.paths.output_dir, cfg.name)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
+        write_text(run_dir / "overrides.txt", "".join(f"{o}\n" for o in cfg.get("overrides", [])))
+        write_json(run_dir / "splits.json", splits)
+    summary = run_folds(cfg, config, run_dir, store, splits)
+    if summary is not None:
+        write_json(run_dir / "cv_summary.json", summary)
+        write_text(run_dir / "summary.md", markdown(summary))
+    return run_dir, summary
+
+
+def model_summary(cfg: DictConfig) -> str:
+    """Layer table (Lightning's ModelSummary) with trainable and frozen parameter counts."""
+    import torch
+    from omegaconf import open_dict
+    from pytorch_lightning.utilities.model_summary import ModelSummary
+
+    if cfg.model.get("encoder_weights"):
+        with open_dict(cfg):  # a summary needs the architecture, not the pretrained values
+            cfg.model.encoder_weights = None
+    model = build_model(cfg)
+    h, w = (int(v) for v in cfg.data.image_size)
+    model.example_input_array = torch.zeros(1, int(cfg.data.channels), h, w)
+    summary = ModelSummary(model, max_depth=2)
+    trainable = summary.trainable_parameters
+    frozen = summary.total_parameters - trainable
+    return f"{summary}\n\n{cfg.name}: {trainable:,} trainable, {frozen:,} frozen, {summary.total_parameters:,} total parameters"

@@ -1,0 +1,193 @@
+"""Command line: argv -> command + Hydra overrides -> medrun.api; user errors become one line, exit 2."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+
+from medrun.errors import MedrunError
+
+USAGE = """usage: medrun [--debug] [-m] COMMAND [key=value ...]
+
+Config-driven experiment runner for medical image deep learning.
+
+commands:
+  train [overrides]            train every fold of an experiment into a new run folder
+  -m train [sweep overrides]   Hydra multirun: one run folder per job, e.g. seed=1,2,3
+  list [GROUP]                 config options: experiment, data, model, trainer, logger, cv, ...
+  data check [overrides]       read every sample of data=<name> data.root=<path>; list bad files
+  summary [overrides]          layer table with trainable and frozen parameter counts
+
+options:
+  -m, --multirun   expand comma lists / range() into several jobs
+  --cfg            print the composed config and exit
+  --debug          show tracebacks (also HYDRA_FULL_ERROR=1)
+  -h, --help       this help; `medrun train --help` lists the config groups
+
+examples:
+  medrun train experiment=quickstart
+  medrun train experiment=sharp_unet_isbi data.root=/data/isbi2012 cv.folds=5
+  medrun -m train experiment=quickstart seed=1,2,3
+"""
+
+
+def _train_help() -> str:
+    from medrun.config import groups, options
+
+    lines = ["usage: medrun [-m] train [key=value ...]", "",
+             "Pick one option per group (group=option) or an experiment, then override any key.", ""]
+    for g in groups():
+        lines.append(f"  {g}: {', '.join(o for o in options(g) if not o.startswith('_'))}")
+    lines += ["", "Common keys: seed, data.root, data.image_size, data.batch_size, cv.folds, trainer.max_epochs,",
+              "trainer.precision, trainer.deterministic, paths.output_dir. Outputs: outputs/<name>/<time>/."]
+    return "\n".join(lines)
+
+
+def _print_train_result(run_dir, summary) -> None:
+    from rich.console import Console
+
+    from medrun.evaluation.reports import rich_table
+
+    console = Console()
+    if summary is not None:
+        console.print(rich_table(summary))
+        console.print(f"run folder: {run_dir}")
+
+
+def _train(overrides: list[str], print_cfg: bool) -> int:
+    from omegaconf import OmegaConf
+
+    import medrun
+
+    cfg = medrun.compose("train", overrides)
+    if print_cfg:
+        print(OmegaConf.to_yaml(cfg))
+        return 0
+    _print_train_result(*medrun.train(cfg))
+    return 0
+
+
+def _multirun(command: str, overrides: list[str]) -> int:
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    import medrun
+
+    if command != "train":
+        raise MedrunError(f"-m works with train only, not {command!r}")
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:
+        raise MedrunError(f"bad sweep override: {e}") from None
+    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+    cfg = medrun.compose("train", jobs[0])
+    if cfg.trainer.strategy == "ddp" and cfg.trainer.devices != 1:
+        raise MedrunError("-m cannot be combined with trainer.strategy=ddp (each DDP child would restart the "
+                          "sweep); run the jobs one by one, or use trainer.strategy=ddp_spawn")
+    failed = []
+    for n, job in enumerate(jobs):
+        print(f"[medrun] job {n + 1}/{len(jobs)}: {' '.join(job)}", flush=True)
+        try:
+            _print_train_result(*medrun.train(medrun.compose("train", job)))
+        except Exception as e:  # one failing job must not stop the others
+            print(f"medrun: error: job {n + 1} ({' '.join(job)}) failed: {e}", file=sys.stderr)
+            failed.append(job)
+    if failed:
+        print(f"medrun: {len(failed)} of {len(jobs)} jobs failed:", file=sys.stderr)
+        for job in failed:
+            print(f"  {' '.join(job)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _list(args: list[str]) -> int:
+    from medrun.config import groups, options
+
+    wanted = args or groups()
+    aliases = {"experiments": "experiment", "models": "model", "datasets": "data", "trainers": "trainer",
+               "loggers": "logger"}
+    for g in wanted:
+        g = aliases.get(g, g)
+        print(f"{g}: {', '.join(o for o in options(g) if not o.startswith('_'))}")
+    return 0
+
+
+def _data_check(overrides: list[str]) -> int:
+    import medrun
+    from medrun.data import build_dataset
+    from medrun.data.check import check_dataset
+
+    cfg = medrun.compose("train", overrides)
+    report = check_dataset(build_dataset(cfg.data), list(cfg.data.classes))
+    problems = report.pop("problems")
+    print(json.dumps(report, indent=2))
+    if problems:
+        print(f"medrun: error: {len(problems)} bad sample(s) in data.root={cfg.data.root}:", file=sys.stderr)
+        for p in problems:
+            print(f"  {p}", file=sys.stderr)
+        return 2
+    print(f"ok: {report['samples']} samples read without problems")
+    return 0
+
+
+def _summary(overrides: list[str]) -> int:
+    import medrun
+    from medrun.api import model_summary
+
+    print(model_summary(medrun.compose("train", overrides)))
+    return 0
+
+
+def run(argv: list[str]) -> int:
+    flags = {"--debug", "-m", "--multirun", "--cfg", "-h", "--help"}
+    opts = [a for a in argv if a in flags]
+    rest = [a for a in argv if a not in flags]
+    helping = "-h" in opts or "--help" in opts
+    if not rest:
+        print(USAGE)
+        return 0 if helping else 2
+    command, args = rest[0], rest[1:]
+    if helping:
+        print(_train_help() if command == "train" else USAGE)
+        return 0
+    if "-m" in opts or "--multirun" in opts:
+        return _multirun(command, args)
+    if command == "train":
+        return _train(args, "--cfg" in opts)
+    if command == "list":
+        return _list(args)
+    if command == "data":
+        if not args or args[0] != "check":
+            raise MedrunError("usage: medrun data check data=<name> data.root=<path>")
+        return _data_check(args[1:])
+    if command == "summary":
+        return _summary(args)
+    raise MedrunError(f"unknown command {command!r}; valid: train, list, data check, summary (see medrun --help)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # medrun never downloads weights
+    logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    try:
+        code = run(argv)
+    except MedrunError as e:
+        if debug:
+            raise
+        print(f"medrun: error: {e}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        print("medrun: interrupted", file=sys.stderr)
+        code = 130
+    except Exception as e:
+        if debug:
+            raise
+        print(f"medrun: error: {type(e).__name__}: {e} (rerun with --debug for the traceback)", file=sys.stderr)
+        code = 1
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Hydra composition of the packaged configs, with user mistakes turned into one-line errors."""
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from medrun.errors import MedrunError
+
+CONFIG_DIR = Path(str(files("medrun.configs")))
+COMMANDS = ("train",)
+
+
+def groups() -> list[str]:
+    return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+def options(group: str) -> list[str]:
+    """Config names available in a group, e.g. options('experiment')."""
+    folder = CONFIG_DIR / group
+    if not folder.is_dir():
+        raise MedrunError(f"unknown config group {group!r}; valid: {', '.join(groups())}")
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _check_choices(overrides: list[str]) -> None:
+    """Unknown group choices (experiment=foo) fail here with the list of valid names."""
+    known = set(groups())
+    for o in overrides:
+        key, sep, value = o.lstrip("+~").partition("=")
+        key = key.removeprefix("override ").strip()
+        if sep and key in known and value not in ("", "null") and value not in options(key):
+            raise MedrunError(f"unknown {key} {value!r}; valid: {', '.join(options(key))}")
+
+
+def compose(command: str = "train", overrides: list[str] | tuple = ()) -> DictConfig:
+    """Compose configs/<command>.yaml with Hydra overrides; the result also records the overrides."""
+    overrides = list(overrides)
+    _check_choices(overrides)
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name=command, overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:
+        msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        raise MedrunError(f"bad override: {msg}") from None
+    with open_dict(cfg):
+        cfg.overrides = overrides
+    return cfg
+
+
+def to_plain(cfg: DictConfig) -> dict:
+    """The resolved config as plain Python containers (safe to pickle into checkpoints)."""
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None)
+        raise MedrunError(f"config value {key or ''} cannot be resolved: {str(e).splitlines()[0]}; "
+                          f"pass {key}=..." if key else f"config cannot be resolved: {e}") from None

@@ -1,0 +1,51 @@
+"""What a dataset reader returns: samples with stable ids, and the reader registry."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from omegaconf import DictConfig
+
+from medrun.errors import MedrunError
+from medrun.registry import Registry
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image (and mask); `id` is derived from the file name and keys splits and predictions."""
+
+    id: str
+    image: Path | None = None
+    mask: Path | None = None
+    group: str | None = None  # video sequence or patient: never split across train and test
+    subset: str | None = None  # "test" when the dataset ships a fixed test set
+    label: Any = None  # class label, for stratified splits
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class Dataset:
+    """A listed dataset: its samples and how to decode one of them into (image HxWxC, mask HxW)."""
+
+    samples: list[Sample]
+    load: Callable[[Sample], tuple[Any, Any]]
+
+    def __post_init__(self):
+        ids = [s.id for s in self.samples]
+        if len(set(ids)) != len(ids):
+            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+            raise MedrunError(f"duplicate sample ids {dup}: file stems must be unique within a dataset")
+
+
+READERS: Registry[Callable[[DictConfig], Dataset]] = Registry("dataset reader", "data.reader")
+
+
+def require_dir(path: str | Path | None, key: str, hint: str = "") -> Path:
+    """Return `path` as a Path, or fail naming the config key when it is unset or missing."""
+    if path in (None, "", "???"):
+        raise MedrunError(f"{key} is not set: pass {key}=/path/to/data{hint}")
+    p = Path(str(path)).expanduser()
+    if not p.is_dir():
+        raise MedrunError(f"{key}={p} does not exist or is not a folder{hint}")
+    return p

@@ -1,0 +1,114 @@
+"""Cross-validation protocols as explicit sample-id splits (sklearn splitters, grouped and stratified)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold, StratifiedGroupKFold,
+                                     StratifiedKFold, train_test_split)
+
+from medrun.config_values import get_float, get_int
+from medrun.data.samples import Sample
+from medrun.errors import MedrunError
+
+LEAK_NOTE = "test set used for model selection"
+
+
+def _holdout(samples: list[Sample], fraction: float, seed: int, grouped: bool = True):
+    """Split samples into (rest, held) with `fraction` held out; whole groups and strata stay together."""
+    idx = np.arange(len(samples))
+    groups = [s.group for s in samples]
+    labels = [s.label for s in samples]
+    if grouped and all(g is not None for g in groups):
+        if len(set(groups)) < 2:
+            raise MedrunError(f"only {len(set(groups))} group(s) in {len(samples)} samples: cannot hold out whole "
+                              "groups; use more data or fewer folds")
+        rest, held = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(idx, groups=groups))
+    else:
+        strat = labels if all(v is not None for v in labels) else None
+        rest, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+    return [samples[i] for i in sorted(rest)], [samples[i] for i in sorted(held)]
+
+
+def _kfold(pool: list[Sample], cv: DictConfig, seed: int):
+    k = get_int(cv, "folds", minimum=2)
+    groups = [s.group for s in pool]
+    labels = [s.label for s in pool]
+    grouped = all(g is not None for g in groups)
+    stratified = all(v is not None for v in labels)
+    units = len(set(groups)) if grouped else len(pool)
+    if k > units:
+        what = "groups (video sequences / patients)" if grouped else "samples"
+        raise MedrunError(f"cv.folds={k} is more than the {units} {what} available; use cv.folds<={units}")
+    if grouped:
+        splitter = (StratifiedGroupKFold(k, shuffle=True, random_state=seed) if stratified
+                    else GroupKFold(k, shuffle=True, random_state=seed))
+    else:
+        splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if stratified else KFold(k, shuffle=True, random_state=seed)
+    idx = np.arange(len(pool))
+    for rest, test in splitter.split(idx, labels if stratified else None, groups if grouped else None):
+        yield [pool[i] for i in rest], [pool[i] for i in test]
+
+
+def make_splits(samples: list[Sample], cv: DictConfig, seed: int) -> dict:
+    """Build the folds of protocol `cv.name`; each fold lists train, val and test sample ids."""
+    pool = [s for s in samples if s.subset != "test"]
+    fixed_test = [s for s in samples if s.subset == "test"]
+    name = cv.name
+    leak = False
+    folds = []
+    if name == "kfold":
+        val_fraction = get_float(cv, "val_fraction", 0, 1)
+        for k, (rest, test) in enumerate(_kfold(pool, cv, seed)):
+            train, val = _holdout(rest, val_fraction, seed + k)
+            folds.append((train, val, test))
+    elif name == "holdout":
+        if fixed_test and cv.get("use_fixed_test", True):
+            rest, test = pool, fixed_test
+        else:
+            rest, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1), seed)
+        train, val = _holdout(rest, get_float(cv, "val_fraction", 0, 1), seed)
+        folds.append((train, val, test))
+    elif name == "repeated_holdout":
+        # The Sharp U-Net authors' protocol: one split, trained `repeats` times; the held-out part
+        # also drives early stopping, so the reported numbers are optimistic.
+        train, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1), get_int(cv, "split_seed"),
+                               grouped=bool(cv.get("grouped", False)))
+        folds = [(train, test, test)] * get_int(cv, "repeats", minimum=1)
+        leak = True
+    else:
+        raise MedrunError(f"unknown cv protocol {name!r} (cv.name); valid: kfold, holdout, repeated_holdout")
+    return {
+        "protocol": name,
+        "test_used_for_model_selection": leak,
+        "seed": seed,
+        "folds": [{"fold": k, "train": _ids(tr), "val": _ids(va), "test": _ids(te)}
+                  for k, (tr, va, te) in enumerate(folds)],
+        "fixed_test": _ids(fixed_test),
+    }
+
+
+def _ids(samples: list[Sample]) -> list[str]:
+    return [s.id for s in samples]
+
+
+def load_splits(path: str | Path, samples: list[Sample]) -> dict:
+    """Read a splits.json and check that it names only samples of this dataset."""
+    path = Path(path)
+    try:
+        splits = json.loads(path.read_text())
+        folds = splits["folds"]
+    except FileNotFoundError:
+        raise MedrunError(f"cv.splits_file={path} does not exist") from None
+    except (ValueError, KeyError, TypeError) as e:
+        raise MedrunError(f"cv.splits_file={path} is not a medrun splits.json ({e})") from None
+    known = {s.id for s in samples}
+    for f in folds:
+        for part in ("train", "val", "test"):
+            unknown = sorted(set(f.get(part, [])) - known)
+            if unknown:
+                raise MedrunError(f"{path}: fold {f.get('fold')} {part} names samples not in the dataset, "
+                                  f"e.g. {unknown[:3]}; was it made for another data.root?")
+    return splits

@@ -1,0 +1,1 @@
+"""Metrics, and later test-time augmentation, threshold search and reports."""

@@ -1,0 +1,47 @@
+"""Fold aggregation and the mean ± std tables (cv_summary.json, summary.md, terminal)."""
+from __future__ import annotations
+
+import numpy as np
+from rich.table import Table
+
+HEADLINE = ("dice", "jaccard", "dice_micro", "jaccard_micro", "precision", "recall", "specificity")
+
+
+def aggregate(experiment: str, protocol: str, folds: list[dict], note: str | None = None) -> dict:
+    """cv_summary.json content: per-fold metrics, their mean and std (sample std; 0 for one fold)."""
+    names = list(folds[0]["metrics"]) if folds else []
+    values = {n: np.array([f["metrics"][n] for f in folds], dtype=float) for n in names}
+    out = {"experiment": experiment, "protocol": protocol}
+    if note:
+        out["note"] = note
+    out["folds"] = folds
+    out["mean"] = {n: float(v.mean()) for n, v in values.items()}
+    out["std"] = {n: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for n, v in values.items()}
+    return out
+
+
+def _ordered(names):
+    return [n for n in HEADLINE if n in names] + sorted(n for n in names if n not in HEADLINE)
+
+
+def markdown(summary: dict) -> str:
+    folds = summary["folds"]
+    head = "| metric | mean ± std | " + " | ".join(f"fold {f['fold']}" for f in folds) + " |"
+    rule = "|---|---|" + "---|" * len(folds)
+    rows = [f"| {n} | {summary['mean'][n]:.4f} ± {summary['std'][n]:.4f} | "
+            + " | ".join(f"{f['metrics'][n]:.4f}" for f in folds) + " |" for n in _ordered(summary["mean"])]
+    title = f"# {summary['experiment']} ({summary['protocol']}, {len(folds)} fold(s))"
+    note = [f"> Note: {summary['note']}.", ""] if summary.get("note") else []
+    return "\n".join([title, "", *note, head, rule, *rows, ""])
+
+
+def rich_table(summary: dict) -> Table:
+    title = f"{summary['experiment']}: {summary['protocol']}, {len(summary['folds'])} fold(s)"
+    if summary.get("note"):
+        title += f" [{summary['note']}]"
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("mean ± std", justify="right")
+    for n in _ordered(summary["mean"]):
+        table.add_row(n, f"{summary['mean'][n]:.4f} ± {summary['std'][n]:.4f}")
+    return table

@@ -1,0 +1,63 @@
+"""U-Net on a segmentation-models-pytorch encoder, optionally with Sharp blocks on every skip.
+
+Pretrained encoder weights come only from a local file (`model.encoder_weights_path`): medrun never
+downloads weights, so asking for ImageNet weights without a file fails at once.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import segmentation_models_pytorch as smp
+import torch
+from torch import nn
+
+from medrun.errors import MedrunError
+from medrun.models.sharp import skip_block
+
+
+class EncoderUNet(nn.Module):
+    def __init__(self, in_channels: int, out_channels: int, encoder: str, decoder_channels=(256, 128, 64, 32, 16),
+                 sharp: bool = True, encoder_weights: str | None = None, encoder_weights_path: str | None = None):
+        super().__init__()
+        try:
+            self.net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=in_channels,
+                                classes=out_channels, decoder_channels=tuple(int(c) for c in decoder_channels))
+        except KeyError as e:
+            raise MedrunError(f"model.encoder={encoder!r} is not an encoder smp knows ({e}); "
+                              "see segmentation_models_pytorch.encoders.get_encoder_names()") from None
+        if encoder_weights_path:
+            load_encoder_weights(self.net.encoder, Path(encoder_weights_path))
+        elif encoder_weights:
+            raise MedrunError(
+                f"model.encoder_weights={encoder_weights!r} needs a local file: medrun never downloads weights. "
+                f"Save the {encoder} weights (a state_dict .pth) and pass model.encoder_weights_path=/path/to/file"
+            )
+        channels = self.net.encoder.out_channels
+        # smp's decoder drops feature 0 (input resolution) and uses the last as its centre: the rest are skips.
+        self.skips = nn.ModuleList(skip_block(c, sharp) for c in channels[1:-1])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stride = self.net.encoder.output_stride
+        if x.shape[-2] % stride or x.shape[-1] % stride:
+            raise ValueError(f"input size {tuple(x.shape[-2:])} must be divisible by {stride}")
+        features = self.net.encoder(x)
+        features = [features[0], *(s(f) for s, f in zip(self.skips, features[1:-1])), features[-1]]
+        return self.net.segmentation_head(self.net.decoder(features))
+
+
+def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing below may wait on the network
+    if not path.is_file():
+        raise MedrunError(f"model.encoder_weights_path={path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise MedrunError(f"cannot load encoder weights {path} safely (weights_only=True): {e}") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    try:
+        encoder.load_state_dict(dict(state))
+    except RuntimeError as e:
+        first = str(e).splitlines()[:2]
+        raise MedrunError(f"{path} does not fit encoder {type(encoder).__name__}: {' '.join(first)}") from None

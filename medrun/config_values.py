@@ -15,8 +15,10 @@ def _get(cfg: DictConfig, key: str):
     return node
 
 
-def get_int(cfg: DictConfig, key: str, minimum: int | None = None) -> int:
+def get_int(cfg: DictConfig, key: str, minimum: int | None = None, prefix: str = "") -> int:
+    """`cfg[key]` as an int; errors name the key as `prefix + key` (the node's path in the full config)."""
     value = _get(cfg, key)
+    key = prefix + key
     if isinstance(value, bool) or not isinstance(value, int):
         try:
             value = int(str(value))
@@ -27,8 +29,9 @@ def get_int(cfg: DictConfig, key: str, minimum: int | None = None) -> int:
     return value
 
 
-def get_float(cfg: DictConfig, key: str, low: float | None = None, high: float | None = None) -> float:
+def get_float(cfg: DictConfig, key: str, low: float | None = None, high: float | None = None, prefix: str = "") -> float:
     value = _get(cfg, key)
+    key = prefix + key
     try:
         value = float(value)
     except (TypeError, ValueError):

@@ -36,7 +36,8 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
         "subsets": dict(subsets),
         "image_sizes": dict(sizes.most_common()),
         "channels": dict(channels),
-        "mask_values": sorted(mask_values)[:32],
+        "mask_values": (sorted(mask_values) if len(mask_values) <= 16
+                        else f"{len(mask_values)} distinct values from {min(mask_values)} to {max(mask_values)}"),
         "class_balance": {n: float(p) for n, p in zip(class_names, pixels / max(pixels.sum(), 1))},
         "groups": len(groups),
         "problems": problems,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +17,23 @@ from medrun.errors import MedrunError
 LEAK_NOTE = "test set used for model selection"
 
 
-def _holdout(samples: list[Sample], fraction: float, seed: int, grouped: bool = True):
-    """Split samples into (rest, held) with `fraction` held out; whole groups and strata stay together."""
+def _holdout(samples: list[Sample], fraction: float, seed: int, grouped: bool = True, for_validation: bool = False):
+    """Split samples into (rest, held) with `fraction` held out; whole groups and strata stay together.
+
+    A validation split of a training part with a single group falls back to splitting samples (with a
+    warning): it only steers early stopping. A test split never does.
+    """
     idx = np.arange(len(samples))
     groups = [s.group for s in samples]
     labels = [s.label for s in samples]
-    if grouped and all(g is not None for g in groups):
-        if len(set(groups)) < 2:
+    if grouped and all(g is not None for g in groups) and len(set(groups)) < 2:
+        if not for_validation:
             raise MedrunError(f"only {len(set(groups))} group(s) in {len(samples)} samples: cannot hold out whole "
                               "groups; use more data or fewer folds")
+        warnings.warn(f"the training part holds one group only: its validation split shares that group "
+                      f"({len(samples)} samples); early stopping may be optimistic")
+        grouped = False
+    if grouped and all(g is not None for g in groups):
         rest, held = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(idx, groups=groups))
     else:
         strat = labels if all(v is not None for v in labels) else None
@@ -33,7 +42,7 @@ def _holdout(samples: list[Sample], fraction: float, seed: int, grouped: bool = 
 
 
 def _kfold(pool: list[Sample], cv: DictConfig, seed: int):
-    k = get_int(cv, "folds", minimum=2)
+    k = get_int(cv, "folds", minimum=2, prefix="cv.")
     groups = [s.group for s in pool]
     labels = [s.label for s in pool]
     grouped = all(g is not None for g in groups)
@@ -60,23 +69,23 @@ def make_splits(samples: list[Sample], cv: DictConfig, seed: int) -> dict:
     leak = False
     folds = []
     if name == "kfold":
-        val_fraction = get_float(cv, "val_fraction", 0, 1)
+        val_fraction = get_float(cv, "val_fraction", 0, 1, prefix="cv.")
         for k, (rest, test) in enumerate(_kfold(pool, cv, seed)):
-            train, val = _holdout(rest, val_fraction, seed + k)
+            train, val = _holdout(rest, val_fraction, seed + k, for_validation=True)
             folds.append((train, val, test))
     elif name == "holdout":
         if fixed_test and cv.get("use_fixed_test", True):
             rest, test = pool, fixed_test
         else:
-            rest, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1), seed)
-        train, val = _holdout(rest, get_float(cv, "val_fraction", 0, 1), seed)
+            rest, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1, prefix="cv."), seed)
+        train, val = _holdout(rest, get_float(cv, "val_fraction", 0, 1, prefix="cv."), seed, for_validation=True)
         folds.append((train, val, test))
     elif name == "repeated_holdout":
         # The Sharp U-Net authors' protocol: one split, trained `repeats` times; the held-out part
         # also drives early stopping, so the reported numbers are optimistic.
-        train, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1), get_int(cv, "split_seed"),
+        train, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1, prefix="cv."), get_int(cv, "split_seed", prefix="cv."),
                                grouped=bool(cv.get("grouped", False)))
-        folds = [(train, test, test)] * get_int(cv, "repeats", minimum=1)
+        folds = [(train, test, test)] * get_int(cv, "repeats", minimum=1, prefix="cv.")
         leak = True
     else:
         raise MedrunError(f"unknown cv protocol {name!r} (cv.name); valid: kfold, holdout, repeated_holdout")

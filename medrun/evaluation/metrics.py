@@ -2,7 +2,8 @@
 
 Counts per image and class come from smp.metrics.get_stats. Per-image scores treat an image whose
 ground truth and prediction are both empty as `empty_score` (1 by default); empty ground truth with
-a non-empty prediction scores 0. Scores are never NaN. Multi-class means run over foreground classes.
+a non-empty prediction scores 0; dataset-level ratios with a zero denominator (no positives at all)
+also take `empty_score`. Scores are never NaN. Multi-class means run over foreground classes.
 """
 from __future__ import annotations
 
@@ -44,7 +45,8 @@ def scores(tp, fp, fn, tn, class_names: list[str], empty_score: float = 1.0) -> 
         for k, name in enumerate(fg_names):
             out[f"dice_{name}"] = per_image_dice[:, k].mean()
             out[f"jaccard_{name}"] = per_image_iou[:, k].mean()
-    return {k: float(v) for k, v in out.items()}
+    # smp's "micro" reduction leaves 0/0 as NaN: apply the same empty policy there.
+    return {k: float(torch.nan_to_num(v, nan=empty_score)) for k, v in out.items()}
 
 
 def per_image(tp, fp, fn, tn, empty_score: float = 1.0) -> dict[str, torch.Tensor]:

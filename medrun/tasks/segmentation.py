@@ -47,8 +47,9 @@ class SegmentationTask(pl.LightningModule):
     def on_validation_epoch_end(self):
         values = self.val_scores.compute()
         self.val_scores.reset()
-        self.log("val/jaccard", values.pop("jaccard"), prog_bar=True)
-        self.log_dict({f"val/{k}": v for k, v in values.items()})
+        # Already synchronised by the metric; sync_dist only keeps Lightning from warning under DDP.
+        self.log("val/jaccard", values.pop("jaccard"), prog_bar=True, sync_dist=True)
+        self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=True)
 
     def configure_optimizers(self):
         return build_optimization(self, self.cfg.task.optimizer, self.cfg.task.get("scheduler"))

@@ -1,0 +1,34 @@
+"""Shared fixtures: offline environment, the real data folder, and tiny configs that train in seconds."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("MEDRUN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# A 4-16-... Sharp U-Net on 32x32 synthetic images: the same code paths as the paper configs, in seconds.
+TINY = [
+    "data=synthetic", "data.count=12", "data.source_size=[32,32]", "data.image_size=[32,32]",
+    "data.batch_size=4", "model.filters=[4,8,16,32,64]", "trainer.max_epochs=1",
+    "logger=none", "callbacks.progress=none",
+]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"real data folder {SHARED_DATA} is missing: check out ../shared next to the repo "
+                    "or set MEDRUN_SHARED_DATA")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def tiny(tmp_path):
+    """Overrides for a seconds-long training run writing into tmp_path."""
+    return [*TINY, f"paths.output_dir={tmp_path / 'outputs'}"]

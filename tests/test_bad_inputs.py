@@ -1,0 +1,130 @@
+"""Bad data and config: a MedrunError naming the file or key, raised before any training."""
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import medrun
+from medrun.api import build_store
+from medrun.data import build_dataset
+from medrun.data.check import check_dataset
+from medrun.errors import MedrunError
+
+
+def folder(tmp_path, n=3, size=(32, 32)):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, size, dtype=np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        Image.fromarray((rng.random(size) > 0.5).astype(np.uint8) * 255).save(tmp_path / "masks" / f"{i}.png")
+    return tmp_path
+
+
+def store(root, *extra):
+    return build_store(medrun.compose("train", ["data=folders", f"data.root={root}", "data.channels=1", *extra]))
+
+
+def test_root_that_does_not_exist(tmp_path):
+    with pytest.raises(MedrunError, match=r"data.root=.*nowhere does not exist"):
+        store(tmp_path / "nowhere")
+
+
+def test_root_not_set():
+    with pytest.raises(MedrunError, match=r"data.root is not set"):
+        build_store(medrun.compose("train", ["data=isbi2012"]))
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    with pytest.raises(MedrunError, match="no image files"):
+        store(tmp_path)
+
+
+def test_image_without_mask(tmp_path):
+    root = folder(tmp_path)
+    (root / "masks" / "1.png").unlink()
+    with pytest.raises(MedrunError, match=r"image without mask: .*images/1.png"):
+        store(root)
+
+
+def test_mask_without_image(tmp_path):
+    root = folder(tmp_path)
+    (root / "images" / "2.png").unlink()
+    with pytest.raises(MedrunError, match=r"mask without image: .*masks/2.png"):
+        store(root)
+
+
+def test_mask_size_differs(tmp_path):
+    root = folder(tmp_path)
+    Image.fromarray(np.zeros((16, 32), np.uint8)).save(root / "masks" / "0.png")
+    with pytest.raises(MedrunError, match=r"masks/0.png: mask size 32x16 differs from its image's 32x32"):
+        store(root)
+
+
+def test_truncated_png(tmp_path):
+    root = folder(tmp_path, size=(64, 64))
+    data = (root / "images" / "1.png").read_bytes()
+    (root / "images" / "1.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(MedrunError, match=r"cannot read .*images/1.png"):
+        store(root)
+
+
+def test_text_file_named_png(tmp_path):
+    root = folder(tmp_path)
+    (root / "images" / "2.png").write_text("not an image")
+    with pytest.raises(MedrunError, match=r"cannot read .*images/2.png"):
+        store(root)
+
+
+def test_mask_values_outside_declared_classes(tmp_path):
+    root = folder(tmp_path)
+    Image.fromarray(np.full((32, 32), 7, np.uint8)).save(root / "masks" / "0.png")
+    with pytest.raises(MedrunError, match=r"masks/0.png: mask values \[7\] are not among"):
+        store(root, "data.mask.threshold=null", "data.mask.values=[0,255]")
+
+
+def test_rgb_mask_where_binary_expected(tmp_path):
+    root = folder(tmp_path)
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 0] = 255
+    Image.fromarray(rgb).save(root / "masks" / "1.png")
+    with pytest.raises(MedrunError, match=r"masks/1.png: mask is a colour \(RGB\) image"):
+        store(root)
+
+
+def test_data_check_lists_every_bad_file(tmp_path):
+    root = folder(tmp_path, n=4)
+    (root / "images" / "1.png").write_text("oops")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "masks" / "3.png")
+    cfg = medrun.compose("train", ["data=folders", f"data.root={root}", "data.channels=1"])
+    problems = check_dataset(build_dataset(cfg.data), ["bg", "fg"])["problems"]
+    assert len(problems) == 2 and "images/1.png" in problems[0] and "masks/3.png" in problems[1]
+
+
+def test_unknown_experiment_lists_valid_ones():
+    with pytest.raises(MedrunError, match=r"unknown experiment 'nope'; valid: .*sharp_unet_cvc"):
+        medrun.compose("train", ["experiment=nope"])
+
+
+def test_unknown_key_and_bad_value():
+    with pytest.raises(MedrunError, match=r"bad override: .*trainer.nonsense"):
+        medrun.compose("train", ["trainer.nonsense=1"])
+    cfg = medrun.compose("train", ["data=synthetic", "cv.folds=abc"])
+    with pytest.raises(MedrunError, match=r"cv.folds='abc' is not an integer"):
+        medrun.api.build_splits(cfg, build_store(cfg, preload=False))
+
+
+def test_more_folds_than_groups(shared_data):
+    cfg = medrun.compose("train", ["data=cvc_clinicdb", f"data.root={shared_data}/cvc_clinicdb_sample/CVC-ClinicDB",
+                                   "cv.folds=3"])
+    with pytest.raises(MedrunError, match=r"cv.folds=3 is more than the 2 groups"):
+        medrun.api.build_splits(cfg, build_store(cfg, preload=False))
+
+
+def test_unknown_registry_name_lists_choices():
+    cfg = medrun.compose("train", ["model.name=resnet9000"])
+    with pytest.raises(MedrunError, match=r"unknown model 'resnet9000' \(model.name\); valid: sharp_unet, smp_unet"):
+        medrun.build_model(cfg)

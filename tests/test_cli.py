@@ -1,0 +1,74 @@
+"""The installed `medrun` command in subprocesses: help, errors, data check, multirun and CPU DDP."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import TINY
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
+
+
+def medrun(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "medrun.cli", *args], cwd=cwd, env=ENV,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_help_list_and_user_errors(tmp_path):
+    r = medrun("--help", cwd=tmp_path)
+    assert r.returncode == 0 and "medrun train experiment=quickstart" in r.stdout
+    r = medrun("train", "--help", cwd=tmp_path)
+    assert r.returncode == 0 and "experiment: quickstart" in r.stdout and "cv: holdout, kfold, repeated_holdout" in r.stdout
+    r = medrun("list", "experiments", cwd=tmp_path)
+    assert r.returncode == 0 and "sharp_unet_cvc" in r.stdout and "wide_sharp_unet_cvc" in r.stdout
+    r = medrun("train", "experiment=nope", cwd=tmp_path)
+    assert r.returncode == 2
+    assert r.stderr.startswith("medrun: error: unknown experiment 'nope'; valid:") and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = medrun("train", "experiment=sharp_unet_isbi", f"data.root={tmp_path}/missing", cwd=tmp_path)
+    assert r.returncode == 2 and "data.root=" in r.stderr and "does not exist" in r.stderr
+    assert not (tmp_path / "outputs").exists()  # nothing written for a run that could not start
+
+
+def test_data_check_on_real_files_and_a_bad_copy(shared_data, tmp_path):
+    root = shared_data / "isbi2012"
+    r = medrun("data", "check", "data=isbi2012", f"data.root={root}", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
+    assert report["samples"] == 30 and report["image_sizes"] == {"512x512": 30} and report["channels"] == {"1": 30}
+    bad = tmp_path / "bad"
+    (bad / "images").mkdir(parents=True)
+    (bad / "masks").mkdir()
+    for i in range(3):
+        (bad / "images" / f"{i}.png").symlink_to(root / "membrane/train/image" / f"{i}.png")
+        (bad / "masks" / f"{i}.png").symlink_to(root / "membrane/train/label" / f"{i}.png")
+    (bad / "images" / "1.png").unlink()
+    (bad / "images" / "1.png").write_bytes((root / "membrane/train/image/1.png").read_bytes()[:300])
+    r = medrun("data", "check", "data=folders", f"data.root={bad}", "data.channels=1", cwd=tmp_path)
+    assert r.returncode == 2 and "1 bad sample(s)" in r.stderr and "images/1.png" in r.stderr
+
+
+def test_multirun_gives_each_job_its_own_run_folder(tmp_path):
+    r = medrun("-m", "train", *TINY, "cv=holdout", "name=sweep", "seed=1,2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    runs = sorted((tmp_path / "outputs" / "sweep").iterdir())
+    assert len(runs) == 2
+    seeds = {json.loads((d / "splits.json").read_text())["seed"] for d in runs}
+    assert seeds == {1, 2}
+    assert all((d / "cv_summary.json").is_file() for d in runs)
+
+
+def test_ddp_on_two_cpu_processes_makes_one_run_folder(tmp_path):
+    # The console script, as a user starts it: Lightning re-runs this command line in the second process.
+    exe = Path(sys.executable).with_name("medrun")
+    r = subprocess.run([str(exe), "train", *TINY, "data.batch_size=2", "cv.folds=2", "name=ddp", "trainer=ddp_cpu"],
+                       cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = list((tmp_path / "outputs" / "ddp").iterdir())
+    assert len(runs) == 1
+    summary = json.loads((runs[0] / "cv_summary.json").read_text())
+    assert len(summary["folds"]) == 2
+    assert "world_size" not in summary
+    cfg = (runs[0] / "config.yaml").read_text()
+    assert "devices: 2" in cfg and "strategy: ddp" in cfg

@@ -1,0 +1,61 @@
+import math
+
+import pytest
+import torch
+
+from medrun.evaluation.metrics import SegmentationScores, confusion, scores
+
+
+def binary(pred, target):
+    probs = torch.tensor(pred, dtype=torch.float32)[:, None]
+    tp, fp, fn, tn = confusion(probs, torch.tensor(target), binary=True)
+    return scores(tp, fp, fn, tn, ["background", "fg"])
+
+
+def test_binary_scores_match_hand_computed_values():
+    # image 0: tp=2, fp=1, fn=1, tn=0 -> dice 4/6, iou 2/4; image 1: perfect on 1 pixel.
+    pred = [[[1, 1], [1, 0]], [[0, 0], [0, 1]]]
+    target = [[[1, 1], [0, 1]], [[0, 0], [0, 1]]]
+    s = binary(pred, target)
+    assert s["dice"] == pytest.approx((4 / 6 + 1) / 2)
+    assert s["jaccard"] == pytest.approx((2 / 4 + 1) / 2)
+    # micro: tp=3, fp=1, fn=1 over the dataset
+    assert s["dice_micro"] == pytest.approx(6 / 8)
+    assert s["jaccard_micro"] == pytest.approx(3 / 5)
+    assert s["precision"] == pytest.approx(3 / 4)
+    assert s["recall"] == pytest.approx(3 / 4)
+    assert s["specificity"] == pytest.approx(3 / 4)  # tn=0+3, fp=1
+
+
+def test_empty_mask_policy():
+    empty_both = binary([[[0, 0], [0, 0]]], [[[0, 0], [0, 0]]])
+    assert empty_both["dice"] == 1.0 and empty_both["jaccard"] == 1.0
+    false_alarm = binary([[[1, 0], [0, 0]]], [[[0, 0], [0, 0]]])
+    assert false_alarm["dice"] == 0.0 and false_alarm["jaccard"] == 0.0
+    missed = binary([[[0, 0], [0, 0]]], [[[1, 0], [0, 0]]])
+    assert missed["dice"] == 0.0
+    assert all(not math.isnan(v) for s in (empty_both, false_alarm, missed) for v in s.values())
+
+
+def test_empty_score_is_configurable():
+    probs, target = torch.zeros(1, 1, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long)
+    tp, fp, fn, tn = confusion(probs, target, binary=True)
+    assert scores(tp, fp, fn, tn, ["bg", "fg"], empty_score=0.0)["dice"] == 0.0
+
+
+def test_multiclass_means_run_over_foreground_classes():
+    target = torch.tensor([[[0, 1], [2, 2]]])
+    pred = torch.tensor([[[0, 1], [2, 1]]])
+    probs = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float()
+    s = scores(*confusion(probs, target, binary=False), ["bg", "ggo", "cons"])
+    # class 1: tp=1 fp=1 fn=0 -> dice 2/3; class 2: tp=1 fp=0 fn=1 -> dice 2/3
+    assert s["dice_ggo"] == pytest.approx(2 / 3) and s["dice_cons"] == pytest.approx(2 / 3)
+    assert s["dice"] == pytest.approx(2 / 3)
+    assert s["jaccard"] == pytest.approx(0.5)
+
+
+def test_epoch_metric_accumulates_batches():
+    m = SegmentationScores(["bg", "fg"])
+    m.update(torch.tensor([[[[0.9, 0.1]]]]), torch.tensor([[[1, 0]]]))
+    m.update(torch.tensor([[[[0.2, 0.2]]]]), torch.tensor([[[0, 0]]]))
+    assert m.compute()["dice"] == 1.0

@@ -1,0 +1,71 @@
+import pytest
+import torch
+
+import medrun
+from medrun.errors import MedrunError
+from medrun.models.sharp import SHARPEN_KERNEL, SharpBlock
+from medrun.models.sharp_unet import SharpUNet
+from medrun.models.smp_unet import EncoderUNet
+
+
+def counts(model):
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return trainable, frozen
+
+
+def test_sharp_unet_matches_reference_parameter_counts():
+    # The authors' Keras model on 192x256x3, 1 class: 7,764,417 total of which 4,320 frozen kernel weights.
+    assert counts(SharpUNet(3, 1)) == (7_760_097, 4_320)
+    assert counts(SharpUNet(3, 1, sharp=False)) == (7_760_097, 0)
+
+
+def test_sharp_block_is_a_frozen_depthwise_laplacian():
+    block = SharpBlock(5)
+    assert block.groups == 5 and block.bias is None and block.padding == (1, 1)
+    assert not block.weight.requires_grad
+    assert torch.equal(block.weight[3, 0], SHARPEN_KERNEL)
+    # A constant image has no edges: the Laplacian is zero away from the zero-padded border.
+    out = block(torch.full((1, 5, 8, 8), 3.0))
+    assert torch.all(out[..., 1:-1, 1:-1] == 0)
+    # An isolated bright pixel is amplified 8x at its centre and its neighbours go negative.
+    x = torch.zeros(1, 5, 5, 5)
+    x[..., 2, 2] = 1
+    y = block(x)
+    assert y[0, 0, 2, 2] == 8 and y[0, 0, 1, 1] == -1
+
+
+def test_wide_variant_and_output_shape():
+    wide = SharpUNet(3, 1, filters=(35, 70, 140, 280, 560))
+    assert counts(wide)[1] == 9 * (35 + 70 + 140 + 280)
+    assert wide(torch.zeros(1, 3, 32, 48)).shape == (1, 1, 32, 48)
+    with pytest.raises(ValueError, match="divisible by 16"):
+        wide(torch.zeros(1, 3, 30, 32))
+
+
+def test_summary_reports_trainable_and_frozen_counts():
+    text = medrun.api.model_summary(medrun.compose("train", ["experiment=sharp_unet_cvc"]))
+    assert "7,760,097 trainable, 4,320 frozen" in text
+
+
+@pytest.mark.parametrize("encoder", ["vgg16", "resnet50"])
+def test_sharp_blocks_on_every_smp_skip(encoder):
+    sharp, plain = EncoderUNet(3, 1, encoder, sharp=True), EncoderUNet(3, 1, encoder, sharp=False)
+    skip_channels = plain.net.encoder.out_channels[1:-1]
+    assert counts(sharp)[0] == counts(plain)[0]
+    assert counts(sharp)[1] == 9 * sum(skip_channels)
+    assert sharp(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
+
+
+def test_pretrained_weights_need_a_local_file(tmp_path):
+    with pytest.raises(MedrunError, match="encoder_weights_path"):
+        EncoderUNet(3, 1, "resnet18", encoder_weights="imagenet")
+    # A local state_dict is loaded into the encoder.
+    source = EncoderUNet(3, 1, "resnet18")
+    path = tmp_path / "resnet18.pth"
+    torch.save(source.net.encoder.state_dict(), path)
+    loaded = EncoderUNet(3, 1, "resnet18", encoder_weights="imagenet", encoder_weights_path=str(path))
+    assert torch.equal(loaded.net.encoder.conv1.weight, source.net.encoder.conv1.weight)
+    torch.save({"wrong": torch.zeros(1)}, path)
+    with pytest.raises(MedrunError, match="does not fit encoder"):
+        EncoderUNet(3, 1, "resnet18", encoder_weights_path=str(path))

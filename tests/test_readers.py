@@ -1,0 +1,89 @@
+"""Every reader on the real files in ../shared/data."""
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+import medrun
+from medrun.data import build_dataset
+from medrun.data.check import check_dataset
+from medrun.data.cvc import sequence_of
+
+
+def dataset(name, root, *extra):
+    cfg = medrun.compose("train", [f"data={name}", f"data.root={root}", *extra])
+    return build_dataset(cfg.data), cfg
+
+
+def test_isbi2012(shared_data):
+    ds, _ = dataset("isbi2012", shared_data / "isbi2012")
+    assert len(ds.samples) == 30 and ds.samples[0].id == "0" and ds.samples[-1].id == "29"
+    image, mask = ds.load(ds.samples[0])
+    assert image.shape == (512, 512, 1) and mask.shape == (512, 512)
+    assert set(np.unique(mask)) == {0, 1}
+    assert 0.6 < mask.mean() < 0.9  # cell interior (label 255, ~78 %) is the foreground by default
+    inverted, _ = dataset("isbi2012", shared_data / "isbi2012", "data.mask.invert=true")
+    assert np.array_equal(inverted.load(inverted.samples[0])[1], 1 - mask)
+
+
+def test_cvc_clinicdb_release_layout(shared_data):
+    ds, _ = dataset("cvc_clinicdb", shared_data / "cvc_clinicdb_sample" / "CVC-ClinicDB")
+    assert [s.id for s in ds.samples] == ["1", "2", "3", "4", "5", "6", "200", "201", "202", "203", "204", "205"]
+    assert {s.group for s in ds.samples} == {"seq01", "seq10"}
+    image, mask = ds.load(ds.samples[0])
+    assert image.shape == (288, 384, 3) and image.dtype == np.uint8
+    assert set(np.unique(mask)) <= {0, 1} and mask.any()  # intermediate values thresholded at 128
+
+
+@pytest.mark.parametrize("frame,seq", [(1, "seq01"), (25, "seq01"), (26, "seq02"), (205, "seq10"),
+                                       (206, "seq11"), (592, "seq29"), (612, "seq29")])
+def test_cvc_sequence_table(frame, seq):
+    assert sequence_of(str(frame)) == seq
+
+
+def test_covid_ct_binary_and_multiclass(shared_data):
+    ds, _ = dataset("covid_ct", shared_data / "covid19_ct_seg")
+    subsets = [s.subset for s in ds.samples]
+    assert subsets.count("train") == 50 and subsets.count("test") == 48
+    image, mask = ds.load(ds.samples[0])
+    assert image.shape[2] == 1 and image.shape[:2] == mask.shape and set(np.unique(mask)) <= {0, 1}
+    multi, _ = dataset("covid_ct_multiclass", shared_data / "covid19_ct_seg" / "Dataset")
+    assert len(multi.samples) == 98
+    values = set()
+    for s in multi.samples[:10]:
+        values |= set(np.unique(multi.load(s)[1]).tolist())
+    assert values == {0, 1, 2}
+
+
+def test_generic_folders_any_extension(shared_data, tmp_path):
+    src = shared_data / "covid19_ct_seg/Dataset/TrainingSet/LungInfection-Train/Doctor-label"
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for stem in ("0", "1", "2"):
+        (tmp_path / "images" / f"case{stem}.jpg").symlink_to(src / "Imgs" / f"{stem}.jpg")
+        (tmp_path / "masks" / f"case{stem}.png").symlink_to(src / "GT" / f"{stem}.png")
+    ds, cfg = dataset("folders", tmp_path, "data.channels=1")
+    assert [s.id for s in ds.samples] == ["case0", "case1", "case2"]
+    report = check_dataset(ds, list(cfg.data.classes))
+    assert report["samples"] == 3 and report["problems"] == [] and report["mask_values"] == [0, 255]
+    assert sum(report["class_balance"].values()) == pytest.approx(1.0)
+
+
+def test_synthetic_is_deterministic_and_honours_empty_fraction():
+    cfg = medrun.compose("train", ["data=synthetic", "data.count=40", "data.empty_fraction=0.5"])
+    a, b = build_dataset(cfg.data), build_dataset(cfg.data)
+    img_a, mask_a = a.load(a.samples[3])
+    img_b, mask_b = b.load(b.samples[3])
+    assert np.array_equal(img_a, img_b) and np.array_equal(mask_a, mask_b)
+    empty = sum(not a.load(s)[1].any() for s in a.samples)
+    assert 10 <= empty <= 30
+    cfg3 = OmegaConf.merge(cfg, {"data": {"classes": ["bg", "a", "b"], "channels": 3}})
+    img, mask = build_dataset(cfg3.data).load(a.samples[0])
+    assert img.shape[2] == 3 and mask.max() <= 2
+
+
+def test_data_check_reads_real_cvc(shared_data):
+    ds, cfg = dataset("cvc_clinicdb", shared_data / "cvc_clinicdb_sample" / "CVC-ClinicDB")
+    report = check_dataset(ds, list(cfg.data.classes))
+    assert report["samples"] == 12 and report["groups"] == 2 and report["channels"] == {3: 12}
+    assert report["image_sizes"] == {"384x288": 12}
+    assert report["mask_values"].endswith("distinct values from 0 to 255")  # intermediate values reported

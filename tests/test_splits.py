@@ -1,0 +1,67 @@
+"""Split invariants of the three protocols, on real files."""
+import pytest
+
+import medrun
+from medrun.api import build_splits, build_store
+from medrun.data.splits import load_splits
+from medrun.errors import MedrunError
+
+
+def splits(*overrides):
+    cfg = medrun.compose("train", list(overrides))
+    st = build_store(cfg, preload=False)
+    return build_splits(cfg, st), st
+
+
+def test_kfold_holds_out_every_sample_once(shared_data):
+    sp, st = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012")
+    assert sp["protocol"] == "kfold" and not sp["test_used_for_model_selection"]
+    held = [i for f in sp["folds"] for i in f["test"]]
+    assert len(sp["folds"]) == 5 and sorted(held) == sorted(s.id for s in st.samples)
+    for f in sp["folds"]:
+        train, val, test = map(set, (f["train"], f["val"], f["test"]))
+        assert not (train & val or train & test or val & test)
+        assert len(train | val | test) == 30
+
+
+def test_grouped_kfold_keeps_video_sequences_together(shared_data):
+    sp, st = splits("experiment=sharp_unet_cvc", f"data.root={shared_data}/cvc_clinicdb_sample/CVC-ClinicDB",
+                    "cv.folds=2")
+    group = {s.id: s.group for s in st.samples}
+    for f in sp["folds"]:
+        test_groups = {group[i] for i in f["test"]}
+        assert not test_groups & {group[i] for i in f["train"] + f["val"]}
+
+
+def test_repeated_holdout_is_the_papers_leaky_protocol(shared_data):
+    sp, _ = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", "cv=repeated_holdout")
+    assert sp["test_used_for_model_selection"] and len(sp["folds"]) == 5
+    first = sp["folds"][0]
+    assert first["val"] == first["test"] and len(first["test"]) == 6
+    assert all(f["train"] == first["train"] and f["test"] == first["test"] for f in sp["folds"])
+    # The split depends on cv.split_seed (42, as published), not on the run seed.
+    sp2, _ = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", "cv=repeated_holdout", "seed=7")
+    assert sp2["folds"][0]["test"] == first["test"]
+
+
+def test_holdout_uses_the_fixed_test_set(shared_data):
+    sp, _ = splits("experiment=sharp_unet_covid_ct", f"data.root={shared_data}/covid19_ct_seg", "cv=holdout")
+    (fold,) = sp["folds"]
+    assert len(fold["test"]) == 48 and all(i.startswith("test_") for i in fold["test"])
+    assert all(i.startswith("train_") for i in fold["train"] + fold["val"])
+    kf, _ = splits("experiment=sharp_unet_covid_ct", f"data.root={shared_data}/covid19_ct_seg")
+    assert len(kf["fixed_test"]) == 48
+    assert not any(i.startswith("test_") for f in kf["folds"] for i in f["test"] + f["train"])
+
+
+def test_splits_file_is_reused_and_checked(shared_data, tmp_path):
+    sp, st = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012")
+    path = tmp_path / "splits.json"
+    path.write_text(__import__("json").dumps(sp))
+    again, _ = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", f"cv.splits_file={path}",
+                      "seed=3")
+    assert again["folds"] == sp["folds"]
+    sp["folds"][0]["test"].append("not-a-sample")
+    path.write_text(__import__("json").dumps(sp))
+    with pytest.raises(MedrunError, match="names samples not in the dataset"):
+        load_splits(path, st.samples)

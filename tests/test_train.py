@@ -1,0 +1,93 @@
+"""Training end to end through the Python API: the run-folder contract, frozen kernels, precision, determinism."""
+import json
+
+import pytest
+import torch
+
+import medrun
+from medrun.models.sharp import SHARPEN_KERNEL
+from medrun.runs import load_checkpoint
+
+
+@pytest.fixture(scope="module")
+def kfold_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    from tests.conftest import TINY
+
+    cfg = medrun.compose("train", [*TINY, "cv.folds=3", "name=contract", f"paths.output_dir={out}"])
+    return medrun.train(cfg)
+
+
+def test_run_folder_contract(kfold_run):
+    run_dir, summary = kfold_run
+    assert run_dir.parent.name == "contract"
+    for name in ("config.yaml", "overrides.txt", "splits.json", "cv_summary.json", "summary.md"):
+        assert (run_dir / name).is_file(), name
+    assert "cv.folds=3" in (run_dir / "overrides.txt").read_text().split("\n")
+    saved = json.loads((run_dir / "cv_summary.json").read_text())
+    assert saved == summary
+    assert set(saved) == {"experiment", "protocol", "folds", "mean", "std"}
+    assert [f["fold"] for f in saved["folds"]] == [0, 1, 2]
+    splits = json.loads((run_dir / "splits.json").read_text())
+    for f in splits["folds"]:
+        fold_dir = run_dir / f"fold_{f['fold']}"
+        assert (fold_dir / "checkpoints" / "best.ckpt").is_file() and (fold_dir / "checkpoints" / "last.ckpt").is_file()
+        metrics = json.loads((fold_dir / "metrics.json").read_text())
+        assert metrics["metrics"] == saved["folds"][f["fold"]]["metrics"]
+        # Predictions exist for exactly the held-out samples, by sample id.
+        assert sorted(p.stem for p in (fold_dir / "predictions").glob("*.png")) == sorted(f["test"])
+        assert sorted(p.stem for p in (fold_dir / "predictions").glob("*.npy")) == sorted(f["test"])
+    values = [f["metrics"]["dice"] for f in saved["folds"]]
+    assert saved["mean"]["dice"] == pytest.approx(sum(values) / 3)
+    assert all(0.0 <= v <= 1.0 for f in saved["folds"] for v in f["metrics"].values())
+    table = (run_dir / "summary.md").read_text()
+    assert f"| dice | {saved['mean']['dice']:.4f} ± {saved['std']['dice']:.4f} |" in table
+
+
+def test_checkpoints_load_safely_and_keep_the_kernel_frozen(kfold_run):
+    run_dir, _ = kfold_run
+    ckpt = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")
+    assert ckpt["global_step"] > 0  # it did train
+    sharp = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.skips.")}
+    assert len(sharp) == 4
+    for w in sharp.values():
+        assert torch.equal(w, SHARPEN_KERNEL.expand(w.shape[0], 1, 3, 3))  # bit-identical after training
+    assert isinstance(ckpt["hyper_parameters"]["config"], dict)
+
+
+def test_a_second_run_gets_a_new_folder(tmp_path, tiny):
+    cfg = medrun.compose("train", [*tiny, "cv=holdout"])
+    first, _ = medrun.train(cfg)
+    second, _ = medrun.train(cfg)
+    assert first != second and first.parent == second.parent
+    assert (first / "cv_summary.json").is_file() and (second / "cv_summary.json").is_file()
+
+
+def test_deterministic_runs_give_identical_metrics(tiny):
+    cfg = medrun.compose("train", [*tiny, "cv=holdout", "trainer.deterministic=true", "trainer.max_epochs=2"])
+    assert medrun.train(cfg)[1]["mean"] == medrun.train(cfg)[1]["mean"]
+
+
+def test_bf16_mixed_on_cpu(tiny):
+    run_dir, summary = medrun.train(medrun.compose("train", [*tiny, "cv=holdout", "trainer.precision=bf16-mixed"]))
+    assert summary["folds"][0]["metrics"]["dice"] >= 0.0
+    assert (run_dir / "fold_0" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_paper_protocol_is_labelled_as_leaky(tiny):
+    run_dir, summary = medrun.train(medrun.compose("train", [*tiny, "cv=repeated_holdout", "cv.repeats=2"]))
+    assert summary["note"] == "test set used for model selection"
+    assert "test set used for model selection" in (run_dir / "summary.md").read_text()
+
+
+def test_wandb_offline_one_run_per_fold(tiny, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_dir, _ = medrun.train(medrun.compose("train", [*tiny, "cv.folds=2", "logger=wandb"]))
+    runs = sorted((run_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2  # one per fold, each finished before the next started
+    import wandb
+
+    assert wandb.run is None  # finish() was called
+    # No code, git or host metadata is recorded.
+    assert not list((run_dir / "wandb").rglob("wandb-metadata.json"))
+    assert not [p for p in (run_dir / "wandb").rglob("code/*") if p.is_file()]

@@ -5,12 +5,12 @@ import json
 import os
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medrun.config import compose, to_plain
 from medrun.crossval import run_folds
 from medrun.data import build_dataset
-from medrun.data.datamodule import SegmentationDataModule
+from medrun.data.datamodule import FoldDataModule
 from medrun.data.splits import load_splits, make_splits
 from medrun.data.store import SampleStore
 from medrun.evaluation.reports import markdown
@@ -20,16 +20,30 @@ from medrun.tasks import TASKS
 __all__ = ["compose", "build_model", "build_datamodule", "build_store", "train"]
 
 
+def fill_labels(cfg: DictConfig, dataset) -> None:
+    """Classification: take class names and mode (multi-class / multi-label) from the data unless set."""
+    if dataset.kind != "classification":
+        return
+    with open_dict(cfg):
+        cfg.data.classes = list(cfg.data.get("classes") or dataset.classes)
+        if cfg.data.get("mode") in (None, "auto"):
+            cfg.data.mode = "multilabel" if dataset.multilabel else "multiclass"
+
+
 def build_model(cfg: DictConfig):
     """The task's LightningModule (network, loss, metrics, optimisation) for a composed config."""
+    if cfg.task.name == "classification" and (not cfg.data.get("classes") or cfg.data.get("mode") in (None, "auto")):
+        fill_labels(cfg, build_dataset(cfg.data))
     return TASKS.get(cfg.task.name)(to_plain(cfg))
 
 
 def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
     """List the dataset and (with `preload`) decode every sample, so bad files fail before training."""
-    store = SampleStore(build_dataset(cfg.data), cfg.data.image_size, cache=bool(cfg.data.cache))
+    dataset = build_dataset(cfg.data)
+    fill_labels(cfg, dataset)
+    store = SampleStore(dataset, cfg.data.image_size, cache=bool(cfg.data.cache))
     if preload:
-        if store._cache is not None:
+        if store.cached:
             store.preload()
         else:  # no cache: decode once to validate, keep nothing
             for s in store.samples:
@@ -43,16 +57,16 @@ def build_splits(cfg: DictConfig, store: SampleStore) -> dict:
     return make_splits(store.samples, cfg.cv, int(cfg.seed))
 
 
-def build_datamodule(cfg: DictConfig, fold: int = 0) -> SegmentationDataModule:
+def build_datamodule(cfg: DictConfig, fold: int = 0) -> FoldDataModule:
     """The datamodule of fold `fold` of the configured protocol (for exploration and tests)."""
     store = build_store(cfg, preload=False)
-    return SegmentationDataModule(store, build_splits(cfg, store)["folds"][fold], cfg.data, int(cfg.seed))
+    return FoldDataModule(store, build_splits(cfg, store)["folds"][fold], cfg.data, int(cfg.seed))
 
 
 def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     """Run every fold of `cfg` into a new run folder; returns (run folder, cv_summary)."""
-    config = to_plain(cfg)
     store = build_store(cfg)
+    config = to_plain(cfg)
     if is_ddp_child():
         run_dir = Path(os.environ[RUN_DIR_ENV])
         splits = json.loads((run_dir / "splits.json").read_text())
@@ -73,12 +87,12 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
 def model_summary(cfg: DictConfig) -> str:
     """Layer table (Lightning's ModelSummary) with trainable and frozen parameter counts."""
     import torch
-    from omegaconf import open_dict
     from pytorch_lightning.utilities.model_summary import ModelSummary
 
-    if cfg.model.get("encoder_weights"):
-        with open_dict(cfg):  # a summary needs the architecture, not the pretrained values
-            cfg.model.encoder_weights = None
+    with open_dict(cfg):  # a summary needs the architecture, not the pretrained values
+        for key in ("encoder_weights", "pretrained"):
+            if cfg.model.get(key):
+                cfg.model[key] = None
     model = build_model(cfg)
     h, w = (int(v) for v in cfg.data.image_size)
     model.example_input_array = torch.zeros(1, int(cfg.data.channels), h, w)

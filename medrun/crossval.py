@@ -6,10 +6,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from medrun.data.datamodule import SegmentationDataModule
+from medrun.data.datamodule import FoldDataModule
 from medrun.data.splits import LEAK_NOTE
 from medrun.data.store import SampleStore
-from medrun.evaluation.heldout import evaluate_segmentation
 from medrun.evaluation.reports import aggregate
 from medrun.runs import is_ddp_child, load_checkpoint, write_json
 from medrun.tasks import TASKS
@@ -22,7 +21,7 @@ def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
     fold_dir = run_dir / f"fold_{k}"
     seed = int(cfg.seed) + k
     pl.seed_everything(seed, workers=True, verbose=False)
-    datamodule = SegmentationDataModule(store, fold, cfg.data, seed)
+    datamodule = FoldDataModule(store, fold, cfg.data, seed)
     task = TASKS.get(cfg.task.name)(config)
     logger = build_logger(cfg, fold_dir, run_dir, k, config)
     try:
@@ -34,11 +33,10 @@ def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
         return None
     best = trainer.checkpoint_callback.best_model_path or str(fold_dir / "checkpoints" / "last.ckpt")
     task.load_state_dict(load_checkpoint(best)["state_dict"])
-    metrics = evaluate_segmentation(
-        task, datamodule.test_dataloader(), [s.id for s in store.samples], fold_dir / "predictions",
-        save_probabilities=bool(cfg.save_probabilities), device=trainer.strategy.root_device)
+    metrics, extras = task.evaluate_heldout(datamodule.test_dataloader(), [s.id for s in store.samples], fold_dir,
+                                            trainer.strategy.root_device, bool(cfg.save_probabilities))
     record = {
-        "fold": k, "metrics": metrics,
+        "fold": k, "metrics": metrics, **extras,
         "checkpoint": str(Path(best).relative_to(run_dir)),
         "epochs_trained": trainer.current_epoch,
         "sizes": {part: len(fold[part]) for part in ("train", "val", "test")},
@@ -53,4 +51,6 @@ def run_folds(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, 
     if is_ddp_child():
         return None
     note = LEAK_NOTE if splits["test_used_for_model_selection"] else None
-    return aggregate(cfg.name, splits["protocol"], [{"fold": r["fold"], "metrics": r["metrics"]} for r in records], note)
+    summary = aggregate(cfg.name, splits["protocol"], [{"fold": r["fold"], "metrics": r["metrics"]} for r in records],
+                        note)
+    return {**summary, **TASKS.get(cfg.task.name).finish_run(cfg, run_dir, splits)}

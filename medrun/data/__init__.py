@@ -1,7 +1,8 @@
 """Dataset readers (one module per on-disk layout), splits, transforms and the fold datamodule."""
 from omegaconf import DictConfig
 
-from medrun.data import cvc, folders, infnet, isbi, synthetic  # noqa: F401  (register readers)
+from medrun.data import (  # noqa: F401  (register readers)
+    class_folders, csv_table, cvc, folders, infnet, isbi, medmnist, synthetic, synthetic_classes)
 from medrun.data.samples import READERS, Dataset, Sample
 
 

@@ -5,17 +5,17 @@ import pytorch_lightning as pl
 from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 
-from medrun.data.store import SampleStore, SegmentationSet
+from medrun.data.store import SampleStore, SampleSet
 from medrun.data.transforms import pipeline
 
 
-class SegmentationDataModule(pl.LightningDataModule):
+class FoldDataModule(pl.LightningDataModule):
     def __init__(self, store: SampleStore, split: dict, cfg: DictConfig, seed: int):
         super().__init__()
         self.store, self.split, self.cfg, self.seed = store, split, cfg, seed
 
     def _loader(self, part: str, train: bool) -> DataLoader:
-        ds = SegmentationSet(self.store, self.store.indices(self.split[part]), pipeline(self.cfg, train), self.seed)
+        ds = SampleSet(self.store, self.store.indices(self.split[part]), pipeline(self.cfg, train), self.seed)
         workers = int(self.cfg.num_workers)
         return DataLoader(ds, batch_size=int(self.cfg.batch_size), shuffle=train, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=bool(self.cfg.get("pin_memory", False)))

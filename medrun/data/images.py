@@ -11,10 +11,16 @@ from PIL import Image
 from medrun.errors import MedrunError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+CLASSIFICATION_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm")
 
 
-def read_array(path: Path) -> np.ndarray:
-    """Read an image file as stored (palette PNGs keep their indices); TIFF through tifffile."""
+def read_array(path: Path, dicom: dict | None = None) -> np.ndarray:
+    """Read an image file as stored (palette PNGs keep their indices); TIFF through tifffile;
+    DICOM (.dcm) through medrun.data.dicom with the `dicom` options (window, frames)."""
+    if path.suffix.lower() == ".dcm":
+        from medrun.data.dicom import read_dicom
+
+        return read_dicom(path, **(dicom or {}))
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             # PIL mis-reads the RGB TIFFs of CVC-ClinicDB; tifffile reads them as stored.
@@ -46,8 +52,8 @@ def to_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
     raise MedrunError(f"{path}: has {c} channels, data.channels={channels}")
 
 
-def read_image(path: Path, channels: int) -> np.ndarray:
-    return to_channels(read_array(path), channels, path)
+def read_image(path: Path, channels: int, dicom: dict | None = None) -> np.ndarray:
+    return to_channels(read_array(path, dicom), channels, path)
 
 
 def read_mask(path: Path, num_classes: int, threshold: int | None, values: list[int] | None) -> np.ndarray:

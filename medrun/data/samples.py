@@ -26,10 +26,15 @@ class Sample:
 
 @dataclass
 class Dataset:
-    """A listed dataset: its samples and how to decode one of them into (image HxWxC, mask HxW)."""
+    """A listed dataset: its samples and how to decode one into (image HxWxC, target).
+
+    The target is a mask of class indices (HxW) for segmentation, a class index or a multi-hot
+    vector for classification.
+    """
 
     samples: list[Sample]
     load: Callable[[Sample], tuple[Any, Any]]
+    kind: str = "segmentation"
 
     def __post_init__(self):
         ids = [s.id for s in self.samples]

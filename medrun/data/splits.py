@@ -74,11 +74,16 @@ def make_splits(samples: list[Sample], cv: DictConfig, seed: int) -> dict:
             train, val = _holdout(rest, val_fraction, seed + k, for_validation=True)
             folds.append((train, val, test))
     elif name == "holdout":
-        if fixed_test and cv.get("use_fixed_test", True):
+        fixed = bool(cv.get("use_fixed_test", True))
+        fixed_val = [s for s in pool if s.subset == "val"]
+        if fixed_test and fixed:
             rest, test = pool, fixed_test
         else:
             rest, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1, prefix="cv."), seed)
-        train, val = _holdout(rest, get_float(cv, "val_fraction", 0, 1, prefix="cv."), seed, for_validation=True)
+        if fixed_val and fixed:  # e.g. MedMNIST's official validation split
+            train, val = [s for s in rest if s.subset != "val"], [s for s in rest if s.subset == "val"]
+        else:
+            train, val = _holdout(rest, get_float(cv, "val_fraction", 0, 1, prefix="cv."), seed, for_validation=True)
         folds.append((train, val, test))
     elif name == "repeated_holdout":
         # The Sharp U-Net authors' protocol: one split, trained `repeats` times; the held-out part

@@ -10,11 +10,12 @@ from medrun.data.transforms import resize
 
 
 class SampleStore:
-    """Index -> (image HxWxC, mask HxW) at the model's input size; decodes each file once if caching."""
+    """Index -> (image HxWxC, target) at the model's input size; decodes each file once if caching."""
 
     def __init__(self, dataset: Dataset, size, cache: bool = True):
         self.dataset = dataset
         self.samples = dataset.samples
+        self.segmentation = dataset.kind == "segmentation"
         self.index = {s.id: i for i, s in enumerate(self.samples)}
         self._resize = resize(size)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
@@ -22,12 +23,19 @@ class SampleStore:
     def __len__(self) -> int:
         return len(self.samples)
 
+    @property
+    def cached(self) -> bool:
+        return self._cache is not None
+
     def get(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        image, mask = self.dataset.load(self.samples[i])
-        out = self._resize(image=image, mask=mask)
-        item = (out["image"], out["mask"])
+        image, target = self.dataset.load(self.samples[i])
+        if self.segmentation:
+            out = self._resize(image=image, mask=target)
+            item = (out["image"], out["mask"])
+        else:
+            item = (self._resize(image=image)["image"], target)
         if self._cache is not None:
             self._cache[i] = item
         return item
@@ -41,8 +49,8 @@ class SampleStore:
         return [self.index[i] for i in ids]
 
 
-class SegmentationSet(TorchDataset):
-    """Samples `indices` of a store through an albumentations `transform`."""
+class SampleSet(TorchDataset):
+    """Samples `indices` of a store through an albumentations `transform` (masks transformed alike)."""
 
     def __init__(self, store: SampleStore, indices: list[int], transform, seed: int):
         self.store, self.indices, self.transform = store, indices, transform
@@ -60,6 +68,10 @@ class SegmentationSet(TorchDataset):
             self.transform.set_random_seed(torch.initial_seed() % 2**32)
             self._seeded_worker = info.id
         i = self.indices[k]
-        image, mask = self.store.get(i)
-        out = self.transform(image=image, mask=mask)
-        return {"image": out["image"].float(), "mask": out["mask"].long(), "index": i}
+        image, target = self.store.get(i)
+        if self.store.segmentation:
+            out = self.transform(image=image, mask=target)
+            return {"image": out["image"].float(), "target": out["mask"].long(), "index": i}
+        target = torch.as_tensor(target)
+        return {"image": self.transform(image=image)["image"].float(),
+                "target": target.float() if target.ndim else target.long(), "index": i}

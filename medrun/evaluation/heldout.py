@@ -20,7 +20,7 @@ def evaluate_segmentation(task, loader, sample_ids: list[str], pred_dir: Path | 
         pred_dir.mkdir(parents=True, exist_ok=True)
     for batch in loader:
         probs = task.probabilities(task(batch["image"].to(device)).float()).cpu()
-        counts.append(confusion(probs, batch["mask"], task.binary, task.val_scores.threshold))
+        counts.append(confusion(probs, batch["target"], task.binary, task.val_scores.threshold))
         if pred_dir is None:
             continue
         if task.binary:

@@ -4,13 +4,15 @@ from __future__ import annotations
 import numpy as np
 from rich.table import Table
 
-HEADLINE = ("dice", "jaccard", "dice_micro", "jaccard_micro", "precision", "recall", "specificity")
+HEADLINE = ("dice", "jaccard", "dice_micro", "jaccard_micro", "precision", "recall", "specificity",
+            "accuracy", "balanced_accuracy", "auc_macro", "f1_macro", "sensitivity_macro", "specificity_macro",
+            "precision_macro", "fn_total")
 
 
 def aggregate(experiment: str, protocol: str, folds: list[dict], note: str | None = None) -> dict:
     """cv_summary.json content: per-fold metrics, their mean and std (sample std; 0 for one fold)."""
-    names = list(folds[0]["metrics"]) if folds else []
-    values = {n: np.array([f["metrics"][n] for f in folds], dtype=float) for n in names}
+    names = list(dict.fromkeys(n for f in folds for n in f["metrics"]))  # a metric may be undefined in a fold
+    values = {n: np.array([f["metrics"][n] for f in folds if n in f["metrics"]], dtype=float) for n in names}
     out = {"experiment": experiment, "protocol": protocol}
     if note:
         out["note"] = note
@@ -29,7 +31,7 @@ def markdown(summary: dict) -> str:
     head = "| metric | mean ± std | " + " | ".join(f"fold {f['fold']}" for f in folds) + " |"
     rule = "|---|---|" + "---|" * len(folds)
     rows = [f"| {n} | {summary['mean'][n]:.4f} ± {summary['std'][n]:.4f} | "
-            + " | ".join(f"{f['metrics'][n]:.4f}" for f in folds) + " |" for n in _ordered(summary["mean"])]
+            + " | ".join(f"{f['metrics'][n]:.4f}" if n in f["metrics"] else "-" for f in folds) + " |" for n in _ordered(summary["mean"])]
     title = f"# {summary['experiment']} ({summary['protocol']}, {len(folds)} fold(s))"
     note = [f"> Note: {summary['note']}.", ""] if summary.get("note") else []
     return "\n".join([title, "", *note, head, rule, *rows, ""])

@@ -4,6 +4,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
+from medrun.models.classifiers import FFVGG19, VGGGAP, timm_classifier
 from medrun.models.sharp_unet import SharpUNet
 from medrun.models.smp_unet import EncoderUNet
 from medrun.registry import Registry
@@ -21,6 +22,22 @@ def _smp_unet(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module
     return EncoderUNet(in_channels, out_channels, encoder=cfg.encoder, decoder_channels=cfg.decoder_channels,
                        sharp=bool(cfg.sharp), encoder_weights=cfg.get("encoder_weights"),
                        encoder_weights_path=cfg.get("encoder_weights_path"))
+
+
+@MODELS.register("timm")
+def _timm(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    return timm_classifier(cfg.backbone, in_channels, out_channels, pretrained=cfg.get("pretrained"),
+                           weights_path=cfg.get("weights_path"), drop_rate=float(cfg.get("drop_rate", 0.0)))
+
+
+@MODELS.register("vgg_gap")
+def _vgg_gap(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    return VGGGAP(in_channels, out_channels, pretrained=cfg.get("pretrained"), weights_path=cfg.get("weights_path"))
+
+
+@MODELS.register("ffvgg19")
+def _ffvgg19(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    return FFVGG19(in_channels, out_channels, pretrained=cfg.get("pretrained"), weights_path=cfg.get("weights_path"))
 
 
 def build_network(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:

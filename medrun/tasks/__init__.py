@@ -3,4 +3,4 @@ from medrun.registry import Registry
 
 TASKS: Registry = Registry("task", "task.name")
 
-from medrun.tasks import segmentation  # noqa: E402,F401  (registers)
+from medrun.tasks import classification, segmentation  # noqa: E402,F401  (registers)

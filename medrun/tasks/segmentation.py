@@ -5,6 +5,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
+from medrun.evaluation.heldout import evaluate_segmentation
 from medrun.evaluation.metrics import SegmentationScores
 from medrun.models import build_network
 from medrun.tasks import TASKS
@@ -34,15 +35,15 @@ class SegmentationTask(pl.LightningModule):
         return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=1)
 
     def training_step(self, batch, batch_idx):
-        loss = self.loss(self(batch["image"]), batch["mask"])
+        loss = self.loss(self(batch["image"]), batch["target"])
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
         return loss
 
     def validation_step(self, batch, batch_idx):
         logits = self(batch["image"])
-        self.log("val/loss", self.loss(logits, batch["mask"]), prog_bar=True, sync_dist=True,
+        self.log("val/loss", self.loss(logits, batch["target"]), prog_bar=True, sync_dist=True,
                  batch_size=len(batch["image"]))
-        self.val_scores.update(self.probabilities(logits.float()), batch["mask"])
+        self.val_scores.update(self.probabilities(logits.float()), batch["target"])
 
     def on_validation_epoch_end(self):
         values = self.val_scores.compute()
@@ -50,6 +51,15 @@ class SegmentationTask(pl.LightningModule):
         # Already synchronised by the metric; sync_dist only keeps Lightning from warning under DDP.
         self.log("val/jaccard", values.pop("jaccard"), prog_bar=True, sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=True)
+
+    def evaluate_heldout(self, loader, sample_ids: list[str], out_dir, device, save_probabilities=True):
+        """Metrics on `loader`; writes predictions/<id>.png (and .npy probabilities)."""
+        metrics = evaluate_segmentation(self, loader, sample_ids, out_dir / "predictions", save_probabilities, device)
+        return metrics, {}
+
+    @classmethod
+    def finish_run(cls, cfg, run_dir, splits) -> dict:
+        return {}
 
     def configure_optimizers(self):
         return build_optimization(self, self.cfg.task.optimizer, self.cfg.task.get("scheduler"))

@@ -1,0 +1,77 @@
+"""Classification from a CSV: an image column plus a class column, or one-hot columns (multi-label).
+
+Also the DICOM interface: images may be .dcm files, and `group_from_dicom` groups splits by the
+files' PatientID, which stays in memory (group names are pseudonyms).
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from medrun.data.dicom import patient_key
+from medrun.data.labelled import class_index, labelled_dataset
+from medrun.data.samples import READERS, Sample
+from medrun.errors import MedrunError
+
+
+def _rows(path: Path, columns: list[str] | None) -> tuple[list[str], list[dict]]:
+    """Rows as dicts; `columns` names the fields of a CSV without a header line."""
+    if not path.is_file():
+        raise MedrunError(f"data.csv={path} does not exist")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f, fieldnames=columns)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _need(columns: list[str], name: str, key: str, path: Path) -> None:
+    if name not in columns:
+        raise MedrunError(f"{path}: no column {name!r} ({key}); columns are {', '.join(columns)}")
+
+
+@READERS.register("csv")
+def read_csv_table(cfg):
+    path = Path(str(cfg.csv)).expanduser() if cfg.get("csv") else None
+    if path is None:
+        raise MedrunError("data.csv is not set: pass data.csv=/path/to/labels.csv")
+    if not cfg.get("header", True) and not cfg.get("columns"):
+        raise MedrunError("data.header=false needs data.columns, the names of the CSV's columns")
+    columns, rows = _rows(path, None if cfg.get("header", True) else list(cfg.columns))
+    image_dir = Path(str(cfg.root)).expanduser() if cfg.get("root") else path.parent
+    if cfg.get("image_dir"):
+        image_dir = image_dir / str(cfg.image_dir)
+    _need(columns, cfg.image_column, "data.image_column", path)
+    one_hot = list(cfg.get("label_columns") or [])
+    for c in one_hot or [cfg.label_column]:
+        _need(columns, c, "data.label_columns" if one_hot else "data.label_column", path)
+    if cfg.get("group_column"):
+        _need(columns, cfg.group_column, "data.group_column", path)
+    suffix = cfg.get("image_suffix") or ""
+
+    if one_hot:
+        classes = [str(c) for c in one_hot]
+        hot = [[float(r[c] or 0) for c in one_hot] for r in rows]
+        multilabel = cfg.get("mode") == "multilabel" or any(sum(h) != 1 for h in hot)
+    else:
+        classes = [str(c) for c in cfg.classes] if cfg.get("classes") else sorted({r[cfg.label_column] for r in rows})
+        index = class_index(classes)
+        unknown = sorted({r[cfg.label_column] for r in rows} - set(index))
+        if unknown:
+            raise MedrunError(f"{path}: labels {unknown[:5]} in column {cfg.label_column!r} are not in data.classes {classes}")
+        multilabel = False
+
+    samples, patients = [], {}
+    for n, r in enumerate(rows):
+        image = image_dir / f"{r[cfg.image_column]}{suffix}"
+        if not image.is_file():
+            raise MedrunError(f"{path} row {n + 2} names {image}, which does not exist; fix the CSV or data.root")
+        group = r[cfg.group_column] if cfg.get("group_column") else None
+        if cfg.get("group_from_dicom"):
+            key = patient_key(image)
+            group = patients.setdefault(key, f"patient_{len(patients):04d}")  # pseudonym, not the tag
+        if one_hot:
+            label = None if multilabel else hot[n].index(1.0)
+            extra = {"targets": hot[n]}
+        else:
+            label, extra = index[r[cfg.label_column]], {}
+        samples.append(Sample(id=image.stem, image=image, label=label, group=group, extra=extra))
+    return labelled_dataset(samples, cfg, classes, multilabel)

@@ -1,0 +1,70 @@
+"""DICOM decoding with pydicom: modality LUT (CT -> Hounsfield units), VOI LUT or a fixed window,
+MONOCHROME1 inversion, then 8-bit. Tag values never leave this module except the pixel data."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+from medrun.errors import MedrunError
+
+DECODER_HINT = "install a decoder: pip install 'medrun[dicom]' (pylibjpeg with its libjpeg and openjpeg plugins)"
+
+
+def _open(path: Path, pixels: bool = True) -> pydicom.Dataset:
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except FileNotFoundError:
+        raise MedrunError(f"file not found: {path}") from None
+    except (InvalidDicomError, OSError, ValueError, EOFError) as e:
+        raise MedrunError(f"{path} is not a readable DICOM file ({e})") from None
+
+
+def hounsfield(ds: pydicom.Dataset, path: Path, frames: str = "reject") -> np.ndarray:
+    """Stored pixels through the modality LUT (RescaleSlope/Intercept): HU for CT."""
+    if "PixelData" not in ds:
+        raise MedrunError(f"{path}: DICOM has no pixel data (PixelData tag missing); remove it from the dataset")
+    n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if n_frames > 1 and frames == "reject":
+        raise MedrunError(f"{path}: multi-frame DICOM ({n_frames} frames); set data.dicom.frames=first "
+                          "or split the file into single frames")
+    meta = getattr(ds, "file_meta", None)
+    ts = meta.get("TransferSyntaxUID") if meta is not None else None
+    try:
+        arr = ds.pixel_array
+    except Exception as e:  # pydicom raises RuntimeError/NotImplementedError when no plugin decodes the syntax
+        if ts is not None and ts.is_compressed:
+            raise MedrunError(f"{path}: compressed transfer syntax '{ts.name}' ({ts}) has no decoder installed; "
+                              f"{DECODER_HINT}") from None
+        raise MedrunError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e})") from None
+    if n_frames > 1:
+        arr = arr[0]
+    return apply_modality_lut(arr, ds).astype(np.float32)
+
+
+def read_dicom(path: Path, window=None, frames: str = "reject") -> np.ndarray:
+    """HxWxC uint8: a fixed `window` [center, width] if given, else the file's VOI LUT/window, else min-max."""
+    ds = _open(path)
+    values = hounsfield(ds, path, frames)
+    if values.ndim == 3:  # colour (RGB/YBR converted by pydicom): no LUTs apply
+        return np.clip(values, 0, 255).astype(np.uint8)
+    if window is not None:
+        center, width = (float(v) for v in window)
+        lo = center - width / 2
+        x = np.clip((values - lo) / width, 0, 1)
+    else:
+        if "WindowCenter" in ds or "VOILUTSequence" in ds:
+            values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float32)
+        lo, hi = float(values.min()), float(values.max())
+        x = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low: invert
+        x = 1 - x
+    return np.round(x * 255).astype(np.uint8)[:, :, None]
+
+
+def patient_key(path: Path) -> str | None:
+    """The file's PatientID, for grouping splits in memory only; never log or save it."""
+    return _open(path, pixels=False).get("PatientID") or None

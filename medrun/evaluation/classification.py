@@ -1,0 +1,89 @@
+"""Classification metrics (scikit-learn) and their plots, from saved probabilities."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import (ConfusionMatrixDisplay, RocCurveDisplay, accuracy_score,  # noqa: E402
+                             balanced_accuracy_score, confusion_matrix, roc_auc_score)
+
+
+def predict_labels(probs: np.ndarray, multilabel: bool, thresholds=None) -> np.ndarray:
+    if multilabel:
+        t = np.full(probs.shape[1], 0.5) if thresholds is None else np.asarray(thresholds, dtype=float)
+        return (probs >= t).astype(int)
+    return probs.argmax(1)
+
+
+def _binary_counts(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    tp, fp = int(((p == 1) & (y == 1)).sum()), int(((p == 1) & (y == 0)).sum())
+    fn, tn = int(((p == 0) & (y == 1)).sum()), int(((p == 0) & (y == 0)).sum())
+
+    def ratio(a, b):  # a class absent from this fold: the ratio is undefined, count it as perfect
+        return a / b if b else 1.0
+
+    return {"sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp), "precision": ratio(tp, tp + fp),
+            "f1": ratio(2 * tp, 2 * tp + fp + fn), "fn": float(fn)}
+
+
+def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool,
+                          thresholds=None) -> tuple[dict[str, float], list[list[int]]]:
+    """Per-class and macro metrics, plus the confusion matrix (rows: truth) for single-label tasks.
+
+    AUC is left out for a class whose one-vs-rest truth has a single value in this set (undefined).
+    """
+    pred = predict_labels(probs, multilabel, thresholds)
+    n = len(classes)
+    onehot_true = y_true.astype(int) if multilabel else np.eye(n, dtype=int)[y_true]
+    onehot_pred = pred if multilabel else np.eye(n, dtype=int)[pred]
+    out: dict[str, float] = {}
+    if multilabel:
+        out["accuracy"] = float((onehot_true == onehot_pred).mean())  # label-wise
+        out["subset_accuracy"] = float(accuracy_score(onehot_true, onehot_pred))
+    else:
+        out["accuracy"] = float(accuracy_score(y_true, pred))
+        out["balanced_accuracy"] = float(balanced_accuracy_score(y_true, pred)) if len(set(y_true)) > 1 else out["accuracy"]
+    per_class = []
+    for k, name in enumerate(classes):
+        m = _binary_counts(onehot_true[:, k], onehot_pred[:, k])
+        if len(set(onehot_true[:, k])) == 2:
+            m["auc"] = float(roc_auc_score(onehot_true[:, k], probs[:, k]))
+        per_class.append(m)
+        for key, v in m.items():
+            out[f"{key}_{name}"] = v
+    for key in ("sensitivity", "specificity", "precision", "f1", "auc"):
+        vals = [m[key] for m in per_class if key in m]
+        if vals:
+            out[f"{key}_macro"] = float(np.mean(vals))
+    out["fn_total"] = float(sum(m["fn"] for m in per_class)) if multilabel else float((pred != y_true).sum())
+    cm = [] if multilabel else confusion_matrix(y_true, pred, labels=list(range(n))).tolist()
+    return out, cm
+
+
+def save_plots(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, folder: Path,
+               prefix: str = "", thresholds=None) -> list[Path]:
+    """ROC curves (one per class with both outcomes present) and, single-label, the confusion matrix."""
+    folder.mkdir(parents=True, exist_ok=True)
+    onehot = y_true.astype(int) if multilabel else np.eye(len(classes), dtype=int)[y_true]
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for k, name in enumerate(classes):
+        if len(set(onehot[:, k])) == 2 and (len(classes) > 2 or multilabel or k == 1):
+            RocCurveDisplay.from_predictions(onehot[:, k], probs[:, k], name=name, ax=ax)
+    ax.plot([0, 1], [0, 1], "k--", lw=0.8)
+    ax.set_title(f"ROC {prefix}".strip())
+    paths = [folder / f"{prefix}roc.png"]
+    fig.savefig(paths[0], dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    if not multilabel:
+        pred = predict_labels(probs, multilabel, thresholds)
+        disp = ConfusionMatrixDisplay.from_predictions(y_true, pred, labels=list(range(len(classes))),
+                                                       display_labels=classes, colorbar=False)
+        disp.ax_.set_title(f"confusion matrix {prefix}".strip())
+        paths.append(folder / f"{prefix}confusion_matrix.png")
+        disp.figure_.savefig(paths[-1], dpi=100, bbox_inches="tight")
+        plt.close(disp.figure_)
+    return paths

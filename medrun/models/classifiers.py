@@ -1,0 +1,84 @@
+"""Classification networks: any timm backbone (DenseNet121, ResNeXt50, ...), VGG-GAP (MelaNet) and
+FF-VGG19 (feature-fusion VGG19). Pretrained weights come only from a local file."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import timm
+import torch
+import torchvision
+from torch import nn
+
+from medrun.errors import MedrunError
+
+
+def _no_download(pretrained, weights_path, key: str) -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if pretrained and not weights_path:
+        raise MedrunError(f"model.pretrained={pretrained!r} needs a local file: medrun never downloads weights. "
+                          f"Save the backbone's state_dict and pass {key}=/path/to/weights.pth")
+    if weights_path and not Path(str(weights_path)).is_file():
+        raise MedrunError(f"{key}={weights_path} does not exist")
+
+
+def timm_classifier(backbone: str, in_channels: int, num_classes: int, pretrained=None, weights_path=None,
+                    drop_rate: float = 0.0) -> nn.Module:
+    """timm model with global average pooling and a linear head of `num_classes` outputs."""
+    _no_download(pretrained, weights_path, "model.weights_path")
+    if backbone not in timm.list_models():
+        raise MedrunError(f"model.backbone={backbone!r} is not a timm model; see timm.list_models('*name*')")
+    kw = dict(num_classes=num_classes, in_chans=in_channels, drop_rate=drop_rate)
+    if weights_path:
+        # timm adapts the stem to in_chans and drops a classifier of the wrong size.
+        return timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay={"file": str(weights_path)}, **kw)
+    return timm.create_model(backbone, pretrained=False, **kw)
+
+
+def _vgg_features(arch: str, in_channels: int, pretrained, weights_path) -> nn.Sequential:
+    _no_download(pretrained, weights_path, "model.weights_path")
+    if in_channels != 3:
+        raise MedrunError(f"{arch} takes 3-channel images: set data.channels=3 (grey images are repeated)")
+    vgg = getattr(torchvision.models, arch)(weights=None)
+    if weights_path:
+        try:
+            vgg.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=False)
+        except Exception as e:
+            raise MedrunError(f"{weights_path} is not a torchvision {arch} state_dict ({e})") from None
+    return vgg.features
+
+
+class VGGGAP(nn.Module):
+    """MelaNet's VGG-GAP: VGG16's 13 conv layers (Keras include_top=False, so ending with block5_pool),
+    global average pooling, one fully connected layer (softmax over 2 classes applied by the loss)."""
+
+    def __init__(self, in_channels: int, num_classes: int, pretrained=None, weights_path=None):
+        super().__init__()
+        self.features = _vgg_features("vgg16", in_channels, pretrained, weights_path)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+class FFVGG19(nn.Module):
+    """Feature-fusion VGG19: the outputs of conv blocks 3, 4 and 5 (before their pooling) are each
+    globally average-pooled and concatenated (256 + 512 + 512) before the linear classifier."""
+
+    def __init__(self, in_channels: int, num_classes: int, pretrained=None, weights_path=None):
+        super().__init__()
+        features = _vgg_features("vgg19", in_channels, pretrained, weights_path)
+        pools = [i for i, m in enumerate(features) if isinstance(m, nn.MaxPool2d)]  # 4, 9, 18, 27, 36
+        self.stem = features[: pools[1] + 1]  # blocks 1-2 with their pooling
+        self.block3 = features[pools[1] + 1: pools[2]]
+        self.block4 = features[pools[2]: pools[3]]  # starts with block 3's pooling
+        self.block5 = features[pools[3]: pools[4]]
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(256 + 512 + 512, num_classes)
+
+    def forward(self, x):
+        b3 = self.block3(self.stem(x))
+        b4 = self.block4(b3)
+        b5 = self.block5(b4)
+        return self.fc(torch.cat([self.pool(b).flatten(1) for b in (b3, b4, b5)], dim=1))

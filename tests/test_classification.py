@@ -1,0 +1,173 @@
+"""Classification readers and training on the real files in ../shared/data."""
+import csv
+import json
+
+import numpy as np
+import pydicom
+import pytest
+from sklearn.metrics import accuracy_score, roc_auc_score
+
+import medrun
+from medrun.api import build_store
+from medrun.data import build_dataset
+from medrun.errors import MedrunError
+from tests.conftest import TINY
+
+FAST = ["data.image_size=[32,32]", "trainer.max_epochs=1", "logger=none", "callbacks.progress=none",
+        "data.batch_size=8", "model=timm", "model.backbone=resnet18"]
+
+
+def compose(*overrides):
+    return medrun.compose("train", list(overrides))
+
+
+def test_medmnist_official_splits(shared_data):
+    cfg = compose("experiment=densenet121_breastmnist", f"data.root={shared_data}/medmnist")
+    ds = build_dataset(cfg.data)
+    subsets = [s.subset for s in ds.samples]
+    assert (subsets.count("train"), subsets.count("val"), subsets.count("test")) == (546, 78, 156)
+    image, label = ds.load(ds.samples[0])
+    assert image.shape == (28, 28, 3) and label in (0, 1)  # grey repeated to 3 channels
+    retina = build_dataset(compose("experiment=densenet121_retinamnist", f"data.root={shared_data}/medmnist").data)
+    assert {s.label for s in retina.samples} == {0, 1, 2, 3, 4}
+    splits = medrun.api.build_splits(cfg, build_store(cfg, preload=False))
+    (fold,) = splits["folds"]
+    assert len(fold["train"]) == 546 and len(fold["val"]) == 78 and len(fold["test"]) == 156
+
+
+def test_dicom_csv_groups_by_patient_pseudonym(shared_data):
+    cfg = compose("experiment=resnext50_dicom_contrast", f"data.root={shared_data}/dicom_ct")
+    ds = build_dataset(cfg.data)
+    assert len(ds.samples) == 12 and ds.classes == ["False", "True"]
+    patients = {pydicom.dcmread(s.image, stop_before_pixels=True).PatientID for s in ds.samples}
+    groups = {s.group for s in ds.samples}
+    assert len(groups) == len(patients) == 8
+    assert not groups & patients and all(g.startswith("patient_") for g in groups)
+    image, label = ds.load(ds.samples[0])
+    assert image.shape == (512, 512, 1) and image.dtype == np.uint8
+
+
+def test_class_folders_and_csv_errors(shared_data, tmp_path):
+    src = shared_data / "isbi2012/membrane/train/image"
+    for cls, stems in (("a", "012"), ("b", "345")):
+        (tmp_path / cls).mkdir()
+        for s in stems:
+            (tmp_path / cls / f"{s}.png").symlink_to(src / f"{s}.png")
+    ds = build_dataset(compose("experiment=densenet121_folder", f"data.root={tmp_path}").data)
+    assert ds.classes == ["a", "b"] and [s.label for s in ds.samples] == [0, 0, 0, 1, 1, 1]
+    table = tmp_path / "labels.csv"
+    table.write_text("file,diagnosis\na/0.png,x\nb/3.png,y\n")
+    with pytest.raises(MedrunError, match=r"labels.csv: no column 'image' \(data.image_column\); columns are file, diagnosis"):
+        build_dataset(compose("data=csv", f"data.csv={table}").data)
+    table.write_text("image,label\na/0.png,x\nb/9.png,y\n")
+    with pytest.raises(MedrunError, match=r"labels.csv row 3 names .*b/9.png, which does not exist"):
+        build_dataset(compose("data=csv", f"data.csv={table}").data)
+
+
+def test_pretrained_without_a_file_fails_at_once():
+    with pytest.raises(MedrunError, match="needs a local file: medrun never downloads weights"):
+        medrun.build_model(compose("experiment=quickstart_cls", "model.pretrained=imagenet"))
+
+
+def oof(run_dir, folds):
+    rows = [r for k in folds for r in csv.DictReader(open(run_dir / f"fold_{k}" / "predictions.csv"))]
+    return rows
+
+
+def test_dicom_kfold_metrics_match_sklearn_and_no_patient_tags_leak(shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = compose("experiment=resnext50_dicom_contrast", f"data.root={shared_data}/dicom_ct", "cv.folds=2",
+                  *FAST, "logger=wandb", f"paths.output_dir={tmp_path}")
+    run_dir, summary = medrun.train(cfg)
+    rows = oof(run_dir, [0, 1])
+    assert sorted(r["id"] for r in rows) == sorted(p.stem for p in (shared_data / "dicom_ct/dicom_dir").glob("*.dcm"))
+    y = np.array([int(r["true"]) for r in rows])
+    p1 = np.array([float(r["prob_True"]) for r in rows])
+    pooled = summary["pooled_out_of_fold"]
+    assert pooled["accuracy"] == pytest.approx(accuracy_score(y, np.array([int(r["pred"]) for r in rows])))
+    assert pooled["auc_True"] == pytest.approx(roc_auc_score(y, p1), abs=1e-5)
+    for k in (0, 1):
+        assert (run_dir / f"fold_{k}" / "roc.png").stat().st_size > 0
+        assert (run_dir / f"fold_{k}" / "confusion_matrix.png").is_file()
+    assert (run_dir / "oof_roc.png").is_file() and (run_dir / "oof_confusion_matrix.png").is_file()
+    # Splits are grouped by patient: no patient on both sides.
+    patient = {p.stem: pydicom.dcmread(p, stop_before_pixels=True).PatientID
+               for p in (shared_data / "dicom_ct/dicom_dir").glob("*.dcm")}
+    for f in json.loads((run_dir / "splits.json").read_text())["folds"]:
+        assert not {patient[i] for i in f["test"]} & {patient[i] for i in f["train"] + f["val"]}
+    # No tag value (ids, names, dates, accession numbers, institution) anywhere in the run folder or W&B.
+    secrets = set()
+    for p in (shared_data / "dicom_ct/dicom_dir").glob("*.dcm"):
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+        for tag in ("PatientID", "PatientName", "PatientBirthDate", "AccessionNumber", "StudyDate",
+                    "SeriesDate", "AcquisitionDate", "ContentDate", "InstitutionName", "StudyInstanceUID"):
+            value = str(ds.get(tag, "") or "")
+            if len(value) >= 6:
+                secrets.add(value)
+    assert len(secrets) >= 8
+    files = [f for f in run_dir.rglob("*") if f.is_file()]
+    assert any("wandb" in str(f) for f in files)
+    for f in files:
+        data = f.read_bytes()
+        leaked = [s for s in secrets if s.encode() in data]
+        assert not leaked, f"{f} contains DICOM tag values {leaked}"
+
+
+def test_multilabel_csv_on_real_images(shared_data, tmp_path):
+    src = shared_data / "covid19_ct_seg/Dataset/TrainingSet/LungInfection-Train/Doctor-label"
+    from PIL import Image
+
+    lines = ["image,infection,large"]
+    for gt in sorted(src.glob("GT/*.png"))[:16]:
+        mask = np.array(Image.open(gt)) > 0
+        lines.append(f"Imgs/{gt.stem}.jpg,{int(mask.any())},{int(mask.mean() > 0.02)}")
+    table = tmp_path / "labels.csv"
+    table.write_text("\n".join(lines) + "\n")
+    (tmp_path / "Imgs").symlink_to(src / "Imgs")
+    cfg = compose("experiment=densenet121_multilabel", f"data.csv={table}", "data.label_columns=[infection,large]",
+                  "cv.folds=2", *FAST, f"paths.output_dir={tmp_path / 'out'}")
+    run_dir, summary = medrun.train(cfg)
+    assert cfg.data.mode == "multilabel"
+    rows = oof(run_dir, [0, 1])
+    assert len(rows) == 16 and {"true_infection", "prob_large", "pred_large"} <= set(rows[0])
+    truth = np.array([[int(r["true_infection"]), int(r["true_large"])] for r in rows])
+    pred = np.array([[int(r["pred_infection"]), int(r["pred_large"])] for r in rows])
+    assert summary["pooled_out_of_fold"]["accuracy"] == pytest.approx((truth == pred).mean())
+
+
+def test_medmnist_training_with_official_split(shared_data, tmp_path):
+    cfg = compose("experiment=densenet121_pneumoniamnist", f"data.root={shared_data}/medmnist", *FAST,
+                  "+trainer.limit_train_batches=4", "+trainer.limit_val_batches=2", f"paths.output_dir={tmp_path}")
+    run_dir, summary = medrun.train(cfg)
+    metrics = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
+    assert metrics["sizes"]["test"] == 624 and len(metrics["confusion_matrix"]) == 2
+    assert sum(map(sum, metrics["confusion_matrix"])) == 624
+    assert 0 <= summary["mean"]["auc_macro"] <= 1
+
+
+def test_focal_and_soft_f1_losses_train(tmp_path):
+    for loss in ("focal", "soft_f1"):
+        cfg = compose("experiment=quickstart_cls", "data.count=24", *FAST, f"task.loss.name={loss}",
+                      "task.class_weights=balanced", f"paths.output_dir={tmp_path}")
+        _, summary = medrun.train(cfg)
+        assert 0 <= summary["mean"]["accuracy"] <= 1
+
+
+def test_isic2016_headerless_csv_layout(shared_data, tmp_path):
+    images = shared_data / "covid19_ct_seg/Dataset/TrainingSet/LungInfection-Train/Doctor-label/Imgs"
+    table = tmp_path / "ISBI2016_ISIC_Part3_Training_GroundTruth.csv"
+    table.write_text("0,benign\n1,malignant\n10,benign\n")
+    ds = build_dataset(compose("experiment=vgg_gap_focal_isic2016", f"data.root={images}", f"data.csv={table}").data)
+    assert [(s.id, s.label) for s in ds.samples] == [("0", 0), ("1", 1), ("10", 0)]
+
+
+def test_softmax_focal_loss_reduces_to_cross_entropy():
+    import torch
+
+    from medrun.tasks.classification_losses import SoftmaxFocalLoss
+
+    logits, target = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 1, 0])
+    ce = torch.nn.functional.cross_entropy(logits, target)
+    assert SoftmaxFocalLoss(alpha=1.0, gamma=0.0)(logits, target) == pytest.approx(ce.item(), rel=1e-5)
+    # gamma > 0 down-weights easy examples: the loss can only shrink.
+    assert SoftmaxFocalLoss(alpha=1.0, gamma=2.0)(logits, target) < ce

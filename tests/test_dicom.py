@@ -1,0 +1,72 @@
+"""DICOM decoding against pydicom's own LUT functions, on real CT slices and pydicom's bundled files."""
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.pixels import apply_modality_lut
+
+from medrun.data.dicom import hounsfield, read_dicom
+from medrun.errors import MedrunError
+
+PYDICOM_FILES = Path(pydicom.__file__).parent / "data" / "test_files"  # bundled: nothing is downloaded
+
+
+def ct_slice(shared_data):
+    return sorted((shared_data / "dicom_ct" / "dicom_dir").glob("*.dcm"))[0]
+
+
+def test_hounsfield_units_match_pydicom(shared_data):
+    path = ct_slice(shared_data)
+    ds = pydicom.dcmread(path)
+    hu = hounsfield(ds, path)
+    assert np.array_equal(hu, apply_modality_lut(ds.pixel_array, ds).astype(np.float32))
+    assert ds.RescaleIntercept == -1024 and hu.min() < -900  # air is about -1000 HU
+
+
+def test_fixed_window_maps_center_and_edges(shared_data):
+    path = ct_slice(shared_data)
+    hu = hounsfield(pydicom.dcmread(path), path)
+    img = read_dicom(path, window=[40, 400])[..., 0].astype(int)
+    assert img.shape == hu.shape
+    assert (img[hu <= -160] == 0).all() and (img[hu >= 240] == 255).all()  # outside [c - w/2, c + w/2]
+    inside = (hu > -100) & (hu < 200)
+    expected = np.round((hu[inside] + 160) / 400 * 255)
+    assert np.abs(img[inside] - expected).max() <= 1
+
+
+def test_voi_lut_from_the_file_is_used_without_a_window():
+    path = PYDICOM_FILES / "MR_small.dcm"  # carries WindowCenter/WindowWidth
+    img = read_dicom(path)
+    assert img.dtype == np.uint8 and img.min() == 0 and img.max() == 255
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    normal = read_dicom(PYDICOM_FILES / "CT_small.dcm")
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "mono1.dcm")
+    inverted = read_dicom(tmp_path / "mono1.dcm")
+    assert np.array_equal(inverted.astype(int), 255 - normal.astype(int))
+
+
+def test_missing_decoder_names_the_syntax_and_the_fix():
+    with pytest.raises(MedrunError, match=r"compressed transfer syntax 'JPEG-LS Lossless Image Compression'.*medrun\[dicom\]"):
+        read_dicom(PYDICOM_FILES / "MR_small_jpeg_ls_lossless.dcm")
+
+
+def test_no_pixel_data_and_multi_frame_are_rejected(tmp_path):
+    ds = pydicom.dcmread(PYDICOM_FILES / "CT_small.dcm")
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopixels.dcm")
+    with pytest.raises(MedrunError, match=r"nopixels.dcm: DICOM has no pixel data"):
+        read_dicom(tmp_path / "nopixels.dcm")
+    with pytest.raises(MedrunError, match=r"multi-frame DICOM \(15 frames\); set data.dicom.frames=first"):
+        read_dicom(PYDICOM_FILES / "rtdose.dcm")
+    assert read_dicom(PYDICOM_FILES / "rtdose.dcm", frames="first").ndim == 3
+
+
+def test_not_a_dicom_file(tmp_path):
+    (tmp_path / "fake.dcm").write_text("hello")
+    with pytest.raises(MedrunError, match="fake.dcm is not a readable DICOM file"):
+        read_dicom(tmp_path / "fake.dcm")

@@ -58,13 +58,15 @@ def _print_train_result(run_dir, summary) -> None:
 def _train(overrides: list[str], print_cfg: bool) -> int:
     from omegaconf import OmegaConf
 
-    import medrun
+    from medrun.config import compose
 
-    cfg = medrun.compose("train", overrides)
+    cfg = compose("train", overrides)  # before the heavy imports: config mistakes fail fast
     if print_cfg:
         print(OmegaConf.to_yaml(cfg))
         return 0
-    _print_train_result(*medrun.train(cfg))
+    from medrun.api import train
+
+    _print_train_result(*train(cfg))
     return 0
 
 

@@ -14,10 +14,11 @@ from medrun.data.datamodule import FoldDataModule
 from medrun.data.splits import load_splits, make_splits
 from medrun.data.store import SampleStore
 from medrun.evaluation.reports import markdown
-from medrun.runs import RUN_DIR_ENV, create_run_dir, is_ddp_child, write_json, write_text
+from medrun.errors import MedrunError
+from medrun.runs import RUN_DIR_ENV, create_run_dir, is_ddp_child, require_run_dir, write_json, write_text
 from medrun.tasks import TASKS
 
-__all__ = ["compose", "build_model", "build_datamodule", "build_store", "train"]
+__all__ = ["compose", "build_model", "build_datamodule", "build_store", "train", "resume"]
 
 
 def fill_labels(cfg: DictConfig, dataset) -> None:
@@ -64,7 +65,12 @@ def build_datamodule(cfg: DictConfig, fold: int = 0) -> FoldDataModule:
 
 
 def train(cfg: DictConfig) -> tuple[Path, dict | None]:
-    """Run every fold of `cfg` into a new run folder; returns (run folder, cv_summary)."""
+    """Run every fold of `cfg` into a new run folder; returns (run folder, cv_summary).
+
+    With `resume=<run folder>` it continues that run instead (see `resume`).
+    """
+    if cfg.get("resume"):
+        return resume(cfg.resume)
     store = build_store(cfg)
     config = to_plain(cfg)
     if is_ddp_child():
@@ -100,3 +106,20 @@ def model_summary(cfg: DictConfig) -> str:
     trainable = summary.trainable_parameters
     frozen = summary.total_parameters - trainable
     return f"{summary}\n\n{cfg.name}: {trainable:,} trainable, {frozen:,} frozen, {summary.total_parameters:,} total parameters"
+
+
+def resume(run_dir: str | Path) -> tuple[Path, dict | None]:
+    """Continue an interrupted run from its own folder: its saved config and splits, never the command line."""
+    run_dir = require_run_dir(run_dir)
+    if (run_dir / "cv_summary.json").is_file():
+        raise MedrunError(f"{run_dir} is complete (cv_summary.json exists); nothing to resume")
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    with open_dict(cfg):
+        cfg.resume = None
+    store = build_store(cfg)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    summary = run_folds(cfg, to_plain(cfg), run_dir, store, json.loads((run_dir / "splits.json").read_text()))
+    if summary is not None:
+        write_json(run_dir / "cv_summary.json", summary)
+        write_text(run_dir / "summary.md", markdown(summary))
+    return run_dir, summary

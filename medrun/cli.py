@@ -18,6 +18,7 @@ commands:
   list [GROUP]                 config options: experiment, data, model, trainer, logger, cv, ...
   data check [overrides]       read every sample of data=<name> data.root=<path>; list bad files
   summary [overrides]          layer table with trainable and frozen parameter counts
+  resume RUN_FOLDER            continue an interrupted run (also: train resume=RUN_FOLDER)
 
 options:
   -m, --multirun   expand comma lists / range() into several jobs
@@ -165,7 +166,15 @@ def run(argv: list[str]) -> int:
         return _data_check(args[1:])
     if command == "summary":
         return _summary(args)
-    raise MedrunError(f"unknown command {command!r}; valid: train, list, data check, summary (see medrun --help)")
+    if command == "resume":
+        if len(args) != 1:
+            raise MedrunError("usage: medrun resume <run folder>")
+        from medrun.api import resume
+
+        _print_train_result(*resume(args[0]))
+        return 0
+    raise MedrunError(f"unknown command {command!r}; valid: train, list, data check, summary, resume "
+                      "(see medrun --help)")
 
 
 def main(argv: list[str] | None = None) -> int:

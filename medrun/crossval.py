@@ -1,46 +1,96 @@
-"""The fold loop: a fresh datamodule, model, trainer and logger per fold; held-out scoring; aggregation."""
+"""The fold loop: a fresh datamodule, model, trainer and logger per fold; held-out scoring; aggregation.
+
+Resumable: a fold with metrics.json is finished and kept; a fold with checkpoints/last.ckpt continues
+from it (optimizer, scheduler, epoch, callbacks, RNG and W&B run id restored); other folds start anew.
+"""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 
 from medrun.data.datamodule import FoldDataModule
 from medrun.data.splits import LEAK_NOTE
 from medrun.data.store import SampleStore
+from medrun.errors import MedrunError
 from medrun.evaluation.reports import aggregate
-from medrun.runs import is_ddp_child, load_checkpoint, write_json
+from medrun.runs import is_ddp_child, load_checkpoint, write_json, write_text
 from medrun.tasks import TASKS
-from medrun.training import build_callbacks, build_logger, build_trainer, close_logger
+from medrun.training import NonFiniteLossError, build_callbacks, build_logger, build_trainer, close_logger
+
+
+def _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule) -> pl.Trainer:
+    k = fold["fold"]
+    last = fold_dir / "checkpoints" / "last.ckpt"
+    resume_from = None
+    if last.is_file():
+        load_checkpoint(last, bool(cfg.allow_unsafe_checkpoints))  # refuse unsafe files before Lightning opens them
+        resume_from = str(last)
+    id_file = fold_dir / "wandb_id.txt"
+    wandb_id = id_file.read_text().strip() if id_file.is_file() else None
+    logger = build_logger(cfg, fold_dir, run_dir, k, config, wandb_id)
+    try:
+        if logger and type(logger).__name__ == "WandbLogger" and not is_ddp_child():
+            write_text(id_file, logger.experiment.id)
+        trainer = build_trainer(cfg, fold_dir, build_callbacks(cfg, fold_dir, f"{k + 1}/{n_folds}"), logger)
+        trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from,
+                    weights_only=not cfg.allow_unsafe_checkpoints if resume_from else None)
+    finally:
+        close_logger(logger)
+    return trainer
+
+
+def _explain(e: Exception, k: int) -> str | None:
+    """A one-line cause and fix for the failures a user can act on, else None."""
+    text = str(e)
+    if isinstance(e, NonFiniteLossError):
+        return text
+    if isinstance(e, torch.OutOfMemoryError) or "out of memory" in text.lower():
+        return ("out of memory; lower data.batch_size or data.image_size, use trainer.precision=16-mixed "
+                "(bf16-mixed on CPU), or set data.cache=false")
+    if "DataLoader worker" in text:
+        return (f"a data loader worker crashed ({text.splitlines()[0][:120]}); set data.num_workers=0 to see the "
+                "underlying error, or lower memory use with fewer workers or data.cache=false")
+    return None
 
 
 def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, fold: dict, n_folds: int):
     """Train one fold; on rank 0 score its held-out part and write fold_<k>/metrics.json."""
     k = fold["fold"]
     fold_dir = run_dir / f"fold_{k}"
+    if (fold_dir / "metrics.json").is_file():  # finished before an interruption: keep it as it is
+        return json.loads((fold_dir / "metrics.json").read_text())
     seed = int(cfg.seed) + k
     pl.seed_everything(seed, workers=True, verbose=False)
     datamodule = FoldDataModule(store, fold, cfg.data, seed)
     task = TASKS.get(cfg.task.name)(config)
-    logger = build_logger(cfg, fold_dir, run_dir, k, config)
     try:
-        trainer = build_trainer(cfg, fold_dir, build_callbacks(cfg, fold_dir, f"{k + 1}/{n_folds}"), logger)
-        trainer.fit(task, datamodule=datamodule)
-    finally:
-        close_logger(logger)
-    if is_ddp_child() or trainer.global_rank != 0:
-        return None
-    best = trainer.checkpoint_callback.best_model_path or str(fold_dir / "checkpoints" / "last.ckpt")
-    task.load_state_dict(load_checkpoint(best)["state_dict"])
+        if (fold_dir / "trained.json").is_file():
+            trainer = None
+        else:
+            trainer = _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule)
+            if is_ddp_child() or trainer.global_rank != 0:
+                return None
+            best = trainer.checkpoint_callback.best_model_path or str(fold_dir / "checkpoints" / "last.ckpt")
+            write_json(fold_dir / "trained.json", {"checkpoint": str(Path(best).relative_to(run_dir)),
+                                                   "epochs_trained": trainer.current_epoch})
+    except Exception as e:
+        reason = _explain(e, k)
+        if reason is None:
+            raise
+        if not is_ddp_child():
+            write_json(run_dir / "failed.json", {"fold": k, "error": reason})
+        raise MedrunError(f"fold {k} failed: {reason}; the run folder {run_dir} records it (failed.json)") from None
+    trained = json.loads((fold_dir / "trained.json").read_text())
+    task.load_state_dict(load_checkpoint(run_dir / trained["checkpoint"], bool(cfg.allow_unsafe_checkpoints))["state_dict"])
+    device = trainer.strategy.root_device if trainer else "cpu"
     metrics, extras = task.evaluate_heldout(datamodule.test_dataloader(), [s.id for s in store.samples], fold_dir,
-                                            trainer.strategy.root_device, bool(cfg.save_probabilities))
-    record = {
-        "fold": k, "metrics": metrics, **extras,
-        "checkpoint": str(Path(best).relative_to(run_dir)),
-        "epochs_trained": trainer.current_epoch,
-        "sizes": {part: len(fold[part]) for part in ("train", "val", "test")},
-    }
+                                            device, bool(cfg.save_probabilities))
+    record = {"fold": k, "metrics": metrics, **extras, **trained,
+              "sizes": {part: len(fold[part]) for part in ("train", "val", "test")}}
     write_json(fold_dir / "metrics.json", record)
     return record
 
@@ -50,6 +100,7 @@ def run_folds(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, 
     records = [train_fold(cfg, config, run_dir, store, f, len(splits["folds"])) for f in splits["folds"]]
     if is_ddp_child():
         return None
+    (run_dir / "failed.json").unlink(missing_ok=True)  # a resumed run that completes is no longer failed
     note = LEAK_NOTE if splits["test_used_for_model_selection"] else None
     summary = aggregate(cfg.name, splits["protocol"], [{"fold": r["fold"], "metrics": r["metrics"]} for r in records],
                         note)

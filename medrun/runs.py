@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 from datetime import datetime
 from pathlib import Path
 
@@ -51,12 +52,33 @@ def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint with weights_only=True: tensors and plain containers only, no code runs."""
+def load_checkpoint(path: str | Path, allow_unsafe: bool = False) -> dict:
+    """Load a checkpoint with weights_only=True: tensors and plain containers only, no code runs.
+
+    A file that needs full unpickling is refused; `allow_unsafe` (config: allow_unsafe_checkpoints=true)
+    is the explicit opt-in for files from a source you trust, since unpickling can run arbitrary code.
+    """
     path = Path(path)
     if not path.is_file():
         raise MedrunError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise MedrunError(f"refusing to load {path}: it does not load with weights_only=True ({e})") from None
+        if not allow_unsafe:
+            first = str(e).strip().splitlines()[0][:200]
+            raise MedrunError(
+                f"refusing to load {path}: it holds objects beyond tensors and plain containers, and unpickling "
+                f"them could run code ({first}). If you trust its source, pass allow_unsafe_checkpoints=true"
+            ) from None
+    warnings.warn(f"loading {path} with full unpickling (allow_unsafe_checkpoints=true)")
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def require_run_dir(path: str | Path) -> Path:
+    """A folder written by `medrun train`: it has config.yaml and splits.json."""
+    path = Path(str(path)).expanduser()
+    missing = [n for n in ("config.yaml", "splits.json") if not (path / n).is_file()]
+    if not path.is_dir() or missing:
+        raise MedrunError(f"{path} is not a medrun run folder (missing {', '.join(missing) or 'folder'}); "
+                          "pass a folder under outputs/<experiment>/")
+    return path

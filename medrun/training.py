@@ -1,7 +1,11 @@
 """Per-fold Lightning machinery built from config: trainer, callbacks, logger."""
 from __future__ import annotations
 
+import random
 from pathlib import Path
+
+import numpy as np
+import torch
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
@@ -22,9 +26,41 @@ class FoldProgressBar(RichProgressBar):
         return {"fold": self.fold_label, **super().get_metrics(trainer, pl_module)}
 
 
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class FiniteLossGuard(pl.Callback):
+    """Stops the fold at the first NaN or infinite training loss, naming epoch and step."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if loss is not None and not torch.isfinite(loss).all():
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                "lower task.optimizer.lr, set trainer.gradient_clip_val, or use trainer.precision=32-true")
+
+
+class RngState(pl.Callback):
+    """Saves the python, numpy and torch RNG states in checkpoints (as plain values, so they load with
+    weights_only=True) and restores them on resume: a resumed fold sees the same shuffles and augmentations."""
+
+    def state_dict(self):
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        return {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+                "torch": torch.get_rng_state()}
+
+    def load_state_dict(self, state):
+        random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
+        torch.set_rng_state(state["torch"])
+
+
 def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl.Callback]:
     cb = cfg.callbacks
     out: list[pl.Callback] = [
+        FiniteLossGuard(), RngState(),
         ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=cb.checkpoint.monitor,
                         mode=cb.checkpoint.mode, save_last=True, auto_insert_metric_name=False,
                         enable_version_counter=False),
@@ -39,7 +75,8 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl
     return out
 
 
-def build_logger(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int, config: dict) -> Logger | bool:
+def build_logger(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int, config: dict,
+                 wandb_id: str | None = None) -> Logger | bool:
     name = cfg.logger.name
     if name == "none":
         return False
@@ -55,7 +92,8 @@ def build_logger(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int, conf
         return WandbLogger(project=cfg.logger.project, entity=cfg.logger.get("entity"),
                            group=f"{cfg.name}/{run_dir.name}", name=f"fold_{fold}", job_type="train",
                            save_dir=str(run_dir), mode=cfg.logger.get("mode"), config=config,
-                           settings=settings, reinit="finish_previous", log_model=False)
+                           settings=settings, reinit="finish_previous", log_model=False,
+                           id=wandb_id, resume="allow" if wandb_id else None)
     raise MedrunError(f"unknown logger {name!r} (logger.name); valid: csv, wandb, none")
 
 

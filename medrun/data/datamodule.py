@@ -15,7 +15,9 @@ class FoldDataModule(pl.LightningDataModule):
         self.store, self.split, self.cfg, self.seed = store, split, cfg, seed
 
     def _loader(self, part: str, train: bool) -> DataLoader:
-        ds = SampleSet(self.store, self.store.indices(self.split[part]), pipeline(self.cfg, train), self.seed)
+        transform = pipeline(self.cfg, train)
+        random = train and len(transform.transforms) > 2  # augmentations beyond Normalize and ToTensor
+        ds = SampleSet(self.store, self.store.indices(self.split[part]), transform, self.seed, random)
         workers = int(self.cfg.num_workers)
         return DataLoader(ds, batch_size=int(self.cfg.batch_size), shuffle=train, num_workers=workers,
                           persistent_workers=workers > 0, pin_memory=bool(self.cfg.get("pin_memory", False)))

@@ -52,21 +52,18 @@ class SampleStore:
 class SampleSet(TorchDataset):
     """Samples `indices` of a store through an albumentations `transform` (masks transformed alike)."""
 
-    def __init__(self, store: SampleStore, indices: list[int], transform, seed: int):
-        self.store, self.indices, self.transform = store, indices, transform
+    def __init__(self, store: SampleStore, indices: list[int], transform, seed: int, random: bool = False):
+        self.store, self.indices, self.transform, self.random = store, indices, transform, random
         self.transform.set_random_seed(seed)
-        self._seeded_worker: int | None = None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, k: int) -> dict:
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self._seeded_worker != info.id:
-            # albumentations keeps its own RNG; derive it from the worker's torch seed, which
-            # Lightning's seed_everything(workers=True) makes deterministic.
-            self.transform.set_random_seed(torch.initial_seed() % 2**32)
-            self._seeded_worker = info.id
+        if self.random:
+            # albumentations keeps its own RNG: draw its seed from torch's, which seed_everything makes
+            # deterministic in the main process and in every worker, and which checkpoints restore.
+            self.transform.set_random_seed(int(torch.randint(2**31 - 1, ())))
         i = self.indices[k]
         image, target = self.store.get(i)
         if self.store.segmentation:

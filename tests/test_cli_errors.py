@@ -1,0 +1,129 @@
+"""Every bad input ends as exit code 2 and one `medrun: error:` line naming the file or key, no traceback."""
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+
+from medrun.cli import main
+from tests.conftest import TINY_MODEL
+
+
+def seg_folder(root, n=4):
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (32, 32), dtype=np.uint8)).save(root / "images" / f"{i}.png")
+        Image.fromarray((rng.random((32, 32)) > 0.5).astype(np.uint8) * 255).save(root / "masks" / f"{i}.png")
+    return root
+
+
+def breaks(kind, root):
+    """Damage a fresh folder dataset in one way; returns the overrides and the expected message part."""
+    base = [*TINY_MODEL, "data=folders", f"data.root={root}", "data.channels=1", f"paths.output_dir={root.parent / 'out'}"]
+    if kind == "missing_root":
+        return [*base, f"data.root={root}/nope"], "does not exist"
+    seg_folder(root)
+    if kind == "empty":
+        for p in (root / "images").iterdir():
+            p.unlink()
+        return base, "no image files"
+    if kind == "image_without_mask":
+        (root / "masks" / "1.png").unlink()
+        return base, "image without mask"
+    if kind == "mask_without_image":
+        (root / "images" / "1.png").unlink()
+        return base, "mask without image"
+    if kind == "size_mismatch":
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(root / "masks" / "2.png")
+        return base, "masks/2.png: mask size 16x16 differs"
+    if kind == "truncated":
+        data = (root / "images" / "0.png").read_bytes()
+        (root / "images" / "0.png").write_bytes(data[:200])
+        return base, "cannot read"
+    if kind == "text_as_png":
+        (root / "images" / "3.png").write_text("hello")
+        return base, "images/3.png"
+    if kind == "values":
+        Image.fromarray(np.full((32, 32), 9, np.uint8)).save(root / "masks" / "0.png")
+        return [*base, "data.mask.threshold=null", "data.mask.values=[0,255]"], "mask values [9]"
+    if kind == "rgb_mask":
+        rgb = np.zeros((32, 32, 3), np.uint8)
+        rgb[..., 1] = 255
+        Image.fromarray(rgb).save(root / "masks" / "0.png")
+        return base, "colour (RGB)"
+    if kind == "too_many_folds":
+        return [*base, "cv.folds=9"], "cv.folds=9 is more than the 4 samples"
+    if kind == "folds_not_int":
+        return [*base, "cv.folds=abc"], "cv.folds='abc' is not an integer"
+    raise ValueError(kind)
+
+
+CASES = ["missing_root", "empty", "image_without_mask", "mask_without_image", "size_mismatch", "truncated",
+         "text_as_png", "values", "rgb_mask", "too_many_folds", "folds_not_int"]
+
+
+def one_line_error(capsys, argv):
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("medrun: error:") and "\n" not in err and "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("kind", CASES)
+def test_bad_segmentation_data(kind, tmp_path, capsys):
+    overrides, expected = breaks(kind, tmp_path / "data")
+    assert expected in one_line_error(capsys, ["train", *overrides])
+    assert not (tmp_path / "out").exists()  # nothing presented as a run
+
+
+def dicom_table(tmp_path, shared_data, damage):
+    src = sorted((shared_data / "dicom_ct/dicom_dir").glob("*.dcm"))[:4]
+    (tmp_path / "dicom").mkdir()
+    rows = ["file,label"]
+    for i, p in enumerate(src):
+        ds = pydicom.dcmread(p)
+        if i == 0 and damage == "no_pixels":
+            del ds.PixelData
+        ds.save_as(tmp_path / "dicom" / p.name)
+        rows.append(f"{p.name},{i % 2}")
+    if damage == "compressed":
+        jpeg_ls = pydicom.__file__.replace("__init__.py", "data/test_files/MR_small_jpeg_ls_lossless.dcm")
+        (tmp_path / "dicom" / "mr.dcm").write_bytes(open(jpeg_ls, "rb").read())
+        rows.append("mr.dcm,1")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    return ["data=csv", f"data.csv={tmp_path}/labels.csv", "data.image_dir=dicom", "data.image_column=file",
+            "task=classification", "model=timm", "model.backbone=resnet18", "data.channels=1", "cv.folds=2",
+            "trainer.max_epochs=1", "logger=none", "callbacks.progress=none", "data.image_size=[32,32]",
+            f"paths.output_dir={tmp_path}/out"]
+
+
+@pytest.mark.parametrize("damage,expected", [("no_pixels", "DICOM has no pixel data"),
+                                             ("compressed", "no decoder installed")])
+def test_bad_dicom(damage, expected, shared_data, tmp_path, capsys):
+    assert expected in one_line_error(capsys, ["train", *dicom_table(tmp_path, shared_data, damage)])
+
+
+@pytest.mark.parametrize("edit,expected", [
+    (lambda a: [x.replace("data.image_column=file", "data.image_column=path") for x in a], "no column 'path'"),
+    (lambda a: a, "names"),
+])
+def test_bad_csv(edit, expected, shared_data, tmp_path, capsys):
+    argv = dicom_table(tmp_path, shared_data, None)
+    if expected == "names":
+        with open(tmp_path / "labels.csv", "a") as f:
+            f.write("missing.dcm,1\n")
+        expected = "missing.dcm, which does not exist"
+    assert expected in one_line_error(capsys, ["train", *edit(argv)])
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["train", "experiment=nope"], "unknown experiment 'nope'; valid:"),
+    (["train", "model=nope"], "unknown model 'nope'; valid:"),
+    (["train", "data=nope"], "unknown data 'nope'; valid:"),
+    (["train", "trainer.max_epochs"], "bad override"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+])
+def test_bad_command_lines(argv, expected, capsys):
+    assert expected in one_line_error(capsys, argv)

@@ -19,6 +19,8 @@ commands:
   data check [overrides]       read every sample of data=<name> data.root=<path>; list bad files
   summary [overrides]          layer table with trainable and frozen parameter counts
   resume RUN_FOLDER            continue an interrupted run (also: train resume=RUN_FOLDER)
+  eval run=RUN [tta=flips|d4] [threshold=search] [data.root=TEST]   score a run: OOF, test set, TTA, thresholds
+  predict run=RUN input=PATH output=DIR    the run's fold ensemble on new images or DICOM files
 
 options:
   -m, --multirun   expand comma lists / range() into several jobs
@@ -142,6 +144,38 @@ def _summary(overrides: list[str]) -> int:
     return 0
 
 
+def _eval(args: list[str]) -> int:
+    from medrun.config import compose
+
+    data = [a for a in args if a.startswith("data.")]
+    opts = compose("eval", [a for a in args if not a.startswith("data.")])
+    from medrun.evaluation.run_eval import evaluate_run
+
+    out_dir, result = evaluate_run(opts.run, tta=opts.tta, threshold=opts.threshold, objective=opts.objective,
+                                   target_sensitivity=float(opts.target_sensitivity), min_areas=list(opts.min_areas),
+                                   ensemble=opts.ensemble, data_overrides=data)
+    print((out_dir / "summary.md").read_text())
+    print(f"evaluation folder: {out_dir}")
+    return 0
+
+
+def _predict(args: list[str]) -> int:
+    from medrun.config import compose
+
+    opts = compose("predict", args)
+    from medrun.predict import predict_files
+
+    report = predict_files(opts.run, opts.input, opts.output, bool(opts.save_probabilities), opts.tta, opts.threshold)
+    print(f"{report['processed']} input(s) predicted into {opts.output}")
+    if report["failed"]:
+        print(f"medrun: error: {len(report['failed'])} input(s) could not be read (listed in report.json):",
+              file=sys.stderr)
+        for item in report["failed"]:
+            print(f"  {item['error']}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def run(argv: list[str]) -> int:
     flags = {"--debug", "-m", "--multirun", "--cfg", "-h", "--help"}
     opts = [a for a in argv if a in flags]
@@ -166,6 +200,10 @@ def run(argv: list[str]) -> int:
         return _data_check(args[1:])
     if command == "summary":
         return _summary(args)
+    if command == "eval":
+        return _eval(args)
+    if command == "predict":
+        return _predict(args)
     if command == "resume":
         if len(args) != 1:
             raise MedrunError("usage: medrun resume <run folder>")
@@ -173,8 +211,8 @@ def run(argv: list[str]) -> int:
 
         _print_train_result(*resume(args[0]))
         return 0
-    raise MedrunError(f"unknown command {command!r}; valid: train, list, data check, summary, resume "
-                      "(see medrun --help)")
+    raise MedrunError(f"unknown command {command!r}; valid: train, list, data check, summary, resume, eval, "
+                      "predict (see medrun --help)")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,6 +48,9 @@ def compose(command: str = "train", overrides: list[str] | tuple = ()) -> DictCo
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise MedrunError(f"bad override: {msg}") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise MedrunError(f"{missing[0]} is required: pass {missing[0]}=...")
     with open_dict(cfg):
         cfg.overrides = overrides
     return cfg

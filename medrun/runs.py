@@ -76,7 +76,7 @@ def load_checkpoint(path: str | Path, allow_unsafe: bool = False) -> dict:
 
 def require_run_dir(path: str | Path) -> Path:
     """A folder written by `medrun train`: it has config.yaml and splits.json."""
-    path = Path(str(path)).expanduser()
+    path = Path(str(path)).expanduser().resolve()
     missing = [n for n in ("config.yaml", "splits.json") if not (path / n).is_file()]
     if not path.is_dir() or missing:
         raise MedrunError(f"{path} is not a medrun run folder (missing {', '.join(missing) or 'folder'}); "

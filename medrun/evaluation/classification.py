@@ -8,14 +8,18 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from sklearn.metrics import (ConfusionMatrixDisplay, RocCurveDisplay, accuracy_score,  # noqa: E402
+from sklearn.metrics import (ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay,  # noqa: E402
+                             accuracy_score,
                              balanced_accuracy_score, confusion_matrix, roc_auc_score)
 
 
 def predict_labels(probs: np.ndarray, multilabel: bool, thresholds=None) -> np.ndarray:
+    """Multi-label: per-label thresholds (0.5 default); binary with a threshold: p(class 1) >= it; else argmax."""
     if multilabel:
         t = np.full(probs.shape[1], 0.5) if thresholds is None else np.asarray(thresholds, dtype=float)
         return (probs >= t).astype(int)
+    if thresholds is not None and probs.shape[1] == 2:
+        return (probs[:, 1] >= float(thresholds)).astype(int)
     return probs.argmax(1)
 
 
@@ -87,3 +91,15 @@ def save_plots(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multil
         disp.figure_.savefig(paths[-1], dpi=100, bbox_inches="tight")
         plt.close(disp.figure_)
     return paths
+
+
+def save_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, folder: Path) -> None:
+    """ROC and precision-recall curves, one line per class (the positive class when binary)."""
+    onehot = y_true.astype(int) if multilabel else np.eye(len(classes), dtype=int)[y_true]
+    for name, display in (("roc", RocCurveDisplay), ("precision_recall", PrecisionRecallDisplay)):
+        fig, ax = plt.subplots(figsize=(5, 5))
+        for k, cls in enumerate(classes):
+            if len(set(onehot[:, k])) == 2 and (len(classes) > 2 or multilabel or k == 1):
+                display.from_predictions(onehot[:, k], probs[:, k], name=cls, ax=ax)
+        fig.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
+        plt.close(fig)

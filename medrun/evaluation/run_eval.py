@@ -1,0 +1,215 @@
+"""`medrun eval`: out-of-fold and test-set scoring of a finished run, with TTA, threshold search on
+validation / out-of-fold predictions only, and fold ensembling. Writes <run>/eval/<time>/."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import OmegaConf, open_dict
+
+from medrun.config import to_plain
+from medrun.data.store import SampleSet, SampleStore
+from medrun.data.transforms import pipeline
+from medrun.errors import MedrunError
+from medrun.evaluation import overlays
+from medrun.evaluation.classification import classification_scores, save_curves
+from medrun.evaluation.metrics import confusion, per_image, scores
+from medrun.evaluation.thresholds import search_decision_threshold, search_pixel_threshold
+from medrun.evaluation.tta import tta_probabilities
+from medrun.runs import create_run_dir, load_checkpoint, require_run_dir, write_json, write_text
+from medrun.tasks import TASKS
+
+
+def load_run(run_dir: Path, data_overrides=()):
+    """The run's saved config (plus `data.*` overrides for another test set), splits and fold models."""
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    if data_overrides:
+        bad = [o for o in data_overrides if not o.startswith("data.")]
+        if bad:
+            raise MedrunError(f"only data.* keys can change at evaluation (got {bad[0]}); the rest is the run's config")
+        with open_dict(cfg):
+            cfg.merge_with(OmegaConf.from_dotlist(list(data_overrides)))
+    if not (run_dir / "cv_summary.json").is_file():
+        raise MedrunError(f"{run_dir} has not finished training (no cv_summary.json): run `medrun resume {run_dir}` first")
+    splits = json.loads((run_dir / "splits.json").read_text())
+    config = to_plain(cfg)
+    models = []
+    for f in splits["folds"]:
+        record = json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text())
+        task = TASKS.get(cfg.task.name)(config)
+        task.load_state_dict(load_checkpoint(run_dir / record["checkpoint"], bool(cfg.allow_unsafe_checkpoints))["state_dict"])
+        models.append(task.eval())
+    return cfg, splits, models
+
+
+@torch.inference_mode()
+def predict(models, store: SampleStore, ids: list[str], cfg, tta: str, device="cpu"):
+    """Mean probabilities of `models` over `ids`: (plain, with TTA, targets), all at the model's input size."""
+    ds = SampleSet(store, store.indices(ids), pipeline(cfg.data, train=False), seed=0)
+    loader = torch.utils.data.DataLoader(ds, batch_size=int(cfg.data.batch_size))
+    plain, augmented, targets = [], [], []
+    spatial = store.segmentation
+    for batch in loader:
+        x = batch["image"].to(device)
+        p = a = 0
+        for m in models:
+            m.to(device)
+            fn = lambda v, m=m: m.probabilities(m(v).float())  # noqa: E731
+            p = p + fn(x)
+            a = a + (tta_probabilities(fn, x, tta, spatial) if tta != "none" else 0)
+        plain.append((p / len(models)).cpu())
+        augmented.append((a / len(models)).cpu() if tta != "none" else plain[-1])
+        targets.append(batch["target"])
+    return torch.cat(plain), torch.cat(augmented), torch.cat(targets)
+
+
+def _fold_predictions(models, store, splits, cfg, tta, part):
+    """Each fold's own model on its `part` ids, concatenated (out-of-fold when part == 'test')."""
+    outs, owner = [], []
+    for m, f in zip(models, splits["folds"]):
+        outs.append(predict([m], store, f[part], cfg, tta))
+        owner += [(i, f["fold"]) for i in f[part]]
+    return [torch.cat(t) for t in zip(*outs)], owner
+
+
+def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective: str = "f1",
+                 target_sensitivity: float = 0.9, min_areas=(0,), ensemble: str = "mean", data_overrides=(),
+                 search_hook=None) -> tuple[Path, dict]:
+    """Score a finished run; `search_hook(ids)` (tests) sees the ids the threshold search uses."""
+    from medrun.api import build_store
+
+    run_dir = require_run_dir(run_dir)
+    cfg, splits, models = load_run(run_dir, data_overrides)
+    store = build_store(cfg)
+    external = bool(data_overrides)
+    test_ids = [s.id for s in store.samples] if external else splits.get("fixed_test", [])
+    if not test_ids and splits["protocol"] == "holdout":
+        test_ids = splits["folds"][0]["test"]
+    # The search never sees test data: out-of-fold predictions in k-fold, else each fold's validation part.
+    search_part = "test" if splits["protocol"] == "kfold" else "val"
+    (s_plain, _, s_target), s_owner = _fold_predictions(models, store, splits, cfg, "none", search_part)
+    search_ids = [i for i, _ in s_owner]
+    if set(search_ids) & set(test_ids):
+        raise MedrunError("the threshold-search set overlaps the test set; refusing to search")
+    if search_hook:
+        search_hook(search_ids)
+    if test_ids:
+        ens = models if ensemble == "mean" else models[:1]
+        e_plain, e_tta, e_target = predict(ens, store, test_ids, cfg, tta)
+        e_ids, e_fold, evaluated_on = test_ids, ["ensemble" if len(ens) > 1 else "0"] * len(test_ids), "test"
+    else:  # no test set: report the out-of-fold predictions themselves
+        (e_plain, e_tta, e_target), owner = _fold_predictions(models, store, splits, cfg, tta, search_part)
+        e_ids, e_fold, evaluated_on = [i for i, _ in owner], [str(k) for _, k in owner], "out_of_fold"
+
+    out_dir = create_run_dir(run_dir, "eval")
+    segmentation = store.segmentation
+    fn = _evaluate_segmentation if segmentation else _evaluate_classification
+    result = fn(cfg, out_dir, store, (s_plain, s_target), (e_plain, e_tta, e_target), e_ids, e_fold,
+                tta=tta, threshold=threshold, objective=objective, target_sensitivity=target_sensitivity,
+                min_areas=min_areas)
+    result = {"run": str(run_dir), "evaluated_on": evaluated_on, "n": len(e_ids), "search_set": search_part
+              if search_part == "val" else "out_of_fold", "ensemble": ensemble, **result}
+    write_json(out_dir / "metrics.json", result)
+    write_json(out_dir / "postprocessing.json", result["postprocessing"])
+    write_text(out_dir / "summary.md", _table(result))
+    return out_dir, result
+
+
+def _binary_masks(probs, t, min_area):
+    masks = probs[:, 0] >= t
+    if min_area:
+        masks[masks.flatten(1).sum(1) < min_area] = False
+    return masks
+
+
+def _evaluate_segmentation(cfg, out_dir, store, search, evaluation, ids, folds, *, tta, threshold, objective,
+                           target_sensitivity, min_areas):
+    classes = [str(c) for c in cfg.data.classes]
+    binary = len(classes) == 2
+    empty = float(cfg.task.empty_score)
+    post = {"tta": tta, "threshold": float(cfg.task.threshold), "min_area": 0}
+    if threshold == "search":
+        if not binary:
+            raise MedrunError("threshold=search applies to binary segmentation; multi-class masks use argmax")
+        found = search_pixel_threshold(search[0][:, 0], search[1], min_areas=tuple(min_areas), empty_score=empty)
+        post.update(threshold=found["threshold"], min_area=found["min_area"], search_dice=found["dice"])
+    plain, augmented, target = evaluation
+
+    def score(probs, t, area):
+        pred = _binary_masks(probs, t, area).float()[:, None] if binary else probs
+        counts = confusion(pred, target, binary, 0.5)
+        return scores(*counts, classes, empty), per_image(*counts, empty)
+
+    rows = {"argmax": score(plain, 0.5, 0)}
+    if threshold == "search":
+        rows["threshold"] = score(plain, post["threshold"], post["min_area"])
+    if tta != "none":
+        rows["tta"] = score(augmented, post["threshold"], post["min_area"])
+    final = list(rows)[-1]
+    per = rows[final][1]
+    with open(out_dir / "per_sample.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "fold", "predicted_fraction", "dice", "jaccard"])
+        probs = augmented if final == "tta" else plain
+        pred = _binary_masks(probs, post["threshold"], post["min_area"]) if binary else probs.argmax(1) > 0
+        for i, sid in enumerate(ids):
+            w.writerow([sid, folds[i], f"{pred[i].float().mean():.6f}", f"{per['dice'][i]:.6f}", f"{per['jaccard'][i]:.6f}"])
+    order = np.argsort(per["dice"].numpy(), kind="stable")
+    picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
+    probs = augmented if final == "tta" else plain
+    pred = _binary_masks(probs, post["threshold"], post["min_area"]).long() if binary else probs.argmax(1)
+    for name, i in picks.items():
+        image, _ = store.get(store.index[ids[i]])
+        overlays.save(out_dir / f"overlay_{name}.png", image, target[i].numpy(), pred[i].numpy(),
+                      f"{name}: {ids[i]} (Dice {per['dice'][i]:.3f})")
+    return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": post,
+            "overlays": {k: ids[i] for k, i in picks.items()}}
+
+
+def _evaluate_classification(cfg, out_dir, store, search, evaluation, ids, folds, *, tta, threshold, objective,
+                             target_sensitivity, min_areas):
+    classes = [str(c) for c in cfg.data.classes]
+    multilabel = cfg.data.mode == "multilabel"
+    plain, augmented, target = (t.numpy() for t in evaluation)
+    post = {"tta": tta, "threshold": None}
+    if threshold == "search":
+        if multilabel or len(classes) != 2:
+            raise MedrunError("threshold=search applies to binary classifiers")
+        found = search_decision_threshold(search[1].numpy(), search[0].numpy()[:, 1], objective, target_sensitivity)
+        post.update(threshold=found["threshold"], search=found)
+    rows = {"argmax": classification_scores(target, plain, classes, multilabel)[0]}
+    if post["threshold"] is not None:
+        rows["threshold"] = classification_scores(target, plain, classes, multilabel, post["threshold"])[0]
+    if tta != "none":
+        rows["tta"] = classification_scores(target, augmented, classes, multilabel, post["threshold"])[0]
+    probs = augmented if tta != "none" else plain
+    from medrun.tasks.classification import write_predictions
+
+    write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, post["threshold"])
+    save_curves(target, probs, classes, multilabel, out_dir)
+    return {"rows": rows, "postprocessing": post}
+
+
+TABLE_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",
+                 "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1_macro": "F1 (macro)",
+                 "auc_macro": "AUC (macro)"}
+
+
+def _table(result: dict) -> str:
+    """The post-processing table: rows argmax / searched threshold / TTA."""
+    rows = result["rows"]
+    cols = [c for c in TABLE_COLUMNS if c in next(iter(rows.values()))]
+    post = result["postprocessing"]
+    lines = [f"# Evaluation of {result['run']}", "",
+             f"Scored on the {result['evaluated_on'].replace('_', '-')} set ({result['n']} samples); thresholds "
+             f"searched on the {result['search_set'].replace('_', '-')} predictions only.",
+             f"Post-processing: {json.dumps(post)}", "",
+             "| post-processing | " + " | ".join(TABLE_COLUMNS[c] for c in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    names = {"argmax": "ArgMax", "threshold": "searched threshold", "tta": f"TTA ({post['tta']})"}
+    for name, m in rows.items():
+        lines.append(f"| {names[name]} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + " |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,99 @@
+"""`medrun predict`: a finished run's fold ensemble on new images or DICOM files, preprocessed exactly as
+in training (the run's own config) and post-processed as its latest `medrun eval` chose."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from medrun.data.images import CLASSIFICATION_SUFFIXES, read_image
+from medrun.data.transforms import pipeline, resize
+from medrun.errors import MedrunError
+from medrun.evaluation.classification import predict_labels
+from medrun.evaluation.run_eval import load_run
+from medrun.evaluation.tta import tta_probabilities
+from medrun.runs import require_run_dir, write_json
+
+
+def latest_postprocessing(run_dir: Path) -> dict:
+    found = sorted((run_dir / "eval").glob("*/postprocessing.json")) if (run_dir / "eval").is_dir() else []
+    return json.loads(found[-1].read_text()) if found else {}
+
+
+def list_inputs(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise MedrunError(f"input={path} does not exist")
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in CLASSIFICATION_SUFFIXES)
+    if not files:
+        raise MedrunError(f"input={path} holds no images (png/jpg/jpeg/tif/tiff/bmp/dcm)")
+    return files
+
+
+@torch.inference_mode()
+def predict_files(run_dir, input_path, output, save_probabilities=False, tta=None, threshold=None) -> dict:
+    """Write one output per readable input; returns the report (also saved as report.json)."""
+    run_dir = require_run_dir(run_dir)
+    output = Path(str(output)).expanduser()
+    if output.exists() and any(output.iterdir()):
+        raise MedrunError(f"output={output} is not empty: choose a new folder (earlier outputs are never overwritten)")
+    cfg, _, models = load_run(run_dir)
+    chosen = latest_postprocessing(run_dir)
+    tta = tta or chosen.get("tta") or "none"
+    threshold = threshold if threshold is not None else chosen.get("threshold")
+    files = list_inputs(Path(str(input_path)).expanduser())
+    dicom = dict(cfg.data.get("dicom") or {})
+    size, to_tensor = resize(cfg.data.image_size), pipeline(cfg.data, train=False)
+    segmentation = cfg.task.name == "segmentation"
+    classes = [str(c) for c in cfg.data.classes]
+    output.mkdir(parents=True, exist_ok=True)
+    failed, rows = [], []
+    for path in files:
+        try:
+            image = read_image(path, int(cfg.data.channels), dicom)
+        except MedrunError as e:
+            failed.append({"file": path.name, "error": str(e)})
+            continue
+        x = to_tensor(image=size(image=image)["image"])["image"].float()[None]
+        probs = sum(tta_probabilities(lambda v, m=m: m.probabilities(m(v).float()), x, tta, segmentation)
+                    for m in models)[0] / len(models)
+        if segmentation:
+            _write_mask(output, path.stem, probs.numpy(), image.shape[:2], threshold, cfg, save_probabilities)
+        else:
+            rows.append((path.name, probs.numpy()))
+    if not segmentation and rows:
+        multilabel = cfg.data.mode == "multilabel"
+        probs = np.stack([p for _, p in rows])
+        labels = predict_labels(probs, multilabel, threshold)
+        with open(output / "predictions.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["file", *(f"prob_{c}" for c in classes), "prediction"])
+            for (name, p), lab in zip(rows, labels):
+                pred = ";".join(c for c, on in zip(classes, lab) if on) if multilabel else classes[int(lab)]
+                w.writerow([name, *(f"{v:.6f}" for v in p), pred])
+    report = {"run": str(run_dir), "tta": tta, "threshold": threshold, "processed": len(files) - len(failed),
+              "failed": failed}
+    write_json(output / "report.json", report)
+    return report
+
+
+def _write_mask(output: Path, stem: str, probs: np.ndarray, size, threshold, cfg, save_probabilities: bool) -> None:
+    """Probabilities back to the input's size, then the binary threshold or the multi-class argmax."""
+    h, w = size
+    full = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in probs])
+    if full.shape[0] == 1:
+        t = float(cfg.task.threshold if threshold is None else threshold)
+        mask = (full[0] >= t).astype(np.uint8) * 255
+        kept = full[0]
+    else:
+        mask = full.argmax(0).astype(np.uint8)
+        kept = full
+    Image.fromarray(mask).save(output / f"{stem}.png")
+    if save_probabilities:
+        np.save(output / f"{stem}.npy", kept.astype(np.float16))

@@ -1,0 +1,140 @@
+"""`medrun eval` and `medrun predict` on real data: TTA, threshold search without the test set, outputs."""
+import csv
+import json
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from PIL import Image
+
+import medrun
+from medrun.cli import main
+from medrun.errors import MedrunError
+from medrun.evaluation.run_eval import evaluate_run
+from medrun.evaluation.thresholds import search_decision_threshold, search_pixel_threshold
+from medrun.evaluation.tta import TTA, tta_probabilities
+from medrun.predict import predict_files
+from tests.conftest import TINY_MODEL
+
+
+@pytest.mark.parametrize("mode", list(TTA))
+def test_tta_of_an_identity_model_returns_its_input_exactly(mode):
+    x = torch.rand(2, 3, 32, 48)
+    assert torch.equal(tta_probabilities(lambda v: v, x, mode, spatial=True), x)
+    # a classifier's scores are averaged as they are: a view-invariant score is unchanged
+    score = lambda v: v.mean(dim=(-2, -1))  # noqa: E731
+    assert torch.allclose(tta_probabilities(score, x, mode, spatial=False), score(x))
+
+
+def test_tta_maps_segmentation_outputs_back():
+    x = torch.zeros(1, 1, 4, 4)
+    x[0, 0, 0, 1] = 1  # a pixel away from every symmetry axis
+    shift = lambda v: torch.roll(v, 1, dims=-1)  # noqa: E731  (not equivariant: views disagree after mapping back)
+    out = tta_probabilities(shift, x, "flips", spatial=True)
+    assert out.sum() == pytest.approx(1.0) and out[0, 0, 0, 1] == 0  # mass spread, none left on the input pixel
+
+
+def brute_force_dice(probs, target, t):
+    pred = probs >= t
+    tp = (pred & target).flatten(1).sum(1).float()
+    denom = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.ones_like(tp)).mean().item()
+
+
+def test_vectorised_pixel_search_matches_brute_force():
+    g = torch.Generator().manual_seed(1)
+    target = torch.rand(20, 16, 16, generator=g) > 0.8
+    target[:3] = False  # empty ground truth
+    probs = (target.float() * 0.3 + torch.rand(20, 16, 16, generator=g) * 0.7)
+    found = search_pixel_threshold(probs, target, bins=50)
+    brute = {i / 50: brute_force_dice(probs, target, i / 50) for i in range(1, 50)}
+    best = max(brute, key=brute.get)
+    assert found["threshold"] == pytest.approx(best) and found["dice"] == pytest.approx(brute[best], abs=1e-6)
+    # blanking small predictions can only help when it is searched
+    with_area = search_pixel_threshold(probs, target, bins=50, min_areas=(0, 5, 50))
+    assert with_area["dice"] >= found["dice"]
+
+
+def test_decision_threshold_objectives():
+    y = np.array([0, 0, 0, 1, 1, 0, 1, 1, 0, 1])
+    s = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.45, 0.7, 0.9, 0.3, 0.6])
+    f1 = search_decision_threshold(y, s, "f1")
+    brute = max(((2 * ((s >= t) & (y == 1)).sum()) / ((s >= t).sum() + y.sum()), t) for t in s)
+    assert f1["threshold"] == pytest.approx(brute[1])
+    sens = search_decision_threshold(y, s, "sensitivity", 1.0)
+    assert sens["sensitivity"] == 1.0 and sens["threshold"] == pytest.approx(0.4)
+    youden = search_decision_threshold(y, s, "youden")
+    assert youden["sensitivity"] - (1 - youden["specificity"]) >= 0.6
+
+
+@pytest.fixture(scope="module")
+def covid_run(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("covid")
+    cfg = medrun.compose("train", ["data=covid_ct", f"data.root={shared_data}/covid19_ct_seg", *TINY_MODEL,
+                                   "cv.folds=2", "name=covid", f"paths.output_dir={out}"])
+    return medrun.train(cfg)[0]
+
+
+def test_eval_on_the_fixed_test_set_never_searches_on_it(covid_run):
+    seen = []
+    out_dir, result = evaluate_run(covid_run, tta="flips", threshold="search", min_areas=(0, 10),
+                                   search_hook=seen.extend)
+    splits = json.loads((covid_run / "splits.json").read_text())
+    test_ids = set(splits["fixed_test"])
+    assert len(test_ids) == 48 and seen and not set(seen) & test_ids
+    assert sorted(seen) == sorted(i for f in splits["folds"] for i in f["test"])  # out-of-fold, training set only
+    assert result["evaluated_on"] == "test" and result["n"] == 48
+    assert list(result["rows"]) == ["argmax", "threshold", "tta"]
+    assert 0 < result["postprocessing"]["threshold"] < 1
+    table = (out_dir / "summary.md").read_text()
+    assert "| searched threshold |" in table and "| TTA (flips) |" in table and "Dice (dataset)" in table
+    rows = list(csv.DictReader(open(out_dir / "per_sample.csv")))
+    assert {r["id"] for r in rows} == test_ids and all(r["fold"] == "ensemble" for r in rows)
+    dice = np.array([float(r["dice"]) for r in rows])
+    assert dice.mean() == pytest.approx(result["rows"]["tta"]["dice"], abs=1e-5)
+    for name in ("worst", "median", "best"):
+        assert (out_dir / f"overlay_{name}.png").stat().st_size > 1000
+    assert result["overlays"]["worst"] == rows[int(np.argmin(dice))]["id"]
+    again, _ = evaluate_run(covid_run)
+    assert again != out_dir and again.parent == out_dir.parent  # never overwrites an earlier evaluation
+
+
+def test_predict_on_real_images_at_their_size(covid_run, shared_data, tmp_path, capsys):
+    images = shared_data / "covid19_ct_seg/Dataset/TestingSet/LungInfection-Test/Imgs"
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for p in sorted(images.glob("*.jpg"))[:5]:
+        (inputs / p.name).symlink_to(p)
+    (inputs / "broken.png").write_text("not an image")
+    code = main(["predict", f"run={covid_run}", f"input={inputs}", f"output={tmp_path / 'out'}", "save_probabilities=true"])
+    assert code == 1 and "broken.png" in capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["processed"] == 5 and [f["file"] for f in report["failed"]] == ["broken.png"]
+    for p in sorted(images.glob("*.jpg"))[:5]:
+        mask = Image.open(tmp_path / "out" / f"{p.stem}.png")
+        assert mask.size == Image.open(p).size
+        assert set(np.unique(np.array(mask))) <= {0, 255}
+        assert np.load(tmp_path / "out" / f"{p.stem}.npy").shape == mask.size[::-1]
+    with pytest.raises(MedrunError, match="is not empty"):
+        predict_files(covid_run, inputs, tmp_path / "out")
+
+
+def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
+    cfg = medrun.compose("train", ["experiment=resnext50_dicom_contrast", f"data.root={shared_data}/dicom_ct",
+                                   "cv.folds=2", "data.image_size=[32,32]", "trainer.max_epochs=1", "logger=none",
+                                   "callbacks.progress=none", "model=timm", "model.backbone=resnet18",
+                                   f"paths.output_dir={tmp_path}"])
+    run_dir, _ = medrun.train(cfg)
+    out_dir, result = evaluate_run(run_dir, tta="flips", threshold="search", objective="youden")
+    assert result["evaluated_on"] == "out_of_fold" and result["n"] == 12
+    assert 0 <= result["postprocessing"]["threshold"] <= 1 and set(result["rows"]) == {"argmax", "threshold", "tta"}
+    assert (out_dir / "roc.png").is_file() and (out_dir / "precision_recall.png").is_file()
+    report = predict_files(run_dir, shared_data / "dicom_ct" / "dicom_dir", tmp_path / "pred")
+    rows = list(csv.DictReader(open(tmp_path / "pred" / "predictions.csv")))
+    files = sorted(p.name for p in (shared_data / "dicom_ct/dicom_dir").glob("*.dcm"))
+    assert report["processed"] == 12 and sorted(r["file"] for r in rows) == files
+    assert all(r["prediction"] in ("False", "True") for r in rows)
+    tags = {str(pydicom.dcmread(shared_data / "dicom_ct/dicom_dir" / f, stop_before_pixels=True).PatientID) for f in files}
+    for f in (tmp_path / "pred").iterdir():
+        assert not any(t in f.read_text() for t in tags)

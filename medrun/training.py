@@ -67,7 +67,7 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl
     ]
     if cb.early_stopping.get("enabled", True):
         out.append(EarlyStopping(monitor=cb.early_stopping.monitor, mode=cb.early_stopping.mode,
-                                 patience=int(cb.early_stopping.patience)))
+                                 patience=int(cb.early_stopping.patience), check_on_train_epoch_end=False))
     if cb.progress == "rich":
         out.append(FoldProgressBar(fold_label))
     elif cb.progress == "tqdm":

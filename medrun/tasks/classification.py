@@ -16,7 +16,7 @@ from medrun.models import build_network
 from medrun.runs import write_json
 from medrun.tasks import TASKS
 from medrun.tasks.classification_losses import build_classification_loss
-from medrun.tasks.optim import build_optimization
+from medrun.tasks.optim import apply_performance_options, build_optimization
 
 
 @TASKS.register("classification")
@@ -28,6 +28,7 @@ class ClassificationTask(pl.LightningModule):
         self.save_hyperparameters({"config": config})
         cfg = OmegaConf.create(config)
         self.cfg = cfg
+        self.channels_last = bool((cfg.get("performance") or {}).get("channels_last"))
         self.class_names = [str(c) for c in cfg.data.classes]
         self.multilabel = cfg.data.mode == "multilabel"
         n = len(self.class_names)
@@ -45,8 +46,11 @@ class ClassificationTask(pl.LightningModule):
             w[present] = compute_class_weight("balanced", classes=present, y=labels)
             self.loss = build_classification_loss(self.cfg.task.loss, False, torch.tensor(w))
 
+    def configure_model(self):
+        apply_performance_options(self)
+
     def forward(self, x):
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
 
     def probabilities(self, logits):
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)

@@ -28,3 +28,12 @@ def build_optimization(module: torch.nn.Module, optimizer: DictConfig, scheduler
     if sname == "cosine":
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, **sch)}
     raise MedrunError(f"unknown scheduler {sname!r} (task.scheduler.name); valid: none, plateau, cosine")
+
+
+def apply_performance_options(module) -> None:
+    """`performance.channels_last` and `performance.compile`; in-place, so checkpoint keys stay the same."""
+    perf = module.cfg.get("performance") or {}
+    if perf.get("channels_last"):
+        module.net.to(memory_format=torch.channels_last)
+    if perf.get("compile"):
+        module.net.compile()

@@ -10,7 +10,7 @@ from medrun.evaluation.metrics import SegmentationScores
 from medrun.models import build_network
 from medrun.tasks import TASKS
 from medrun.tasks.losses import build_loss
-from medrun.tasks.optim import build_optimization
+from medrun.tasks.optim import apply_performance_options, build_optimization
 
 
 @TASKS.register("segmentation")
@@ -22,14 +22,18 @@ class SegmentationTask(pl.LightningModule):
         self.save_hyperparameters({"config": config})
         cfg = OmegaConf.create(config)
         self.cfg = cfg
+        self.channels_last = bool((cfg.get("performance") or {}).get("channels_last"))
         self.class_names = list(cfg.data.classes)
         self.binary = len(self.class_names) == 2
         self.net = build_network(cfg.model, int(cfg.data.channels), 1 if self.binary else len(self.class_names))
         self.loss = build_loss(cfg.task.loss, self.binary)
         self.val_scores = SegmentationScores(self.class_names, float(cfg.task.threshold), float(cfg.task.empty_score))
 
+    def configure_model(self):
+        apply_performance_options(self)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=1)

@@ -1,0 +1,318 @@
+"""medrun benchmarks: training-loop overhead against a hand-written loop, data pipeline, evaluation speed,
+and (on a GPU) throughput, peak memory and model FLOPs utilisation. Writes benchmarks/<name>.md.
+
+    python scripts/bench.py                      # CPU table -> benchmarks/cpu.md
+    python scripts/bench.py --gpu --name gpu     # on a CUDA machine -> benchmarks/gpu.md
+    python scripts/bench.py --quick --out /tmp   # tiny sizes (what the tests run)
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data"
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.4g} (min {min(values):.4g}, max {max(values):.4g}, n={len(values)})"
+
+
+# ---------------------------------------------------------------- training-loop overhead
+def _medrun_steps(size, batch, steps, warmup, seed, overrides=()):
+    """Seconds per training step through medrun's datamodule, LightningModule, Trainer, callbacks, logger."""
+    import pytorch_lightning as pl
+
+    import medrun
+    from medrun.api import build_store, build_splits
+    from medrun.data.datamodule import FoldDataModule
+    from medrun.tasks import TASKS
+    from medrun.training import build_callbacks, build_logger, build_trainer
+
+    h, w = size
+    # One epoch holds every timed step (about 81 % of the samples train), so validation is never timed.
+    count = int(batch * (warmup + steps + 2) / 0.8) + batch
+    cfg = medrun.compose("train", ["data=synthetic", f"data.count={count}", f"data.source_size=[{h},{w}]",
+                                   f"data.image_size=[{h},{w}]", "data.channels=3", f"data.batch_size={batch}",
+                                   "cv=holdout", "cv.val_fraction=0.1", "cv.test_fraction=0.1",
+                                   f"+trainer.max_steps={warmup + steps}", "trainer.max_epochs=1000",
+                                   "+trainer.limit_val_batches=1", *overrides])
+    store = build_store(cfg)
+    fold = build_splits(cfg, store)["folds"][0]
+    times: list[float] = []
+
+    class Timer(pl.Callback):
+        def on_train_batch_end(self, *args):
+            times.append(time.perf_counter())
+
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"medrun-bench-{os.getpid()}"
+    pl.seed_everything(seed, verbose=False)
+    task = TASKS.get("segmentation")(medrun.api.to_plain(cfg))
+    trainer = build_trainer(cfg, out, [*build_callbacks(cfg, out, "1/1"), Timer()], build_logger(cfg, out, out, 0, {}))
+    trainer.fit(task, datamodule=FoldDataModule(store, fold, cfg.data, seed))
+    return np.diff(times[warmup:]).tolist()
+
+
+def _hand_steps(size, batch, steps, warmup, seed, device="cpu", precision=None, channels_last=False, compile=False,
+                sharp=True):
+    """Seconds per step of the simplest loop: same model, in-memory tensors, Adam, BCE with logits."""
+    from medrun.models.sharp_unet import SharpUNet
+
+    torch.manual_seed(seed)
+    h, w = size
+    model = SharpUNet(3, 1, sharp=sharp).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    step_model = torch.compile(model) if compile else model
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    x = torch.rand(batch * 8, 3, h, w)
+    y = (torch.rand(batch * 8, 1, h, w) > 0.7).float()
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    times = []
+    done = 0
+    while done < warmup + steps:
+        for xb, yb in loader:
+            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = loss_fn(step_model(xb).float(), yb)
+            loss.backward()
+            opt.step()
+            if device != "cpu":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter())
+            done += 1
+            if done >= warmup + steps:
+                break
+    return np.diff(times[warmup:]).tolist()
+
+
+def training_overhead(size, batch, steps, warmup, repeats):
+    """Alternating repeats in one process; the ratio of median step times is medrun's overhead."""
+    med, hand = [], []
+    for r in range(repeats):
+        hand += _hand_steps(size, batch, steps, warmup, seed=r)
+        med += _medrun_steps(size, batch, steps, warmup, seed=r)
+    ratio = statistics.median(med) / statistics.median(hand)
+    return [("hand-written loop, s/step", spread(hand)), ("medrun full path, s/step", spread(med)),
+            ("medrun / hand-written", f"{ratio:.3f}"),
+            ("images/s (hand, medrun)", f"{batch / statistics.median(hand):.1f}, {batch / statistics.median(med):.1f}")]
+
+
+# ---------------------------------------------------------------- data pipeline
+def _rate(fn, items, repeats=3):
+    rates = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        for it in items:
+            fn(it)
+        rates.append(len(items) / (time.perf_counter() - t))
+    return rates
+
+
+def data_pipeline(quick: bool):
+    import cv2
+    import tifffile
+    from PIL import Image
+
+    import medrun
+    from medrun.api import build_store
+    from medrun.data.datamodule import FoldDataModule
+    from medrun.data.transforms import pipeline
+
+    rows = []
+    sets = {"CVC-ClinicDB TIFF": ("cvc_clinicdb", SHARED / "cvc_clinicdb_sample/CVC-ClinicDB", (192, 256)),
+            "ISBI-2012 PNG": ("isbi2012", SHARED / "isbi2012", (256, 256))}
+    for label, (data, root, (h, w)) in sets.items():
+        if not root.is_dir():
+            rows.append((label, f"skipped: {root} missing"))
+            continue
+        cfg = medrun.compose("train", [f"data={data}", f"data.root={root}", "+augment=aucmedi", "data.num_workers=0"])
+        store = build_store(cfg, preload=False)
+        samples = store.samples[:6] if quick else store.samples
+        if data == "cvc_clinicdb":
+            bare = lambda s: (cv2.resize(tifffile.imread(s.image), (w, h)), cv2.resize(tifffile.imread(s.mask), (w, h), interpolation=cv2.INTER_NEAREST))  # noqa: E731
+        else:
+            bare = lambda s: (cv2.resize(np.asarray(Image.open(s.image)), (w, h)), cv2.resize(np.asarray(Image.open(s.mask)), (w, h), interpolation=cv2.INTER_NEAREST))  # noqa: E731
+        transform = pipeline(cfg.data, train=True)
+
+        def medrun_sample(s, store=store, transform=transform):
+            image, mask = store.dataset.load(s)
+            out = store._resize(image=image, mask=mask)
+            return transform(image=out["image"], mask=out["mask"])
+
+        rows.append((f"{label}: bare tifffile/PIL + cv2 resize, samples/s", spread(_rate(bare, samples))))
+        rows.append((f"{label}: medrun decode + resize + augment, samples/s", spread(_rate(medrun_sample, samples))))
+        for cache in (False, True):
+            for workers in (0, 1, 2):
+                c = medrun.compose("train", [f"data={data}", f"data.root={root}", "+augment=aucmedi",
+                                             f"data.cache={str(cache).lower()}", f"data.num_workers={workers}",
+                                             "data.batch_size=4"])
+                st = build_store(c, preload=False)
+                ids = [s.id for s in st.samples[: len(samples)]]
+                loader = FoldDataModule(st, {"train": ids, "val": ids, "test": ids}, c.data, 0).train_dataloader()
+                rates = []
+                for _ in range(2 if quick else 4):  # the first pass starts the workers and fills the cache
+                    t = time.perf_counter()
+                    n = sum(len(b["image"]) for b in loader)
+                    rates.append(n / (time.perf_counter() - t))
+                rows.append((f"{label}: loader, cache={'on' if cache else 'off'}, workers={workers}, samples/s "
+                             "(passes after the first)", spread(rates[1:])))
+    return rows
+
+
+# ---------------------------------------------------------------- evaluation
+def evaluation(quick: bool):
+    from medrun.evaluation.metrics import confusion, scores
+    from medrun.evaluation.thresholds import search_pixel_threshold
+    from medrun.evaluation.tta import tta_probabilities
+    from medrun.models.sharp_unet import SharpUNet
+
+    n, side = (100, 64) if quick else (1000, 256)
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(n, side, side, generator=g) > 0.8
+    probs = (target.float() * 0.5 + torch.rand(n, side, side, generator=g) * 0.5)
+    t_metrics, t_search = [], []
+    for _ in range(3):
+        t = time.perf_counter()
+        scores(*confusion(probs[:, None], target.long(), True), ["bg", "fg"])
+        t_metrics.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        search_pixel_threshold(probs, target, bins=100)
+        t_search.append(time.perf_counter() - t)
+    model = SharpUNet(3, 1).eval()
+    x = torch.rand(4, 3, 64, 64) if quick else torch.rand(8, 3, 192, 256)
+    cost = {}
+    with torch.inference_mode():
+        for mode in ("none", "flips", "d4"):
+            ts = []
+            for _ in range(3):
+                t = time.perf_counter()
+                tta_probabilities(lambda v: torch.sigmoid(model(v)), x, mode, spatial=True)
+                ts.append(time.perf_counter() - t)
+            cost[mode] = statistics.median(ts)
+    return [(f"Dice/IoU/precision/recall over {n} masks {side}x{side}, s", spread(t_metrics)),
+            (f"threshold search, 100 thresholds over {n} maps {side}x{side}, s", spread(t_search)),
+            ("TTA cost factor vs none (flips, d4)", f"{cost['flips'] / cost['none']:.2f}, {cost['d4'] / cost['none']:.2f}")]
+
+
+# ---------------------------------------------------------------- GPU throughput and MFU
+def matmul_rate(device, dtype=torch.bfloat16, n=8192, repeats=10) -> float:
+    """Measured dense matrix-multiply rate in FLOP/s: the denominator of MFU."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(2):
+        a @ b
+    sync = torch.cuda.synchronize if device != "cpu" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync()
+    return 2 * n**3 * repeats / (time.perf_counter() - t)
+
+
+def step_flops(size, batch, sharp=True) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from medrun.models.sharp_unet import SharpUNet
+
+    model = SharpUNet(3, 1, sharp=sharp)
+    x = torch.rand(batch, 3, *size)
+    with FlopCounterMode(display=False) as counter:
+        model(x).float().mean().backward()
+    return counter.get_total_flops()
+
+
+def gpu_throughput(size, batch, steps, warmup, device, quick: bool):
+    rows = []
+    rate = matmul_rate(device, n=1024 if quick else 8192, repeats=3 if quick else 10)
+    rows.append((f"measured bf16 matmul rate on {device}, TFLOP/s", f"{rate / 1e12:.1f}"))
+    variants = [("fp32", None, False, False), ("bf16-mixed", "bf16", False, False),
+                ("bf16-mixed + channels_last", "bf16", True, False), ("bf16-mixed + torch.compile", "bf16", False, True)]
+    for sharp in (True, False):
+        flops = step_flops(size, batch, sharp)
+        for name, precision, cl, comp in variants:
+            if device != "cuda" and comp and not quick:
+                continue
+            if device == "cuda":
+                torch.cuda.reset_peak_memory_stats()
+            times = _hand_steps(size, batch, steps, warmup, 0, device, precision, cl, comp and device == "cuda", sharp)
+            step = statistics.median(times)
+            peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f}" if device == "cuda" else "n/a"
+            rows.append((f"{'Sharp U-Net' if sharp else 'U-Net'} {size[0]}x{size[1]} {name}: images/s, peak GiB, MFU",
+                         f"{batch / step:.1f}, {peak}, {flops / step / rate:.1%}"))
+    return rows
+
+
+# ---------------------------------------------------------------- table
+def versions() -> str:
+    import albumentations
+    import pytorch_lightning
+    import segmentation_models_pytorch
+
+    return (f"python {platform.python_version()}, torch {torch.__version__}, pytorch-lightning "
+            f"{pytorch_lightning.__version__}, smp {segmentation_models_pytorch.__version__}, albumentations "
+            f"{albumentations.__version__}")
+
+
+def write_table(path: Path, sections: dict, command: str, device: str) -> None:
+    lines = [f"# medrun benchmark: {path.stem}", "",
+             f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
+             f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {device}"
+             + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""),
+             f"- versions: {versions()}", f"- command: `{command}`",
+             "- figures: median (min, max, number of repeats)", ""]
+    for title, rows in sections.items():
+        lines += [f"## {title}", "", "| measurement | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in rows]
+        lines.append("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+
+
+def main(argv=None) -> Path:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="tiny sizes, for tests")
+    ap.add_argument("--gpu", action="store_true", help="also the GPU section (CUDA if available)")
+    ap.add_argument("--name", default="cpu")
+    ap.add_argument("--out", default=str(REPO / "benchmarks"))
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("WANDB_MODE", "offline")
+    import logging
+
+    logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
+    q = args.quick
+    size, batch = ((32, 32), 2) if q else ((96, 128), 8)
+    steps, warmup, repeats = (3, 1, 1) if q else (20, 3, 3)
+    sections = {f"Training step, Sharp U-Net {size[0]}x{size[1]}x3, batch {batch}, fp32, CPU":
+                training_overhead(size, batch, steps, warmup, repeats),
+                "Data pipeline (real files from ../shared/data)": data_pipeline(q),
+                "Evaluation": evaluation(q)}
+    device = "cuda" if args.gpu and torch.cuda.is_available() else "cpu"
+    if args.gpu:
+        gsize, gbatch = ((32, 32), 2) if q or device == "cpu" else ((192, 256), 16)
+        sections[f"Throughput on {device}, {gsize[0]}x{gsize[1]}, batch {gbatch}"] = gpu_throughput(
+            gsize, gbatch, steps, warmup, device, q)
+    out = Path(args.out) / f"{args.name}.md"
+    write_table(out, sections, "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                device)
+    print(out.read_text())
+    return out
+
+
+if __name__ == "__main__":
+    main()

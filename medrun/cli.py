@@ -119,12 +119,12 @@ def _list(args: list[str]) -> int:
 
 
 def _data_check(overrides: list[str]) -> int:
-    import medrun
-    from medrun.data import build_dataset
-    from medrun.data.check import check_dataset
+    import medrun.data  # noqa: F401  (registers the readers)
+    from medrun.config import compose
+    from medrun.data.check import check_data
 
-    cfg = medrun.compose("train", overrides)
-    report = check_dataset(build_dataset(cfg.data), list(cfg.data.classes))
+    cfg = compose("train", overrides)
+    report = check_data(cfg.data)
     problems = report.pop("problems")
     print(json.dumps(report, indent=2))
     if problems:

@@ -148,12 +148,16 @@ def data_pipeline(quick: bool):
             bare = lambda s: (cv2.resize(np.asarray(Image.open(s.image)), (w, h)), cv2.resize(np.asarray(Image.open(s.mask)), (w, h), interpolation=cv2.INTER_NEAREST))  # noqa: E731
         transform = pipeline(cfg.data, train=True)
 
-        def medrun_sample(s, store=store, transform=transform):
+        def medrun_decode(s, store=store):
             image, mask = store.dataset.load(s)
-            out = store._resize(image=image, mask=mask)
+            return store._resize(image=image, mask=mask)
+
+        def medrun_sample(s, transform=transform):
+            out = medrun_decode(s)
             return transform(image=out["image"], mask=out["mask"])
 
         rows.append((f"{label}: bare tifffile/PIL + cv2 resize, samples/s", spread(_rate(bare, samples))))
+        rows.append((f"{label}: medrun decode + checks + resize, samples/s", spread(_rate(medrun_decode, samples))))
         rows.append((f"{label}: medrun decode + resize + augment, samples/s", spread(_rate(medrun_sample, samples))))
         for cache in (False, True):
             for workers in (0, 1, 2):
@@ -257,6 +261,25 @@ def gpu_throughput(size, batch, steps, warmup, device, quick: bool):
     return rows
 
 
+def reproduction_time(device: str, quick: bool):
+    """Wall time of a full 5-fold sharp_unet_isbi run at the paper's settings (tiny settings with --quick)."""
+    import medrun
+
+    root = SHARED / "isbi2012"
+    if not root.is_dir():
+        return [("5-fold sharp_unet_isbi", f"skipped: {root} missing")]
+    extra = (["trainer.max_epochs=1", "data.image_size=[32,32]", "model.filters=[4,8,16,32,64]"] if quick
+             else ["trainer=gpu", "trainer.precision=32-true"] if device == "cuda" else [])
+    out = Path(os.environ.get("TMPDIR", "/tmp")) / f"medrun-bench-repro-{os.getpid()}"
+    cfg = medrun.compose("train", ["experiment=sharp_unet_isbi", f"data.root={root}", "logger=none",
+                                   "callbacks.progress=none", f"paths.output_dir={out}", *extra])
+    t = time.perf_counter()
+    _, summary = medrun.train(cfg)
+    minutes = (time.perf_counter() - t) / 60
+    return [(f"5-fold sharp_unet_isbi ({' '.join(extra) or 'paper settings'}): minutes, mean Dice",
+             f"{minutes:.1f}, {summary['mean']['dice']:.4f} ± {summary['std']['dice']:.4f}")]
+
+
 # ---------------------------------------------------------------- table
 def versions() -> str:
     import albumentations
@@ -306,9 +329,9 @@ def main(argv=None) -> Path:
     if args.gpu:
         gsize, gbatch = ((32, 32), 2) if q or device == "cpu" else ((192, 256), 16)
         sections[f"Throughput on {device}, {gsize[0]}x{gsize[1]}, batch {gbatch}"] = gpu_throughput(
-            gsize, gbatch, steps, warmup, device, q)
+            gsize, gbatch, steps, warmup, device, q) + reproduction_time(device, q or device == "cpu")
     out = Path(args.out) / f"{args.name}.md"
-    write_table(out, sections, "python scripts/bench.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    write_table(out, sections, " ".join(["python scripts/bench.py", *(argv if argv is not None else sys.argv[1:])]),
                 device)
     print(out.read_text())
     return out

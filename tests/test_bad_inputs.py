@@ -7,8 +7,7 @@ from PIL import Image
 
 import medrun
 from medrun.api import build_store
-from medrun.data import build_dataset
-from medrun.data.check import check_dataset
+from medrun.data.check import check_data
 from medrun.errors import MedrunError
 
 
@@ -96,12 +95,18 @@ def test_rgb_mask_where_binary_expected(tmp_path):
 
 
 def test_data_check_lists_every_bad_file(tmp_path):
-    root = folder(tmp_path, n=4)
+    root = folder(tmp_path, n=6)
     (root / "images" / "1.png").write_text("oops")
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "masks" / "3.png")
+    (root / "masks" / "4.png").unlink()
+    (root / "images" / "5.png").unlink()
     cfg = medrun.compose("train", ["data=folders", f"data.root={root}", "data.channels=1"])
-    problems = check_dataset(build_dataset(cfg.data), ["bg", "fg"])["problems"]
-    assert len(problems) == 2 and "images/1.png" in problems[0] and "masks/3.png" in problems[1]
+    report = check_data(cfg.data)
+    problems = report["problems"]
+    assert len(problems) == 4 and report["samples"] == 4
+    assert problems[0].startswith("image without mask") and "images/4.png" in problems[0]
+    assert problems[1].startswith("mask without image") and "masks/5.png" in problems[1]
+    assert "images/1.png" in problems[2] and "masks/3.png" in problems[3]
 
 
 def test_unknown_experiment_lists_valid_ones():

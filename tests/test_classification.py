@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pydicom
 import pytest
-from sklearn.metrics import accuracy_score, roc_auc_score
+from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 
 import medrun
 from medrun.api import build_store
@@ -55,6 +55,14 @@ def test_class_folders_and_csv_errors(shared_data, tmp_path):
             (tmp_path / cls / f"{s}.png").symlink_to(src / f"{s}.png")
     ds = build_dataset(compose("experiment=densenet121_folder", f"data.root={tmp_path}").data)
     assert ds.classes == ["a", "b"] and [s.label for s in ds.samples] == [0, 0, 0, 1, 1, 1]
+    # trains on the real slices; the pooled metrics agree with scikit-learn on the saved predictions
+    run_dir, summary = medrun.train(compose("experiment=densenet121_folder", f"data.root={tmp_path}", *FAST,
+                                            "cv.folds=3", "cv.val_fraction=0.34", "task.scheduler.name=onecycle",
+                                            f"paths.output_dir={tmp_path / 'out'}"))
+    rows = oof(run_dir, [0, 1, 2])
+    y, p = np.array([int(r["true"]) for r in rows]), np.array([int(r["pred"]) for r in rows])
+    assert summary["pooled_out_of_fold"]["accuracy"] == pytest.approx(accuracy_score(y, p))
+    assert summary["pooled_out_of_fold"]["balanced_accuracy"] == pytest.approx(balanced_accuracy_score(y, p))
     table = tmp_path / "labels.csv"
     table.write_text("file,diagnosis\na/0.png,x\nb/3.png,y\n")
     with pytest.raises(MedrunError, match=r"labels.csv: no column 'image' \(data.image_column\); columns are file, diagnosis"):

@@ -59,6 +59,17 @@ def test_multirun_gives_each_job_its_own_run_folder(tmp_path):
     assert all((d / "cv_summary.json").is_file() for d in runs)
 
 
+def test_a_failing_multirun_job_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
+    from medrun.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["-m", "train", *TINY, "cv=holdout", "name=sweep", "cv.val_fraction=0.2,7,0.3"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "1 of 3 jobs failed" in err and "cv.val_fraction=7" in err
+    assert len(list((tmp_path / "outputs" / "sweep").iterdir())) == 2
+
+
 def test_ddp_on_two_cpu_processes_makes_one_run_folder(tmp_path):
     # The console script, as a user starts it: Lightning re-runs this command line in the second process.
     exe = Path(sys.executable).with_name("medrun")

@@ -5,9 +5,21 @@ from collections import Counter
 
 import numpy as np
 
+from omegaconf import DictConfig
+
 from medrun.data.images import read_array
-from medrun.data.samples import Dataset
+from medrun.data.samples import READERS, Dataset, collecting_problems
 from medrun.errors import MedrunError
+
+
+def check_data(cfg: DictConfig) -> dict:
+    """Read every sample of the `data` config; every problem is listed, none stops the check."""
+    with collecting_problems() as listing:
+        dataset = READERS.get(cfg.reader)(cfg)
+    classes = [str(c) for c in (cfg.get("classes") or getattr(dataset, "classes", []))]
+    report = check_dataset(dataset, classes)
+    report["problems"] = listing + report["problems"]
+    return report
 
 
 def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
@@ -20,13 +32,18 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
                 raw = read_array(s.image)
                 sizes[f"{raw.shape[1]}x{raw.shape[0]}"] += 1
                 channels[1 if raw.ndim == 2 else raw.shape[2]] += 1
-                mask_values.update(np.unique(read_array(s.mask)).tolist())
-            image, mask = dataset.load(s)
+            image, target = dataset.load(s)
             if s.image is None:
                 sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
                 channels[image.shape[2]] += 1
-                mask_values.update(np.unique(mask).tolist())
-            pixels += np.bincount(mask.ravel(), minlength=len(class_names))[: len(class_names)]
+            if dataset.kind == "segmentation":
+                if s.mask is not None:
+                    mask_values.update(np.unique(read_array(s.mask)).tolist())
+                else:
+                    mask_values.update(np.unique(target).tolist())
+                pixels += np.bincount(target.ravel(), minlength=len(class_names))[: len(class_names)]
+            else:
+                pixels += np.asarray(target, dtype=np.int64) if np.ndim(target) else np.eye(len(class_names), dtype=np.int64)[target]
         except MedrunError as e:
             problems.append(str(e))
     groups = {s.group for s in dataset.samples if s.group is not None}
@@ -38,7 +55,8 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
         "channels": dict(channels),
         "mask_values": (sorted(mask_values) if len(mask_values) <= 16
                         else f"{len(mask_values)} distinct values from {min(mask_values)} to {max(mask_values)}"),
-        "class_balance": {n: float(p) for n, p in zip(class_names, pixels / max(pixels.sum(), 1))},
+        # segmentation: share of pixels per class; classification: share of samples per class
+        "class_balance": {n: round(float(p), 4) for n, p in zip(class_names, pixels / max(pixels.sum(), 1))},
         "groups": len(groups),
         "problems": problems,
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from medrun.data.dicom import patient_key
 from medrun.data.labelled import class_index, labelled_dataset
-from medrun.data.samples import READERS, Sample
+from medrun.data.samples import READERS, Sample, problem
 from medrun.errors import MedrunError
 
 
@@ -63,7 +63,9 @@ def read_csv_table(cfg):
     for n, r in enumerate(rows):
         image = image_dir / f"{r[cfg.image_column]}{suffix}"
         if not image.is_file():
-            raise MedrunError(f"{path} row {n + 2} names {image}, which does not exist; fix the CSV or data.root")
+            problem(f"{path} row {n + 2 - (not cfg.get('header', True))} names {image}, which does not exist; "
+                    "fix the CSV or data.root")
+            continue
         group = r[cfg.group_column] if cfg.get("group_column") else None
         if cfg.get("group_from_dicom"):
             key = patient_key(image)

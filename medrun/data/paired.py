@@ -7,7 +7,7 @@ from typing import Callable
 from omegaconf import DictConfig
 
 from medrun.data.images import check_pair, read_image, read_mask, stems
-from medrun.data.samples import Dataset, Sample
+from medrun.data.samples import Dataset, Sample, problem
 from medrun.errors import MedrunError
 
 
@@ -26,17 +26,13 @@ def pair_samples(
     images, masks = stems(image_dir), stems(mask_dir)
     if not images:
         raise MedrunError(f"no image files (png/jpg/jpeg/tif/tiff/bmp) in {image_dir}")
-    missing = sorted(set(images) - set(masks))
-    if missing:
-        raise MedrunError(f"image without mask: {images[missing[0]]} (no file with stem {missing[0]!r} in {mask_dir})"
-                          + (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
-    orphans = sorted(set(masks) - set(images))
-    if orphans:
-        raise MedrunError(f"mask without image: {masks[orphans[0]]} (no file with stem {orphans[0]!r} in {image_dir})"
-                          + (f" and {len(orphans) - 1} more" if len(orphans) > 1 else ""))
+    for stem in sorted(set(images) - set(masks)):
+        problem(f"image without mask: {images[stem]} (no file with stem {stem!r} in {mask_dir})")
+    for stem in sorted(set(masks) - set(images)):
+        problem(f"mask without image: {masks[stem]} (no file with stem {stem!r} in {image_dir})")
     return [
         Sample(id=id_prefix + s, image=images[s], mask=masks[s], group=group_of(s), subset=subset)
-        for s in sorted(images, key=_natural)
+        for s in sorted(set(images) & set(masks), key=_natural)
     ]
 
 

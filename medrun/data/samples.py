@@ -1,6 +1,8 @@
 """What a dataset reader returns: samples with stable ids, and the reader registry."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -54,3 +56,25 @@ def require_dir(path: str | Path | None, key: str, hint: str = "") -> Path:
     if not p.is_dir():
         raise MedrunError(f"{key}={p} does not exist or is not a folder{hint}")
     return p
+
+
+_COLLECTED: ContextVar[list | None] = ContextVar("medrun_collected_problems", default=None)
+
+
+def problem(message: str) -> None:
+    """A bad sample found while listing: an error, or noted and skipped inside `collecting_problems()`."""
+    collected = _COLLECTED.get()
+    if collected is None:
+        raise MedrunError(message)
+    collected.append(message)
+
+
+@contextmanager
+def collecting_problems():
+    """Within this block readers note bad samples instead of stopping at the first (medrun data check)."""
+    found: list[str] = []
+    token = _COLLECTED.set(found)
+    try:
+        yield found
+    finally:
+        _COLLECTED.reset(token)

@@ -188,7 +188,7 @@ def _evaluate_classification(cfg, out_dir, store, search, evaluation, ids, folds
     probs = augmented if tta != "none" else plain
     from medrun.tasks.classification import write_predictions
 
-    write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, post["threshold"])
+    write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, post["threshold"], folds)
     save_curves(target, probs, classes, multilabel, out_dir)
     return {"rows": rows, "postprocessing": post}
 

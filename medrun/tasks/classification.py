@@ -5,37 +5,29 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 from sklearn.utils.class_weight import compute_class_weight
 from torchmetrics import AUROC
 
-from medrun.evaluation.classification import classification_scores, save_plots
-from medrun.models import build_network
+from medrun.evaluation.classification import classification_scores, predict_labels, save_plots
 from medrun.runs import write_json
 from medrun.tasks import TASKS
+from medrun.tasks.base import ConfiguredTask
 from medrun.tasks.classification_losses import build_classification_loss
-from medrun.tasks.optim import apply_performance_options, build_optimization
 
 
 @TASKS.register("classification")
-class ClassificationTask(pl.LightningModule):
-    """`config` is the run's resolved config as a plain dict, so checkpoints load with weights_only=True."""
+class ClassificationTask(ConfiguredTask):
+    """Binary and multi-class tasks use softmax outputs, multi-label tasks sigmoid outputs."""
 
     def __init__(self, config: dict):
-        super().__init__()
-        self.save_hyperparameters({"config": config})
-        cfg = OmegaConf.create(config)
-        self.cfg = cfg
-        self.channels_last = bool((cfg.get("performance") or {}).get("channels_last"))
-        self.class_names = [str(c) for c in cfg.data.classes]
-        self.multilabel = cfg.data.mode == "multilabel"
+        self.class_names = [str(c) for c in config["data"]["classes"]]
+        self.multilabel = config["data"]["mode"] == "multilabel"
         n = len(self.class_names)
-        self.net = build_network(cfg.model, int(cfg.data.channels), n)
-        self.loss = build_classification_loss(cfg.task.loss, self.multilabel)
+        super().__init__(config, n)
+        self.loss = build_classification_loss(self.cfg.task.loss, self.multilabel)
         self.val_auc = AUROC(task="multilabel", num_labels=n) if self.multilabel else AUROC(task="multiclass", num_classes=n)
-        self.thresholds = cfg.task.get("thresholds")
+        self.thresholds = self.cfg.task.get("thresholds")
 
     def setup(self, stage: str) -> None:
         if self.cfg.task.get("class_weights") == "balanced" and not self.multilabel and stage == "fit":
@@ -46,32 +38,15 @@ class ClassificationTask(pl.LightningModule):
             w[present] = compute_class_weight("balanced", classes=present, y=labels)
             self.loss = build_classification_loss(self.cfg.task.loss, False, torch.tensor(w))
 
-    def configure_model(self):
-        apply_performance_options(self)
-
-    def forward(self, x):
-        return self.net(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
-
     def probabilities(self, logits):
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
-    def training_step(self, batch, batch_idx):
-        loss = self.loss(self(batch["image"]), batch["target"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        logits = self(batch["image"])
-        self.log("val/loss", self.loss(logits, batch["target"]), prog_bar=True, sync_dist=True,
-                 batch_size=len(batch["image"]))
-        self.val_auc.update(self.probabilities(logits.float()), batch["target"].long())
+    def validation_scores(self, probs, target):
+        self.val_auc.update(probs, target.long())
 
     def on_validation_epoch_end(self):
         self.log("val/auc", self.val_auc.compute(), prog_bar=True, sync_dist=True)
         self.val_auc.reset()
-
-    def configure_optimizers(self):
-        return build_optimization(self, self.cfg.task.optimizer, self.cfg.task.get("scheduler"))
 
     @torch.inference_mode()
     def predict_loader(self, loader, device) -> tuple[np.ndarray, np.ndarray, list[int]]:
@@ -106,20 +81,21 @@ class ClassificationTask(pl.LightningModule):
         return {"pooled_out_of_fold": metrics}
 
 
-def write_predictions(path: Path, ids, targets, probs, classes, multilabel, thresholds=None) -> None:
-    from medrun.evaluation.classification import predict_labels
-
+def write_predictions(path: Path, ids, targets, probs, classes, multilabel, thresholds=None, folds=None) -> None:
+    """One row per sample: id, [fold], truth, class probabilities, prediction, correct (all labels right)."""
     pred = predict_labels(probs, multilabel, thresholds)
     truth_cols = [f"true_{c}" for c in classes] if multilabel else ["true"]
     pred_cols = [f"pred_{c}" for c in classes] if multilabel else ["pred"]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["id", *truth_cols, *(f"prob_{c}" for c in classes), *pred_cols])
+        w.writerow(["id", *(["fold"] if folds else []), *truth_cols, *(f"prob_{c}" for c in classes), *pred_cols,
+                    "correct"])
         for i, sid in enumerate(ids):
             truth = [int(v) for v in targets[i]] if multilabel else [int(targets[i])]
             labels = [int(v) for v in pred[i]] if multilabel else [int(pred[i])]
-            w.writerow([sid, *truth, *(f"{p:.6f}" for p in probs[i]), *labels])
+            w.writerow([sid, *([folds[i]] if folds else []), *truth, *(f"{p:.6f}" for p in probs[i]), *labels,
+                        int(truth == labels)])
 
 
 def read_predictions(paths: list[Path], classes: list[str], multilabel: bool) -> tuple[np.ndarray, np.ndarray]:

@@ -20,14 +20,22 @@ def build_optimization(module: torch.nn.Module, optimizer: DictConfig, scheduler
     opt = OPTIMIZERS[name](params, **opt_cfg)
     if not scheduler or scheduler.get("name") in (None, "none"):
         return opt
-    sch = OmegaConf.to_container(scheduler, resolve=True)
-    sname, monitor = sch.pop("name"), sch.pop("monitor", None)
+    sname = scheduler.name
+    if sname not in ("plateau", "cosine", "onecycle"):
+        raise MedrunError(f"unknown scheduler {sname!r} (task.scheduler.name); valid: none, plateau, cosine, onecycle")
+    # Each schedule keeps its own settings under its name, so switching task.scheduler.name is enough.
+    node = scheduler.get(sname)
+    sch = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    monitor = sch.pop("monitor", None)
     if sname == "plateau":
         return {"optimizer": opt, "lr_scheduler": {
             "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **sch), "monitor": monitor}}
     if sname == "cosine":
         return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, **sch)}
-    raise MedrunError(f"unknown scheduler {sname!r} (task.scheduler.name); valid: none, plateau, cosine")
+    sch.setdefault("max_lr", opt_cfg.get("lr", 1e-3))
+    total = module.trainer.estimated_stepping_batches  # Lightning knows the run's length
+    return {"optimizer": opt, "lr_scheduler": {
+        "scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=int(total), **sch), "interval": "step"}}
 
 
 def apply_performance_options(module) -> None:

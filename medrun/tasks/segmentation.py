@@ -1,53 +1,29 @@
-"""The segmentation LightningModule: network + loss + validation scores + optimisation, all from config."""
+"""The segmentation LightningModule: sigmoid (binary) or softmax (multi-class) masks."""
 from __future__ import annotations
 
-import pytorch_lightning as pl
 import torch
-from omegaconf import OmegaConf
 
 from medrun.evaluation.heldout import evaluate_segmentation
 from medrun.evaluation.metrics import SegmentationScores
-from medrun.models import build_network
 from medrun.tasks import TASKS
+from medrun.tasks.base import ConfiguredTask
 from medrun.tasks.losses import build_loss
-from medrun.tasks.optim import apply_performance_options, build_optimization
 
 
 @TASKS.register("segmentation")
-class SegmentationTask(pl.LightningModule):
-    """`config` is the run's resolved config as a plain dict, so checkpoints load with weights_only=True."""
-
+class SegmentationTask(ConfiguredTask):
     def __init__(self, config: dict):
-        super().__init__()
-        self.save_hyperparameters({"config": config})
-        cfg = OmegaConf.create(config)
-        self.cfg = cfg
-        self.channels_last = bool((cfg.get("performance") or {}).get("channels_last"))
-        self.class_names = list(cfg.data.classes)
-        self.binary = len(self.class_names) == 2
-        self.net = build_network(cfg.model, int(cfg.data.channels), 1 if self.binary else len(self.class_names))
-        self.loss = build_loss(cfg.task.loss, self.binary)
-        self.val_scores = SegmentationScores(self.class_names, float(cfg.task.threshold), float(cfg.task.empty_score))
-
-    def configure_model(self):
-        apply_performance_options(self)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
+        classes = list(config["data"]["classes"])
+        self.class_names, self.binary = classes, len(classes) == 2
+        super().__init__(config, 1 if self.binary else len(classes))
+        self.loss = build_loss(self.cfg.task.loss, self.binary)
+        self.val_scores = SegmentationScores(classes, float(self.cfg.task.threshold), float(self.cfg.task.empty_score))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=1)
 
-    def training_step(self, batch, batch_idx):
-        loss = self.loss(self(batch["image"]), batch["target"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
-        return loss
-
-    def validation_step(self, batch, batch_idx):
-        logits = self(batch["image"])
-        self.log("val/loss", self.loss(logits, batch["target"]), prog_bar=True, sync_dist=True,
-                 batch_size=len(batch["image"]))
-        self.val_scores.update(self.probabilities(logits.float()), batch["target"])
+    def validation_scores(self, probs, target):
+        self.val_scores.update(probs, target)
 
     def on_validation_epoch_end(self):
         values = self.val_scores.compute()
@@ -60,10 +36,3 @@ class SegmentationTask(pl.LightningModule):
         """Metrics on `loader`; writes predictions/<id>.png (and .npy probabilities)."""
         metrics = evaluate_segmentation(self, loader, sample_ids, out_dir / "predictions", save_probabilities, device)
         return metrics, {}
-
-    @classmethod
-    def finish_run(cls, cfg, run_dir, splits) -> dict:
-        return {}
-
-    def configure_optimizers(self):
-        return build_optimization(self, self.cfg.task.optimizer, self.cfg.task.get("scheduler"))

@@ -1,0 +1,49 @@
+"""What every medrun LightningModule shares: config as plain hyperparameters, the network, the loss
+step, validation loss, performance options and optimisation from config."""
+from __future__ import annotations
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import OmegaConf
+
+from medrun.models import build_network
+from medrun.tasks.optim import apply_performance_options, build_optimization
+
+
+class ConfiguredTask(pl.LightningModule):
+    """`config` is the run's resolved config as a plain dict, so checkpoints load with weights_only=True.
+
+    Subclasses set `self.loss` and implement `probabilities`, `validation_scores`, `evaluate_heldout`.
+    """
+
+    def __init__(self, config: dict, out_channels: int):
+        super().__init__()
+        self.save_hyperparameters({"config": config})
+        self.cfg = OmegaConf.create(config)
+        self.channels_last = bool((self.cfg.get("performance") or {}).get("channels_last"))
+        self.net = build_network(self.cfg.model, int(self.cfg.data.channels), out_channels)
+
+    def configure_model(self):
+        apply_performance_options(self)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.contiguous(memory_format=torch.channels_last) if self.channels_last else x)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.loss(self(batch["image"]), batch["target"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        logits = self(batch["image"])
+        self.log("val/loss", self.loss(logits, batch["target"]), prog_bar=True, sync_dist=True,
+                 batch_size=len(batch["image"]))
+        self.validation_scores(self.probabilities(logits.float()), batch["target"])
+
+    def configure_optimizers(self):
+        return build_optimization(self, self.cfg.task.optimizer, self.cfg.task.get("scheduler"))
+
+    @classmethod
+    def finish_run(cls, cfg, run_dir, splits) -> dict:
+        """Run-level outputs after the last fold (extra keys for cv_summary.json)."""
+        return {}

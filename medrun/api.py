@@ -33,8 +33,12 @@ def fill_labels(cfg: DictConfig, dataset) -> None:
 
 def build_model(cfg: DictConfig):
     """The task's LightningModule (network, loss, metrics, optimisation) for a composed config."""
-    if cfg.task.name == "classification" and (not cfg.data.get("classes") or cfg.data.get("mode") in (None, "auto")):
-        fill_labels(cfg, build_dataset(cfg.data))
+    if cfg.task.name == "classification":
+        if not cfg.data.get("classes"):
+            fill_labels(cfg, build_dataset(cfg.data))
+        elif cfg.data.get("mode") in (None, "auto"):  # the network is the same; train() reads the mode from the data
+            with open_dict(cfg):
+                cfg.data.mode = "multilabel" if cfg.data.get("label_columns") else "multiclass"
     return TASKS.get(cfg.task.name)(to_plain(cfg))
 
 

@@ -150,7 +150,11 @@ def test_medmnist_training_with_official_split(shared_data, tmp_path):
     metrics = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
     assert metrics["sizes"]["test"] == 624 and len(metrics["confusion_matrix"]) == 2
     assert sum(map(sum, metrics["confusion_matrix"])) == 624
-    assert 0 <= summary["mean"]["auc_macro"] <= 1
+    rows = oof(run_dir, [0])
+    y = np.array([int(r["true"]) for r in rows])
+    p = np.array([[float(r["prob_normal"]), float(r["prob_pneumonia"])] for r in rows])
+    assert summary["mean"]["accuracy"] == pytest.approx(accuracy_score(y, p.argmax(1)))
+    assert summary["mean"]["auc_pneumonia"] == pytest.approx(roc_auc_score(y, p[:, 1]), abs=1e-4)
 
 
 def test_focal_and_soft_f1_losses_train(tmp_path):

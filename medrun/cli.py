@@ -41,7 +41,7 @@ def _train_help() -> str:
     lines = ["usage: medrun [-m] train [key=value ...]", "",
              "Pick one option per group (group=option) or an experiment, then override any key.", ""]
     for g in groups():
-        lines.append(f"  {g}: {', '.join(o for o in options(g) if not o.startswith('_'))}")
+        lines.append(f"  {g}: {', '.join(options(g))}")
     lines += ["", "Common keys: seed, data.root, data.image_size, data.batch_size, cv.folds, trainer.max_epochs,",
               "trainer.precision, trainer.deterministic, paths.output_dir. Outputs: outputs/<name>/<time>/."]
     return "\n".join(lines)
@@ -114,7 +114,7 @@ def _list(args: list[str]) -> int:
                "loggers": "logger"}
     for g in wanted:
         g = aliases.get(g, g)
-        print(f"{g}: {', '.join(o for o in options(g) if not o.startswith('_'))}")
+        print(f"{g}: {', '.join(options(g))}")
     return 0
 
 

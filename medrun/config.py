@@ -13,7 +13,6 @@ from omegaconf.errors import OmegaConfBaseException
 from medrun.errors import MedrunError
 
 CONFIG_DIR = Path(str(files("medrun.configs")))
-COMMANDS = ("train",)
 
 
 def groups() -> list[str]:
@@ -21,11 +20,11 @@ def groups() -> list[str]:
 
 
 def options(group: str) -> list[str]:
-    """Config names available in a group, e.g. options('experiment')."""
+    """Config names a user can pick in a group, e.g. options('experiment'); `_name` files are shared bases."""
     folder = CONFIG_DIR / group
     if not folder.is_dir():
         raise MedrunError(f"unknown config group {group!r}; valid: {', '.join(groups())}")
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def _check_choices(overrides: list[str]) -> None:
@@ -34,7 +33,7 @@ def _check_choices(overrides: list[str]) -> None:
     for o in overrides:
         key, sep, value = o.lstrip("+~").partition("=")
         key = key.removeprefix("override ").strip()
-        if sep and key in known and value not in ("", "null") and value not in options(key):
+        if sep and key in known and value not in ("", "null") and not (CONFIG_DIR / key / f"{value}.yaml").is_file():
             raise MedrunError(f"unknown {key} {value!r}; valid: {', '.join(options(key))}")
 
 
@@ -61,6 +60,5 @@ def to_plain(cfg: DictConfig) -> dict:
     try:
         return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as e:
-        key = getattr(e, "full_key", None)
-        raise MedrunError(f"config value {key or ''} cannot be resolved: {str(e).splitlines()[0]}; "
-                          f"pass {key}=..." if key else f"config cannot be resolved: {e}") from None
+        key = getattr(e, "full_key", None) or "?"
+        raise MedrunError(f"config value {key} cannot be resolved ({str(e).splitlines()[0]}); set it with {key}=...") from None

@@ -43,7 +43,7 @@ def _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule) -> pl.
     return trainer
 
 
-def _explain(e: Exception, k: int) -> str | None:
+def _explain(e: Exception) -> str | None:
     """A one-line cause and fix for the failures a user can act on, else None."""
     text = str(e)
     if isinstance(e, NonFiniteLossError):
@@ -78,7 +78,7 @@ def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
             write_json(fold_dir / "trained.json", {"checkpoint": str(Path(best).relative_to(run_dir)),
                                                    "epochs_trained": trainer.current_epoch})
     except Exception as e:
-        reason = _explain(e, k)
+        reason = _explain(e)
         if reason is None:
             raise
         if not is_ddp_child():

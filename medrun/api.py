@@ -107,9 +107,15 @@ def model_summary(cfg: DictConfig) -> str:
     h, w = (int(v) for v in cfg.data.image_size)
     model.example_input_array = torch.zeros(1, int(cfg.data.channels), h, w)
     summary = ModelSummary(model, max_depth=2)
+    rows = [f"{'block':<24}{'trainable':>14}{'frozen':>10}"]
+    for name, module in model.net.named_children():
+        params = list(module.parameters())
+        trainable = sum(p.numel() for p in params if p.requires_grad)
+        rows.append(f"{name:<24}{trainable:>14,}{sum(p.numel() for p in params) - trainable:>10,}")
     trainable = summary.trainable_parameters
     frozen = summary.total_parameters - trainable
-    return f"{summary}\n\n{cfg.name}: {trainable:,} trainable, {frozen:,} frozen, {summary.total_parameters:,} total parameters"
+    return (f"{summary}\n\n" + "\n".join(rows) + f"\n\n{cfg.name}: {trainable:,} trainable, {frozen:,} frozen, "
+            f"{summary.total_parameters:,} total parameters")
 
 
 def resume(run_dir: str | Path) -> tuple[Path, dict | None]:

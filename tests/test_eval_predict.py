@@ -138,3 +138,14 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
     tags = {str(pydicom.dcmread(shared_data / "dicom_ct/dicom_dir" / f, stop_before_pixels=True).PatientID) for f in files}
     for f in (tmp_path / "pred").iterdir():
         assert not any(t in f.read_text() for t in tags)
+
+
+def test_eval_options_fail_before_anything_is_written(covid_run, capsys):
+    before = sorted((covid_run / "eval").iterdir()) if (covid_run / "eval").is_dir() else []
+    for argv, expected in ((["tta=sideways"], "tta='sideways'; valid: none, flips, d4"),
+                           (["threshold=magic"], "threshold='magic'; valid: fixed, search"),
+                           (["train.lr=1"], "bad override")):
+        assert main(["eval", f"run={covid_run}", *argv]) == 2
+        assert expected in capsys.readouterr().err
+    after = sorted((covid_run / "eval").iterdir()) if (covid_run / "eval").is_dir() else []
+    assert after == before

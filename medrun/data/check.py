@@ -48,7 +48,7 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
             problems.append(str(e))
     groups = {s.group for s in dataset.samples if s.group is not None}
     subsets = Counter(s.subset for s in dataset.samples if s.subset)
-    return {
+    report = {
         "samples": len(dataset.samples),
         "subsets": dict(subsets),
         "image_sizes": dict(sizes.most_common()),
@@ -60,3 +60,6 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
         "groups": len(groups),
         "problems": problems,
     }
+    if dataset.kind != "segmentation":
+        del report["mask_values"]
+    return report

@@ -18,7 +18,7 @@ from medrun.evaluation import overlays
 from medrun.evaluation.classification import classification_scores, save_curves
 from medrun.evaluation.metrics import confusion, per_image, scores
 from medrun.evaluation.thresholds import search_decision_threshold, search_pixel_threshold
-from medrun.evaluation.tta import tta_probabilities
+from medrun.evaluation.tta import TTA, tta_probabilities
 from medrun.runs import create_run_dir, load_checkpoint, require_run_dir, write_json, write_text
 from medrun.tasks import TASKS
 
@@ -83,6 +83,7 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
 
     run_dir = require_run_dir(run_dir)
     cfg, splits, models = load_run(run_dir, data_overrides)
+    _check_options(cfg, tta, threshold, ensemble)
     store = build_store(cfg)
     external = bool(data_overrides)
     test_ids = [s.id for s in store.samples] if external else splits.get("fixed_test", [])
@@ -118,6 +119,19 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
     return out_dir, result
 
 
+def _check_options(cfg, tta, threshold, ensemble) -> None:
+    """Bad options fail before anything is computed or written."""
+    if tta not in TTA:
+        raise MedrunError(f"tta={tta!r}; valid: {', '.join(TTA)}")
+    if threshold not in ("fixed", "search"):
+        raise MedrunError(f"threshold={threshold!r}; valid: fixed, search")
+    if ensemble not in ("mean", "none"):
+        raise MedrunError(f"ensemble={ensemble!r}; valid: mean, none")
+    binary = len(cfg.data.classes) == 2 and cfg.data.get("mode") != "multilabel"
+    if threshold == "search" and not binary:
+        raise MedrunError("threshold=search applies to binary tasks; multi-class outputs use argmax")
+
+
 def _binary_masks(probs, t, min_area):
     masks = probs[:, 0] >= t
     if min_area:
@@ -132,8 +146,6 @@ def _evaluate_segmentation(cfg, out_dir, store, search, evaluation, ids, folds, 
     empty = float(cfg.task.empty_score)
     post = {"tta": tta, "threshold": float(cfg.task.threshold), "min_area": 0}
     if threshold == "search":
-        if not binary:
-            raise MedrunError("threshold=search applies to binary segmentation; multi-class masks use argmax")
         found = search_pixel_threshold(search[0][:, 0], search[1], min_areas=tuple(min_areas), empty_score=empty)
         post.update(threshold=found["threshold"], min_area=found["min_area"], search_dice=found["dice"])
     plain, augmented, target = evaluation
@@ -176,8 +188,6 @@ def _evaluate_classification(cfg, out_dir, store, search, evaluation, ids, folds
     plain, augmented, target = (t.numpy() for t in evaluation)
     post = {"tta": tta, "threshold": None}
     if threshold == "search":
-        if multilabel or len(classes) != 2:
-            raise MedrunError("threshold=search applies to binary classifiers")
         found = search_decision_threshold(search[1].numpy(), search[0].numpy()[:, 1], objective, target_sensitivity)
         post.update(threshold=found["threshold"], search=found)
     rows = {"argmax": classification_scores(target, plain, classes, multilabel)[0]}

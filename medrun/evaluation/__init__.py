@@ -1,1 +1,1 @@
-"""Metrics, and later test-time augmentation, threshold search and reports."""
+"""Scoring: metrics, held-out evaluation, test-time augmentation, threshold search, reports and plots."""

@@ -183,3 +183,17 @@ def test_softmax_focal_loss_reduces_to_cross_entropy():
     assert SoftmaxFocalLoss(alpha=1.0, gamma=0.0)(logits, target) == pytest.approx(ce.item(), rel=1e-5)
     # gamma > 0 down-weights easy examples: the loss can only shrink.
     assert SoftmaxFocalLoss(alpha=1.0, gamma=2.0)(logits, target) < ce
+
+
+def test_medmnist_pooled_for_kfold(shared_data):
+    cfg = compose("experiment=densenet121_breastmnist", f"data.root={shared_data}/medmnist", "data.pooled=true",
+                  "cv=kfold")
+    store = build_store(cfg, preload=False)
+    assert {s.subset for s in store.samples} == {None} and len(store.samples) == 780
+    splits = medrun.api.build_splits(cfg, store)
+    held = sorted(i for f in splits["folds"] for i in f["test"])
+    assert held == sorted(s.id for s in store.samples)
+    labels = {s.id: s.label for s in store.samples}
+    rate = np.mean(list(labels.values()))
+    for f in splits["folds"]:  # stratified: each held-out fold keeps the class balance
+        assert abs(np.mean([labels[i] for i in f["test"]]) - rate) < 0.02

@@ -83,3 +83,10 @@ def test_ddp_on_two_cpu_processes_makes_one_run_folder(tmp_path):
     assert "world_size" not in summary
     cfg = (runs[0] / "config.yaml").read_text()
     assert "devices: 2" in cfg and "strategy: ddp" in cfg
+
+
+def test_multirun_refuses_subprocess_ddp(capsys):
+    from medrun.cli import main
+
+    assert main(["-m", "train", "trainer=ddp_cpu", "seed=1,2"]) == 2
+    assert "-m cannot be combined with trainer.strategy=ddp" in capsys.readouterr().err

@@ -70,3 +70,19 @@ def test_not_a_dicom_file(tmp_path):
     (tmp_path / "fake.dcm").write_text("hello")
     with pytest.raises(MedrunError, match="fake.dcm is not a readable DICOM file"):
         read_dicom(tmp_path / "fake.dcm")
+
+
+def test_multi_frame_files_can_be_split_into_samples(tmp_path):
+    import medrun
+    from medrun.data import build_dataset
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        (tmp_path / cls / f"dose_{cls}.dcm").write_bytes((PYDICOM_FILES / "rtdose.dcm").read_bytes())
+    cfg = medrun.compose("train", ["data=class_folders", f"data.root={tmp_path}", "data.dicom.frames=split"])
+    ds = build_dataset(cfg.data)
+    assert len(ds.samples) == 30 and ds.samples[0].id == "a_dose_a_frame000" and ds.samples[-1].id == "b_dose_b_frame014"
+    first, last = ds.load(ds.samples[0])[0], ds.load(ds.samples[14])[0]
+    assert first.shape == last.shape and not np.array_equal(first, last)
+    direct = read_dicom(PYDICOM_FILES / "rtdose.dcm", frame=14)
+    assert np.array_equal(np.repeat(direct, 3, axis=2), last)

@@ -28,12 +28,13 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
     pixels = np.zeros(len(class_names), dtype=np.int64)
     for s in dataset.samples:
         try:
-            if s.image is not None:
+            stored = s.image is not None and s.image.suffix.lower() != ".dcm"  # DICOM: decoded size
+            if stored:
                 raw = read_array(s.image)
                 sizes[f"{raw.shape[1]}x{raw.shape[0]}"] += 1
                 channels[1 if raw.ndim == 2 else raw.shape[2]] += 1
             image, target = dataset.load(s)
-            if s.image is None:
+            if not stored:
                 sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
                 channels[image.shape[2]] += 1
             if dataset.kind == "segmentation":

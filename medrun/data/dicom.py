@@ -23,14 +23,22 @@ def _open(path: Path, pixels: bool = True) -> pydicom.Dataset:
         raise MedrunError(f"{path} is not a readable DICOM file ({e})") from None
 
 
-def hounsfield(ds: pydicom.Dataset, path: Path, frames: str = "reject") -> np.ndarray:
-    """Stored pixels through the modality LUT (RescaleSlope/Intercept): HU for CT."""
+def frame_count(path: Path) -> int:
+    return int(_open(path, pixels=False).get("NumberOfFrames", 1) or 1)
+
+
+def hounsfield(ds: pydicom.Dataset, path: Path, frames: str = "reject", frame: int | None = None) -> np.ndarray:
+    """Stored pixels through the modality LUT (RescaleSlope/Intercept): HU for CT.
+
+    Multi-frame files: `frames="reject"` fails, `"first"` takes frame 0, `frame=k` takes frame k (the
+    readers' `frames="split"` makes one sample per frame).
+    """
     if "PixelData" not in ds:
         raise MedrunError(f"{path}: DICOM has no pixel data (PixelData tag missing); remove it from the dataset")
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    if n_frames > 1 and frames == "reject":
-        raise MedrunError(f"{path}: multi-frame DICOM ({n_frames} frames); set data.dicom.frames=first "
-                          "or split the file into single frames")
+    if n_frames > 1 and frame is None and frames not in ("first",):
+        raise MedrunError(f"{path}: multi-frame DICOM ({n_frames} frames); set data.dicom.frames=first, or "
+                          "data.dicom.frames=split for one sample per frame")
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     try:
@@ -41,14 +49,14 @@ def hounsfield(ds: pydicom.Dataset, path: Path, frames: str = "reject") -> np.nd
                               f"{DECODER_HINT}") from None
         raise MedrunError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e})") from None
     if n_frames > 1:
-        arr = arr[0]
+        arr = arr[frame or 0]
     return apply_modality_lut(arr, ds).astype(np.float32)
 
 
-def read_dicom(path: Path, window=None, frames: str = "reject") -> np.ndarray:
+def read_dicom(path: Path, window=None, frames: str = "reject", frame: int | None = None) -> np.ndarray:
     """HxWxC uint8: a fixed `window` [center, width] if given, else the file's VOI LUT/window, else min-max."""
     ds = _open(path)
-    values = hounsfield(ds, path, frames)
+    values = hounsfield(ds, path, frames, frame)
     if values.ndim == 3:  # colour (RGB/YBR converted by pydicom): no LUTs apply
         return np.clip(values, 0, 255).astype(np.uint8)
     if window is not None:

@@ -153,7 +153,7 @@ def _eval(args: list[str]) -> int:
 
     out_dir, result = evaluate_run(opts.run, tta=opts.tta, threshold=opts.threshold, objective=opts.objective,
                                    target_sensitivity=float(opts.target_sensitivity), min_areas=list(opts.min_areas),
-                                   ensemble=opts.ensemble, data_overrides=data)
+                                   ensemble=opts.ensemble, data_overrides=data, device=opts.device)
     print((out_dir / "summary.md").read_text())
     print(f"evaluation folder: {out_dir}")
     return 0
@@ -165,7 +165,8 @@ def _predict(args: list[str]) -> int:
     opts = compose("predict", args)
     from medrun.predict import predict_files
 
-    report = predict_files(opts.run, opts.input, opts.output, bool(opts.save_probabilities), opts.tta, opts.threshold)
+    report = predict_files(opts.run, opts.input, opts.output, bool(opts.save_probabilities), opts.tta, opts.threshold,
+                           opts.device)
     print(f"{report['processed']} input(s) predicted into {opts.output}")
     if report["failed"]:
         print(f"medrun: error: {len(report['failed'])} input(s) could not be read (listed in report.json):",

@@ -15,7 +15,7 @@ from medrun.data.images import CLASSIFICATION_SUFFIXES, read_image
 from medrun.data.transforms import pipeline, resize
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import predict_labels
-from medrun.evaluation.run_eval import load_run
+from medrun.evaluation.run_eval import load_run, resolve_device
 from medrun.evaluation.tta import tta_probabilities
 from medrun.runs import require_run_dir, write_json
 
@@ -37,13 +37,16 @@ def list_inputs(path: Path) -> list[Path]:
 
 
 @torch.inference_mode()
-def predict_files(run_dir, input_path, output, save_probabilities=False, tta=None, threshold=None) -> dict:
+def predict_files(run_dir, input_path, output, save_probabilities=False, tta=None, threshold=None,
+                  device: str = "auto") -> dict:
     """Write one output per readable input; returns the report (also saved as report.json)."""
     run_dir = require_run_dir(run_dir)
     output = Path(str(output)).expanduser()
     if output.exists() and any(output.iterdir()):
         raise MedrunError(f"output={output} is not empty: choose a new folder (earlier outputs are never overwritten)")
     cfg, _, models = load_run(run_dir)
+    device = resolve_device(device)
+    models = [m.to(device) for m in models]
     chosen = latest_postprocessing(run_dir)
     tta = tta or chosen.get("tta") or "none"
     threshold = threshold if threshold is not None else chosen.get("threshold")
@@ -60,9 +63,9 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
         except MedrunError as e:
             failed.append({"file": path.name, "error": str(e)})
             continue
-        x = to_tensor(image=size(image=image)["image"])["image"].float()[None]
+        x = to_tensor(image=size(image=image)["image"])["image"].float()[None].to(device)
         probs = sum(tta_probabilities(lambda v, m=m: m.probabilities(m(v).float()), x, tta, segmentation)
-                    for m in models)[0] / len(models)
+                    for m in models)[0].cpu() / len(models)
         if segmentation:
             _write_mask(output, path.stem, probs.numpy(), image.shape[:2], threshold, cfg, save_probabilities)
         else:

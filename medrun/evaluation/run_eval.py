@@ -66,24 +66,29 @@ def predict(models, store: SampleStore, ids: list[str], cfg, tta: str, device="c
     return torch.cat(plain), torch.cat(augmented), torch.cat(targets)
 
 
-def _fold_predictions(models, store, splits, cfg, tta, part):
+def resolve_device(device: str = "auto") -> str:
+    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+
+
+def _fold_predictions(models, store, splits, cfg, tta, part, device):
     """Each fold's own model on its `part` ids, concatenated (out-of-fold when part == 'test')."""
     outs, owner = [], []
     for m, f in zip(models, splits["folds"]):
-        outs.append(predict([m], store, f[part], cfg, tta))
+        outs.append(predict([m], store, f[part], cfg, tta, device))
         owner += [(i, f["fold"]) for i in f[part]]
     return [torch.cat(t) for t in zip(*outs)], owner
 
 
 def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective: str = "f1",
                  target_sensitivity: float = 0.9, min_areas=(0,), ensemble: str = "mean", data_overrides=(),
-                 search_hook=None) -> tuple[Path, dict]:
+                 search_hook=None, device: str = "auto") -> tuple[Path, dict]:
     """Score a finished run; `search_hook(ids)` (tests) sees the ids the threshold search uses."""
     from medrun.api import build_store
 
     run_dir = require_run_dir(run_dir)
     cfg, splits, models = load_run(run_dir, data_overrides)
     _check_options(cfg, tta, threshold, ensemble)
+    device = resolve_device(device)
     store = build_store(cfg)
     external = bool(data_overrides)
     test_ids = [s.id for s in store.samples] if external else splits.get("fixed_test", [])
@@ -91,7 +96,7 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
         test_ids = splits["folds"][0]["test"]
     # The search never sees test data: out-of-fold predictions in k-fold, else each fold's validation part.
     search_part = "test" if splits["protocol"] == "kfold" else "val"
-    (s_plain, _, s_target), s_owner = _fold_predictions(models, store, splits, cfg, "none", search_part)
+    (s_plain, _, s_target), s_owner = _fold_predictions(models, store, splits, cfg, "none", search_part, device)
     search_ids = [i for i, _ in s_owner]
     if set(search_ids) & set(test_ids):
         raise MedrunError("the threshold-search set overlaps the test set; refusing to search")
@@ -99,10 +104,10 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
         search_hook(search_ids)
     if test_ids:
         ens = models if ensemble == "mean" else models[:1]
-        e_plain, e_tta, e_target = predict(ens, store, test_ids, cfg, tta)
+        e_plain, e_tta, e_target = predict(ens, store, test_ids, cfg, tta, device)
         e_ids, e_fold, evaluated_on = test_ids, ["ensemble" if len(ens) > 1 else "0"] * len(test_ids), "test"
     else:  # no test set: report the out-of-fold predictions themselves
-        (e_plain, e_tta, e_target), owner = _fold_predictions(models, store, splits, cfg, tta, search_part)
+        (e_plain, e_tta, e_target), owner = _fold_predictions(models, store, splits, cfg, tta, search_part, device)
         e_ids, e_fold, evaluated_on = [i for i, _ in owner], [str(k) for _, k in owner], "out_of_fold"
 
     out_dir = create_run_dir(run_dir, "eval")

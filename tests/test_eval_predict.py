@@ -84,7 +84,7 @@ def test_eval_on_the_fixed_test_set_never_searches_on_it(covid_run):
     test_ids = set(splits["fixed_test"])
     assert len(test_ids) == 48 and seen and not set(seen) & test_ids
     assert sorted(seen) == sorted(i for f in splits["folds"] for i in f["test"])  # out-of-fold, training set only
-    assert result["evaluated_on"] == "test" and result["n"] == 48
+    assert result["evaluated_on"] == "test" and result["n"] == 48 and result["notes"] == []
     assert list(result["rows"]) == ["argmax", "threshold", "tta"]
     assert 0 < result["postprocessing"]["threshold"] < 1
     table = (out_dir / "summary.md").read_text()
@@ -128,6 +128,7 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
     run_dir, _ = medrun.train(cfg)
     out_dir, result = evaluate_run(run_dir, tta="flips", threshold="search", objective="youden")
     assert result["evaluated_on"] == "out_of_fold" and result["n"] == 12
+    assert "optimistic" in result["notes"][0] and "optimistic" in (out_dir / "summary.md").read_text()
     assert 0 <= result["postprocessing"]["threshold"] <= 1 and set(result["rows"]) == {"argmax", "threshold", "tta"}
     assert (out_dir / "roc.png").is_file() and (out_dir / "precision_recall.png").is_file()
     report = predict_files(run_dir, shared_data / "dicom_ct" / "dicom_dir", tmp_path / "pred")

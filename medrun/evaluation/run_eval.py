@@ -116,8 +116,14 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
     result = fn(cfg, out_dir, store, (s_plain, s_target), (e_plain, e_tta, e_target), e_ids, e_fold,
                 tta=tta, threshold=threshold, objective=objective, target_sensitivity=target_sensitivity,
                 min_areas=min_areas)
+    notes = []
+    if splits["test_used_for_model_selection"]:
+        notes.append("test set used for model selection (the run's protocol)")
+    if evaluated_on != "test" and threshold == "search":
+        notes.append("no test set: the searched threshold is scored on the predictions it was chosen on, so that "
+                     "row is optimistic; give a test set with data.root=... for an unbiased number")
     result = {"run": str(run_dir), "evaluated_on": evaluated_on, "n": len(e_ids), "search_set": search_part
-              if search_part == "val" else "out_of_fold", "ensemble": ensemble, **result}
+              if search_part == "val" else "out_of_fold", "ensemble": ensemble, "notes": notes, **result}
     write_json(out_dir / "metrics.json", result)
     write_json(out_dir / "postprocessing.json", result["postprocessing"])
     write_text(out_dir / "summary.md", _table(result))
@@ -219,9 +225,10 @@ def _table(result: dict) -> str:
     cols = [c for c in TABLE_COLUMNS if c in next(iter(rows.values()))]
     post = result["postprocessing"]
     lines = [f"# Evaluation of {result['run']}", "",
-             f"Scored on the {result['evaluated_on'].replace('_', '-')} set ({result['n']} samples); thresholds "
-             f"searched on the {result['search_set'].replace('_', '-')} predictions only.",
+             f"Scored on the {result['evaluated_on'].replace('_', '-')} set ({result['n']} predictions); thresholds "
+             f"searched on the {result['search_set'].replace('_', '-')} predictions.",
              f"Post-processing: {json.dumps(post)}", "",
+             *(f"> Note: {n}." for n in result["notes"]), *([""] if result["notes"] else []),
              "| post-processing | " + " | ".join(TABLE_COLUMNS[c] for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     names = {"argmax": "ArgMax", "threshold": "searched threshold", "tta": f"TTA ({post['tta']})"}

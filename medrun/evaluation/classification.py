@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import (ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay,  # noqa: E402
-                             accuracy_score,
+                             accuracy_score, precision_recall_fscore_support, recall_score,
                              balanced_accuracy_score, confusion_matrix, roc_auc_score)
 
 
@@ -24,14 +24,12 @@ def predict_labels(probs: np.ndarray, multilabel: bool, thresholds=None) -> np.n
 
 
 def _binary_counts(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    tp, fp = int(((p == 1) & (y == 1)).sum()), int(((p == 1) & (y == 0)).sum())
-    fn, tn = int(((p == 0) & (y == 1)).sum()), int(((p == 0) & (y == 0)).sum())
-
-    def ratio(a, b):  # a class absent from this fold: the ratio is undefined, count it as perfect
-        return a / b if b else 1.0
-
-    return {"sensitivity": ratio(tp, tp + fn), "specificity": ratio(tn, tn + fp), "precision": ratio(tp, tp + fp),
-            "f1": ratio(2 * tp, 2 * tp + fp + fn), "fn": float(fn)}
+    """One class against the rest. A ratio with nothing to count (class absent from this set) scores 1."""
+    precision, sensitivity, f1, _ = precision_recall_fscore_support(y, p, average="binary", zero_division=1.0)
+    specificity = recall_score(y, p, pos_label=0, zero_division=1.0)
+    fn = confusion_matrix(y, p, labels=[0, 1])[1, 0]
+    return {"sensitivity": float(sensitivity), "specificity": float(specificity), "precision": float(precision),
+            "f1": float(f1), "fn": float(fn)}
 
 
 def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool,

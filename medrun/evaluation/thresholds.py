@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_curve
+from sklearn.metrics import precision_recall_curve, roc_curve
 
 from medrun.errors import MedrunError
 
@@ -55,7 +55,7 @@ def search_decision_threshold(y_true: np.ndarray, score: np.ndarray, objective: 
     threshold that still reaches `target_sensitivity`."""
     if len(set(y_true.tolist())) < 2:
         raise MedrunError("threshold search needs both classes in the validation / out-of-fold predictions")
-    fpr, tpr, thr = roc_curve(y_true, score)
+    fpr, tpr, thr = roc_curve(y_true, score, drop_intermediate=False)  # every score is a candidate cut
     thr = np.clip(thr, 0, 1)
     if objective == "youden":
         i = int(np.argmax(tpr - fpr))
@@ -63,11 +63,10 @@ def search_decision_threshold(y_true: np.ndarray, score: np.ndarray, objective: 
         ok = np.flatnonzero(tpr >= target_sensitivity)
         i = int(ok[0])  # roc_curve orders thresholds high to low: the first reaching the target is the highest
     elif objective == "f1":
-        pos = y_true.sum()
-        tp = tpr * pos
-        fp = fpr * (len(y_true) - pos)
-        f1 = 2 * tp / np.maximum(2 * tp + fp + (pos - tp), 1e-12)
-        i = int(np.argmax(f1))
+        precision, recall, pr_thr = precision_recall_curve(y_true, score)
+        f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
+        t = float(pr_thr[int(np.argmax(f1))])
+        i = int(np.argmin(np.abs(thr - t)))  # the same cut on the ROC curve, for its sensitivity/specificity
     else:
         raise MedrunError(f"threshold.objective={objective!r}; valid: f1, youden, sensitivity")
     return {"threshold": float(thr[i]), "objective": objective, "sensitivity": float(tpr[i]),

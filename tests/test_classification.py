@@ -158,11 +158,32 @@ def test_medmnist_training_with_official_split(shared_data, tmp_path):
 
 
 def test_focal_and_soft_f1_losses_train(tmp_path):
-    for loss in ("focal", "soft_f1"):
+    import torch
+
+    from medrun.runs import load_checkpoint
+    from medrun.tasks.classification import ClassificationTask
+
+    for loss, module in (("focal", "SoftmaxFocalLoss"), ("soft_f1", "SoftF1Loss")):
         cfg = compose("experiment=quickstart_cls", "data.count=24", *FAST, f"task.loss.name={loss}",
                       "task.class_weights=balanced", f"paths.output_dir={tmp_path}")
-        _, summary = medrun.train(cfg)
-        assert 0 <= summary["mean"]["accuracy"] <= 1
+        run_dir, _ = medrun.train(cfg)
+        ckpt = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")
+        assert ckpt["hyper_parameters"]["config"]["task"]["loss"]["name"] == loss and ckpt["global_step"] > 0
+        assert type(ClassificationTask(ckpt["hyper_parameters"]["config"]).loss).__name__ == module
+        assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_soft_f1_loss_values():
+    import torch
+
+    from medrun.tasks.classification_losses import SoftF1Loss
+
+    target = torch.tensor([0, 1, 1, 0])
+    confident = torch.nn.functional.one_hot(target, 2).float() * 20 - 10
+    assert SoftF1Loss(False)(confident, target) < 1e-3
+    assert SoftF1Loss(False)(-confident, target) > 0.999
+    multi = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert SoftF1Loss(True)(multi * 20 - 10, multi) < 1e-3
 
 
 def test_isic2016_headerless_csv_layout(shared_data, tmp_path):

@@ -68,10 +68,24 @@ def test_deterministic_runs_give_identical_metrics(tiny):
     assert medrun.train(cfg)[1]["mean"] == medrun.train(cfg)[1]["mean"]
 
 
-def test_bf16_mixed_on_cpu(tiny):
+def test_bf16_mixed_on_cpu(tiny, monkeypatch):
+    from medrun.models.sharp_unet import SharpUNet
+
+    seen = []
+    forward = SharpUNet.forward
+
+    def recording(self, x):
+        out = forward(self, x)
+        if self.training:
+            seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(SharpUNet, "forward", recording)
     run_dir, summary = medrun.train(medrun.compose("train", [*tiny, "cv=holdout", "trainer.precision=bf16-mixed"]))
-    assert summary["folds"][0]["metrics"]["dice"] >= 0.0
-    assert (run_dir / "fold_0" / "checkpoints" / "best.ckpt").is_file()
+    assert seen and set(seen) == {torch.bfloat16}  # the training forward ran under bf16 autocast
+    ckpt = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "best.ckpt")
+    assert all(v.dtype == torch.float32 for k, v in ckpt["state_dict"].items() if k.startswith("net."))  # fp32 master weights
+    assert all(0.0 <= v <= 1.0 for v in summary["folds"][0]["metrics"].values())
 
 
 def test_paper_protocol_is_labelled_as_leaky(tiny):

@@ -10,25 +10,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from medrun.config import compose, to_plain
 from medrun.crossval import run_folds
 from medrun.data import build_dataset
+from medrun.data.build import build_splits, build_store, fill_labels
 from medrun.data.datamodule import FoldDataModule
-from medrun.data.splits import load_splits, make_splits
-from medrun.data.store import SampleStore
 from medrun.evaluation.reports import markdown
 from medrun.errors import MedrunError
-from medrun.runs import RUN_DIR_ENV, create_run_dir, is_ddp_child, require_run_dir, write_json, write_text
+from medrun.inference import saved_config
+from medrun.runs import RUN_DIR_ENV, check_name, create_run_dir, is_ddp_child, require_run_dir, write_json, write_text
 from medrun.tasks import TASKS
 
 __all__ = ["compose", "build_model", "build_datamodule", "build_store", "train", "resume"]
-
-
-def fill_labels(cfg: DictConfig, dataset) -> None:
-    """Classification: take class names and mode (multi-class / multi-label) from the data unless set."""
-    if dataset.kind != "classification":
-        return
-    with open_dict(cfg):
-        cfg.data.classes = list(cfg.data.get("classes") or dataset.classes)
-        if cfg.data.get("mode") in (None, "auto"):
-            cfg.data.mode = "multilabel" if dataset.multilabel else "multiclass"
 
 
 def build_model(cfg: DictConfig):
@@ -42,24 +32,42 @@ def build_model(cfg: DictConfig):
     return TASKS.get(cfg.task.name)(to_plain(cfg))
 
 
-def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
-    """List the dataset and (with `preload`) decode every sample, so bad files fail before training."""
-    dataset = build_dataset(cfg.data)
-    fill_labels(cfg, dataset)
-    store = SampleStore(dataset, cfg.data.image_size, cache=bool(cfg.data.cache))
-    if preload:
-        if store.cached:
-            store.preload()
-        else:  # no cache: decode once to validate, keep nothing
-            for s in store.samples:
-                store.dataset.load(s)
-    return store
+def check_input_size(cfg: DictConfig) -> None:
+    """Fail in one line, naming data.image_size, when the network cannot run at the configured size.
 
+    The network is built and run on the meta device (shapes only, no memory, no weights); a size that fits
+    (a multiple of 32, doubled as needed) is suggested.
+    """
+    import torch
 
-def build_splits(cfg: DictConfig, store: SampleStore) -> dict:
-    if cfg.cv.get("splits_file"):
-        return load_splits(cfg.cv.splits_file, store.samples)
-    return make_splits(store.samples, cfg.cv, int(cfg.seed))
+    from medrun.models import build_network
+
+    model_cfg = OmegaConf.merge(cfg.model, {k: None for k in ("pretrained", "encoder_weights", "weights_path",
+                                                              "encoder_weights_path") if k in cfg.model})
+    classes = cfg.data.get("classes") or [0, 1]
+    out = 1 if cfg.task.name == "segmentation" and len(classes) == 2 else len(classes)
+
+    def runs(h: int, w: int) -> str | None:
+        with torch.device("meta"):
+            net = build_network(model_cfg, int(cfg.data.channels), out).eval()
+            try:
+                net(torch.empty(2, int(cfg.data.channels), h, w))
+            except (RuntimeError, ValueError) as e:
+                return str(e).splitlines()[0][:160]
+        return None
+
+    h, w = (int(v) for v in cfg.data.image_size)
+    error = runs(h, w)
+    if error is None:
+        return
+    hint = ""
+    up = lambda v, m: -(-v // m) * m  # noqa: E731  (round up to a multiple of m)
+    for size in [(up(h, 32), up(w, 32))] + [(up(h, 32) * f, up(w, 32) * f) for f in (2, 4, 8)]:
+        if runs(*size) is None:
+            hint = f"; [{size[0]}, {size[1]}] works"
+            break
+    model = " ".join(str(v) for v in (cfg.model.name, cfg.model.get("backbone")) if v)
+    raise MedrunError(f"data.image_size=[{h}, {w}] does not fit model {model} ({error}); change data.image_size{hint}")
 
 
 def build_datamodule(cfg: DictConfig, fold: int = 0) -> FoldDataModule:
@@ -74,13 +82,20 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     With `resume=<run folder>` it continues that run instead (see `resume`).
     """
     if cfg.get("resume"):
-        return resume(cfg.resume)
-    store = build_store(cfg)
-    config = to_plain(cfg)
+        return resume(cfg.resume, bool(cfg.allow_unsafe_checkpoints))
+    check_name(cfg.name)
+    check_input_size(cfg)
     if is_ddp_child():
+        if RUN_DIR_ENV not in os.environ:
+            raise MedrunError(f"this DDP process is not global rank 0 but {RUN_DIR_ENV} is unset: start every node "
+                              f"with {RUN_DIR_ENV}=<a new folder on a filesystem all nodes share>")
         run_dir = Path(os.environ[RUN_DIR_ENV])
+        store = build_store(cfg, preload=False)  # rank 0 already checked every file; decode lazily
         splits = json.loads((run_dir / "splits.json").read_text())
+        config = to_plain(cfg)
     else:
+        store = build_store(cfg)
+        config = to_plain(cfg)
         splits = build_splits(cfg, store)
         run_dir = create_run_dir(cfg.paths.output_dir, cfg.name)
         os.environ[RUN_DIR_ENV] = str(run_dir)
@@ -118,12 +133,15 @@ def model_summary(cfg: DictConfig) -> str:
             f"{summary.total_parameters:,} total parameters")
 
 
-def resume(run_dir: str | Path) -> tuple[Path, dict | None]:
-    """Continue an interrupted run from its own folder: its saved config and splits, never the command line."""
+def resume(run_dir: str | Path, allow_unsafe_checkpoints: bool = False) -> tuple[Path, dict | None]:
+    """Continue an interrupted run from its own folder: its saved config and splits, never the command line.
+
+    Trust (`allow_unsafe_checkpoints`) comes from this call or the environment, never from the folder.
+    """
     run_dir = require_run_dir(run_dir)
     if (run_dir / "cv_summary.json").is_file():
         raise MedrunError(f"{run_dir} is complete (cv_summary.json exists); nothing to resume")
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    cfg = saved_config(run_dir, allow_unsafe_checkpoints)
     with open_dict(cfg):
         cfg.resume = None
     store = build_store(cfg)

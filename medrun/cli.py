@@ -18,7 +18,8 @@ commands:
   list [GROUP]                 config options: experiment, data, model, trainer, logger, cv, ...
   data check [overrides]       read every sample of data=<name> data.root=<path>; list bad files
   summary [overrides]          layer table with trainable and frozen parameter counts
-  resume RUN_FOLDER            continue an interrupted run (also: train resume=RUN_FOLDER)
+  resume RUN_FOLDER            continue an interrupted run (also: train resume=RUN_FOLDER); the run's own
+                               config is used, and only this command can add allow_unsafe_checkpoints=true
   eval run=RUN [tta=flips|d4] [threshold=search] [data.root=TEST]   score a run: OOF, test set, TTA, thresholds
   predict run=RUN input=PATH output=DIR    the run's fold ensemble on new images or DICOM files
 
@@ -149,11 +150,12 @@ def _eval(args: list[str]) -> int:
 
     data = [a for a in args if a.startswith("data.")]
     opts = compose("eval", [a for a in args if not a.startswith("data.")])
-    from medrun.evaluation.run_eval import evaluate_run
+    from medrun.evaluate import evaluate_run
 
     out_dir, result = evaluate_run(opts.run, tta=opts.tta, threshold=opts.threshold, objective=opts.objective,
                                    target_sensitivity=float(opts.target_sensitivity), min_areas=list(opts.min_areas),
-                                   ensemble=opts.ensemble, data_overrides=data, device=opts.device)
+                                   ensemble=opts.ensemble, data_overrides=data, device=opts.device,
+                                   allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
     print((out_dir / "summary.md").read_text())
     print(f"evaluation folder: {out_dir}")
     return 0
@@ -166,7 +168,7 @@ def _predict(args: list[str]) -> int:
     from medrun.predict import predict_files
 
     report = predict_files(opts.run, opts.input, opts.output, bool(opts.save_probabilities), opts.tta, opts.threshold,
-                           opts.device)
+                           opts.device, bool(opts.allow_unsafe_checkpoints))
     print(f"{report['processed']} input(s) predicted into {opts.output}")
     if report["failed"]:
         print(f"medrun: error: {len(report['failed'])} input(s) could not be read (listed in report.json):",
@@ -175,6 +177,28 @@ def _predict(args: list[str]) -> int:
             print(f"  {item['error']}", file=sys.stderr)
         return 1
     return 0
+
+
+def _resume(args: list[str]) -> int:
+    trust = {"allow_unsafe_checkpoints=true": True, "allow_unsafe_checkpoints=false": False}
+    folders = [a for a in args if a not in trust]
+    if len(folders) != 1:
+        raise MedrunError("usage: medrun resume <run folder> [allow_unsafe_checkpoints=true]")
+    from medrun.api import resume
+
+    _print_train_result(*resume(folders[0], any(trust.get(a, False) for a in args)))
+    return 0
+
+
+def _data(args: list[str]) -> int:
+    if not args or args[0] != "check":
+        raise MedrunError("usage: medrun data check data=<name> data.root=<path>")
+    return _data_check(args[1:])
+
+
+# name -> handler(args); usage text is USAGE above, and "valid:" lists come from this table.
+COMMANDS = {"train": lambda args: _train(args, False), "list": _list, "data": _data, "summary": _summary,
+            "resume": _resume, "eval": _eval, "predict": _predict}
 
 
 def run(argv: list[str]) -> int:
@@ -191,29 +215,11 @@ def run(argv: list[str]) -> int:
         return 0
     if "-m" in opts or "--multirun" in opts:
         return _multirun(command, args)
-    if command == "train":
-        return _train(args, "--cfg" in opts)
-    if command == "list":
-        return _list(args)
-    if command == "data":
-        if not args or args[0] != "check":
-            raise MedrunError("usage: medrun data check data=<name> data.root=<path>")
-        return _data_check(args[1:])
-    if command == "summary":
-        return _summary(args)
-    if command == "eval":
-        return _eval(args)
-    if command == "predict":
-        return _predict(args)
-    if command == "resume":
-        if len(args) != 1:
-            raise MedrunError("usage: medrun resume <run folder>")
-        from medrun.api import resume
-
-        _print_train_result(*resume(args[0]))
-        return 0
-    raise MedrunError(f"unknown command {command!r}; valid: train, list, data check, summary, resume, eval, "
-                      "predict (see medrun --help)")
+    if command == "train" and "--cfg" in opts:
+        return _train(args, True)
+    if command not in COMMANDS:
+        raise MedrunError(f"unknown command {command!r}; valid: {', '.join(COMMANDS)} (see medrun --help)")
+    return COMMANDS[command](args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from medrun.data.splits import LEAK_NOTE
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import aggregate
-from medrun.runs import is_ddp_child, load_checkpoint, write_json, write_text
+from medrun.runs import is_ddp_child, load_checkpoint, resolve_inside, write_json, write_text
 from medrun.tasks import TASKS
 from medrun.training import NonFiniteLossError, build_callbacks, build_logger, build_trainer, close_logger
 
@@ -57,26 +57,18 @@ def _explain(e: Exception) -> str | None:
     return None
 
 
-def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, fold: dict, n_folds: int):
-    """Train one fold; on rank 0 score its held-out part and write fold_<k>/metrics.json."""
+def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, fold: dict, n_folds: int) -> bool:
+    """Train one fold unless it has trained before; returns whether this process should score it (rank 0)."""
     k = fold["fold"]
     fold_dir = run_dir / f"fold_{k}"
-    if (fold_dir / "metrics.json").is_file():  # finished before an interruption: keep it as it is
-        return json.loads((fold_dir / "metrics.json").read_text())
+    if (fold_dir / "metrics.json").is_file() or (fold_dir / "trained.json").is_file():
+        return not is_ddp_child()
     seed = int(cfg.seed) + k
     pl.seed_everything(seed, workers=True, verbose=False)
     datamodule = FoldDataModule(store, fold, cfg.data, seed)
     task = TASKS.get(cfg.task.name)(config)
     try:
-        if (fold_dir / "trained.json").is_file():
-            trainer = None
-        else:
-            trainer = _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule)
-            if is_ddp_child() or trainer.global_rank != 0:
-                return None
-            best = trainer.checkpoint_callback.best_model_path or str(fold_dir / "checkpoints" / "last.ckpt")
-            write_json(fold_dir / "trained.json", {"checkpoint": str(Path(best).relative_to(run_dir)),
-                                                   "epochs_trained": trainer.current_epoch})
+        trainer = _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule)
     except Exception as e:
         reason = _explain(e)
         if reason is None:
@@ -84,9 +76,26 @@ def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
         if not is_ddp_child():
             write_json(run_dir / "failed.json", {"fold": k, "error": reason})
         raise MedrunError(f"fold {k} failed: {reason}; the run folder {run_dir} records it (failed.json)") from None
+    if is_ddp_child() or trainer.global_rank != 0:
+        return False
+    best = trainer.checkpoint_callback.best_model_path or str(fold_dir / "checkpoints" / "last.ckpt")
+    write_json(fold_dir / "trained.json", {"checkpoint": str(Path(best).relative_to(run_dir)),
+                                           "epochs_trained": trainer.current_epoch})
+    return True
+
+
+def score_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, fold: dict) -> dict:
+    """Score a trained fold's held-out part once (rank 0) and write fold_<k>/metrics.json."""
+    k = fold["fold"]
+    fold_dir = run_dir / f"fold_{k}"
+    if (fold_dir / "metrics.json").is_file():  # finished before an interruption: keep it as it is
+        return json.loads((fold_dir / "metrics.json").read_text())
     trained = json.loads((fold_dir / "trained.json").read_text())
-    task.load_state_dict(load_checkpoint(run_dir / trained["checkpoint"], bool(cfg.allow_unsafe_checkpoints))["state_dict"])
-    device = trainer.strategy.root_device if trainer else "cpu"
+    checkpoint = resolve_inside(run_dir, trained["checkpoint"], f"fold_{k}/trained.json checkpoint")
+    task = TASKS.get(cfg.task.name)(config)
+    task.load_state_dict(load_checkpoint(checkpoint, bool(cfg.allow_unsafe_checkpoints))["state_dict"])
+    datamodule = FoldDataModule(store, fold, cfg.data, int(cfg.seed) + k)
+    device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
     metrics, extras = task.evaluate_heldout(datamodule.test_dataloader(), [s.id for s in store.samples], fold_dir,
                                             device, bool(cfg.save_probabilities))
     record = {"fold": k, "metrics": metrics, **extras, **trained,
@@ -96,10 +105,22 @@ def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
 
 
 def run_folds(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, splits: dict) -> dict | None:
-    """Train every fold and return the cv_summary (None in DDP child processes)."""
-    records = [train_fold(cfg, config, run_dir, store, f, len(splits["folds"])) for f in splits["folds"]]
-    if is_ddp_child():
+    """Train every fold and return the cv_summary (None in DDP processes other than rank 0).
+
+    One process scores each fold right after training it. Under DDP the other ranks would wait at the
+    next fold's first collective while rank 0 scores (a timeout risk), so rank 0 scores after the last fold.
+    """
+    folds = splits["folds"]
+    distributed = cfg.trainer.strategy not in ("auto", None, "single_device") and cfg.trainer.devices != 1
+    to_score = []
+    for f in folds:
+        if train_fold(cfg, config, run_dir, store, f, len(folds)):
+            to_score.append(f)
+            if not distributed:
+                score_fold(cfg, config, run_dir, store, f)
+    if is_ddp_child() or len(to_score) < len(folds):
         return None
+    records = [score_fold(cfg, config, run_dir, store, f) for f in folds]
     (run_dir / "failed.json").unlink(missing_ok=True)  # a resumed run that completes is no longer failed
     note = LEAK_NOTE if splits["test_used_for_model_selection"] else None
     summary = aggregate(cfg.name, splits["protocol"], [{"fold": r["fold"], "metrics": r["metrics"]} for r in records],

@@ -8,15 +8,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 from PIL import Image
 
 from medrun.data.images import CLASSIFICATION_SUFFIXES, read_image
 from medrun.data.transforms import pipeline, resize
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import predict_labels
-from medrun.evaluation.run_eval import load_run, resolve_device
-from medrun.evaluation.tta import tta_probabilities
+from medrun.inference import load_run
 from medrun.runs import require_run_dir, write_json
 
 
@@ -36,24 +34,25 @@ def list_inputs(path: Path) -> list[Path]:
     return files
 
 
-@torch.inference_mode()
 def predict_files(run_dir, input_path, output, save_probabilities=False, tta=None, threshold=None,
-                  device: str = "auto") -> dict:
+                  device: str = "auto", allow_unsafe_checkpoints: bool = False) -> dict:
     """Write one output per readable input; returns the report (also saved as report.json)."""
     run_dir = require_run_dir(run_dir)
     output = Path(str(output)).expanduser()
     if output.exists() and any(output.iterdir()):
         raise MedrunError(f"output={output} is not empty: choose a new folder (earlier outputs are never overwritten)")
-    cfg, _, models = load_run(run_dir)
-    device = resolve_device(device)
-    models = [m.to(device) for m in models]
+    run = load_run(run_dir, device=device, allow_unsafe_checkpoints=allow_unsafe_checkpoints)
+    cfg = run.config
     chosen = latest_postprocessing(run_dir)
     tta = tta or chosen.get("tta") or "none"
     threshold = threshold if threshold is not None else chosen.get("threshold")
+    if threshold is None and cfg.data.get("mode") == "multilabel" and cfg.task.get("thresholds"):
+        threshold = list(cfg.task.thresholds)
+    h, w = (int(v) for v in cfg.data.image_size)
+    min_fraction = float(chosen.get("min_area") or 0) / (h * w)
     files = list_inputs(Path(str(input_path)).expanduser())
     dicom = dict(cfg.data.get("dicom") or {})
     size, to_tensor = resize(cfg.data.image_size), pipeline(cfg.data, train=False)
-    segmentation = cfg.task.name == "segmentation"
     classes = [str(c) for c in cfg.data.classes]
     output.mkdir(parents=True, exist_ok=True)
     failed, rows = [], []
@@ -63,14 +62,14 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
         except MedrunError as e:
             failed.append({"file": path.name, "error": str(e)})
             continue
-        x = to_tensor(image=size(image=image)["image"])["image"].float()[None].to(device)
-        probs = sum(tta_probabilities(lambda v, m=m: m.probabilities(m(v).float()), x, tta, segmentation)
-                    for m in models)[0].cpu() / len(models)
-        if segmentation:
-            _write_mask(output, path.stem, probs.numpy(), image.shape[:2], threshold, cfg, save_probabilities)
+        x = to_tensor(image=size(image=image)["image"])["image"].float()[None]
+        probs = run.predict(x, tta)[0].cpu()
+        if run.spatial:
+            _write_mask(output, path.stem, probs.numpy(), image.shape[:2], threshold, min_fraction, cfg,
+                        save_probabilities)
         else:
             rows.append((path.name, probs.numpy()))
-    if not segmentation and rows:
+    if not run.spatial and rows:
         multilabel = cfg.data.mode == "multilabel"
         probs = np.stack([p for _, p in rows])
         labels = predict_labels(probs, multilabel, threshold)
@@ -80,19 +79,24 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
             for (name, p), lab in zip(rows, labels):
                 pred = ";".join(c for c, on in zip(classes, lab) if on) if multilabel else classes[int(lab)]
                 w.writerow([name, *(f"{v:.6f}" for v in p), pred])
-    report = {"run": str(run_dir), "tta": tta, "threshold": threshold, "processed": len(files) - len(failed),
-              "failed": failed}
+    report = {"run": str(run_dir), "tta": tta, "threshold": threshold, "min_area_fraction": min_fraction,
+              "processed": len(files) - len(failed), "failed": failed}
     write_json(output / "report.json", report)
     return report
 
 
-def _write_mask(output: Path, stem: str, probs: np.ndarray, size, threshold, cfg, save_probabilities: bool) -> None:
-    """Probabilities back to the input's size, then the binary threshold or the multi-class argmax."""
+def _write_mask(output: Path, stem: str, probs: np.ndarray, size, threshold, min_fraction: float, cfg,
+                save_probabilities: bool) -> None:
+    """Probabilities back to the input's size, then the binary threshold (a mask covering less than
+    `min_fraction` of the image is blanked, as eval's min_area) or the multi-class argmax."""
     h, w = size
     full = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in probs])
     if full.shape[0] == 1:
         t = float(cfg.task.threshold if threshold is None else threshold)
-        mask = (full[0] >= t).astype(np.uint8) * 255
+        binary = full[0] >= t
+        if binary.mean() < min_fraction:
+            binary[:] = False
+        mask = binary.astype(np.uint8) * 255
         kept = full[0]
     else:
         mask = full.argmax(0).astype(np.uint8)

@@ -17,12 +17,35 @@ RUN_DIR_ENV = "MEDRUN_RUN_DIR"
 
 
 def is_ddp_child() -> bool:
-    return int(os.environ.get("LOCAL_RANK", "0")) > 0 and RUN_DIR_ENV in os.environ
+    """A DDP process other than global rank 0: it writes nothing and reuses rank 0's run folder.
+
+    Lightning's launcher sets LOCAL_RANK and NODE_RANK (a node > 0 counts even for its first process),
+    torchrun sets RANK, SLURM sets SLURM_PROCID.
+    """
+    return any(int(os.environ.get(v, "0") or 0) > 0 for v in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"))
+
+
+def check_name(name: str, key: str = "name") -> str:
+    """A run or experiment name is one folder name: no separators, no '..'."""
+    name = str(name)
+    if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("~"):
+        raise MedrunError(f"{key}={name!r} must be a plain folder name (letters, digits, '_', '-', '.'), "
+                          "not a path; use paths.output_dir= to choose where runs go")
+    return name
+
+
+def resolve_inside(root: Path, relative: str | Path, what: str) -> Path:
+    """`root / relative`, refused when it resolves outside `root` (a crafted path such as ../../x)."""
+    root = Path(root).resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        raise MedrunError(f"{what} {str(relative)!r} points outside {root}; refusing to read it")
+    return path
 
 
 def create_run_dir(output_dir: str | Path, experiment: str) -> Path:
     """Make `<output_dir>/<experiment>/<YYYY-MM-DD_HH-MM-SS>[_n]`; never reuses an existing folder."""
-    parent = Path(output_dir).resolve() / experiment
+    parent = Path(output_dir).resolve() / check_name(experiment)
     parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     for n in range(1000):
@@ -72,6 +95,19 @@ def load_checkpoint(path: str | Path, allow_unsafe: bool = False) -> dict:
             ) from None
     warnings.warn(f"loading {path} with full unpickling (allow_unsafe_checkpoints=true)")
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def read_state_dict(path, key: str) -> dict:
+    """A weights file as a state_dict, read with weights_only=True (a {"state_dict": ...} wrapper is unwrapped)."""
+    try:
+        state = load_checkpoint(path)
+    except MedrunError as e:
+        raise MedrunError(f"{key}: {e}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise MedrunError(f"{key}={path} is not a state_dict (a mapping of parameter names to tensors)")
+    return dict(state)
 
 
 def require_run_dir(path: str | Path) -> Path:

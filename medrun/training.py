@@ -47,14 +47,19 @@ class RngState(pl.Callback):
 
     def state_dict(self):
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        return {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
-                "torch": torch.get_rng_state()}
+        state = {"python": random.getstate(), "numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
+                 "torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()  # dropout and augmentation on the GPU
+        return state
 
     def load_state_dict(self, state):
         random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
         kind, keys, pos, has_gauss, gauss = state["numpy"]
         np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, gauss))
         torch.set_rng_state(state["torch"])
+        if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl.Callback]:
@@ -72,6 +77,8 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl
         out.append(FoldProgressBar(fold_label))
     elif cb.progress == "tqdm":
         out.append(TQDMProgressBar())
+    elif cb.progress != "none":
+        raise MedrunError(f"callbacks.progress={cb.progress!r}; valid: rich, tqdm, none")
     return out
 
 
@@ -91,10 +98,25 @@ def build_logger(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int, conf
                                   x_disable_machine_info=True, console="off", silent=True)
         return WandbLogger(project=cfg.logger.project, entity=cfg.logger.get("entity"),
                            group=f"{cfg.name}/{run_dir.name}", name=f"fold_{fold}", job_type="train",
-                           save_dir=str(run_dir), mode=cfg.logger.get("mode"), config=config,
+                           save_dir=str(run_dir), mode=cfg.logger.get("mode"), config=without_paths(config),
                            settings=settings, reinit="finish_previous", log_model=False,
                            id=wandb_id, resume="allow" if wandb_id else None)
     raise MedrunError(f"unknown logger {name!r} (logger.name); valid: csv, wandb, none")
+
+
+PATH_KEYS = {"root", "csv", "image_dir", "output_dir", "resume", "weights_path", "encoder_weights_path", "splits_file"}
+
+
+def without_paths(config):
+    """The config for W&B with file paths cut to their last part: folder names on a user's machine can name
+    patients or sites, and W&B may sync them to a server."""
+    if isinstance(config, dict):
+        return {k: (f".../{Path(str(v)).name}" if k in PATH_KEYS and v else without_paths(v)) for k, v in config.items()}
+    if isinstance(config, list):
+        return [without_paths(v) for v in config]
+    if isinstance(config, str) and (config.startswith(("/", "~")) or ":\\" in config):
+        return f".../{Path(config).name}"
+    return config
 
 
 def close_logger(logger) -> None:
@@ -108,6 +130,7 @@ def close_logger(logger) -> None:
 def build_trainer(cfg: DictConfig, fold_dir: Path, callbacks, logger) -> pl.Trainer:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:
+        kwargs.setdefault("enable_progress_bar", cfg.callbacks.progress != "none")
         return pl.Trainer(**kwargs, callbacks=callbacks, logger=logger, default_root_dir=str(fold_dir),
                           enable_model_summary=False)
     except (TypeError, ValueError) as e:

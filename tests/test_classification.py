@@ -157,20 +157,30 @@ def test_medmnist_training_with_official_split(shared_data, tmp_path):
     assert summary["mean"]["auc_pneumonia"] == pytest.approx(roc_auc_score(y, p[:, 1]), abs=1e-4)
 
 
-def test_focal_and_soft_f1_losses_train(tmp_path):
+def test_focal_and_soft_f1_losses_train_and_reload_into_a_fresh_task(tmp_path):
     import torch
 
     from medrun.runs import load_checkpoint
     from medrun.tasks.classification import ClassificationTask
 
-    for loss, module in (("focal", "SoftmaxFocalLoss"), ("soft_f1", "SoftF1Loss")):
-        cfg = compose("experiment=quickstart_cls", "data.count=24", *FAST, f"task.loss.name={loss}",
-                      "task.class_weights=balanced", f"paths.output_dir={tmp_path}")
+    for loss, module, weights in (("focal", "SoftmaxFocalLoss", ["task.class_weights=balanced"]),
+                                  ("soft_f1", "SoftF1Loss", [])):
+        cfg = compose("experiment=quickstart_cls", "data.count=24", *FAST, f"task.loss.name={loss}", *weights,
+                      f"paths.output_dir={tmp_path}")
         run_dir, _ = medrun.train(cfg)
         ckpt = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")
         assert ckpt["hyper_parameters"]["config"]["task"]["loss"]["name"] == loss and ckpt["global_step"] > 0
-        assert type(ClassificationTask(ckpt["hyper_parameters"]["config"]).loss).__name__ == module
+        fresh = ClassificationTask(ckpt["hyper_parameters"]["config"])
+        assert type(fresh.loss).__name__ == module
+        fresh.load_state_dict(ckpt["state_dict"])  # strict: the class-weight buffer exists in a fresh task
         assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+        if weights:  # the minority class weighs more than the majority one, as computed on the training part
+            w = ckpt["state_dict"]["loss.weight"]
+            assert w.shape == (2,) and not torch.equal(w, torch.ones(2)) and torch.equal(fresh.loss.weight, w)
+    # where weights cannot apply they are refused, not silently ignored
+    with pytest.raises(MedrunError, match="class_weights=balanced does not apply to task.loss.name=soft_f1"):
+        medrun.build_model(compose("experiment=quickstart_cls", "data.count=24", *FAST, "task.loss.name=soft_f1",
+                                   "task.class_weights=balanced", f"paths.output_dir={tmp_path}"))
 
 
 def test_soft_f1_loss_values():

@@ -56,6 +56,9 @@ def test_multiclass_means_run_over_foreground_classes():
 
 def test_epoch_metric_accumulates_batches():
     m = SegmentationScores(["bg", "fg"])
-    m.update(torch.tensor([[[[0.9, 0.1]]]]), torch.tensor([[[1, 0]]]))
-    m.update(torch.tensor([[[[0.2, 0.2]]]]), torch.tensor([[[0, 0]]]))
-    assert m.compute()["dice"] == 1.0
+    # batch 1: a perfect image (Dice 1); batch 2: half the lesion found (Dice 2*1/(2+1) = 2/3)
+    m.update(torch.tensor([[[[0.9, 0.1, 0.1]]]]), torch.tensor([[[1, 0, 0]]]))
+    m.update(torch.tensor([[[[0.9, 0.2, 0.1]]]]), torch.tensor([[[1, 1, 0]]]))
+    out = m.compute()
+    assert out["dice"] == pytest.approx((1 + 2 / 3) / 2)  # mean over both images, not the last batch
+    assert out["dice_micro"] == pytest.approx(2 * 2 / (2 * 2 + 0 + 1))  # tp 2, fp 0, fn 1 over the epoch

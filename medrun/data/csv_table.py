@@ -6,6 +6,7 @@ files' PatientID, which stays in memory (group names are pseudonyms).
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 
 from medrun.data.dicom import patient_key
@@ -60,11 +61,17 @@ def read_csv_table(cfg):
         multilabel = False
 
     samples, patients = [], {}
+    base = Path(os.path.normpath(image_dir.absolute()))
     for n, r in enumerate(rows):
-        image = image_dir / f"{r[cfg.image_column]}{suffix}"
+        row = n + 2 - (not cfg.get("header", True))
+        # Lexical check (symlinks inside the folder stay allowed): no absolute paths, no escaping with '..'.
+        image = Path(os.path.normpath(base / f"{r[cfg.image_column]}{suffix}"))
+        if not image.is_relative_to(base):
+            problem(f"{path} row {row} names {r[cfg.image_column]!r}, which lies outside the image folder {base}; "
+                    "image paths must be relative to data.root (or data.image_dir)")
+            continue
         if not image.is_file():
-            problem(f"{path} row {n + 2 - (not cfg.get('header', True))} names {image}, which does not exist; "
-                    "fix the CSV or data.root")
+            problem(f"{path} row {row} names {image}, which does not exist; fix the CSV or data.root")
             continue
         group = r[cfg.group_column] if cfg.get("group_column") else None
         if cfg.get("group_from_dicom"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig
+from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from medrun.data.store import SampleStore, SampleSet
@@ -19,8 +20,16 @@ class FoldDataModule(pl.LightningDataModule):
         random = train and len(transform.transforms) > 2  # augmentations beyond Normalize and ToTensor
         ds = SampleSet(self.store, self.store.indices(self.split[part]), transform, self.seed, random)
         workers = int(self.cfg.num_workers)
-        return DataLoader(ds, batch_size=int(self.cfg.batch_size), shuffle=train, num_workers=workers,
-                          persistent_workers=workers > 0, pin_memory=bool(self.cfg.get("pin_memory", False)))
+        sampler = None
+        trainer = self.trainer
+        if not train and trainer is not None and trainer.world_size > 1:
+            # Lightning's default sampler pads with repeated samples so that ranks are even, and the repeats
+            # would count twice in validation metrics; this one gives each sample to exactly one rank.
+            sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                                   shuffle=False)
+        return DataLoader(ds, batch_size=int(self.cfg.batch_size), shuffle=train, sampler=sampler,
+                          num_workers=workers, persistent_workers=workers > 0,
+                          pin_memory=bool(self.cfg.get("pin_memory", False)))
 
     def train_dataloader(self):
         return self._loader("train", train=True)

@@ -53,8 +53,28 @@ def hounsfield(ds: pydicom.Dataset, path: Path, frames: str = "reject", frame: i
     return apply_modality_lut(arr, ds).astype(np.float32)
 
 
+def _voi_range(ds: pydicom.Dataset) -> tuple[float, float]:
+    """The output range of the file's VOI transform (PS3.3 C.11.2): a VOI LUT's entries span
+    [0, 2^bits - 1]; windowing maps onto the stored range, after the rescale when there is one."""
+    if "VOILUTSequence" in ds:
+        return 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+    bits = int(ds.BitsStored)
+    if ds.get("ModalityLUTSequence"):
+        lo, hi = 0.0, float(2 ** int(ds.ModalityLUTSequence[0].LUTDescriptor[2]) - 1)
+    elif int(ds.get("PixelRepresentation", 0)) == 0:
+        lo, hi = 0.0, float(2**bits - 1)
+    else:
+        lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    if ds.get("RescaleSlope") is not None and ds.get("RescaleIntercept") is not None:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        lo, hi = lo * slope + intercept, hi * slope + intercept
+    return lo, hi
+
+
 def read_dicom(path: Path, window=None, frames: str = "reject", frame: int | None = None) -> np.ndarray:
-    """HxWxC uint8: a fixed `window` [center, width] if given, else the file's VOI LUT/window, else min-max."""
+    """HxWxC uint8. Greyscale: a fixed `window` [center, width] if given, else the file's VOI LUT or window
+    (scaled by the VOI output range, so the window's fixed scale is kept), else the image's min-max.
+    MONOCHROME1 and Presentation LUT Shape INVERSE are inverted so that bright means high."""
     ds = _open(path)
     values = hounsfield(ds, path, frames, frame)
     if values.ndim == 3:  # colour (RGB/YBR converted by pydicom): no LUTs apply
@@ -63,12 +83,16 @@ def read_dicom(path: Path, window=None, frames: str = "reject", frame: int | Non
         center, width = (float(v) for v in window)
         lo = center - width / 2
         x = np.clip((values - lo) / width, 0, 1)
+    elif "VOILUTSequence" in ds or "WindowCenter" in ds:
+        if "VOILUTSequence" in ds:  # a LUT is indexed by integer input values
+            values = np.rint(values).astype(np.int64)
+        out = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float64)
+        lo, hi = _voi_range(ds)
+        x = np.clip((out - lo) / (hi - lo), 0, 1) if hi > lo else np.zeros_like(out)
     else:
-        if "WindowCenter" in ds or "VOILUTSequence" in ds:
-            values = apply_voi_lut(values, ds, prefer_lut=True).astype(np.float32)
         lo, hi = float(values.min()), float(values.max())
         x = (values - lo) / (hi - lo) if hi > lo else np.zeros_like(values)
-    if ds.get("PhotometricInterpretation") == "MONOCHROME1":  # bright means low: invert
+    if ds.get("PhotometricInterpretation") == "MONOCHROME1" or ds.get("PresentationLUTShape") == "INVERSE":
         x = 1 - x
     return np.round(x * 255).astype(np.uint8)[:, :, None]
 

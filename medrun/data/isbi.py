@@ -10,4 +10,6 @@ from medrun.data.samples import READERS, require_dir
 def read_isbi(cfg):
     root = require_dir(cfg.root, "data.root", " (the folder holding membrane/train/image and membrane/train/label)")
     train = root / "membrane" / "train"
-    return paired_dataset(cfg, [dict(image_dir=train / "image", mask_dir=train / "label")])
+    dataset = paired_dataset(cfg, [dict(image_dir=train / "image", mask_dir=train / "label")])
+    dataset.ordered = True  # 30 consecutive sections of one volume: k-fold holds out contiguous blocks
+    return dataset

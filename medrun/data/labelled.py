@@ -40,12 +40,16 @@ def class_index(classes: list[str]) -> dict[str, int]:
 
 
 def split_frames(samples: list[Sample]) -> list[Sample]:
-    """One sample per frame of each multi-frame DICOM (`data.dicom.frames=split`); ids get `_frameNNN`."""
+    """One sample per frame of each multi-frame DICOM (`data.dicom.frames=split`); ids get `_frameNNN`.
+
+    Frames without a group (patient) are grouped by their file."""
     out = []
     for s in samples:
         n = frame_count(s.image) if s.image is not None and s.image.suffix.lower() == ".dcm" else 1
         if n == 1:
             out.append(s)
         else:
-            out += [replace(s, id=f"{s.id}_frame{k:03d}", extra={**s.extra, "frame": k}) for k in range(n)]
+            # frames of one file are one series: they stay on one side of every split
+            out += [replace(s, id=f"{s.id}_frame{k:03d}", group=s.group or f"file_{s.id}", extra={**s.extra, "frame": k})
+                    for k in range(n)]
     return out

@@ -37,6 +37,7 @@ class Dataset:
     samples: list[Sample]
     load: Callable[[Sample], tuple[Any, Any]]
     kind: str = "segmentation"
+    ordered: bool = False  # consecutive sections of one volume: k-fold holds out contiguous blocks
 
     def __post_init__(self):
         ids = [s.id for s in self.samples]

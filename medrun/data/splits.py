@@ -41,7 +41,7 @@ def _holdout(samples: list[Sample], fraction: float, seed: int, grouped: bool = 
     return [samples[i] for i in sorted(rest)], [samples[i] for i in sorted(held)]
 
 
-def _kfold(pool: list[Sample], cv: DictConfig, seed: int):
+def _kfold(pool: list[Sample], cv: DictConfig, seed: int, contiguous: bool = False):
     k = get_int(cv, "folds", minimum=2, prefix="cv.")
     groups = [s.group for s in pool]
     labels = [s.label for s in pool]
@@ -51,7 +51,12 @@ def _kfold(pool: list[Sample], cv: DictConfig, seed: int):
     if k > units:
         what = "groups (video sequences / patients)" if grouped else "samples"
         raise MedrunError(f"cv.folds={k} is more than the {units} {what} available; use cv.folds<={units}")
-    if grouped:
+    if contiguous and not grouped:
+        # Consecutive sections of one volume (ISBI-2012): neighbours are near-copies, so each test fold is
+        # one contiguous block of slices instead of slices scattered among the training ones.
+        splitter = KFold(k, shuffle=False)
+        stratified = False
+    elif grouped:
         splitter = (StratifiedGroupKFold(k, shuffle=True, random_state=seed) if stratified
                     else GroupKFold(k, shuffle=True, random_state=seed))
     else:
@@ -61,8 +66,12 @@ def _kfold(pool: list[Sample], cv: DictConfig, seed: int):
         yield [pool[i] for i in rest], [pool[i] for i in test]
 
 
-def make_splits(samples: list[Sample], cv: DictConfig, seed: int) -> dict:
-    """Build the folds of protocol `cv.name`; each fold lists train, val and test sample ids."""
+def make_splits(samples: list[Sample], cv: DictConfig, seed: int, ordered: bool = False) -> dict:
+    """Build the folds of protocol `cv.name`; each fold lists train, val and test sample ids.
+
+    `ordered`: the samples are consecutive sections (the reader says so); k-fold then holds out contiguous
+    blocks unless `cv.contiguous=false`.
+    """
     pool = [s for s in samples if s.subset != "test"]
     fixed_test = [s for s in samples if s.subset == "test"]
     name = cv.name
@@ -70,7 +79,9 @@ def make_splits(samples: list[Sample], cv: DictConfig, seed: int) -> dict:
     folds = []
     if name == "kfold":
         val_fraction = get_float(cv, "val_fraction", 0, 1, prefix="cv.")
-        for k, (rest, test) in enumerate(_kfold(pool, cv, seed)):
+        contiguous = cv.get("contiguous")
+        contiguous = ordered if contiguous is None else bool(contiguous)
+        for k, (rest, test) in enumerate(_kfold(pool, cv, seed, contiguous)):
             train, val = _holdout(rest, val_fraction, seed + k, for_validation=True)
             folds.append((train, val, test))
     elif name == "holdout":

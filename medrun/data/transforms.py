@@ -1,9 +1,13 @@
 """albumentations pipelines built from config: resize (cached once), augmentation, normalisation."""
 from __future__ import annotations
 
+import importlib
+import inspect
+
 import albumentations as A
 import cv2
 from albumentations.pytorch import ToTensorV2
+from albumentations.core.composition import BaseCompose
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -16,11 +20,47 @@ def resize(size) -> A.Compose:
     return A.Compose([A.Resize(h, w, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)])
 
 
+# Only transforms of these packages may be built from config: a config.yaml read back from a run folder
+# (resume) may come from someone else, and `_target_` can name any callable.
+ALLOWED_TARGETS = ("albumentations.", "kornia.augmentation.")
+
+
+def _is_transform_class(target) -> bool:
+    if not (isinstance(target, str) and target.startswith(ALLOWED_TARGETS)):
+        return False
+    module, _, name = target.rpartition(".")
+    try:  # a class defined in a module of the package, not a function or an import such as ...os.system
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return False
+    if not inspect.isclass(cls):
+        return False
+    if cls.__module__.startswith("kornia.augmentation"):
+        return True
+    return issubclass(cls, (A.BasicTransform, BaseCompose))
+
+
+def check_targets(spec, key: str) -> None:
+    """Every `_target_` in `spec` (nested ones too) names an augmentation class, else a one-line error."""
+    if isinstance(spec, dict):
+        target = spec.get("_target_")
+        if target is not None and not _is_transform_class(target):
+            raise MedrunError(f"{key} has _target_ {target!r}: only albumentations (and kornia.augmentation) "
+                              "transforms are allowed, e.g. {_target_: albumentations.HorizontalFlip, p: 0.5}")
+        for k, v in spec.items():
+            check_targets(v, f"{key}.{k}")
+    elif isinstance(spec, list):
+        for i, v in enumerate(spec):
+            check_targets(v, f"{key}[{i}]")
+
+
 def augmentations(cfg: DictConfig) -> list:
     out = []
     for i, spec in enumerate(cfg.get("augment") or []):
+        spec = OmegaConf.to_container(spec, resolve=True) if OmegaConf.is_config(spec) else spec
+        check_targets(spec, f"data.augment[{i}]")
         try:
-            out.append(instantiate(OmegaConf.to_container(spec, resolve=True)))
+            out.append(instantiate(spec))
         except Exception as e:
             raise MedrunError(f"data.augment[{i}] cannot be built ({e}); give an albumentations "
                               "transform as {_target_: albumentations.HorizontalFlip, p: 0.5}") from None

@@ -34,4 +34,4 @@ def evaluate_segmentation(task, loader, sample_ids: list[str], pred_dir: Path | 
             if save_probabilities:
                 np.save(pred_dir / f"{sid}.npy", maps[i].numpy().astype(np.float16))
     tp, fp, fn, tn = (torch.cat(c) for c in zip(*counts))
-    return scores(tp, fp, fn, tn, task.class_names, task.val_scores.empty_score)
+    return scores(tp, fp, fn, tn, task.class_names, task.val_scores.empty_score, task.val_scores.absent)

@@ -4,6 +4,11 @@ Counts per image and class come from smp.metrics.get_stats. Per-image scores tre
 ground truth and prediction are both empty as `empty_score` (1 by default); empty ground truth with
 a non-empty prediction scores 0; dataset-level ratios with a zero denominator (no positives at all)
 also take `empty_score`. Scores are never NaN. Multi-class means run over foreground classes.
+
+Multi-class, `absent="ignore"` (default, as nnU-Net): a class absent from both the truth and the prediction
+of an image is left out of that image's mean and of the class's mean over images, instead of scoring
+`empty_score` and inflating both; `absent="empty_score"` keeps it. An image (or class) with nothing left
+scores `empty_score`.
 """
 from __future__ import annotations
 
@@ -11,6 +16,8 @@ import segmentation_models_pytorch as smp
 import torch
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
+
+from medrun.errors import MedrunError
 
 
 def confusion(probs: torch.Tensor, target: torch.Tensor, binary: bool, threshold: float = 0.5):
@@ -24,17 +31,39 @@ def confusion(probs: torch.Tensor, target: torch.Tensor, binary: bool, threshold
     return smp.metrics.get_stats(probs.argmax(1), target.long(), mode="multiclass", num_classes=probs.shape[1])
 
 
-def scores(tp, fp, fn, tn, class_names: list[str], empty_score: float = 1.0) -> dict[str, float]:
+ABSENT = ("ignore", "empty_score")
+
+
+def _mean(values: torch.Tensor, keep: torch.Tensor, dim: int, empty_score: float) -> torch.Tensor:
+    """Mean of `values` over `dim` where `keep`; empty_score where nothing is kept."""
+    n = keep.sum(dim)
+    total = torch.where(keep, values, torch.zeros_like(values)).sum(dim)
+    return torch.where(n > 0, total / n.clamp(min=1), torch.full_like(total, empty_score))
+
+
+def _per_image_class(tp, fp, fn, tn, empty_score: float, absent: str):
+    """Per-image, per-foreground-class Dice and IoU, and which entries count (N, C)."""
+    if absent not in ABSENT:
+        raise MedrunError(f"task.absent_classes={absent!r}; valid: {', '.join(ABSENT)}")
+    kw = dict(reduction=None, zero_division=empty_score)
+    dice = smp.metrics.f1_score(tp, fp, fn, tn, **kw).float()
+    iou = smp.metrics.iou_score(tp, fp, fn, tn, **kw).float()
+    keep = torch.ones_like(dice, dtype=torch.bool)
+    if absent == "ignore" and tp.shape[1] > 1:
+        keep = (tp + fp + fn) > 0
+    return dice, iou, keep
+
+
+def scores(tp, fp, fn, tn, class_names: list[str], empty_score: float = 1.0, absent: str = "ignore") -> dict[str, float]:
     """Dice and Jaccard (per-image mean and dataset-level micro), precision, recall, specificity."""
     if tp.shape[1] > 1:  # multi-class: drop the background column
         tp, fp, fn, tn = (t[:, 1:] for t in (tp, fp, fn, tn))
     fg_names = class_names[1:]
     kw = dict(zero_division=empty_score)
-    per_image_iou = smp.metrics.iou_score(tp, fp, fn, tn, reduction=None, **kw)
-    per_image_dice = smp.metrics.f1_score(tp, fp, fn, tn, reduction=None, **kw)
+    per_image_dice, per_image_iou, keep = _per_image_class(tp, fp, fn, tn, empty_score, absent)
     out = {
-        "dice": per_image_dice.mean(),
-        "jaccard": per_image_iou.mean(),
+        "dice": _mean(per_image_dice, keep, 1, empty_score).mean(),
+        "jaccard": _mean(per_image_iou, keep, 1, empty_score).mean(),
         "dice_micro": smp.metrics.f1_score(tp, fp, fn, tn, reduction="micro", **kw),
         "jaccard_micro": smp.metrics.iou_score(tp, fp, fn, tn, reduction="micro", **kw),
         "precision": smp.metrics.precision(tp, fp, fn, tn, reduction="micro", **kw),
@@ -42,20 +71,20 @@ def scores(tp, fp, fn, tn, class_names: list[str], empty_score: float = 1.0) -> 
         "specificity": smp.metrics.specificity(tp, fp, fn, tn, reduction="micro", **kw),
     }
     if len(fg_names) > 1:
+        dice_c, iou_c = _mean(per_image_dice, keep, 0, empty_score), _mean(per_image_iou, keep, 0, empty_score)
         for k, name in enumerate(fg_names):
-            out[f"dice_{name}"] = per_image_dice[:, k].mean()
-            out[f"jaccard_{name}"] = per_image_iou[:, k].mean()
+            out[f"dice_{name}"] = dice_c[k]
+            out[f"jaccard_{name}"] = iou_c[k]
     # smp's "micro" reduction leaves 0/0 as NaN: apply the same empty policy there.
     return {k: float(torch.nan_to_num(v, nan=empty_score)) for k, v in out.items()}
 
 
-def per_image(tp, fp, fn, tn, empty_score: float = 1.0) -> dict[str, torch.Tensor]:
+def per_image(tp, fp, fn, tn, empty_score: float = 1.0, absent: str = "ignore") -> dict[str, torch.Tensor]:
     """Per-image Dice and Jaccard averaged over foreground classes, shape (N,)."""
     if tp.shape[1] > 1:
         tp, fp, fn, tn = (t[:, 1:] for t in (tp, fp, fn, tn))
-    kw = dict(reduction=None, zero_division=empty_score)
-    return {"dice": smp.metrics.f1_score(tp, fp, fn, tn, **kw).mean(1),
-            "jaccard": smp.metrics.iou_score(tp, fp, fn, tn, **kw).mean(1)}
+    dice, iou, keep = _per_image_class(tp, fp, fn, tn, empty_score, absent)
+    return {"dice": _mean(dice, keep, 1, empty_score), "jaccard": _mean(iou, keep, 1, empty_score)}
 
 
 class SegmentationScores(Metric):
@@ -63,9 +92,11 @@ class SegmentationScores(Metric):
 
     full_state_update = False
 
-    def __init__(self, class_names: list[str], threshold: float = 0.5, empty_score: float = 1.0):
+    def __init__(self, class_names: list[str], threshold: float = 0.5, empty_score: float = 1.0,
+                 absent: str = "ignore"):
         super().__init__()
         self.class_names, self.threshold, self.empty_score = list(class_names), threshold, empty_score
+        self.absent = absent
         self.binary = len(self.class_names) == 2
         for name in ("tp", "fp", "fn", "tn"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
@@ -76,4 +107,4 @@ class SegmentationScores(Metric):
 
     def compute(self) -> dict[str, float]:
         counts = [dim_zero_cat(getattr(self, n)) for n in ("tp", "fp", "fn", "tn")]
-        return scores(*counts, self.class_names, self.empty_score)
+        return scores(*counts, self.class_names, self.empty_score, self.absent)

@@ -11,6 +11,7 @@ import torchvision
 from torch import nn
 
 from medrun.errors import MedrunError
+from medrun.runs import read_state_dict
 
 
 def _no_download(pretrained, weights_path, key: str) -> None:
@@ -30,8 +31,14 @@ def timm_classifier(backbone: str, in_channels: int, num_classes: int, pretraine
         raise MedrunError(f"model.backbone={backbone!r} is not a timm model; see timm.list_models('*name*')")
     kw = dict(num_classes=num_classes, in_chans=in_channels, drop_rate=drop_rate)
     if weights_path:
-        # timm adapts the stem to in_chans and drops a classifier of the wrong size.
-        return timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay={"file": str(weights_path)}, **kw)
+        # Read by medrun's safe loader (weights_only=True; older timm versions unpickle files fully); timm then
+        # adapts the stem to in_chans and drops a classifier of the wrong size.
+        state = read_state_dict(weights_path, "model.weights_path")
+        try:
+            return timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kw)
+        except RuntimeError as e:
+            raise MedrunError(f"model.weights_path={weights_path} does not fit {backbone}: "
+                              f"{' '.join(str(e).splitlines()[:2])[:300]}") from None
     return timm.create_model(backbone, pretrained=False, **kw)
 
 
@@ -41,10 +48,13 @@ def _vgg_features(arch: str, in_channels: int, pretrained, weights_path) -> nn.S
         raise MedrunError(f"{arch} takes 3-channel images: set data.channels=3 (grey images are repeated)")
     vgg = getattr(torchvision.models, arch)(weights=None)
     if weights_path:
-        try:
-            vgg.load_state_dict(torch.load(weights_path, map_location="cpu", weights_only=True), strict=False)
-        except Exception as e:
-            raise MedrunError(f"{weights_path} is not a torchvision {arch} state_dict ({e})") from None
+        state = read_state_dict(weights_path, "model.weights_path")
+        features = {k.removeprefix("features."): v for k, v in state.items() if k.startswith("features.")}
+        try:  # strict: a file that fits nothing must fail, not load nothing
+            vgg.features.load_state_dict(features)
+        except RuntimeError as e:
+            raise MedrunError(f"model.weights_path={weights_path} is not a torchvision {arch} state_dict: "
+                              f"{' '.join(str(e).splitlines()[:2])[:300]}") from None
     return vgg.features
 
 

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from medrun.errors import MedrunError
+from medrun.runs import read_state_dict
 from medrun.models.sharp import skip_block
 
 
@@ -50,14 +51,9 @@ def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing below may wait on the network
     if not path.is_file():
         raise MedrunError(f"model.encoder_weights_path={path} does not exist")
+    state = read_state_dict(path, "model.encoder_weights_path")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise MedrunError(f"cannot load encoder weights {path} safely (weights_only=True): {e}") from None
-    if isinstance(state, dict) and "state_dict" in state:
-        state = state["state_dict"]
-    try:
-        encoder.load_state_dict(dict(state))
+        encoder.load_state_dict(state)
     except RuntimeError as e:
         first = str(e).splitlines()[:2]
         raise MedrunError(f"{path} does not fit encoder {type(encoder).__name__}: {' '.join(first)}") from None

@@ -16,6 +16,8 @@ class ConfiguredTask(pl.LightningModule):
     Subclasses set `self.loss` and implement `probabilities`, `validation_scores`, `evaluate_heldout`.
     """
 
+    spatial = False  # whether a prediction is a map (segmentation) rather than one score vector per image
+
     def __init__(self, config: dict, out_channels: int):
         super().__init__()
         self.save_hyperparameters({"config": config})

@@ -9,6 +9,7 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 from torchmetrics import AUROC
 
+from medrun.errors import MedrunError
 from medrun.evaluation.classification import classification_scores, predict_labels, save_plots
 from medrun.runs import write_json
 from medrun.tasks import TASKS
@@ -25,18 +26,21 @@ class ClassificationTask(ConfiguredTask):
         self.multilabel = config["data"]["mode"] == "multilabel"
         n = len(self.class_names)
         super().__init__(config, n)
-        self.loss = build_classification_loss(self.cfg.task.loss, self.multilabel)
+        self.balanced = self.cfg.task.get("class_weights") == "balanced"
+        if self.cfg.task.get("class_weights") not in (None, "balanced"):
+            raise MedrunError(f"task.class_weights={self.cfg.task.class_weights!r}; valid: null, balanced")
+        # Weights are placeholders until setup() computes them from the fold's training part; the buffer
+        # exists from the start, so a checkpoint loads into a freshly built task.
+        self.loss = build_classification_loss(self.cfg.task.loss, self.multilabel,
+                                              torch.ones(n) if self.balanced else None)
         self.val_auc = AUROC(task="multilabel", num_labels=n) if self.multilabel else AUROC(task="multiclass", num_classes=n)
         self.thresholds = self.cfg.task.get("thresholds")
 
     def setup(self, stage: str) -> None:
-        if self.cfg.task.get("class_weights") == "balanced" and not self.multilabel and stage == "fit":
+        if self.balanced and stage == "fit":
             dm = self.trainer.datamodule
-            labels = np.array([dm.store.samples[i].label for i in dm.store.indices(dm.split["train"])])
-            present = np.unique(labels)
-            w = np.ones(len(self.class_names), dtype=np.float32)
-            w[present] = compute_class_weight("balanced", classes=present, y=labels)
-            self.loss = build_classification_loss(self.cfg.task.loss, False, torch.tensor(w))
+            samples = [dm.store.samples[i] for i in dm.store.indices(dm.split["train"])]
+            self.loss.weight.copy_(torch.as_tensor(balanced_weights(samples, len(self.class_names), self.multilabel)))
 
     def probabilities(self, logits):
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
@@ -79,6 +83,20 @@ class ClassificationTask(ConfiguredTask):
         save_plots(targets, probs, classes, multilabel, run_dir, prefix="oof_", thresholds=cfg.task.get("thresholds"))
         write_json(run_dir / "oof_metrics.json", {"metrics": metrics, "confusion_matrix": cm})
         return {"pooled_out_of_fold": metrics}
+
+
+def balanced_weights(samples, n_classes: int, multilabel: bool) -> np.ndarray:
+    """Single-label: scikit-learn's inverse-frequency class weights (absent classes 1). Multi-label: BCE's
+    pos_weight per label, negatives / positives (1 for a label with no positives or no negatives)."""
+    if multilabel:
+        y = np.array([s.extra["targets"] for s in samples], dtype=np.float64)
+        pos, neg = y.sum(0), len(y) - y.sum(0)
+        return np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1), 1.0).astype(np.float32)
+    labels = np.array([s.label for s in samples])
+    present = np.unique(labels)
+    w = np.ones(n_classes, dtype=np.float32)
+    w[present] = compute_class_weight("balanced", classes=present, y=labels)
+    return w
 
 
 def write_predictions(path: Path, ids, targets, probs, classes, multilabel, thresholds=None, folds=None) -> None:

@@ -42,6 +42,14 @@ class SoftF1Loss(nn.Module):
         return 1 - (2 * tp / (2 * tp + fp + fn + 1e-7)).mean()
 
 
+class WeightedBCEWithLogits(nn.BCEWithLogitsLoss):
+    """BCE with a per-label pos_weight exposed as `weight`, the name the single-label losses use."""
+
+    @property
+    def weight(self):
+        return self.pos_weight
+
+
 class SigmoidFocalLoss(nn.Module):
     def __init__(self, alpha: float = 0.25, gamma: float = 2.0):
         super().__init__()
@@ -52,12 +60,17 @@ class SigmoidFocalLoss(nn.Module):
 
 
 def build_classification_loss(spec, multilabel: bool, class_weights: torch.Tensor | None = None) -> nn.Module:
-    """`spec`: {name: cross_entropy|focal|soft_f1, **kwargs}; class weights apply to cross_entropy and focal."""
+    """`spec`: {name: cross_entropy|focal|soft_f1, **kwargs}. Class weights apply to cross-entropy (BCE's
+    pos_weight when multi-label) and single-label focal; elsewhere they are refused, not ignored."""
     spec = dict(spec)
     name = spec.pop("name")
+    if class_weights is not None and (name == "soft_f1" or (name == "focal" and multilabel)):
+        raise MedrunError(f"task.class_weights=balanced does not apply to task.loss.name={name}"
+                          f"{' (multi-label)' if multilabel else ''}; remove it, or use cross_entropy"
+                          f"{'' if multilabel else ' or focal'}")
     if name == "cross_entropy":
         if multilabel:
-            return nn.BCEWithLogitsLoss(pos_weight=class_weights, **spec)
+            return WeightedBCEWithLogits(pos_weight=class_weights, **spec)
         return nn.CrossEntropyLoss(weight=class_weights, **spec)
     if name == "focal":
         return SigmoidFocalLoss(**spec) if multilabel else SoftmaxFocalLoss(weight=class_weights, **spec)

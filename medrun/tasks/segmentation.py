@@ -12,12 +12,15 @@ from medrun.tasks.losses import build_loss
 
 @TASKS.register("segmentation")
 class SegmentationTask(ConfiguredTask):
+    spatial = True
+
     def __init__(self, config: dict):
         classes = list(config["data"]["classes"])
         self.class_names, self.binary = classes, len(classes) == 2
         super().__init__(config, 1 if self.binary else len(classes))
         self.loss = build_loss(self.cfg.task.loss, self.binary)
-        self.val_scores = SegmentationScores(classes, float(self.cfg.task.threshold), float(self.cfg.task.empty_score))
+        self.val_scores = SegmentationScores(classes, float(self.cfg.task.threshold), float(self.cfg.task.empty_score),
+                                             str(self.cfg.task.get("absent_classes", "ignore")))
 
     def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(logits) if self.binary else torch.softmax(logits, dim=1)

@@ -8,112 +8,72 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf, open_dict
 
-from medrun.config import to_plain
-from medrun.data.store import SampleSet, SampleStore
-from medrun.data.transforms import pipeline
+from medrun.data.build import build_store
+from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation import overlays
 from medrun.evaluation.classification import classification_scores, save_curves
 from medrun.evaluation.metrics import confusion, per_image, scores
 from medrun.evaluation.thresholds import search_decision_threshold, search_pixel_threshold
-from medrun.evaluation.tta import TTA, tta_probabilities
-from medrun.runs import create_run_dir, load_checkpoint, require_run_dir, write_json, write_text
-from medrun.tasks import TASKS
+from medrun.evaluation.tta import TTA
+from medrun.inference import Run, load_run, with_data_overrides
+from medrun.runs import create_run_dir, write_json, write_text
+from medrun.tasks.classification import write_predictions
 
 
-def load_run(run_dir: Path, data_overrides=()):
-    """The run's saved config (plus `data.*` overrides for another test set), splits and fold models."""
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    if data_overrides:
-        bad = [o for o in data_overrides if not o.startswith("data.")]
-        if bad:
-            raise MedrunError(f"only data.* keys can change at evaluation (got {bad[0]}); the rest is the run's config")
-        with open_dict(cfg):
-            cfg.merge_with(OmegaConf.from_dotlist(list(data_overrides)))
-    if not (run_dir / "cv_summary.json").is_file():
-        raise MedrunError(f"{run_dir} has not finished training (no cv_summary.json): run `medrun resume {run_dir}` first")
-    splits = json.loads((run_dir / "splits.json").read_text())
-    config = to_plain(cfg)
-    models = []
-    for f in splits["folds"]:
-        record = json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text())
-        task = TASKS.get(cfg.task.name)(config)
-        task.load_state_dict(load_checkpoint(run_dir / record["checkpoint"], bool(cfg.allow_unsafe_checkpoints))["state_dict"])
-        models.append(task.eval())
-    return cfg, splits, models
-
-
-@torch.inference_mode()
-def predict(models, store: SampleStore, ids: list[str], cfg, tta: str, device="cpu"):
-    """Mean probabilities of `models` over `ids`: (plain, with TTA, targets), all at the model's input size."""
-    ds = SampleSet(store, store.indices(ids), pipeline(cfg.data, train=False), seed=0)
-    loader = torch.utils.data.DataLoader(ds, batch_size=int(cfg.data.batch_size))
-    plain, augmented, targets = [], [], []
-    spatial = store.segmentation
-    for batch in loader:
-        x = batch["image"].to(device)
-        p = a = 0
-        for m in models:
-            m.to(device)
-            fn = lambda v, m=m: m.probabilities(m(v).float())  # noqa: E731
-            p = p + fn(x)
-            a = a + (tta_probabilities(fn, x, tta, spatial) if tta != "none" else 0)
-        plain.append((p / len(models)).cpu())
-        augmented.append((a / len(models)).cpu() if tta != "none" else plain[-1])
-        targets.append(batch["target"])
-    return torch.cat(plain), torch.cat(augmented), torch.cat(targets)
-
-
-def resolve_device(device: str = "auto") -> str:
-    return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-
-
-def _fold_predictions(models, store, splits, cfg, tta, part, device):
+def _fold_predictions(run: Run, store: SampleStore, part: str, tta: str):
     """Each fold's own model on its `part` ids, concatenated (out-of-fold when part == 'test')."""
     outs, owner = [], []
-    for m, f in zip(models, splits["folds"]):
-        outs.append(predict([m], store, f[part], cfg, tta, device))
+    for k, f in enumerate(run.splits["folds"]):
+        outs.append(run.predict_ids(store, f[part], tta, folds=[k], with_plain=True))
         owner += [(i, f["fold"]) for i in f[part]]
     return [torch.cat(t) for t in zip(*outs)], owner
 
 
 def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective: str = "f1",
                  target_sensitivity: float = 0.9, min_areas=(0,), ensemble: str = "mean", data_overrides=(),
-                 search_hook=None, device: str = "auto") -> tuple[Path, dict]:
-    """Score a finished run; `search_hook(ids)` (tests) sees the ids the threshold search uses."""
-    from medrun.api import build_store
+                 search_hook=None, device: str = "auto", allow_unsafe_checkpoints: bool = False) -> tuple[Path, dict]:
+    """Score a finished run; `search_hook(ids)` (tests) sees the ids the threshold search uses.
 
-    run_dir = require_run_dir(run_dir)
-    cfg, splits, models = load_run(run_dir, data_overrides)
-    _check_options(cfg, tta, threshold, ensemble)
-    device = resolve_device(device)
-    store = build_store(cfg)
-    external = bool(data_overrides)
-    test_ids = [s.id for s in store.samples] if external else splits.get("fixed_test", [])
-    if not test_ids and splits["protocol"] == "holdout":
-        test_ids = splits["folds"][0]["test"]
+    With `data_overrides` (another test set, e.g. data.root=...) every sample of that data is the test set;
+    a threshold is still searched on the run's own validation / out-of-fold predictions.
+    """
+    run = load_run(run_dir, device=device, allow_unsafe_checkpoints=allow_unsafe_checkpoints)
+    _check_options(run.config, tta, threshold, ensemble)
+    store = build_store(run.config)
+    splits = run.splits
+    if data_overrides:
+        test_store = build_store(with_data_overrides(run.config, data_overrides))
+        test_ids = [s.id for s in test_store.samples]
+    else:
+        test_store = store
+        test_ids = splits.get("fixed_test", [])
+        if not test_ids and splits["protocol"] == "holdout":
+            test_ids = splits["folds"][0]["test"]
     # The search never sees test data: out-of-fold predictions in k-fold, else each fold's validation part.
     search_part = "test" if splits["protocol"] == "kfold" else "val"
-    (s_plain, _, s_target), s_owner = _fold_predictions(models, store, splits, cfg, "none", search_part, device)
-    search_ids = [i for i, _ in s_owner]
-    if set(search_ids) & set(test_ids):
-        raise MedrunError("the threshold-search set overlaps the test set; refusing to search")
-    if search_hook:
-        search_hook(search_ids)
+    search = None
+    if threshold == "search":
+        (s_plain, _, s_target), s_owner = _fold_predictions(run, store, search_part, "none")
+        search_ids = [i for i, _ in s_owner]
+        if test_store is store and set(search_ids) & set(test_ids):
+            raise MedrunError("the threshold-search set overlaps the test set; refusing to search")
+        if search_hook:
+            search_hook(search_ids)
+        search = (s_plain, s_target)
     if test_ids:
-        ens = models if ensemble == "mean" else models[:1]
-        e_plain, e_tta, e_target = predict(ens, store, test_ids, cfg, tta, device)
-        e_ids, e_fold, evaluated_on = test_ids, ["ensemble" if len(ens) > 1 else "0"] * len(test_ids), "test"
+        folds = None if ensemble == "mean" else [0]
+        e_plain, e_tta, e_target = run.predict_ids(test_store, test_ids, tta, folds, with_plain=True)
+        e_ids, evaluated_on = test_ids, "test"
+        e_fold = ["ensemble" if len(run.models) > 1 and ensemble == "mean" else "0"] * len(test_ids)
     else:  # no test set: report the out-of-fold predictions themselves
-        (e_plain, e_tta, e_target), owner = _fold_predictions(models, store, splits, cfg, tta, search_part, device)
+        (e_plain, e_tta, e_target), owner = _fold_predictions(run, store, search_part, tta)
         e_ids, e_fold, evaluated_on = [i for i, _ in owner], [str(k) for _, k in owner], "out_of_fold"
 
-    out_dir = create_run_dir(run_dir, "eval")
-    segmentation = store.segmentation
-    fn = _evaluate_segmentation if segmentation else _evaluate_classification
-    result = fn(cfg, out_dir, store, (s_plain, s_target), (e_plain, e_tta, e_target), e_ids, e_fold,
+    out_dir = create_run_dir(run.dir, "eval")
+    fn = _evaluate_segmentation if run.spatial else _evaluate_classification
+    result = fn(run.config, out_dir, test_store, search, (e_plain, e_tta, e_target), e_ids, e_fold,
                 tta=tta, threshold=threshold, objective=objective, target_sensitivity=target_sensitivity,
                 min_areas=min_areas)
     notes = []
@@ -122,8 +82,9 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
     if evaluated_on != "test" and threshold == "search":
         notes.append("no test set: the searched threshold is scored on the predictions it was chosen on, so that "
                      "row is optimistic; give a test set with data.root=... for an unbiased number")
-    result = {"run": str(run_dir), "evaluated_on": evaluated_on, "n": len(e_ids), "search_set": search_part
-              if search_part == "val" else "out_of_fold", "ensemble": ensemble, "notes": notes, **result}
+    result = {"run": str(run.dir), "evaluated_on": evaluated_on, "n": len(e_ids),
+              "search_set": (search_part if search_part == "val" else "out_of_fold") if search else None,
+              "ensemble": ensemble, "notes": notes, **result}
     write_json(out_dir / "metrics.json", result)
     write_json(out_dir / "postprocessing.json", result["postprocessing"])
     write_text(out_dir / "summary.md", _table(result))
@@ -155,7 +116,9 @@ def _evaluate_segmentation(cfg, out_dir, store, search, evaluation, ids, folds, 
     classes = [str(c) for c in cfg.data.classes]
     binary = len(classes) == 2
     empty = float(cfg.task.empty_score)
-    post = {"tta": tta, "threshold": float(cfg.task.threshold), "min_area": 0}
+    # min_area counts pixels at the model's input size (data.image_size); predict scales it to each input
+    post = {"tta": tta, "threshold": float(cfg.task.threshold), "min_area": 0,
+            "min_area_at_size": [int(v) for v in cfg.data.image_size]}
     if threshold == "search":
         found = search_pixel_threshold(search[0][:, 0], search[1], min_areas=tuple(min_areas), empty_score=empty)
         post.update(threshold=found["threshold"], min_area=found["min_area"], search_dice=found["dice"])
@@ -164,7 +127,8 @@ def _evaluate_segmentation(cfg, out_dir, store, search, evaluation, ids, folds, 
     def score(probs, t, area):
         pred = _binary_masks(probs, t, area).float()[:, None] if binary else probs
         counts = confusion(pred, target, binary, 0.5)
-        return scores(*counts, classes, empty), per_image(*counts, empty)
+        absent = str(cfg.task.get("absent_classes", "ignore"))
+        return scores(*counts, classes, empty, absent), per_image(*counts, empty, absent)
 
     rows = {"argmax": score(plain, 0.5, 0)}
     if threshold == "search":
@@ -197,18 +161,18 @@ def _evaluate_classification(cfg, out_dir, store, search, evaluation, ids, folds
     classes = [str(c) for c in cfg.data.classes]
     multilabel = cfg.data.mode == "multilabel"
     plain, augmented, target = (t.numpy() for t in evaluation)
-    post = {"tta": tta, "threshold": None}
+    # Multi-label runs decide each label with the run's own task.thresholds (0.5 where unset).
+    fixed = list(cfg.task.thresholds) if multilabel and cfg.task.get("thresholds") else None
+    post = {"tta": tta, "threshold": fixed}
     if threshold == "search":
         found = search_decision_threshold(search[1].numpy(), search[0].numpy()[:, 1], objective, target_sensitivity)
         post.update(threshold=found["threshold"], search=found)
-    rows = {"argmax": classification_scores(target, plain, classes, multilabel)[0]}
-    if post["threshold"] is not None:
+    rows = {"argmax": classification_scores(target, plain, classes, multilabel, fixed)[0]}
+    if threshold == "search":
         rows["threshold"] = classification_scores(target, plain, classes, multilabel, post["threshold"])[0]
     if tta != "none":
         rows["tta"] = classification_scores(target, augmented, classes, multilabel, post["threshold"])[0]
     probs = augmented if tta != "none" else plain
-    from medrun.tasks.classification import write_predictions
-
     write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, post["threshold"], folds)
     save_curves(target, probs, classes, multilabel, out_dir)
     return {"rows": rows, "postprocessing": post}
@@ -224,9 +188,10 @@ def _table(result: dict) -> str:
     rows = result["rows"]
     cols = [c for c in TABLE_COLUMNS if c in next(iter(rows.values()))]
     post = result["postprocessing"]
+    searched = (f"thresholds searched on the {result['search_set'].replace('_', '-')} predictions"
+                if result["search_set"] else "fixed thresholds (no search)")
     lines = [f"# Evaluation of {result['run']}", "",
-             f"Scored on the {result['evaluated_on'].replace('_', '-')} set ({result['n']} predictions); thresholds "
-             f"searched on the {result['search_set'].replace('_', '-')} predictions.",
+             f"Scored on the {result['evaluated_on'].replace('_', '-')} set ({result['n']} predictions); {searched}.",
              f"Post-processing: {json.dumps(post)}", "",
              *(f"> Note: {n}." for n in result["notes"]), *([""] if result["notes"] else []),
              "| post-processing | " + " | ".join(TABLE_COLUMNS[c] for c in cols) + " |",

@@ -1,0 +1,79 @@
+"""From a `data` config to what training needs: the listed dataset with its label facts filled into the
+config, the (cached) sample store, and the folds of the configured protocol."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+from dataclasses import replace
+from pathlib import Path
+
+from omegaconf import DictConfig, open_dict
+
+from medrun.data import build_dataset
+from medrun.data.samples import Dataset
+from medrun.data.splits import load_splits, make_splits
+from medrun.data.store import SampleStore
+from medrun.errors import MedrunError
+
+ID_KEY_ENV = "MEDRUN_ID_KEY_FILE"
+
+
+def fill_labels(cfg: DictConfig, dataset: Dataset) -> None:
+    """Classification: take class names and mode (multi-class / multi-label) from the data unless set."""
+    if dataset.kind != "classification":
+        return
+    with open_dict(cfg):
+        cfg.data.classes = list(cfg.data.get("classes") or dataset.classes)
+        if cfg.data.get("mode") in (None, "auto"):
+            cfg.data.mode = "multilabel" if dataset.multilabel else "multiclass"
+
+
+def id_key() -> bytes:
+    """The secret key of anonymised sample ids; kept outside every run folder (created on first use)."""
+    path = Path(os.environ.get(ID_KEY_ENV) or Path.home() / ".config" / "medrun" / "id_key").expanduser()
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    key = path.read_text().strip()
+    if len(key) < 32:
+        raise MedrunError(f"{path} ({ID_KEY_ENV}) holds no usable key; delete it to make a new one")
+    return key.encode()
+
+
+def anonymize(dataset: Dataset) -> Dataset:
+    """Replace file-name ids with a keyed hash (HMAC-SHA256): stable for one key, not reversible without it."""
+    key = id_key()
+    samples = [replace(s, id="s" + hmac.new(key, s.id.encode(), hashlib.sha256).hexdigest()[:16])
+               for s in dataset.samples]
+    out = replace(dataset, samples=samples)
+    for attr in ("classes", "multilabel"):
+        if hasattr(dataset, attr):
+            setattr(out, attr, getattr(dataset, attr))
+    return out
+
+
+def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
+    """List the dataset and (with `preload`) decode every sample, so bad files fail before training."""
+    dataset = build_dataset(cfg.data)
+    if cfg.data.get("anonymize_ids"):
+        dataset = anonymize(dataset)
+    fill_labels(cfg, dataset)
+    store = SampleStore(dataset, cfg.data.image_size, cache=bool(cfg.data.cache))
+    if preload:
+        if store.cached:
+            store.preload()
+        else:  # no cache: decode once to validate, keep nothing
+            for s in store.samples:
+                store.dataset.load(s)
+    return store
+
+
+def build_splits(cfg: DictConfig, store: SampleStore) -> dict:
+    """The run's folds: a given splits file, or the protocol `cv.name` made from the samples."""
+    if cfg.cv.get("splits_file"):
+        return load_splits(cfg.cv.splits_file, store.samples)
+    return make_splits(store.samples, cfg.cv, int(cfg.seed), ordered=bool(getattr(store.dataset, "ordered", False)))

@@ -23,13 +23,9 @@ __all__ = ["compose", "build_model", "build_datamodule", "build_store", "train",
 
 def build_model(cfg: DictConfig):
     """The task's LightningModule (network, loss, metrics, optimisation) for a composed config."""
-    if cfg.task.name == "classification":
-        if not cfg.data.get("classes"):
-            fill_labels(cfg, build_dataset(cfg.data))
-        elif cfg.data.get("mode") in (None, "auto"):  # the network is the same; train() reads the mode from the data
-            with open_dict(cfg):
-                cfg.data.mode = "multilabel" if cfg.data.get("label_columns") else "multiclass"
-    return TASKS.get(cfg.task.name)(to_plain(cfg))
+    task = TASKS.get(cfg.task.name)
+    task.complete_config(cfg)
+    return task(to_plain(cfg))
 
 
 def check_input_size(cfg: DictConfig) -> None:
@@ -44,8 +40,7 @@ def check_input_size(cfg: DictConfig) -> None:
 
     model_cfg = OmegaConf.merge(cfg.model, {k: None for k in ("pretrained", "encoder_weights", "weights_path",
                                                               "encoder_weights_path") if k in cfg.model})
-    classes = cfg.data.get("classes") or [0, 1]
-    out = 1 if cfg.task.name == "segmentation" and len(classes) == 2 else len(classes)
+    out = TASKS.get(cfg.task.name).output_channels(len(cfg.data.get("classes") or [0, 1]))
 
     def runs(h: int, w: int) -> str | None:
         with torch.device("meta"):

@@ -8,26 +8,24 @@ import sys
 
 from medrun.errors import MedrunError
 
-USAGE = """usage: medrun [--debug] [-m] COMMAND [key=value ...]
+def usage() -> str:
+    commands = "\n".join(f"  {line}" for _, line in COMMANDS.values())
+    return f"""usage: medrun [--debug] [-m] COMMAND [key=value ...]
 
 Config-driven experiment runner for medical image deep learning.
 
 commands:
-  train [overrides]            train every fold of an experiment into a new run folder
+{commands}
   -m train [sweep overrides]   Hydra multirun: one run folder per job, e.g. seed=1,2,3
-  list [GROUP]                 config options: experiment, data, model, trainer, logger, cv, ...
-  data check [overrides]       read every sample of data=<name> data.root=<path>; list bad files
-  summary [overrides]          layer table with trainable and frozen parameter counts
-  resume RUN_FOLDER            continue an interrupted run (also: train resume=RUN_FOLDER); the run's own
-                               config is used, and only this command can add allow_unsafe_checkpoints=true
-  eval run=RUN [tta=flips|d4] [threshold=search] [data.root=TEST]   score a run: OOF, test set, TTA, thresholds
-  predict run=RUN input=PATH output=DIR    the run's fold ensemble on new images or DICOM files
 
 options:
   -m, --multirun   expand comma lists / range() into several jobs
   --cfg            print the composed config and exit
   --debug          show tracebacks (also HYDRA_FULL_ERROR=1)
   -h, --help       this help; `medrun train --help` lists the config groups
+
+Trust: allow_unsafe_checkpoints=true (or MEDRUN_ALLOW_UNSAFE_CHECKPOINTS=1) on the current command is the
+only way to load checkpoints that need full unpickling; a run folder's own config cannot ask for it.
 
 examples:
   medrun train experiment=quickstart
@@ -66,6 +64,15 @@ def _train(overrides: list[str], print_cfg: bool) -> int:
 
     cfg = compose("train", overrides)  # before the heavy imports: config mistakes fail fast
     if print_cfg:
+        # What config.yaml will hold: label facts (classes, mode) come from the data when it can be listed.
+        from medrun.data import build_dataset
+        from medrun.data.build import fill_labels
+
+        try:
+            fill_labels(cfg, build_dataset(cfg.data))
+        except MedrunError as e:
+            print(f"medrun: note: data not listed ({e}); data.classes and data.mode are filled from the data "
+                  "when training starts", file=sys.stderr)
         print(OmegaConf.to_yaml(cfg))
         return 0
     from medrun.api import train
@@ -196,9 +203,19 @@ def _data(args: list[str]) -> int:
     return _data_check(args[1:])
 
 
-# name -> handler(args); usage text is USAGE above, and "valid:" lists come from this table.
-COMMANDS = {"train": lambda args: _train(args, False), "list": _list, "data": _data, "summary": _summary,
-            "resume": _resume, "eval": _eval, "predict": _predict}
+# name -> (handler(args), its line in `medrun --help`); dispatch, usage and "valid:" lists come from here.
+COMMANDS = {
+    "train": (lambda args: _train(args, False),
+              "train [overrides]            train every fold of an experiment into a new run folder"),
+    "list": (_list, "list [GROUP]                 config options: experiment, data, model, trainer, logger, cv"),
+    "data": (_data, "data check [overrides]       read every sample of data=<name> data.root=<path>; list bad files"),
+    "summary": (_summary, "summary [overrides]          layer table with trainable and frozen parameter counts"),
+    "resume": (_resume, "resume RUN_FOLDER            continue an interrupted run (also: train resume=RUN_FOLDER)"),
+    "eval": (_eval, "eval run=RUN [tta=flips|d4] [threshold=search] [data.root=TEST]\n"
+                    "                               score a run: out-of-fold, test set, TTA, thresholds"),
+    "predict": (_predict, "predict run=RUN input=PATH output=DIR\n"
+                          "                               the run's fold ensemble on new images or DICOM files"),
+}
 
 
 def run(argv: list[str]) -> int:
@@ -207,11 +224,11 @@ def run(argv: list[str]) -> int:
     rest = [a for a in argv if a not in flags]
     helping = "-h" in opts or "--help" in opts
     if not rest:
-        print(USAGE)
+        print(usage())
         return 0 if helping else 2
     command, args = rest[0], rest[1:]
     if helping:
-        print(_train_help() if command == "train" else USAGE)
+        print(_train_help() if command == "train" else usage())
         return 0
     if "-m" in opts or "--multirun" in opts:
         return _multirun(command, args)
@@ -219,7 +236,7 @@ def run(argv: list[str]) -> int:
         return _train(args, True)
     if command not in COMMANDS:
         raise MedrunError(f"unknown command {command!r}; valid: {', '.join(COMMANDS)} (see medrun --help)")
-    return COMMANDS[command](args)
+    return COMMANDS[command][0](args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -96,7 +96,7 @@ def score_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
     task.load_state_dict(load_checkpoint(checkpoint, bool(cfg.allow_unsafe_checkpoints))["state_dict"])
     datamodule = FoldDataModule(store, fold, cfg.data, int(cfg.seed) + k)
     device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
-    metrics, extras = task.evaluate_heldout(datamodule.test_dataloader(), [s.id for s in store.samples], fold_dir,
+    metrics, extras = task.evaluate_heldout(datamodule, [s.id for s in store.samples], fold_dir,
                                             device, bool(cfg.save_probabilities))
     record = {"fold": k, "metrics": metrics, **extras, **trained,
               "sizes": {part: len(fold[part]) for part in ("train", "val", "test")}}

@@ -2,24 +2,18 @@
 validation / out-of-fold predictions only, and fold ensembling. Writes <run>/eval/<time>/."""
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from medrun.data.build import build_store
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
-from medrun.evaluation import overlays
-from medrun.evaluation.classification import classification_scores, save_curves
-from medrun.evaluation.metrics import confusion, per_image, scores
-from medrun.evaluation.thresholds import search_decision_threshold, search_pixel_threshold
 from medrun.evaluation.tta import TTA
 from medrun.inference import Run, load_run, with_data_overrides
 from medrun.runs import create_run_dir, write_json, write_text
-from medrun.tasks.classification import write_predictions
+from medrun.tasks import TASKS
 
 
 def _fold_predictions(run: Run, store: SampleStore, part: str, tta: str):
@@ -72,10 +66,9 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
         e_ids, e_fold, evaluated_on = [i for i, _ in owner], [str(k) for _, k in owner], "out_of_fold"
 
     out_dir = create_run_dir(run.dir, "eval")
-    fn = _evaluate_segmentation if run.spatial else _evaluate_classification
-    result = fn(run.config, out_dir, test_store, search, (e_plain, e_tta, e_target), e_ids, e_fold,
-                tta=tta, threshold=threshold, objective=objective, target_sensitivity=target_sensitivity,
-                min_areas=min_areas)
+    result = run.task.evaluate_predictions(run.config, out_dir, test_store, search, (e_plain, e_tta, e_target),
+                                           e_ids, e_fold, tta=tta, threshold=threshold, objective=objective,
+                                           target_sensitivity=target_sensitivity, min_areas=min_areas)
     notes = []
     if splits["test_used_for_model_selection"]:
         notes.append("test set used for model selection (the run's protocol)")
@@ -99,83 +92,8 @@ def _check_options(cfg, tta, threshold, ensemble) -> None:
         raise MedrunError(f"threshold={threshold!r}; valid: fixed, search")
     if ensemble not in ("mean", "none"):
         raise MedrunError(f"ensemble={ensemble!r}; valid: mean, none")
-    binary = len(cfg.data.classes) == 2 and cfg.data.get("mode") != "multilabel"
-    if threshold == "search" and not binary:
+    if threshold == "search" and not TASKS.get(cfg.task.name).searchable(cfg):
         raise MedrunError("threshold=search applies to binary tasks; multi-class outputs use argmax")
-
-
-def _binary_masks(probs, t, min_area):
-    masks = probs[:, 0] >= t
-    if min_area:
-        masks[masks.flatten(1).sum(1) < min_area] = False
-    return masks
-
-
-def _evaluate_segmentation(cfg, out_dir, store, search, evaluation, ids, folds, *, tta, threshold, objective,
-                           target_sensitivity, min_areas):
-    classes = [str(c) for c in cfg.data.classes]
-    binary = len(classes) == 2
-    empty = float(cfg.task.empty_score)
-    # min_area counts pixels at the model's input size (data.image_size); predict scales it to each input
-    post = {"tta": tta, "threshold": float(cfg.task.threshold), "min_area": 0,
-            "min_area_at_size": [int(v) for v in cfg.data.image_size]}
-    if threshold == "search":
-        found = search_pixel_threshold(search[0][:, 0], search[1], min_areas=tuple(min_areas), empty_score=empty)
-        post.update(threshold=found["threshold"], min_area=found["min_area"], search_dice=found["dice"])
-    plain, augmented, target = evaluation
-
-    def score(probs, t, area):
-        pred = _binary_masks(probs, t, area).float()[:, None] if binary else probs
-        counts = confusion(pred, target, binary, 0.5)
-        absent = str(cfg.task.get("absent_classes", "ignore"))
-        return scores(*counts, classes, empty, absent), per_image(*counts, empty, absent)
-
-    rows = {"argmax": score(plain, 0.5, 0)}
-    if threshold == "search":
-        rows["threshold"] = score(plain, post["threshold"], post["min_area"])
-    if tta != "none":
-        rows["tta"] = score(augmented, post["threshold"], post["min_area"])
-    final = list(rows)[-1]
-    per = rows[final][1]
-    with open(out_dir / "per_sample.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["id", "fold", "predicted_fraction", "dice", "jaccard"])
-        probs = augmented if final == "tta" else plain
-        pred = _binary_masks(probs, post["threshold"], post["min_area"]) if binary else probs.argmax(1) > 0
-        for i, sid in enumerate(ids):
-            w.writerow([sid, folds[i], f"{pred[i].float().mean():.6f}", f"{per['dice'][i]:.6f}", f"{per['jaccard'][i]:.6f}"])
-    order = np.argsort(per["dice"].numpy(), kind="stable")
-    picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
-    probs = augmented if final == "tta" else plain
-    pred = _binary_masks(probs, post["threshold"], post["min_area"]).long() if binary else probs.argmax(1)
-    for name, i in picks.items():
-        image, _ = store.get(store.index[ids[i]])
-        overlays.save(out_dir / f"overlay_{name}.png", image, target[i].numpy(), pred[i].numpy(),
-                      f"{name}: {ids[i]} (Dice {per['dice'][i]:.3f})")
-    return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": post,
-            "overlays": {k: ids[i] for k, i in picks.items()}}
-
-
-def _evaluate_classification(cfg, out_dir, store, search, evaluation, ids, folds, *, tta, threshold, objective,
-                             target_sensitivity, min_areas):
-    classes = [str(c) for c in cfg.data.classes]
-    multilabel = cfg.data.mode == "multilabel"
-    plain, augmented, target = (t.numpy() for t in evaluation)
-    # Multi-label runs decide each label with the run's own task.thresholds (0.5 where unset).
-    fixed = list(cfg.task.thresholds) if multilabel and cfg.task.get("thresholds") else None
-    post = {"tta": tta, "threshold": fixed}
-    if threshold == "search":
-        found = search_decision_threshold(search[1].numpy(), search[0].numpy()[:, 1], objective, target_sensitivity)
-        post.update(threshold=found["threshold"], search=found)
-    rows = {"argmax": classification_scores(target, plain, classes, multilabel, fixed)[0]}
-    if threshold == "search":
-        rows["threshold"] = classification_scores(target, plain, classes, multilabel, post["threshold"])[0]
-    if tta != "none":
-        rows["tta"] = classification_scores(target, augmented, classes, multilabel, post["threshold"])[0]
-    probs = augmented if tta != "none" else plain
-    write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, post["threshold"], folds)
-    save_curves(target, probs, classes, multilabel, out_dir)
-    return {"rows": rows, "postprocessing": post}
 
 
 TABLE_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",

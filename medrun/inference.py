@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medrun.config import to_plain
-from medrun.data.store import SampleSet, SampleStore
+from medrun.data.store import TransformedSamples, SampleStore
 from medrun.data.transforms import pipeline
 from medrun.errors import MedrunError
 from medrun.evaluation.tta import tta_probabilities
@@ -97,7 +97,7 @@ class Run:
                     with_plain: bool = False):
         """Probabilities and targets of samples `ids` of `store`: (probs, targets), or with `with_plain`
         (plain, tta, targets) from one pass over the data."""
-        ds = SampleSet(store, store.indices(ids), pipeline(self.config.data, train=False), seed=0)
+        ds = TransformedSamples(store, store.indices(ids), pipeline(self.config.data, train=False), seed=0)
         loader = torch.utils.data.DataLoader(ds, batch_size=int(self.config.data.batch_size))
         plain, augmented, targets = [], [], []
         for batch in loader:

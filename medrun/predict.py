@@ -49,7 +49,7 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
     if threshold is None and cfg.data.get("mode") == "multilabel" and cfg.task.get("thresholds"):
         threshold = list(cfg.task.thresholds)
     h, w = (int(v) for v in cfg.data.image_size)
-    min_fraction = float(chosen.get("min_area") or 0) / (h * w)
+    post = {**chosen, "threshold": threshold, "min_fraction": float(chosen.get("min_area") or 0) / (h * w)}
     files = list_inputs(Path(str(input_path)).expanduser())
     dicom = dict(cfg.data.get("dicom") or {})
     size, to_tensor = resize(cfg.data.image_size), pipeline(cfg.data, train=False)
@@ -65,8 +65,7 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
         x = to_tensor(image=size(image=image)["image"])["image"].float()[None]
         probs = run.predict(x, tta)[0].cpu()
         if run.spatial:
-            _write_mask(output, path.stem, probs.numpy(), image.shape[:2], threshold, min_fraction, cfg,
-                        save_probabilities)
+            _write_mask(output, path.stem, probs.numpy(), image.shape[:2], run.task, post, cfg, save_probabilities)
         else:
             rows.append((path.name, probs.numpy()))
     if not run.spatial and rows:
@@ -79,28 +78,18 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
             for (name, p), lab in zip(rows, labels):
                 pred = ";".join(c for c, on in zip(classes, lab) if on) if multilabel else classes[int(lab)]
                 w.writerow([name, *(f"{v:.6f}" for v in p), pred])
-    report = {"run": str(run_dir), "tta": tta, "threshold": threshold, "min_area_fraction": min_fraction,
+    report = {"run": str(run_dir), "tta": tta, "threshold": threshold, "min_area_fraction": post["min_fraction"],
               "processed": len(files) - len(failed), "failed": failed}
     write_json(output / "report.json", report)
     return report
 
 
-def _write_mask(output: Path, stem: str, probs: np.ndarray, size, threshold, min_fraction: float, cfg,
+def _write_mask(output: Path, stem: str, probs: np.ndarray, size, task, post: dict, cfg,
                 save_probabilities: bool) -> None:
-    """Probabilities back to the input's size, then the binary threshold (a mask covering less than
-    `min_fraction` of the image is blanked, as eval's min_area) or the multi-class argmax."""
+    """Probabilities back to the input's size, then the task's post-processing into a mask PNG."""
     h, w = size
     full = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in probs])
-    if full.shape[0] == 1:
-        t = float(cfg.task.threshold if threshold is None else threshold)
-        binary = full[0] >= t
-        if binary.mean() < min_fraction:
-            binary[:] = False
-        mask = binary.astype(np.uint8) * 255
-        kept = full[0]
-    else:
-        mask = full.argmax(0).astype(np.uint8)
-        kept = full
+    mask, kept = task.mask_from_probabilities(full, post, cfg)
     Image.fromarray(mask).save(output / f"{stem}.png")
     if save_probabilities:
         np.save(output / f"{stem}.npy", kept.astype(np.float16))

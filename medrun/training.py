@@ -13,6 +13,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProg
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 from medrun.errors import MedrunError
+from medrun.registry import Registry
 
 
 class FoldProgressBar(RichProgressBar):
@@ -82,26 +83,39 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl
     return out
 
 
+# name -> (cfg, fold_dir, run_dir, fold, config, wandb_id) -> a Lightning logger, or False for none
+LOGGERS: Registry = Registry("logger", "logger.name")
+
+
+@LOGGERS.register("none")
+def _no_logger(cfg, fold_dir, run_dir, fold, config, wandb_id):
+    return False
+
+
+@LOGGERS.register("csv")
+def _csv_logger(cfg, fold_dir, run_dir, fold, config, wandb_id):
+    return CSVLogger(save_dir=fold_dir, name="logs", version="")
+
+
+@LOGGERS.register("wandb")
+def _wandb_logger(cfg, fold_dir, run_dir, fold, config, wandb_id):
+    import wandb
+    from pytorch_lightning.loggers import WandbLogger
+
+    # No code, git or host metadata: runs may sit next to patient data.
+    settings = wandb.Settings(save_code=False, disable_code=True, disable_git=True, x_disable_meta=True,
+                              x_disable_machine_info=True, console="off", silent=True)
+    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.get("entity"),
+                       group=f"{cfg.name}/{run_dir.name}", name=f"fold_{fold}", job_type="train",
+                       save_dir=str(run_dir), mode=cfg.logger.get("mode"), config=without_paths(config),
+                       settings=settings, reinit="finish_previous", log_model=False,
+                       id=wandb_id, resume="allow" if wandb_id else None)
+
+
 def build_logger(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int, config: dict,
                  wandb_id: str | None = None) -> Logger | bool:
-    name = cfg.logger.name
-    if name == "none":
-        return False
-    if name == "csv":
-        return CSVLogger(save_dir=fold_dir, name="logs", version="")
-    if name == "wandb":
-        import wandb
-        from pytorch_lightning.loggers import WandbLogger
-
-        # No code, git or host metadata: runs may sit next to patient data.
-        settings = wandb.Settings(save_code=False, disable_code=True, disable_git=True, x_disable_meta=True,
-                                  x_disable_machine_info=True, console="off", silent=True)
-        return WandbLogger(project=cfg.logger.project, entity=cfg.logger.get("entity"),
-                           group=f"{cfg.name}/{run_dir.name}", name=f"fold_{fold}", job_type="train",
-                           save_dir=str(run_dir), mode=cfg.logger.get("mode"), config=without_paths(config),
-                           settings=settings, reinit="finish_previous", log_model=False,
-                           id=wandb_id, resume="allow" if wandb_id else None)
-    raise MedrunError(f"unknown logger {name!r} (logger.name); valid: csv, wandb, none")
+    """The fold's logger (`logger.name`); W&B resumes the fold's run when `wandb_id` is given."""
+    return LOGGERS.get(cfg.logger.name)(cfg, fold_dir, run_dir, fold, config, wandb_id)
 
 
 PATH_KEYS = {"root", "csv", "image_dir", "output_dir", "resume", "weights_path", "encoder_weights_path", "splits_file"}

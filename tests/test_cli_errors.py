@@ -101,7 +101,16 @@ def dicom_table(tmp_path, shared_data, damage):
 
 @pytest.mark.parametrize("damage,expected", [("no_pixels", "DICOM has no pixel data"),
                                              ("compressed", "no decoder installed")])
-def test_bad_dicom(damage, expected, shared_data, tmp_path, capsys):
+def test_bad_dicom(damage, expected, shared_data, tmp_path, capsys, monkeypatch):
+    if damage == "compressed":  # the decoders are installed with medrun[dev]: take them away for this case
+        decode = pydicom.Dataset.pixel_array.fget
+
+        def without_decoders(ds):
+            if ds.file_meta.TransferSyntaxUID.is_compressed:
+                raise RuntimeError("Unable to decode the pixel data: no plugin available")
+            return decode(ds)
+
+        monkeypatch.setattr(pydicom.Dataset, "pixel_array", property(without_decoders))
     assert expected in one_line_error(capsys, ["train", *dicom_table(tmp_path, shared_data, damage)])
 
 

@@ -5,7 +5,7 @@ import medrun
 from medrun.errors import MedrunError
 from medrun.models.sharp import SHARPEN_KERNEL, SharpBlock
 from medrun.models.sharp_unet import SharpUNet
-from medrun.models.smp_unet import EncoderUNet
+from medrun.models.encoder_unet import EncoderUNet
 
 
 def counts(model):

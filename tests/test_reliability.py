@@ -84,12 +84,12 @@ def test_out_of_memory_and_worker_crash_say_what_to_change(tiny, monkeypatch):
         medrun.train(medrun.compose("train", [*tiny, "cv=holdout"]))
     monkeypatch.undo()
 
-    from medrun.data.store import SampleSet
+    from medrun.data.store import TransformedSamples
 
     def die(self, k):
         os._exit(1)
 
-    monkeypatch.setattr(SampleSet, "__getitem__", die)
+    monkeypatch.setattr(TransformedSamples, "__getitem__", die)
     with pytest.raises(MedrunError, match=r"data loader worker crashed .*data.num_workers=0"):
         medrun.train(medrun.compose("train", [*tiny, "cv=holdout", "data.num_workers=1"]))
 

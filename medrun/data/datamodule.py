@@ -6,7 +6,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from medrun.data.store import SampleStore, SampleSet
+from medrun.data.store import SampleStore, TransformedSamples
 from medrun.data.transforms import pipeline
 
 
@@ -18,7 +18,7 @@ class FoldDataModule(pl.LightningDataModule):
     def _loader(self, part: str, train: bool) -> DataLoader:
         transform = pipeline(self.cfg, train)
         random = train and len(transform.transforms) > 2  # augmentations beyond Normalize and ToTensor
-        ds = SampleSet(self.store, self.store.indices(self.split[part]), transform, self.seed, random)
+        ds = TransformedSamples(self.store, self.store.indices(self.split[part]), transform, self.seed, random)
         workers = int(self.cfg.num_workers)
         sampler = None
         trainer = self.trainer

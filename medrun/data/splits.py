@@ -13,6 +13,7 @@ from sklearn.model_selection import (GroupKFold, GroupShuffleSplit, KFold, Strat
 from medrun.config_values import get_float, get_int
 from medrun.data.samples import Sample
 from medrun.errors import MedrunError
+from medrun.registry import Registry
 
 LEAK_NOTE = "test set used for model selection"
 
@@ -66,6 +67,46 @@ def _kfold(pool: list[Sample], cv: DictConfig, seed: int, contiguous: bool = Fal
         yield [pool[i] for i in rest], [pool[i] for i in test]
 
 
+# name -> (pool, fixed_test, cv, seed, ordered) -> ([(train, val, test), ...], test used for model selection)
+PROTOCOLS: Registry = Registry("cv protocol", "cv.name")
+
+
+@PROTOCOLS.register("kfold")
+def _kfold_protocol(pool, fixed_test, cv, seed, ordered):
+    val_fraction = get_float(cv, "val_fraction", 0, 1, prefix="cv.")
+    contiguous = cv.get("contiguous")
+    contiguous = ordered if contiguous is None else bool(contiguous)
+    folds = []
+    for k, (rest, test) in enumerate(_kfold(pool, cv, seed, contiguous)):
+        train, val = _holdout(rest, val_fraction, seed + k, for_validation=True)
+        folds.append((train, val, test))
+    return folds, False
+
+
+@PROTOCOLS.register("holdout")
+def _holdout_protocol(pool, fixed_test, cv, seed, ordered):
+    fixed = bool(cv.get("use_fixed_test", True))
+    fixed_val = [s for s in pool if s.subset == "val"]
+    if fixed_test and fixed:
+        rest, test = pool, fixed_test
+    else:
+        rest, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1, prefix="cv."), seed)
+    if fixed_val and fixed:  # e.g. MedMNIST's official validation split
+        train, val = [s for s in rest if s.subset != "val"], [s for s in rest if s.subset == "val"]
+    else:
+        train, val = _holdout(rest, get_float(cv, "val_fraction", 0, 1, prefix="cv."), seed, for_validation=True)
+    return [(train, val, test)], False
+
+
+@PROTOCOLS.register("repeated_holdout")
+def _repeated_holdout_protocol(pool, fixed_test, cv, seed, ordered):
+    # The Sharp U-Net authors' protocol: one split, trained `repeats` times; the held-out part
+    # also drives early stopping, so the reported numbers are optimistic.
+    train, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1, prefix="cv."),
+                           get_int(cv, "split_seed", prefix="cv."), grouped=bool(cv.get("grouped", False)))
+    return [(train, test, test)] * get_int(cv, "repeats", minimum=1, prefix="cv."), True
+
+
 def make_splits(samples: list[Sample], cv: DictConfig, seed: int, ordered: bool = False) -> dict:
     """Build the folds of protocol `cv.name`; each fold lists train, val and test sample ids.
 
@@ -74,39 +115,9 @@ def make_splits(samples: list[Sample], cv: DictConfig, seed: int, ordered: bool 
     """
     pool = [s for s in samples if s.subset != "test"]
     fixed_test = [s for s in samples if s.subset == "test"]
-    name = cv.name
-    leak = False
-    folds = []
-    if name == "kfold":
-        val_fraction = get_float(cv, "val_fraction", 0, 1, prefix="cv.")
-        contiguous = cv.get("contiguous")
-        contiguous = ordered if contiguous is None else bool(contiguous)
-        for k, (rest, test) in enumerate(_kfold(pool, cv, seed, contiguous)):
-            train, val = _holdout(rest, val_fraction, seed + k, for_validation=True)
-            folds.append((train, val, test))
-    elif name == "holdout":
-        fixed = bool(cv.get("use_fixed_test", True))
-        fixed_val = [s for s in pool if s.subset == "val"]
-        if fixed_test and fixed:
-            rest, test = pool, fixed_test
-        else:
-            rest, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1, prefix="cv."), seed)
-        if fixed_val and fixed:  # e.g. MedMNIST's official validation split
-            train, val = [s for s in rest if s.subset != "val"], [s for s in rest if s.subset == "val"]
-        else:
-            train, val = _holdout(rest, get_float(cv, "val_fraction", 0, 1, prefix="cv."), seed, for_validation=True)
-        folds.append((train, val, test))
-    elif name == "repeated_holdout":
-        # The Sharp U-Net authors' protocol: one split, trained `repeats` times; the held-out part
-        # also drives early stopping, so the reported numbers are optimistic.
-        train, test = _holdout(pool, get_float(cv, "test_fraction", 0, 1, prefix="cv."), get_int(cv, "split_seed", prefix="cv."),
-                               grouped=bool(cv.get("grouped", False)))
-        folds = [(train, test, test)] * get_int(cv, "repeats", minimum=1, prefix="cv.")
-        leak = True
-    else:
-        raise MedrunError(f"unknown cv protocol {name!r} (cv.name); valid: kfold, holdout, repeated_holdout")
+    folds, leak = PROTOCOLS.get(cv.name)(pool, fixed_test, cv, seed, ordered)
     return {
-        "protocol": name,
+        "protocol": cv.name,
         "test_used_for_model_selection": leak,
         "seed": seed,
         "folds": [{"fold": k, "train": _ids(tr), "val": _ids(va), "test": _ids(te)}

@@ -49,7 +49,7 @@ class SampleStore:
         return [self.index[i] for i in ids]
 
 
-class SampleSet(TorchDataset):
+class TransformedSamples(TorchDataset):
     """Samples `indices` of a store through an albumentations `transform` (masks transformed alike)."""
 
     def __init__(self, store: SampleStore, indices: list[int], transform, seed: int, random: bool = False):

@@ -10,16 +10,13 @@ from PIL import Image
 from medrun.evaluation.metrics import confusion, scores
 
 
-@torch.inference_mode()
 def evaluate_segmentation(task, loader, sample_ids: list[str], pred_dir: Path | None,
                           save_probabilities: bool = True, device: str | torch.device = "cpu") -> dict[str, float]:
     """Dataset metrics over `loader`; writes `<id>.png` masks (and `<id>.npy` float16 probabilities)."""
-    task = task.to(device).eval()
     counts = []
     if pred_dir is not None:
         pred_dir.mkdir(parents=True, exist_ok=True)
-    for batch in loader:
-        probs = task.probabilities(task(batch["image"].to(device)).float()).cpu()
+    for probs, batch in task.iter_probabilities(loader, device):
         counts.append(confusion(probs, batch["target"], task.binary, task.val_scores.threshold))
         if pred_dir is None:
             continue

@@ -28,6 +28,14 @@ def pixel_counts(probs: torch.Tensor, target: torch.Tensor, bins: int = 100):
     return counts[..., 1], counts[..., 0], counts[:, 0, 1]
 
 
+def binarize(probs: torch.Tensor, threshold: float, min_area: int = 0) -> torch.Tensor:
+    """Binary masks (N, H, W) from (N, 1, H, W) foreground probabilities; masks under `min_area` pixels are blanked."""
+    masks = probs[:, 0] >= threshold
+    if min_area:
+        masks[masks.flatten(1).sum(1) < min_area] = False
+    return masks
+
+
 def search_pixel_threshold(probs: torch.Tensor, target: torch.Tensor, bins: int = 100,
                            min_areas=(0,), empty_score: float = 1.0) -> dict:
     """The (threshold, min_area) maximising the mean per-image Dice; a prediction smaller than

@@ -6,7 +6,7 @@ from torch import nn
 
 from medrun.models.classifiers import FFVGG19, VGGGAP, timm_classifier
 from medrun.models.sharp_unet import SharpUNet
-from medrun.models.smp_unet import EncoderUNet
+from medrun.models.encoder_unet import EncoderUNet
 from medrun.registry import Registry
 
 MODELS: Registry = Registry("model", "model.name")

@@ -1,6 +1,5 @@
-"""LightningModules, one per task, selected by `task.name`."""
-from medrun.registry import Registry
+"""LightningModules, one per task, selected by `task.name` from the TASKS registry."""
+from medrun.tasks import classification, segmentation  # noqa: F401  (registers)
+from medrun.tasks.base import TASKS, ConfiguredTask
 
-TASKS: Registry = Registry("task", "task.name")
-
-from medrun.tasks import classification, segmentation  # noqa: E402,F401  (registers)
+__all__ = ["TASKS", "ConfiguredTask"]

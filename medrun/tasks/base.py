@@ -7,13 +7,18 @@ import torch
 from omegaconf import OmegaConf
 
 from medrun.models import build_network
+from medrun.registry import Registry
 from medrun.tasks.optim import apply_performance_options, build_optimization
+
+
+TASKS: Registry = Registry("task", "task.name")
 
 
 class ConfiguredTask(pl.LightningModule):
     """`config` is the run's resolved config as a plain dict, so checkpoints load with weights_only=True.
 
-    Subclasses set `self.loss` and implement `probabilities`, `validation_scores`, `evaluate_heldout`.
+    Subclasses set `self.loss` and implement `probabilities`, `validation_scores`, `evaluate_heldout(datamodule, ...)`
+    and the class-level hooks below.
     """
 
     spatial = False  # whether a prediction is a map (segmentation) rather than one score vector per image
@@ -44,6 +49,33 @@ class ConfiguredTask(pl.LightningModule):
 
     def configure_optimizers(self):
         return build_optimization(self, self.cfg.task.optimizer, self.cfg.task.get("scheduler"))
+
+    @torch.inference_mode()
+    def iter_probabilities(self, loader, device):
+        """(probabilities on the CPU, batch) for each batch of `loader`: the one inference loop of held-out scoring."""
+        self.to(device).eval()
+        for batch in loader:
+            yield self.probabilities(self(batch["image"].to(device)).float()).cpu(), batch
+
+    # Hooks a task defines; shared code calls these instead of asking which task it is.
+    @classmethod
+    def output_channels(cls, n_classes: int) -> int:
+        """Network outputs for `n_classes` classes."""
+        return n_classes
+
+    @classmethod
+    def complete_config(cls, cfg) -> None:
+        """Fill what the network needs but the config leaves to the data (e.g. class names)."""
+
+    @classmethod
+    def searchable(cls, cfg) -> bool:
+        """Whether `medrun eval threshold=search` applies to runs of this task and config."""
+        return False
+
+    @classmethod
+    def evaluate_predictions(cls, cfg, out_dir, store, search, evaluation, ids, folds, **options) -> dict:
+        """`medrun eval`'s rows and files for this task: {"rows": {...}, "postprocessing": {...}, ...}."""
+        raise NotImplementedError
 
     @classmethod
     def finish_run(cls, cfg, run_dir, splits) -> dict:

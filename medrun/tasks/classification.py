@@ -6,14 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from omegaconf import open_dict
 from sklearn.utils.class_weight import compute_class_weight
 from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
-from medrun.evaluation.classification import classification_scores, predict_labels, save_plots
+from medrun.evaluation.classification import classification_scores, predict_labels, save_curves, save_plots
+from medrun.evaluation.thresholds import search_decision_threshold
 from medrun.runs import write_json
-from medrun.tasks import TASKS
-from medrun.tasks.base import ConfiguredTask
+from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.classification_losses import build_classification_loss
 
 
@@ -52,19 +53,12 @@ class ClassificationTask(ConfiguredTask):
         self.log("val/auc", self.val_auc.compute(), prog_bar=True, sync_dist=True)
         self.val_auc.reset()
 
-    @torch.inference_mode()
-    def predict_loader(self, loader, device) -> tuple[np.ndarray, np.ndarray, list[int]]:
-        self.to(device).eval()
-        probs, targets, index = [], [], []
-        for batch in loader:
-            probs.append(self.probabilities(self(batch["image"].to(device)).float()).cpu().numpy())
-            targets.append(batch["target"].numpy())
-            index += batch["index"].tolist()
-        return np.concatenate(probs), np.concatenate(targets), index
-
-    def evaluate_heldout(self, loader, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
-        """Metrics on `loader`; writes predictions.csv (id, truth, probabilities, prediction) and plots."""
-        probs, targets, index = self.predict_loader(loader, device)
+    def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
+        """Metrics on the fold's test part; writes predictions.csv (id, truth, probabilities, prediction), plots."""
+        batches = list(self.iter_probabilities(datamodule.test_dataloader(), device))
+        probs = np.concatenate([p.numpy() for p, _ in batches])
+        targets = np.concatenate([b["target"].numpy() for _, b in batches])
+        index = [i for _, b in batches for i in b["index"].tolist()]
         write_predictions(out_dir / "predictions.csv", [sample_ids[i] for i in index], targets, probs,
                           self.class_names, self.multilabel, self.thresholds)
         metrics, cm = classification_scores(targets, probs, self.class_names, self.multilabel, self.thresholds)
@@ -83,6 +77,47 @@ class ClassificationTask(ConfiguredTask):
         save_plots(targets, probs, classes, multilabel, run_dir, prefix="oof_", thresholds=cfg.task.get("thresholds"))
         write_json(run_dir / "oof_metrics.json", {"metrics": metrics, "confusion_matrix": cm})
         return {"pooled_out_of_fold": metrics}
+
+    @classmethod
+    def complete_config(cls, cfg) -> None:
+        """Class names from the data when the config has none; the mode (the network is the same for both;
+        training reads the mode from the data)."""
+        from medrun.data import build_dataset
+        from medrun.data.build import fill_labels
+
+        if not cfg.data.get("classes"):
+            fill_labels(cfg, build_dataset(cfg.data))
+        elif cfg.data.get("mode") in (None, "auto"):
+            with open_dict(cfg):
+                cfg.data.mode = "multilabel" if cfg.data.get("label_columns") else "multiclass"
+
+    @classmethod
+    def searchable(cls, cfg) -> bool:
+        """Whether eval's decision-threshold search applies: binary single-label."""
+        return len(cfg.data.classes) == 2 and cfg.data.get("mode") != "multilabel"
+
+    @classmethod
+    def evaluate_predictions(cls, cfg, out_dir, store, search, evaluation, ids, folds, *, tta, threshold,
+                             objective, target_sensitivity, min_areas):
+        """eval's rows (ArgMax / searched decision threshold / TTA), per_sample.csv, ROC and PR curves."""
+        classes = [str(c) for c in cfg.data.classes]
+        multilabel = cfg.data.mode == "multilabel"
+        plain, augmented, target = (t.numpy() for t in evaluation)
+        # Multi-label runs decide each label with the run's own task.thresholds (0.5 where unset).
+        fixed = list(cfg.task.thresholds) if multilabel and cfg.task.get("thresholds") else None
+        post = {"tta": tta, "threshold": fixed}
+        if threshold == "search":
+            found = search_decision_threshold(search[1].numpy(), search[0].numpy()[:, 1], objective, target_sensitivity)
+            post.update(threshold=found["threshold"], search=found)
+        rows = {"argmax": classification_scores(target, plain, classes, multilabel, fixed)[0]}
+        if threshold == "search":
+            rows["threshold"] = classification_scores(target, plain, classes, multilabel, post["threshold"])[0]
+        if tta != "none":
+            rows["tta"] = classification_scores(target, augmented, classes, multilabel, post["threshold"])[0]
+        probs = augmented if tta != "none" else plain
+        write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, post["threshold"], folds)
+        save_curves(target, probs, classes, multilabel, out_dir)
+        return {"rows": rows, "postprocessing": post}
 
 
 def balanced_weights(samples, n_classes: int, multilabel: bool) -> np.ndarray:

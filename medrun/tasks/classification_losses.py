@@ -7,6 +7,7 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from medrun.errors import MedrunError
+from medrun.registry import Registry
 
 
 class SoftmaxFocalLoss(nn.Module):
@@ -68,12 +69,23 @@ def build_classification_loss(spec, multilabel: bool, class_weights: torch.Tenso
         raise MedrunError(f"task.class_weights=balanced does not apply to task.loss.name={name}"
                           f"{' (multi-label)' if multilabel else ''}; remove it, or use cross_entropy"
                           f"{'' if multilabel else ' or focal'}")
-    if name == "cross_entropy":
-        if multilabel:
-            return WeightedBCEWithLogits(pos_weight=class_weights, **spec)
-        return nn.CrossEntropyLoss(weight=class_weights, **spec)
-    if name == "focal":
-        return SigmoidFocalLoss(**spec) if multilabel else SoftmaxFocalLoss(weight=class_weights, **spec)
-    if name == "soft_f1":
-        return SoftF1Loss(multilabel)
-    raise MedrunError(f"unknown classification loss {name!r} (task.loss.name); valid: cross_entropy, focal, soft_f1")
+    return CLASSIFICATION_LOSSES.get(name)(multilabel, class_weights, **spec)
+
+
+CLASSIFICATION_LOSSES: Registry = Registry("classification loss", "task.loss.name")
+
+
+@CLASSIFICATION_LOSSES.register("cross_entropy")
+def _cross_entropy(multilabel, class_weights, **kw):
+    return WeightedBCEWithLogits(pos_weight=class_weights, **kw) if multilabel else nn.CrossEntropyLoss(
+        weight=class_weights, **kw)
+
+
+@CLASSIFICATION_LOSSES.register("focal")
+def _focal(multilabel, class_weights, **kw):
+    return SigmoidFocalLoss(**kw) if multilabel else SoftmaxFocalLoss(weight=class_weights, **kw)
+
+
+@CLASSIFICATION_LOSSES.register("soft_f1")
+def _soft_f1(multilabel, class_weights):
+    return SoftF1Loss(multilabel)

@@ -4,38 +4,53 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from medrun.errors import MedrunError
+from medrun.registry import Registry
 
-OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-              "adadelta": torch.optim.Adadelta, "radam": torch.optim.RAdam}
+OPTIMIZERS: Registry = Registry("optimizer", "task.optimizer.name")
+for _name, _cls in (("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD),
+                    ("adadelta", torch.optim.Adadelta), ("radam", torch.optim.RAdam)):
+    OPTIMIZERS.register(_name)(_cls)
+
+# name -> (optimizer, settings, module) -> the lr_scheduler entry of configure_optimizers
+SCHEDULERS: Registry = Registry("scheduler", "task.scheduler.name")
+
+
+@SCHEDULERS.register("none")
+def _none(opt, settings: dict, module):
+    return None
+
+
+@SCHEDULERS.register("plateau")
+def _plateau(opt, settings: dict, module):
+    monitor = settings.pop("monitor", None)
+    return {"scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **settings), "monitor": monitor}
+
+
+@SCHEDULERS.register("cosine")
+def _cosine(opt, settings: dict, module):
+    return torch.optim.lr_scheduler.CosineAnnealingLR(opt, **settings)
+
+
+@SCHEDULERS.register("onecycle")
+def _onecycle(opt, settings: dict, module):
+    settings.setdefault("max_lr", opt.defaults["lr"])
+    total = module.trainer.estimated_stepping_batches  # Lightning knows the run's length
+    return {"scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=int(total), **settings),
+            "interval": "step"}
 
 
 def build_optimization(module: torch.nn.Module, optimizer: DictConfig, scheduler: DictConfig | None):
     """Lightning's configure_optimizers value; only trainable parameters reach the optimizer."""
     opt_cfg = OmegaConf.to_container(optimizer, resolve=True)
     name = opt_cfg.pop("name")
-    if name not in OPTIMIZERS:
-        raise MedrunError(f"unknown optimizer {name!r} (task.optimizer.name); valid: {', '.join(sorted(OPTIMIZERS))}")
     params = [p for p in module.parameters() if p.requires_grad]
-    opt = OPTIMIZERS[name](params, **opt_cfg)
-    if not scheduler or scheduler.get("name") in (None, "none"):
-        return opt
-    sname = scheduler.name
-    if sname not in ("plateau", "cosine", "onecycle"):
-        raise MedrunError(f"unknown scheduler {sname!r} (task.scheduler.name); valid: none, plateau, cosine, onecycle")
+    opt = OPTIMIZERS.get(name)(params, **opt_cfg)
+    name = (scheduler or {}).get("name") or "none"
     # Each schedule keeps its own settings under its name, so switching task.scheduler.name is enough.
-    node = scheduler.get(sname)
-    sch = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    monitor = sch.pop("monitor", None)
-    if sname == "plateau":
-        return {"optimizer": opt, "lr_scheduler": {
-            "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt, **sch), "monitor": monitor}}
-    if sname == "cosine":
-        return {"optimizer": opt, "lr_scheduler": torch.optim.lr_scheduler.CosineAnnealingLR(opt, **sch)}
-    sch.setdefault("max_lr", opt_cfg.get("lr", 1e-3))
-    total = module.trainer.estimated_stepping_batches  # Lightning knows the run's length
-    return {"optimizer": opt, "lr_scheduler": {
-        "scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=int(total), **sch), "interval": "step"}}
+    node = scheduler.get(name) if scheduler else None
+    settings = OmegaConf.to_container(node, resolve=True) if node is not None else {}
+    entry = SCHEDULERS.get(name)(opt, settings, module)
+    return opt if entry is None else {"optimizer": opt, "lr_scheduler": entry}
 
 
 def apply_performance_options(module) -> None:

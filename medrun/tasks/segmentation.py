@@ -1,13 +1,17 @@
 """The segmentation LightningModule: sigmoid (binary) or softmax (multi-class) masks."""
 from __future__ import annotations
 
+import csv
+
+import numpy as np
 import torch
 
+from medrun.evaluation import overlays
 from medrun.evaluation.heldout import evaluate_segmentation
-from medrun.evaluation.metrics import SegmentationScores
-from medrun.tasks import TASKS
-from medrun.tasks.base import ConfiguredTask
-from medrun.tasks.losses import build_loss
+from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
+from medrun.evaluation.thresholds import binarize, search_pixel_threshold
+from medrun.tasks.base import TASKS, ConfiguredTask
+from medrun.tasks.segmentation_losses import build_loss
 
 
 @TASKS.register("segmentation")
@@ -17,7 +21,7 @@ class SegmentationTask(ConfiguredTask):
     def __init__(self, config: dict):
         classes = list(config["data"]["classes"])
         self.class_names, self.binary = classes, len(classes) == 2
-        super().__init__(config, 1 if self.binary else len(classes))
+        super().__init__(config, self.output_channels(len(classes)))
         self.loss = build_loss(self.cfg.task.loss, self.binary)
         self.val_scores = SegmentationScores(classes, float(self.cfg.task.threshold), float(self.cfg.task.empty_score),
                                              str(self.cfg.task.get("absent_classes", "ignore")))
@@ -35,7 +39,76 @@ class SegmentationTask(ConfiguredTask):
         self.log("val/jaccard", values.pop("jaccard"), prog_bar=True, sync_dist=True)
         self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=True)
 
-    def evaluate_heldout(self, loader, sample_ids: list[str], out_dir, device, save_probabilities=True):
-        """Metrics on `loader`; writes predictions/<id>.png (and .npy probabilities)."""
-        metrics = evaluate_segmentation(self, loader, sample_ids, out_dir / "predictions", save_probabilities, device)
+    def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir, device, save_probabilities=True):
+        """Metrics on the fold's test part; writes predictions/<id>.png (and .npy probabilities)."""
+        metrics = evaluate_segmentation(self, datamodule.test_dataloader(), sample_ids, out_dir / "predictions",
+                                        save_probabilities, device)
         return metrics, {}
+
+    @classmethod
+    def output_channels(cls, n_classes: int) -> int:
+        return 1 if n_classes == 2 else n_classes  # binary: one sigmoid map
+
+    @classmethod
+    def mask_from_probabilities(cls, probs: np.ndarray, post: dict, cfg) -> tuple[np.ndarray, np.ndarray]:
+        """predict's mask (uint8: 0/255 when binary, class indices otherwise) and the probabilities it keeps,
+        from (C, H, W) probabilities at the input's size; a binary mask covering less than
+        post["min_fraction"] of the image is blanked, as eval's min_area at the model's size."""
+        if probs.shape[0] > 1:
+            return probs.argmax(0).astype(np.uint8), probs
+        t = float(cfg.task.threshold if post.get("threshold") is None else post["threshold"])
+        binary = probs[0] >= t
+        if binary.mean() < float(post.get("min_fraction") or 0):
+            binary[:] = False
+        return binary.astype(np.uint8) * 255, probs[0]
+
+    @classmethod
+    def searchable(cls, cfg) -> bool:
+        """Whether eval's threshold search applies: binary masks."""
+        return len(cfg.data.classes) == 2
+
+    @classmethod
+    def evaluate_predictions(cls, cfg, out_dir, store, search, evaluation, ids, folds, *, tta, threshold,
+                             objective, target_sensitivity, min_areas):
+        """eval's rows (ArgMax / searched threshold and min-area / TTA), per_sample.csv and overlays."""
+        classes = [str(c) for c in cfg.data.classes]
+        binary = len(classes) == 2
+        empty = float(cfg.task.empty_score)
+        # min_area counts pixels at the model's input size (data.image_size); predict scales it to each input
+        post = {"tta": tta, "threshold": float(cfg.task.threshold), "min_area": 0,
+                "min_area_at_size": [int(v) for v in cfg.data.image_size]}
+        if threshold == "search":
+            found = search_pixel_threshold(search[0][:, 0], search[1], min_areas=tuple(min_areas), empty_score=empty)
+            post.update(threshold=found["threshold"], min_area=found["min_area"], search_dice=found["dice"])
+        plain, augmented, target = evaluation
+
+        def score(probs, t, area):
+            pred = binarize(probs, t, area).float()[:, None] if binary else probs
+            counts = confusion(pred, target, binary, 0.5)
+            absent = str(cfg.task.get("absent_classes", "ignore"))
+            return scores(*counts, classes, empty, absent), per_image(*counts, empty, absent)
+
+        rows = {"argmax": score(plain, 0.5, 0)}
+        if threshold == "search":
+            rows["threshold"] = score(plain, post["threshold"], post["min_area"])
+        if tta != "none":
+            rows["tta"] = score(augmented, post["threshold"], post["min_area"])
+        final = list(rows)[-1]
+        per = rows[final][1]
+        with open(out_dir / "per_sample.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "fold", "predicted_fraction", "dice", "jaccard"])
+            probs = augmented if final == "tta" else plain
+            pred = binarize(probs, post["threshold"], post["min_area"]) if binary else probs.argmax(1) > 0
+            for i, sid in enumerate(ids):
+                w.writerow([sid, folds[i], f"{pred[i].float().mean():.6f}", f"{per['dice'][i]:.6f}", f"{per['jaccard'][i]:.6f}"])
+        order = np.argsort(per["dice"].numpy(), kind="stable")
+        picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
+        probs = augmented if final == "tta" else plain
+        pred = binarize(probs, post["threshold"], post["min_area"]).long() if binary else probs.argmax(1)
+        for name, i in picks.items():
+            image, _ = store.get(store.index[ids[i]])
+            overlays.save(out_dir / f"overlay_{name}.png", image, target[i].numpy(), pred[i].numpy(),
+                          f"{name}: {ids[i]} (Dice {per['dice'][i]:.3f})")
+        return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": post,
+                "overlays": {k: ids[i] for k, i in picks.items()}}

@@ -7,16 +7,17 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from medrun.errors import MedrunError
+from medrun.registry import Registry
 
-LOSSES = {
-    # The Sharp U-Net paper's loss: binary / categorical cross-entropy.
-    "cross_entropy": lambda mode, **kw: (smp.losses.SoftBCEWithLogitsLoss(**kw) if mode == "binary"
-                                         else smp.losses.SoftCrossEntropyLoss(**{"smooth_factor": 0.0, **kw})),
-    "dice": lambda mode, **kw: smp.losses.DiceLoss(mode, from_logits=True, **kw),
-    "jaccard": lambda mode, **kw: smp.losses.JaccardLoss(mode, from_logits=True, **kw),
-    "focal": lambda mode, **kw: smp.losses.FocalLoss(mode, **kw),
-    "tversky": lambda mode, **kw: smp.losses.TverskyLoss(mode, from_logits=True, **kw),
-}
+SEGMENTATION_LOSSES: Registry = Registry("segmentation loss", "task.loss[].name")
+# The Sharp U-Net paper's loss: binary / categorical cross-entropy.
+SEGMENTATION_LOSSES.register("cross_entropy")(
+    lambda mode, **kw: (smp.losses.SoftBCEWithLogitsLoss(**kw) if mode == "binary"
+                        else smp.losses.SoftCrossEntropyLoss(**{"smooth_factor": 0.0, **kw})))
+SEGMENTATION_LOSSES.register("dice")(lambda mode, **kw: smp.losses.DiceLoss(mode, from_logits=True, **kw))
+SEGMENTATION_LOSSES.register("jaccard")(lambda mode, **kw: smp.losses.JaccardLoss(mode, from_logits=True, **kw))
+SEGMENTATION_LOSSES.register("focal")(lambda mode, **kw: smp.losses.FocalLoss(mode, **kw))
+SEGMENTATION_LOSSES.register("tversky")(lambda mode, **kw: smp.losses.TverskyLoss(mode, from_logits=True, **kw))
 
 
 class WeightedSum(nn.Module):
@@ -40,9 +41,7 @@ def build_loss(spec, binary: bool) -> WeightedSum:
     for i, item in enumerate(items):
         item = dict(item)
         name, weight = item.pop("name", None), float(item.pop("weight", 1.0))
-        if name not in LOSSES:
-            raise MedrunError(f"unknown loss {name!r} (task.loss[{i}].name); valid: {', '.join(sorted(LOSSES))}")
-        terms.append((weight, LOSSES[name](mode, **item)))
+        terms.append((weight, SEGMENTATION_LOSSES.get(name)(mode, **item)))
     if not terms:
         raise MedrunError("task.loss is empty; give at least one loss, e.g. [{name: cross_entropy}]")
     return WeightedSum(terms, binary)

@@ -99,9 +99,14 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
         write_json(run_dir / "splits.json", splits)
     summary = run_folds(cfg, config, run_dir, store, splits)
     if summary is not None:
-        write_json(run_dir / "cv_summary.json", summary)
-        write_text(run_dir / "summary.md", markdown(summary))
+        write_summary(run_dir, cfg, summary)
     return run_dir, summary
+
+
+def write_summary(run_dir: Path, cfg: DictConfig, summary: dict) -> None:
+    """cv_summary.json and summary.md (the mean ± std table and the task's own sections)."""
+    write_json(run_dir / "cv_summary.json", summary)
+    write_text(run_dir / "summary.md", markdown(summary) + TASKS.get(cfg.task.name).summary_markdown(summary))
 
 
 def model_summary(cfg: DictConfig) -> str:
@@ -143,6 +148,5 @@ def resume(run_dir: str | Path, allow_unsafe_checkpoints: bool = False) -> tuple
     os.environ[RUN_DIR_ENV] = str(run_dir)
     summary = run_folds(cfg, to_plain(cfg), run_dir, store, json.loads((run_dir / "splits.json").read_text()))
     if summary is not None:
-        write_json(run_dir / "cv_summary.json", summary)
-        write_text(run_dir / "summary.md", markdown(summary))
+        write_summary(run_dir, cfg, summary)
     return run_dir, summary

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from medrun.data.images import CLASSIFICATION_SUFFIXES, read_image
+from medrun.data.rle import encode
 from medrun.data.transforms import pipeline, resize
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import predict_labels
@@ -28,15 +29,30 @@ def list_inputs(path: Path) -> list[Path]:
         return [path]
     if not path.is_dir():
         raise MedrunError(f"input={path} does not exist")
-    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in CLASSIFICATION_SUFFIXES)
+    # recursive: the SIIM-ACR test set nests each DICOM in <study>/<series>/ folders
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in CLASSIFICATION_SUFFIXES)
     if not files:
         raise MedrunError(f"input={path} holds no images (png/jpg/jpeg/tif/tiff/bmp/dcm)")
+    stems = [p.stem for p in files]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    if twice:
+        raise MedrunError(f"input={path}: several files are named {twice[0]!r} (outputs are named by file stem); "
+                          "predict the folders one at a time")
     return files
 
 
+FORMATS = ("png", "siim_rle")
+
+
 def predict_files(run_dir, input_path, output, save_probabilities=False, tta=None, threshold=None,
-                  device: str = "auto", allow_unsafe_checkpoints: bool = False) -> dict:
-    """Write one output per readable input; returns the report (also saved as report.json)."""
+                  device: str = "auto", allow_unsafe_checkpoints: bool = False, format: str = "png") -> dict:
+    """Write one output per readable input; returns the report (also saved as report.json).
+
+    Masks: `format=png` writes `<name>.png`; `format=siim_rle` also writes `submission.csv` (ImageId, EncodedPixels)
+    in the SIIM-ACR run-length encoding, one row per image, `-1` for an empty mask.
+    """
+    if format not in FORMATS:
+        raise MedrunError(f"format={format!r}; valid: {', '.join(FORMATS)}")
     run_dir = require_run_dir(run_dir)
     output = Path(str(output)).expanduser()
     if output.exists() and any(output.iterdir()):
@@ -55,7 +71,7 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
     size, to_tensor = resize(cfg.data.image_size), pipeline(cfg.data, train=False)
     classes = [str(c) for c in cfg.data.classes]
     output.mkdir(parents=True, exist_ok=True)
-    failed, rows = [], []
+    failed, rows, rle_rows = [], [], []
     for path in files:
         try:
             image = read_image(path, int(cfg.data.channels), dicom)
@@ -65,7 +81,9 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
         x = to_tensor(image=size(image=image)["image"])["image"].float()[None]
         probs = run.predict(x, tta)[0].cpu()
         if run.spatial:
-            _write_mask(output, path.stem, probs.numpy(), image.shape[:2], run.task, post, cfg, save_probabilities)
+            mask = _write_mask(output, path.stem, probs.numpy(), image.shape[:2], run.task, post, cfg,
+                               save_probabilities)
+            rle_rows.append((path.stem, encode(mask)))
         else:
             rows.append((path.name, probs.numpy()))
     if not run.spatial and rows:
@@ -78,6 +96,11 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
             for (name, p), lab in zip(rows, labels):
                 pred = ";".join(c for c, on in zip(classes, lab) if on) if multilabel else classes[int(lab)]
                 w.writerow([name, *(f"{v:.6f}" for v in p), pred])
+    if format == "siim_rle" and run.spatial:
+        with open(output / "submission.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["ImageId", "EncodedPixels"])
+            w.writerows(rle_rows)
     report = {"run": str(run_dir), "tta": tta, "threshold": threshold, "min_area_fraction": post["min_fraction"],
               "processed": len(files) - len(failed), "failed": failed}
     write_json(output / "report.json", report)
@@ -85,11 +108,12 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
 
 
 def _write_mask(output: Path, stem: str, probs: np.ndarray, size, task, post: dict, cfg,
-                save_probabilities: bool) -> None:
-    """Probabilities back to the input's size, then the task's post-processing into a mask PNG."""
+                save_probabilities: bool) -> np.ndarray:
+    """Probabilities back to the input's size, then the task's post-processing into a mask PNG (returned)."""
     h, w = size
     full = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in probs])
     mask, kept = task.mask_from_probabilities(full, post, cfg)
     Image.fromarray(mask).save(output / f"{stem}.png")
     if save_probabilities:
         np.save(output / f"{stem}.npy", kept.astype(np.float16))
+    return mask

@@ -9,7 +9,7 @@ import torch
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks import BackboneFinetuning, EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 from medrun.errors import MedrunError
@@ -25,6 +25,14 @@ class FoldProgressBar(RichProgressBar):
 
     def get_metrics(self, trainer, pl_module):
         return {"fold": self.fold_label, **super().get_metrics(trainer, pl_module)}
+
+
+class FrozenEncoderFinetuning(BackboneFinetuning):
+    """Lightning's BackboneFinetuning, with the encoder's batch norm frozen too until the unfreeze epoch
+    (Lightning's own freezes the weights but leaves batch norm trainable)."""
+
+    def freeze_before_training(self, pl_module):
+        self.freeze(pl_module.backbone, train_bn=False)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -74,6 +82,12 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl
     if cb.early_stopping.get("enabled", True):
         out.append(EarlyStopping(monitor=cb.early_stopping.monitor, mode=cb.early_stopping.mode,
                                  patience=int(cb.early_stopping.patience), check_on_train_epoch_end=False))
+    finetune = cb.get("backbone_finetuning") or {}
+    if finetune.get("enabled"):
+        # The encoder (batch norm included) is frozen before training and joins the optimizer at that epoch
+        # with the current lr.
+        out.append(FrozenEncoderFinetuning(unfreeze_backbone_at_epoch=int(finetune.unfreeze_at_epoch),
+                                           backbone_initial_ratio_lr=1.0, should_align=True, train_bn=False))
     if cb.progress == "rich":
         out.append(FoldProgressBar(fold_label))
     elif cb.progress == "tqdm":

@@ -212,6 +212,54 @@ def evaluation(quick: bool):
             ("TTA cost factor vs none (flips, d4)", f"{cost['flips'] / cost['none']:.2f}, {cost['d4'] / cost['none']:.2f}")]
 
 
+def cascade_evaluation(quick: bool):
+    """What the cascade adds to the segmenter's own evaluation: the classifier's forward pass (once per image)
+    and the joint search of its decision threshold with the pixel threshold and minimum area."""
+    from medrun.evaluation.postprocess import search_cascade
+    from medrun.evaluation.thresholds import search_pixel_threshold
+    from medrun.models import build_network
+    from omegaconf import OmegaConf
+
+    n, side = (40, 64) if quick else (1000, 256)
+    g = torch.Generator().manual_seed(0)
+    target = torch.zeros(n, side, side, dtype=torch.long)
+    target[n // 2:, side // 4: side // 2, side // 4: side // 2] = 1
+    seg = (target * 0.5 + torch.rand(n, side, side, generator=g) * 0.5)
+    cls = torch.rand(n, generator=g)
+    areas = (0, 64, 256, 1024)
+    t_seg, t_casc = [], []
+    search_pixel_threshold(seg, target, min_areas=areas)  # warm-up: first-touch of the memory
+    search_cascade(seg, cls, target, min_areas=areas)
+    for _ in range(5):  # alternating, so load changes hit both alike
+        t = time.perf_counter()
+        search_pixel_threshold(seg, target, min_areas=areas)
+        t_seg.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        search_cascade(seg, cls, target, min_areas=areas)
+        t_casc.append(time.perf_counter() - t)
+    cfg = OmegaConf.load(REPO / "configs" / "model" / "cascade.yaml")
+    net = build_network(cfg, 3, 2).eval()
+    x = torch.rand(2 if quick else 8, 3, 64 if quick else 256, 64 if quick else 256)
+    t_fwd_seg, t_fwd_all = [], []
+    with torch.inference_mode():
+        net(x)
+        for _ in range(5):
+            t = time.perf_counter()
+            net.segment(x)
+            t_fwd_seg.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            net(x)
+            t_fwd_all.append(time.perf_counter() - t)
+    search_added = statistics.median(t_casc) / statistics.median(t_seg) - 1
+    fwd_added = statistics.median(t_fwd_all) / statistics.median(t_fwd_seg) - 1
+    return [(f"segmenter search (threshold x {len(areas)} min areas) over {n} maps {side}x{side}, s", spread(t_seg)),
+            (f"cascade search (+ 19 decision thresholds) over the same maps, s", spread(t_casc)),
+            ("search time the cascade adds", f"{100 * search_added:.1f} %"),
+            (f"forward, U-Net ResNet34 alone, batch {len(x)} at {x.shape[-1]}, s", spread(t_fwd_seg)),
+            (f"forward, + ResNeXt50 classifier at 224 (once per image), s", spread(t_fwd_all)),
+            ("network time the classifier adds", f"{100 * fwd_added:.1f} %")]
+
+
 # ---------------------------------------------------------------- GPU throughput and MFU
 def matmul_rate(device, dtype=torch.bfloat16, n=8192, repeats=10) -> float:
     """Measured dense matrix-multiply rate in FLOP/s: the denominator of MFU."""
@@ -312,6 +360,8 @@ def main(argv=None) -> Path:
     ap.add_argument("--gpu", action="store_true", help="also the GPU section (CUDA if available)")
     ap.add_argument("--name", default="cpu")
     ap.add_argument("--out", default=str(REPO / "benchmarks"))
+    ap.add_argument("--only", choices=["training", "data", "evaluation", "cascade"],
+                    help="one section only (written to benchmarks/<name>_<section>.md)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -321,12 +371,19 @@ def main(argv=None) -> Path:
     q = args.quick
     size, batch = ((32, 32), 2) if q else ((96, 128), 8)
     steps, warmup, repeats = (3, 1, 1) if q else (20, 3, 3)
-    sections = {f"Training step, Sharp U-Net {size[0]}x{size[1]}x3, batch {batch}, fp32, CPU":
-                training_overhead(size, batch, steps, warmup, repeats),
-                "Data pipeline (real files from ../shared/data)": data_pipeline(q),
-                "Evaluation": evaluation(q)}
+    builders = {
+        "training": (f"Training step, Sharp U-Net {size[0]}x{size[1]}x3, batch {batch}, fp32, CPU",
+                     lambda: training_overhead(size, batch, steps, warmup, repeats)),
+        "data": ("Data pipeline (real files from ../shared/data)", lambda: data_pipeline(q)),
+        "evaluation": ("Evaluation", lambda: evaluation(q)),
+        "cascade": ("Cascade evaluation (One Case): what the classifier adds", lambda: cascade_evaluation(q)),
+    }
+    chosen = [args.only] if args.only else list(builders)
+    sections = {builders[k][0]: builders[k][1]() for k in chosen}
     device = "cuda" if args.gpu and torch.cuda.is_available() else "cpu"
-    if args.gpu:
+    if args.only:
+        args.name = f"{args.name}_{args.only}"
+    elif args.gpu:
         gsize, gbatch = ((32, 32), 2) if q or device == "cpu" else ((192, 256), 16)
         sections[f"Throughput on {device}, {gsize[0]}x{gsize[1]}, batch {gbatch}"] = gpu_throughput(
             gsize, gbatch, steps, warmup, device, q) + reproduction_time(device, q or device == "cpu")

@@ -2,7 +2,7 @@
 from omegaconf import DictConfig
 
 from medrun.data import (  # noqa: F401  (register readers)
-    class_folders, csv_table, cvc, folders, infnet, isbi, medmnist, synthetic, synthetic_classes)
+    class_folders, csv_table, cvc, folders, infnet, isbi, medmnist, siim, synthetic, synthetic_classes)
 from medrun.data.samples import READERS, Dataset, Sample
 
 

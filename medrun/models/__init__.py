@@ -4,6 +4,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
+from medrun.models.cascade import CascadeNet
 from medrun.models.classifiers import FFVGG19, VGGGAP, timm_classifier
 from medrun.models.sharp_unet import SharpUNet
 from medrun.models.encoder_unet import EncoderUNet
@@ -40,5 +41,13 @@ def _ffvgg19(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
     return FFVGG19(in_channels, out_channels, pretrained=cfg.get("pretrained"), weights_path=cfg.get("weights_path"))
 
 
+@MODELS.register("cascade")
+def _cascade(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """model.classifier and model.segmenter are model configs of their own (2 classes, 1 mask channel)."""
+    return CascadeNet(build_network(cfg.classifier, in_channels, 2), build_network(cfg.segmenter, in_channels, 1),
+                      cfg.get("classifier_size") or (224, 224))
+
+
 def build_network(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    """The network named by `cfg.name` (model.name) with `in_channels` inputs and `out_channels` outputs."""
     return MODELS.get(cfg.name)(cfg, in_channels, out_channels)

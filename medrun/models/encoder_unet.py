@@ -38,6 +38,11 @@ class EncoderUNet(nn.Module):
         # smp's decoder drops feature 0 (input resolution) and uses the last as its centre: the rest are skips.
         self.skips = nn.ModuleList(skip_block(c, sharp) for c in channels[1:-1])
 
+    @property
+    def backbone(self) -> nn.Module:
+        """The smp encoder (what BackboneFinetuning freezes)."""
+        return self.net.encoder
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stride = self.net.encoder.output_stride
         if x.shape[-2] % stride or x.shape[-1] % stride:

@@ -6,6 +6,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import OmegaConf
 
+from medrun.errors import MedrunError
 from medrun.models import build_network
 from medrun.registry import Registry
 from medrun.tasks.optim import apply_performance_options, build_optimization
@@ -29,6 +30,15 @@ class ConfiguredTask(pl.LightningModule):
         self.cfg = OmegaConf.create(config)
         self.channels_last = bool((self.cfg.get("performance") or {}).get("channels_last"))
         self.net = build_network(self.cfg.model, int(self.cfg.data.channels), out_channels)
+
+    @property
+    def backbone(self) -> torch.nn.Module:
+        """The pretrained-style encoder that callbacks.backbone_finetuning freezes and later unfreezes."""
+        encoder = getattr(self.net, "backbone", None)
+        if encoder is None:
+            raise MedrunError(f"callbacks.backbone_finetuning needs a model with an encoder; model.name="
+                              f"{self.cfg.model.name} has none (use model=smp_unet)")
+        return encoder
 
     def configure_model(self):
         apply_performance_options(self)
@@ -81,3 +91,8 @@ class ConfiguredTask(pl.LightningModule):
     def finish_run(cls, cfg, run_dir, splits) -> dict:
         """Run-level outputs after the last fold (extra keys for cv_summary.json)."""
         return {}
+
+    @classmethod
+    def summary_markdown(cls, summary: dict) -> str:
+        """Extra sections of summary.md from the cv_summary (e.g. a paper's table)."""
+        return ""

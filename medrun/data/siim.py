@@ -1,0 +1,108 @@
+"""SIIM-ACR Pneumothorax layout: `<root>/dicom-images-train/<study>/<series>/<SOPInstanceUID>.dcm` and
+`<root>/train-rle.csv` (`ImageId, EncodedPixels`; ` -1` empty; several rows of one image are its objects,
+merged). Mask sizes come from each DICOM's Rows/Columns. Sample ids are the ImageIds (UIDs, not PHI);
+DICOM tags stay in memory (patients become pseudonymous split groups)."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from medrun.data.dicom import read_dicom
+from medrun.data.images import to_channels
+from medrun.data.rle import decode, parse
+from medrun.data.samples import READERS, Dataset, Sample, problem, require_dir
+from medrun.errors import MedrunError
+
+
+def read_rle_csv(path: Path) -> dict[str, list[str]]:
+    """ImageId -> its RLE strings, from a CSV whose header may carry spaces (`ImageId, EncodedPixels`)."""
+    if not path.is_file():
+        raise MedrunError(f"{path} does not exist: the SIIM layout needs train-rle.csv next to dicom-images-train "
+                          "(data.csv renames it)")
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = [h.strip() for h in next(reader, [])]
+        if header[:2] != ["ImageId", "EncodedPixels"]:
+            raise MedrunError(f"{path}: header {header} is not 'ImageId, EncodedPixels'")
+        out: dict[str, list[str]] = {}
+        for row in reader:
+            if row:
+                out.setdefault(row[0].strip(), []).append(row[1].strip() if len(row) > 1 else "")
+    return out
+
+
+def _groups(image_ids: list[str], patient: dict[str, str], pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Split groups: images of one patient, joined with near-duplicate pairs (union-find), as pseudonyms."""
+    parent = {i: i for i in image_ids}
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    by_patient: dict[str, str] = {}
+    for i in image_ids:
+        first = by_patient.setdefault(patient[i], i)
+        parent[root(i)] = root(first)
+    for a, b in pairs:
+        if a in parent and b in parent:
+            parent[root(a)] = root(b)
+    names: dict[str, str] = {}
+    return {i: names.setdefault(root(i), f"group_{len(names):05d}") for i in image_ids}
+
+
+def _report(kind: str, items: list[str], fix: str) -> None:
+    if items:
+        shown = ", ".join(items[:3]) + (f" and {len(items) - 3} more" if len(items) > 3 else "")
+        problem(f"{len(items)} {kind}: {shown}; {fix}")
+
+
+@READERS.register("siim_acr")
+def read_siim(cfg) -> Dataset:
+    root = require_dir(cfg.root, "data.root", " (the folder holding dicom-images-train/ and train-rle.csv)")
+    images_dir = require_dir(root / cfg.images, "data.images", f" ({cfg.images} under data.root)")
+    rles = read_rle_csv(root / cfg.csv)
+    files = {p.stem: p for p in sorted(images_dir.rglob("*.dcm"))}
+    if not files:
+        raise MedrunError(f"no .dcm files under {images_dir}")
+    _report(f"image(s) without a row in {cfg.csv}", sorted(set(files) - set(rles)),
+            f"add their rows (' -1' for an empty mask) or remove the files")
+    _report(f"row(s) of {cfg.csv} without a DICOM under {cfg.images}", sorted(set(rles) - set(files)),
+            "remove the rows or add the images")
+    ids = sorted(set(files) & set(rles))
+    shapes, patient, malformed = {}, {}, []
+    for i in ids:
+        ds = pydicom.dcmread(files[i], stop_before_pixels=True)
+        shapes[i] = (int(ds.Rows), int(ds.Columns))
+        patient[i] = str(ds.get("PatientID") or i)  # in memory only: becomes a group pseudonym
+        for rle in rles[i]:
+            try:
+                parse(rle) if rle.strip() == "-1" else decode(rle, *shapes[i])
+            except MedrunError as e:
+                malformed.append(f"{i} ({e})")
+    _report(f"malformed RLE row(s) in {cfg.csv}", malformed, "fix or remove those rows")
+    ids = [i for i in ids if not any(m.startswith(f"{i} (") for m in malformed)]
+    pairs = []
+    if cfg.get("duplicate_pairs"):
+        with open(root / cfg.duplicate_pairs, newline="") as f:
+            pairs = [(r["ImageId_a"], r["ImageId_b"]) for r in csv.DictReader(f)]
+    groups = _groups(ids, patient, pairs)
+    channels, dicom = int(cfg.channels), dict(cfg.get("dicom") or {})
+    samples = [Sample(id=i, image=files[i], group=groups[i], label=int(any(r != "-1" for r in rles[i])),
+                      extra={"rle": rles[i], "shape": shapes[i]}) for i in ids]
+
+    def load(s: Sample):
+        image = to_channels(read_dicom(s.image, dicom.get("window"), dicom.get("frames", "reject")), channels, s.image)
+        mask = np.zeros(s.extra["shape"], dtype=np.uint8)
+        for rle in s.extra["rle"]:
+            mask |= decode(rle, *s.extra["shape"])
+        if mask.shape != image.shape[:2]:
+            raise MedrunError(f"{s.image}: image is {image.shape[1]}x{image.shape[0]} but Rows/Columns say "
+                              f"{mask.shape[1]}x{mask.shape[0]}")
+        return image, mask
+
+    return Dataset(samples, load)

@@ -1,0 +1,97 @@
+"""Post-processing of binary masks searched on validation / out-of-fold predictions: the cascade's
+classifier blanking ("One Case") and the SIIM-ACR winners' triplet rule. Both reuse the per-image pixel
+counts of the threshold search, so the classifier's scores are used once per image, not per threshold."""
+from __future__ import annotations
+
+import itertools
+
+import cv2
+import numpy as np
+import torch
+
+from medrun.evaluation.thresholds import pixel_counts
+
+SIIM_SIZE = 1024 * 1024  # the triplet's areas are published at the competition's 1024x1024
+
+
+def _dice(tp: torch.Tensor, fp: torch.Tensor, n_fg: torch.Tensor, empty_score: float) -> torch.Tensor:
+    denom = tp + fp + n_fg
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.full_like(denom, empty_score))
+
+
+def search_cascade(seg: torch.Tensor, cls: torch.Tensor, target: torch.Tensor, decisions=None, min_areas=(0,),
+                   bins: int = 100, empty_score: float = 1.0) -> dict:
+    """(decision threshold, pixel threshold, min area) maximising mean per-image Dice, where an image whose
+    classifier probability `cls` (N,) is below the decision threshold gets an empty mask.
+
+    seg: (N, H, W) foreground probabilities; target: (N, H, W) in {0, 1}.
+    """
+    decisions = np.round(np.arange(0.05, 1.0, 0.05), 2) if decisions is None else decisions
+    tp, fp, n_fg = pixel_counts(seg, target, bins)
+    tp, fp, n_fg = tp.float(), fp.float(), n_fg[:, None].float()
+    best = None
+    for d, a in itertools.product(decisions, min_areas):
+        keep = ((cls >= float(d))[:, None]) & ((tp + fp) >= a)
+        mean = _dice(tp * keep, fp * keep, n_fg, empty_score).mean(0)
+        i = 1 + int(mean[1:].argmax())  # threshold 0 would mark every pixel foreground
+        if best is None or mean[i] > best["dice"]:
+            best = {"decision_threshold": float(d), "threshold": i / bins, "min_area": int(a), "dice": float(mean[i])}
+    return best
+
+
+def apply_cascade(seg: torch.Tensor, cls: torch.Tensor, decision: float, threshold: float, min_area: int = 0):
+    """Boolean masks (N, H, W): the segmenter's mask, blanked where the classifier says negative."""
+    masks = seg >= threshold
+    masks[cls < decision] = False
+    if min_area:
+        masks[masks.flatten(1).sum(1) < min_area] = False
+    return masks
+
+
+def _drop_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
+    if not min_size or not mask.any():
+        return mask
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    small = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] < min_size)
+    small = small[small > 0]
+    return mask & ~np.isin(labels, small) if small.size else mask
+
+
+def apply_triplet(seg: torch.Tensor, top: float, area: int, bottom: float, min_component: int) -> torch.Tensor:
+    """The triplet rule: an image is empty when fewer than `area` pixels exceed `top`; otherwise its mask is
+    the pixels above `bottom`, without connected components smaller than `min_component` pixels."""
+    empty = (seg >= top).flatten(1).sum(1) < area
+    low = (seg >= bottom).cpu().numpy()
+    masks = np.stack([_drop_small_components(m, min_component) for m in low])
+    out = torch.from_numpy(masks)
+    out[empty.cpu()] = False
+    return out
+
+
+def scaled(areas, shape) -> list[int]:
+    """Areas published at 1024x1024 scaled to masks of `shape` (H, W)."""
+    return [int(round(a * shape[0] * shape[1] / SIIM_SIZE)) for a in areas]
+
+
+def search_triplet(seg: torch.Tensor, target: torch.Tensor, tops=(0.6, 0.7, 0.75, 0.8, 0.9),
+                   areas=(0, 500, 1000, 2000, 4000), bottoms=(0.3, 0.4, 0.5), min_components=(0, 100, 400),
+                   empty_score: float = 1.0) -> dict:
+    """The triplet maximising mean per-image Dice; `areas` and `min_components` count pixels at 1024x1024
+    (the winners' choice was top 0.75, area 2000, bottom 0.3, min 100) and are scaled to the masks' size."""
+    shape = tuple(seg.shape[-2:])
+    target = target.bool()
+    n_fg = target.flatten(1).sum(1).float()
+    above_top = {t: (seg >= t).flatten(1).sum(1) for t in tops}
+    best = None
+    for bottom, min_c in itertools.product(bottoms, min_components):
+        low = (seg >= bottom).cpu().numpy()
+        masks = torch.from_numpy(np.stack([_drop_small_components(m, scaled([min_c], shape)[0]) for m in low]))
+        tp = (masks & target).flatten(1).sum(1).float()
+        fp = (masks & ~target).flatten(1).sum(1).float()
+        for top, area in itertools.product(tops, areas):
+            keep = (above_top[top] >= scaled([area], shape)[0]).float()
+            dice = float(_dice(tp * keep, fp * keep, n_fg, empty_score).mean())
+            if best is None or dice > best["dice"]:
+                best = {"top": float(top), "area": int(area), "bottom": float(bottom), "min_component": int(min_c),
+                        "dice": dice}
+    return best

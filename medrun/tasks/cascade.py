@@ -1,0 +1,258 @@
+"""The "One Case" cascade (Zidan, pneumothorax): a classifier blanks the masks of a segmenter trained on
+positive images only. Thresholds (pixel, minimum area, the classifier's decision) are searched on each
+fold's validation part and applied unchanged to its test part; the same folds also give the segmenter alone
+and the SIIM-ACR triplet rule, so the held-out table compares the three."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+from torchmetrics import AUROC
+
+from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
+from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, search_cascade, search_triplet
+from medrun.evaluation.thresholds import search_pixel_threshold
+from medrun.evaluation.tta import tta_probabilities
+from medrun.tasks.base import TASKS, ConfiguredTask
+from medrun.tasks.classification_losses import build_classification_loss
+from medrun.tasks.optim import build_optimization
+from medrun.tasks.segmentation_losses import build_loss
+
+
+def classifier_scores(cls: torch.Tensor, decision: float, positive: torch.Tensor) -> dict[str, float]:
+    """Sensitivity, specificity (1 where undefined) and AUC (left out where undefined) of "mask not empty"."""
+    pred, y = (cls >= decision), positive.bool()
+    tp, tn = float((pred & y).sum()), float((~pred & ~y).sum())
+    out = {"classifier_sensitivity": tp / float(y.sum()) if y.any() else 1.0,
+           "classifier_specificity": tn / float((~y).sum()) if (~y).any() else 1.0}
+    if 0 < int(y.sum()) < len(y):
+        out["classifier_auc"] = float(roc_auc_score(y.numpy(), cls.numpy()))
+    return out
+
+
+def mask_scores(masks: torch.Tensor, target: torch.Tensor, cfg) -> tuple[dict[str, float], dict]:
+    """Dice / IoU per image (empty on empty = empty_score) and dataset-level, from boolean masks (N, H, W)."""
+    counts = confusion(masks.float()[:, None], target, True, 0.5)
+    empty, absent = float(cfg.task.empty_score), str(cfg.task.get("absent_classes", "ignore"))
+    return scores(*counts, [str(c) for c in cfg.data.classes], empty, absent), per_image(*counts, empty, absent)
+
+
+TABLE_COLUMNS = ("dice", "dice_micro", "jaccard", "classifier_sensitivity", "classifier_specificity",
+                 "classifier_auc")
+
+
+@TASKS.register("cascade")
+class CascadeTask(ConfiguredTask):
+    spatial = True
+
+    def __init__(self, config: dict):
+        self.class_names = [str(c) for c in config["data"]["classes"]]
+        super().__init__(config, 2)
+        self.automatic_optimization = False  # two networks, two optimisers, two batches of different images
+        task = self.cfg.task
+        self.classifier_loss = build_classification_loss(task.classifier.loss, False)
+        self.segmenter_loss = build_loss(task.segmenter.loss, binary=True)
+        self.val_scores = SegmentationScores(self.class_names, float(task.threshold), float(task.empty_score))
+        self.val_auc = AUROC(task="binary")
+
+    @classmethod
+    def output_channels(cls, n_classes: int) -> int:
+        return 2  # the segmenter's map and the classifier's broadcast logit
+
+    @classmethod
+    def searchable(cls, cfg) -> bool:
+        return True
+
+    def probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """(N, 2, H, W): foreground probability, and the classifier's probability of "mask not empty"."""
+        return torch.sigmoid(logits)
+
+    def configure_optimizers(self):
+        return [build_optimization(self.net.classifier, self.cfg.task.classifier.optimizer, None),
+                build_optimization(self.net.segmenter, self.cfg.task.segmenter.optimizer, None)]
+
+    def _losses(self, x, target):
+        positive = target.flatten(1).any(1)
+        loss_c = self.classifier_loss(self.net.classify(x), positive.long())
+        loss_s = self.segmenter_loss(self.net.segment(x[positive]), target[positive]) if positive.any() else None
+        return loss_c, loss_s
+
+    def training_step(self, batch, batch_idx):
+        opt_c, opt_s = self.optimizers()
+        n = len(batch["image"])
+        loss_c, loss_s = self._losses(batch["image"], batch["target"])
+        opt_c.zero_grad()
+        self.manual_backward(loss_c)
+        opt_c.step()
+        loss = loss_c.detach()
+        if loss_s is not None:  # the segmenter learns from positive images only
+            opt_s.zero_grad()
+            self.manual_backward(loss_s)
+            opt_s.step()
+            loss = loss + loss_s.detach()
+            self.log("train/segmenter_loss", loss_s, batch_size=n)
+        self.log("train/classifier_loss", loss_c, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, target = batch["image"], batch["target"]
+        loss_c, loss_s = self._losses(x, target)
+        loss = loss_c + (loss_s if loss_s is not None else 0)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(x))
+        self.validation_scores(self.probabilities(self(x).float()), target)
+
+    def validation_scores(self, probs, target):
+        cls = probs[:, 1].mean((-2, -1))
+        blanked = probs[:, :1] * (cls >= float(self.cfg.task.decision_threshold))[:, None, None, None]
+        self.val_scores.update(blanked, target)
+        self.val_auc.update(cls, target.flatten(1).any(1).long())
+
+    def on_validation_epoch_end(self):
+        values = self.val_scores.compute()
+        self.val_scores.reset()
+        self.log("val/dice", values["dice"], prog_bar=True, sync_dist=True)
+        self.log("val/jaccard", values["jaccard"], sync_dist=True)
+        if self.val_auc.update_count:
+            self.log("val/auc", self.val_auc.compute(), sync_dist=True)
+        self.val_auc.reset()
+
+    def _collect(self, loader, device, tta: str = "none"):
+        """(segmenter probabilities (N, H, W), classifier probabilities (N,), targets, sample indices)."""
+        seg, cls, targets, index = [], [], [], []
+        self.to(device).eval()
+        with torch.inference_mode():
+            for batch in loader:
+                x = batch["image"].to(device)
+                p = tta_probabilities(lambda v: self.probabilities(self(v).float()), x, tta, spatial=True).cpu()
+                seg.append(p[:, 0])
+                cls.append(p[:, 1].mean((-2, -1)))
+                targets.append(batch["target"])
+                index += batch["index"].tolist()
+        return torch.cat(seg), torch.cat(cls), torch.cat(targets), index
+
+    def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
+        """Search post-processing on the fold's validation part, score its test part once: the table rows
+        segmenter / triplet / cascade x ArgMax / searched / TTA; writes predictions/<id>.png (cascade masks)."""
+        cfg, task = self.cfg, self.cfg.task
+        v_seg, v_cls, v_target, _ = self._collect(datamodule.val_dataloader(), device)
+        empty = float(task.empty_score)
+        post = {
+            "segmenter": search_pixel_threshold(v_seg, v_target, min_areas=tuple(task.min_areas), empty_score=empty),
+            "cascade": search_cascade(v_seg, v_cls, v_target, min_areas=tuple(task.min_areas), empty_score=empty),
+            "triplet": search_triplet(v_seg, v_target, **{k: tuple(v) for k, v in task.triplet.items()},
+                                      empty_score=empty),
+        }
+        seg, cls, target, index = self._collect(datamodule.test_dataloader(), device)
+        positive = target.flatten(1).any(1)
+        c, t = post["cascade"], post["triplet"]
+        shape = tuple(seg.shape[-2:])
+        d0, t0 = float(task.decision_threshold), float(task.threshold)
+        # row -> (masks, the classifier probabilities and decision threshold behind them, or None)
+        rows = {
+            "segmenter, ArgMax": (seg >= t0, None),
+            "segmenter, searched threshold": (
+                apply_cascade(seg, cls, 0.0, post["segmenter"]["threshold"], post["segmenter"]["min_area"]), None),
+            "triplet (searched)": (apply_triplet(seg, t["top"], scaled([t["area"]], shape)[0], t["bottom"],
+                                                 scaled([t["min_component"]], shape)[0]), None),
+            "cascade, ArgMax": (apply_cascade(seg, cls, d0, t0), (cls, d0)),
+            "cascade, searched threshold": (
+                apply_cascade(seg, cls, c["decision_threshold"], c["threshold"], c["min_area"]),
+                (cls, c["decision_threshold"])),
+        }
+        if task.tta != "none":
+            a_seg, a_cls, _, _ = self._collect(datamodule.test_dataloader(), device, str(task.tta))
+            rows[f"cascade, TTA ({task.tta})"] = (
+                apply_cascade(a_seg, a_cls, c["decision_threshold"], c["threshold"], c["min_area"]),
+                (a_cls, c["decision_threshold"]))
+        table = {}
+        for name, (m, classifier) in rows.items():
+            row = {**mask_scores(m, target, cfg)[0], **(classifier_scores(*classifier, positive) if classifier else {})}
+            table[name] = {k: row[k] for k in TABLE_COLUMNS if k in row}
+        masks = {name: m for name, (m, _) in rows.items()}
+        final = masks["cascade, searched threshold"]
+        metrics = {**mask_scores(final, target, cfg)[0], **classifier_scores(cls, c["decision_threshold"], positive)}
+        pred_dir = out_dir / "predictions"
+        pred_dir.mkdir(parents=True, exist_ok=True)
+        for i, idx in enumerate(index):
+            Image.fromarray(final[i].numpy().astype(np.uint8) * 255).save(pred_dir / f"{sample_ids[idx]}.png")
+        return metrics, {"table": table, "postprocessing": post}
+
+    @classmethod
+    def finish_run(cls, cfg, run_dir: Path, splits: dict) -> dict:
+        """The thesis' Table 5.1 over folds, mean ± std of each row and column (cv_summary["table_5_1"])."""
+        records = [json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text()) for f in splits["folds"]]
+        table = {}
+        for row in records[0]["table"]:
+            table[row] = {}
+            for col in TABLE_COLUMNS:
+                values = np.array([r["table"][row][col] for r in records if col in r["table"][row]], dtype=float)
+                if values.size:
+                    table[row][col] = {"mean": float(values.mean()),
+                                       "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+        return {"table_5_1": table}
+
+    @classmethod
+    def summary_markdown(cls, summary: dict) -> str:
+        names = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",
+                 "classifier_sensitivity": "cls. sensitivity", "classifier_specificity": "cls. specificity",
+                 "classifier_auc": "cls. AUC"}
+        lines = ["", "## Table 5.1 (mean ± std over folds)", "",
+                 "Pixel threshold, minimum area, triplet and the classifier's decision threshold are searched on "
+                 "each fold's validation part and applied unchanged to its test part.", "",
+                 "| post-processing | " + " | ".join(names.values()) + " |", "|---|" + "---|" * len(names)]
+        for row, cols in summary["table_5_1"].items():
+            lines.append(f"| {row} | " + " | ".join(f"{cols[c]['mean']:.4f} ± {cols[c]['std']:.4f}" if c in cols
+                                                    else "-" for c in names) + " |")
+        return "\n".join(lines) + "\n"
+
+    @classmethod
+    def evaluate_predictions(cls, cfg, out_dir, store, search, evaluation, ids, folds, *, tta, threshold,
+                             objective, target_sensitivity, min_areas):
+        """eval's rows for a cascade run: ArgMax (0.5 / 0.5), searched (decision, pixel threshold, min area), TTA."""
+        plain, augmented, target = evaluation
+        positive = target.flatten(1).any(1)
+        task = cfg.task
+        post = {"tta": tta, "threshold": float(task.threshold), "decision_threshold": float(task.decision_threshold),
+                "min_area": 0, "min_area_at_size": [int(v) for v in cfg.data.image_size]}
+        if threshold == "search":
+            s_probs, s_target = search
+            found = search_cascade(s_probs[:, 0], s_probs[:, 1].mean((-2, -1)), s_target,
+                                   min_areas=tuple(min_areas), empty_score=float(task.empty_score))
+            post.update(threshold=found["threshold"], decision_threshold=found["decision_threshold"],
+                        min_area=found["min_area"], search_dice=found["dice"])
+
+        def row(probs, d, t, a):
+            c = probs[:, 1].mean((-2, -1))
+            masks = apply_cascade(probs[:, 0], c, d, t, a)
+            s, per = mask_scores(masks, target, cfg)
+            return {**s, **classifier_scores(c, d, positive)}, per, masks
+
+        rows = {"argmax": row(plain, float(task.decision_threshold), float(task.threshold), 0)}
+        if threshold == "search":
+            rows["threshold"] = row(plain, post["decision_threshold"], post["threshold"], post["min_area"])
+        if tta != "none":
+            rows["tta"] = row(augmented, post["decision_threshold"], post["threshold"], post["min_area"])
+        _, per, masks = rows[list(rows)[-1]]
+        with open(out_dir / "per_sample.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "fold", "predicted_fraction", "dice", "jaccard"])
+            for i, sid in enumerate(ids):
+                w.writerow([sid, folds[i], f"{masks[i].float().mean():.6f}", f"{per['dice'][i]:.6f}",
+                            f"{per['jaccard'][i]:.6f}"])
+        return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": post}
+
+    @classmethod
+    def mask_from_probabilities(cls, probs: np.ndarray, post: dict, cfg) -> tuple[np.ndarray, np.ndarray]:
+        """predict: the segmenter's mask at the input's size, blanked when the classifier says empty."""
+        decision = float(post.get("decision_threshold", cfg.task.decision_threshold))
+        t = float(cfg.task.threshold if post.get("threshold") is None else post["threshold"])
+        mask = probs[0] >= t
+        if float(probs[1].mean()) < decision or mask.mean() < float(post.get("min_fraction") or 0):
+            mask[:] = False
+        return mask.astype(np.uint8) * 255, probs[0]

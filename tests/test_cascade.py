@@ -1,0 +1,264 @@
+"""The "One Case" cascade (#12): the SIIM-ACR RLE codec on real rows, the reader on generated and real
+SIIM-layout folders, positive-only segmenter training, the blanking rule, thresholds never chosen on a test
+part, and the cascade end to end on the real BUSI images in the SIIM layout."""
+import csv
+import json
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+import medrun
+import medrun.tasks.cascade as cascade
+from medrun.cli import main
+from medrun.config import to_plain
+from medrun.data.check import check_data
+from medrun.data.rle import decode, encode
+from medrun.errors import MedrunError
+from medrun.evaluate import evaluate_run
+from medrun.inference import saved_config
+from medrun.tasks.cascade import CascadeTask
+from medrun.evaluation.postprocess import apply_cascade, apply_triplet, search_cascade, search_triplet
+
+TINY_CASCADE = ["data.image_size=[64,64]", "model.classifier_size=[64,64]", "model.classifier.backbone=resnet18",
+                "model.segmenter.encoder=resnet18", "trainer.max_epochs=1", "logger=none", "callbacks.progress=none",
+                "+trainer.limit_train_batches=2", "data.batch_size=8", "task.tta=none",
+                "task.triplet.tops=[0.5,0.7]", "task.triplet.areas=[0,2000]", "task.triplet.bottoms=[0.3]",
+                "task.triplet.min_components=[0,100]"]
+
+
+def sample_rows(shared_data):
+    with open(shared_data / "siim_rle" / "train-rle-sample.csv", newline="") as f:
+        return list(csv.reader(f))
+
+
+def test_rle_codec_round_trips_every_real_row(shared_data):
+    rows = sample_rows(shared_data)
+    assert rows[0] == ["ImageId", " EncodedPixels"]  # the competition's header quirk
+    areas = []
+    for image_id, rle in rows[1:]:
+        mask = decode(rle, 1024, 1024)
+        assert encode(mask) == rle.strip()
+        areas.append(int(mask.sum()))
+    assert sum(a == 0 for a in areas) == 4 and all(a > 100 for a in areas if a)
+    # column-major: the first run of a row starts at pixel (start % H, start // H)
+    start = int(rows[3][1].split()[0])
+    assert decode(rows[3][1], 1024, 1024)[start % 1024, start // 1024] == 1
+    for bad, message in (("1 2 3", "odd number"), ("5 -2", "negative"), ("1048570 20", "runs past the image"),
+                         ("1 x", "other than integers")):
+        with pytest.raises(MedrunError, match=message):
+            decode(bad, 1024, 1024)
+
+
+def write_siim(root, rows, size=1024, extra_images=(), missing_images=()):
+    """A SIIM-ACR folder with generated DICOMs (one per ImageId, 8-bit, `size` x `size`) and train-rle.csv."""
+    images = ({i for i, _ in rows} | set(extra_images)) - set(missing_images)
+    rng = np.random.default_rng(0)
+    for n, image_id in enumerate(sorted(images)):
+        folder = root / "dicom-images-train" / f"study{n}" / f"series{n}"
+        folder.mkdir(parents=True)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        meta.MediaStorageSOPInstanceUID = image_id
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPInstanceUID, ds.SOPClassUID = image_id, meta.MediaStorageSOPClassUID
+        ds.PatientID, ds.PatientName, ds.Modality = f"PAT-{n:03d}", "Doe^Jane", "CR"
+        ds.Rows = ds.Columns = size
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated = ds.BitsStored = 8
+        ds.HighBit, ds.PixelRepresentation = 7, 0
+        ds.PixelData = rng.integers(0, 255, (size, size), dtype=np.uint8).tobytes()
+        ds.save_as(folder / f"{image_id}.dcm", enforce_file_format=True)
+    with open(root / "train-rle.csv", "w", newline="") as f:
+        f.write("ImageId, EncodedPixels\n")
+        for image_id, rle in rows:
+            f.write(f"{image_id}, {rle.strip()}\n")
+
+
+def test_reader_on_a_generated_siim_folder_merges_objects_and_lists_problems(shared_data, tmp_path):
+    rows = [(r[0], r[1]) for r in sample_rows(shared_data)[1:]]
+    write_siim(tmp_path / "ok", rows)
+    cfg = medrun.compose("train", ["experiment=cascade_siim", f"data.root={tmp_path}/ok"])
+    store = medrun.api.build_store(cfg, preload=False)
+    assert len(store.samples) == 7 and sorted(s.id for s in store.samples) == sorted({i for i, _ in rows})
+    two = [i for i in {i for i, _ in rows} if sum(j == i for j, _ in rows) == 2][0]
+    image, mask = store.dataset.load(store.samples[store.index[two]])
+    expected = np.zeros((1024, 1024), np.uint8)
+    for i, rle in rows:
+        if i == two:
+            expected |= decode(rle, 1024, 1024)
+    assert image.shape == (1024, 1024, 3) and np.array_equal(mask, expected)  # both objects, merged
+    assert sum(s.label for s in store.samples) == 3  # positives: images with any object
+    # broken layout: an image without a row, a row without an image, a malformed RLE: all listed at once
+    broken = rows[:3] + [(rows[3][0], "5 -2"), ("1.2.3.4.5", "-1")]
+    write_siim(tmp_path / "bad", broken, extra_images=["9.9.9.9"], missing_images=["1.2.3.4.5"])
+    report = check_data(medrun.compose("train", ["experiment=cascade_siim", f"data.root={tmp_path}/bad"]).data)
+    problems = "\n".join(report["problems"])
+    assert "1 image(s) without a row in train-rle.csv: 9.9.9.9" in problems
+    assert "1 row(s) of train-rle.csv without a DICOM under dicom-images-train: 1.2.3.4.5" in problems
+    assert "1 malformed RLE row(s) in train-rle.csv" in problems and "negative" in problems
+    with pytest.raises(MedrunError, match="image\\(s\\) without a row"):
+        medrun.api.build_store(medrun.compose("train", ["experiment=cascade_siim", f"data.root={tmp_path}/bad"]))
+
+
+def test_only_positive_images_train_the_segmenter(tmp_path):
+    cfg = medrun.compose("train", ["experiment=cascade_siim", "data.root=x", *TINY_CASCADE])
+    task = CascadeTask(to_plain(cfg))
+    seen = []
+    segment = task.net.segment
+
+    def recording(x):
+        seen.append(x.shape[0])
+        return segment(x)
+
+    task.net.segment = recording
+    target = torch.zeros(4, 64, 64, dtype=torch.long)
+    target[1, 10:20, 10:20] = 1
+    target[3, 5:9, 5:9] = 1
+    loss_c, loss_s = task._losses(torch.rand(4, 3, 64, 64), target)
+    assert seen == [2] and loss_s is not None  # two of the four images have a mask
+    seen.clear()
+    _, loss_s = task._losses(torch.rand(2, 3, 64, 64), torch.zeros(2, 64, 64, dtype=torch.long))
+    assert seen == [] and loss_s is None  # a batch of negatives leaves the segmenter alone
+
+
+def test_blanking_and_triplet_rules():
+    seg = torch.zeros(3, 8, 8)
+    seg[:, 2:6, 2:6] = 0.9
+    seg[2, 0, 0] = 0.95  # a one-pixel speck
+    cls = torch.tensor([0.2, 0.8, 0.8])
+    masks = apply_cascade(seg, cls, decision=0.5, threshold=0.5)
+    assert masks[0].sum() == 0 and masks[1].sum() == 16 and masks[2].sum() == 17
+    assert apply_cascade(seg, cls, 0.5, 0.5, min_area=17)[1].sum() == 0  # under the minimum area: blanked
+    triplet = apply_triplet(seg, top=0.92, area=1, bottom=0.5, min_component=2)
+    assert triplet[0].sum() == 0 and triplet[1].sum() == 0  # no pixel above top: empty
+    assert triplet[2].sum() == 16  # drawn at bottom, without the one-pixel component
+
+
+def test_cascade_search_matches_brute_force_and_triplet_search_finds_the_rule():
+    g = torch.Generator().manual_seed(0)
+    target = torch.zeros(12, 16, 16, dtype=torch.long)
+    target[6:, 4:10, 4:10] = 1  # half the images empty
+    seg = (target * 0.6 + torch.rand(12, 16, 16, generator=g) * 0.45).clamp(0, 1)
+    seg[:6, 2:6, 2:6] = 0.95  # confident false lesions on the empty images: only the classifier can blank them
+    cls = torch.cat([torch.rand(6, generator=g) * 0.4, 0.6 + torch.rand(6, generator=g) * 0.4])
+    found = search_cascade(seg, cls, target, decisions=[0.3, 0.5, 0.7], bins=20)
+
+    def dice(masks):
+        tp = (masks & target.bool()).flatten(1).sum(1).float()
+        den = masks.flatten(1).sum(1) + target.flatten(1).sum(1)
+        return torch.where(den > 0, 2 * tp / den.clamp(min=1), torch.ones_like(tp)).mean().item()
+
+    brute = max((dice(apply_cascade(seg, cls, d, t / 20)), d, t / 20) for d in (0.3, 0.5, 0.7) for t in range(1, 20))
+    assert found["dice"] == pytest.approx(brute[0], abs=1e-6) and found["dice"] > 0.9
+    assert found["decision_threshold"] >= 0.5  # the classifier separates: negatives are blanked
+    best = search_triplet(seg, target, tops=(0.5, 0.9), areas=(0, 100_000), bottoms=(0.5,), min_components=(0,))
+    assert best["dice"] >= dice(apply_triplet(seg, 0.5, 0, 0.5, 0)) - 1e-6
+
+
+@pytest.fixture(scope="module")
+def busi_run(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("cascade")
+    cfg = medrun.compose("train", ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "cv.folds=2",
+                                   *TINY_CASCADE, f"paths.output_dir={out}"])
+    return medrun.train(cfg)
+
+
+def test_cascade_end_to_end_on_real_busi_images(busi_run, shared_data, monkeypatch):
+    run_dir, summary = busi_run
+    splits = json.loads((run_dir / "splits.json").read_text())
+    pairs = list(csv.DictReader(open(shared_data / "busi_siim" / "near_duplicate_pairs.csv")))
+    for fold in splits["folds"]:
+        test = set(fold["test"])
+        assert len(test) + len(fold["train"]) + len(fold["val"]) == 267
+        assert all((p["ImageId_a"] in test) == (p["ImageId_b"] in test) for p in pairs)  # duplicates together
+    rows = summary["table_5_1"]
+    assert {"segmenter, ArgMax", "triplet (searched)", "cascade, ArgMax", "cascade, searched threshold"} <= set(rows)
+    for row in rows.values():
+        assert all(0 <= v["mean"] <= 1 for v in row.values())
+    assert "## Table 5.1" in (run_dir / "summary.md").read_text()
+    record = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
+    assert set(record["postprocessing"]) == {"segmenter", "cascade", "triplet"}
+    masks = list((run_dir / "fold_0" / "predictions").glob("*.png"))
+    assert {m.stem for m in masks} == set(splits["folds"][0]["test"])
+    tags = {str(pydicom.dcmread(p, stop_before_pixels=True).PatientID)
+            for p in list((shared_data / "busi_siim" / "dicom-images-train").rglob("*.dcm"))[:20]}
+    for f in run_dir.rglob("*"):
+        if f.suffix in (".json", ".md", ".yaml", ".csv"):
+            assert not any(t in f.read_text() for t in tags)
+
+
+def test_cascade_thresholds_are_searched_on_the_validation_part_only(busi_run, monkeypatch):
+    run_dir, _ = busi_run
+    splits = json.loads((run_dir / "splits.json").read_text())
+    fold = splits["folds"][0]
+    seen = []
+    real = cascade.search_cascade
+
+    def spy(seg, cls, target, **kw):
+        seen.append(len(seg))
+        return real(seg, cls, target, **kw)
+
+    monkeypatch.setattr(cascade, "search_cascade", spy)
+    store_cfg = saved_config(run_dir)
+    store = medrun.api.build_store(store_cfg, preload=False)
+    from medrun.data.datamodule import FoldDataModule
+
+    task = CascadeTask(to_plain(store_cfg))
+    dm = FoldDataModule(store, fold, store_cfg.data, 0)
+    collected = []
+    collect = task._collect
+
+    def recording(loader, device, tta="none"):
+        collected.append(sorted(store.samples[i].id for i in loader.dataset.indices))
+        return collect(loader, device, tta)
+
+    task._collect = recording
+    task.evaluate_heldout(dm, [s.id for s in store.samples], run_dir / "probe", "cpu")
+    assert collected[0] == sorted(fold["val"]) and seen == [len(fold["val"])]
+    assert not set(collected[0]) & set(fold["test"]) and collected[1] == sorted(fold["test"])
+
+
+def test_eval_and_predict_work_on_a_cascade_run(busi_run, shared_data, tmp_path):
+    run_dir, _ = busi_run
+    out_dir, result = evaluate_run(run_dir, threshold="search", min_areas=(0, 50))
+    assert result["evaluated_on"] == "out_of_fold" and result["n"] == 267
+    assert {"decision_threshold", "threshold", "min_area"} <= set(result["postprocessing"])
+    assert "classifier_auc" in result["rows"]["threshold"]
+    inputs = shared_data / "busi_siim" / "dicom-images-train"
+    code = main(["predict", f"run={run_dir}", f"input={inputs}", f"output={tmp_path / 'pred'}", "format=siim_rle"])
+    assert code == 0
+    rows = list(csv.reader(open(tmp_path / "pred" / "submission.csv")))
+    assert rows[0] == ["ImageId", "EncodedPixels"] and len(rows) == 268
+    first = next(inputs.rglob(f"{rows[1][0]}.dcm"))
+    ds = pydicom.dcmread(first, stop_before_pixels=True)
+    from PIL import Image
+
+    png = np.array(Image.open(tmp_path / "pred" / f"{rows[1][0]}.png")) > 0
+    assert np.array_equal(decode(rows[1][1], int(ds.Rows), int(ds.Columns)), png.astype(np.uint8))
+
+
+def test_baseline_freezes_the_encoder_with_backbone_finetuning(shared_data, tmp_path):
+    import pytorch_lightning as pl
+
+    from medrun.runs import load_checkpoint
+    from medrun.tasks import TASKS
+
+    cfg = medrun.compose("train", ["experiment=unet_resnet34_siim", f"data.root={shared_data}/busi_siim",
+                                   "model.encoder=resnet18", "data.image_size=[64,64]", "cv=holdout",
+                                   "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none",
+                                   "callbacks.progress=none", f"paths.output_dir={tmp_path}"])
+    assert cfg.callbacks.backbone_finetuning.enabled and cfg.callbacks.backbone_finetuning.unfreeze_at_epoch == 6
+    run_dir, _ = medrun.train(cfg)
+    trained = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")["state_dict"]
+    pl.seed_everything(int(cfg.seed), verbose=False)  # fold 0 builds its model right after this seed
+    initial = TASKS.get("segmentation")(to_plain(cfg)).state_dict()
+    encoder = [k for k in initial if ".encoder." in k and k.endswith(("weight", "bias"))]
+    decoder = [k for k in initial if ".decoder." in k and k.endswith("weight")]
+    assert encoder and all(torch.equal(trained[k], initial[k]) for k in encoder)  # frozen before epoch 6
+    assert any(not torch.equal(trained[k], initial[k]) for k in decoder)  # while the decoder trained

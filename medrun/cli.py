@@ -186,6 +186,25 @@ def _predict(args: list[str]) -> int:
     return 0
 
 
+def _explain(args: list[str]) -> int:
+    from medrun.config import compose
+
+    # `clusters=k-means,birch` reads as a list here (Hydra would take a comma list for a sweep)
+    args = [f"{a.split('=', 1)[0]}=[{a.split('=', 1)[1]}]" if a.startswith(("clusters=", "compare=")) and "[" not in a
+            else a for a in args]
+    opts = compose("explain", args)
+    from medrun.explain.command import explain_run
+
+    out_dir, _ = explain_run(opts.run, method=opts.method, layer=opts.layer, n=int(opts.n), target=opts.target,
+                             compare=list(opts.compare), clusters=list(opts.clusters), k=int(opts.k),
+                             embed=opts.embed, dim=opts.dim, pool=opts.pool, feature_layer=opts.feature_layer,
+                             fold=int(opts.fold), device=opts.device, seed=int(opts.seed),
+                             allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
+    print((out_dir / "summary.md").read_text())
+    print(f"explanation folder: {out_dir}")
+    return 0
+
+
 def _resume(args: list[str]) -> int:
     trust = {"allow_unsafe_checkpoints=true": True, "allow_unsafe_checkpoints=false": False}
     folders = [a for a in args if a not in trust]
@@ -215,6 +234,8 @@ COMMANDS = {
                     "                               score a run: out-of-fold, test set, TTA, thresholds"),
     "predict": (_predict, "predict run=RUN input=PATH output=DIR\n"
                           "                               the run's fold ensemble on new images or DICOM files"),
+    "explain": (_explain, "explain run=RUN [method=gradcam] [clusters=k-means,birch,agglomerative k=4 embed=tsne]\n"
+                          "                               Grad-CAM heatmaps, their faithfulness, feature clusters"),
 }
 
 

@@ -260,6 +260,43 @@ def cascade_evaluation(quick: bool):
             ("network time the classifier adds", f"{100 * fwd_added:.1f} %")]
 
 
+def explanation(quick: bool):
+    """Grad-CAM images/s (a ResNet18 classifier and a Sharp U-Net) and t-SNE / UMAP on 1,000 x 1,024 features."""
+    import timm
+
+    from medrun.explain.cam import compute_cams, targets_for
+    from medrun.explain.clusters import EMBEDDINGS, cluster
+    from medrun.explain.layers import default_cam_layer, find_layer
+    from medrun.models.sharp_unet import SharpUNet
+
+    rows = []
+    side, n = (32, 4) if quick else (224, 32)
+    for name, net, spatial in (("ResNet18 classifier", timm.create_model("resnet18", num_classes=2), False),
+                               ("Sharp U-Net segmenter", SharpUNet(3, 1), True)):
+        net.eval()
+        x = torch.rand(n, 3, side, side)
+        with torch.no_grad():
+            targets = targets_for(net(x), spatial)
+        layer = find_layer(net, default_cam_layer(net))
+        compute_cams(net, layer, "gradcam", x[:2], targets[:2])  # warm-up
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            compute_cams(net, layer, "gradcam", x, targets)
+            times.append(n / (time.perf_counter() - t))
+        rows.append((f"Grad-CAM, {name} {side}x{side}, images/s", spread(times)))
+    m, d = (100, 64) if quick else (1000, 1024)
+    feats = np.random.default_rng(0).normal(size=(m, d)).astype(np.float32)
+    for embed in ("tsne", "umap"):
+        t = time.perf_counter()
+        EMBEDDINGS.get(embed)(feats, 0)
+        rows.append((f"{embed} of {m} x {d} features, s", f"{time.perf_counter() - t:.3g}"))
+    t = time.perf_counter()
+    cluster(feats, ["k-means", "birch", "agglomerative"], 4, 0)
+    rows.append((f"k-means + Birch + agglomerative (k=4) of {m} x {d} features, s", f"{time.perf_counter() - t:.3g}"))
+    return rows
+
+
 # ---------------------------------------------------------------- GPU throughput and MFU
 def matmul_rate(device, dtype=torch.bfloat16, n=8192, repeats=10) -> float:
     """Measured dense matrix-multiply rate in FLOP/s: the denominator of MFU."""
@@ -360,7 +397,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--gpu", action="store_true", help="also the GPU section (CUDA if available)")
     ap.add_argument("--name", default="cpu")
     ap.add_argument("--out", default=str(REPO / "benchmarks"))
-    ap.add_argument("--only", choices=["training", "data", "evaluation", "cascade"],
+    ap.add_argument("--only", choices=["training", "data", "evaluation", "cascade", "explain"],
                     help="one section only (written to benchmarks/<name>_<section>.md)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -377,6 +414,7 @@ def main(argv=None) -> Path:
         "data": ("Data pipeline (real files from ../shared/data)", lambda: data_pipeline(q)),
         "evaluation": ("Evaluation", lambda: evaluation(q)),
         "cascade": ("Cascade evaluation (One Case): what the classifier adds", lambda: cascade_evaluation(q)),
+        "explain": ("Explanation (CPU)", lambda: explanation(q)),
     }
     chosen = [args.only] if args.only else list(builders)
     sections = {builders[k][0]: builders[k][1]() for k in chosen}

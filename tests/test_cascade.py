@@ -262,3 +262,11 @@ def test_baseline_freezes_the_encoder_with_backbone_finetuning(shared_data, tmp_
     decoder = [k for k in initial if ".decoder." in k and k.endswith("weight")]
     assert encoder and all(torch.equal(trained[k], initial[k]) for k in encoder)  # frozen before epoch 6
     assert any(not torch.equal(trained[k], initial[k]) for k in decoder)  # while the decoder trained
+
+
+def test_explain_works_on_a_cascade_run(busi_run):
+    from medrun.explain.command import explain_run
+
+    out_dir, result = explain_run(busi_run[0], n=3, compare=["gradcam"])
+    assert result["layer"].startswith("segmenter.net.decoder.blocks.")
+    assert len(result["images"]) == 3 and "gradcam" in result["faithfulness"]

@@ -1,0 +1,69 @@
+"""Grad-CAM family heatmaps with pytorch-grad-cam, for classifiers (target: a class) and segmenters (target:
+the predicted foreground region), and their faithfulness measured with the library's metrics."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
+from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
+from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, SemanticSegmentationTarget
+from torch import nn
+
+from medrun.registry import Registry
+
+METHODS: Registry = Registry("CAM method", "method")
+for _name, _cls in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus), ("scorecam", ScoreCAM),
+                    ("eigencam", EigenCAM), ("layercam", LayerCAM)):
+    METHODS.register(_name)(_cls)
+
+
+class SegmentationMapTarget(SemanticSegmentationTarget):
+    """The summed foreground probability inside `mask`: sigmoid of channel 0 for binary and cascade outputs,
+    one minus the background softmax for multi-class outputs."""
+
+    def __call__(self, model_output):
+        if model_output.shape[0] > 2:
+            fg = 1 - torch.softmax(model_output, 0)[0]
+        else:
+            fg = torch.sigmoid(model_output[0])
+        return (fg * self.mask.to(model_output.device)).sum()
+
+
+def targets_for(outputs: torch.Tensor, spatial: bool, target_class: int | None = None):
+    """One pytorch-grad-cam target per image: the class (`target_class`, else the predicted one) for a
+    classifier; the predicted foreground region for a segmenter (the whole image when it predicts none)."""
+    if not spatial:
+        classes = outputs.argmax(1).tolist() if target_class is None else [target_class] * len(outputs)
+        return [ClassifierOutputSoftmaxTarget(c) for c in classes]
+    out = []
+    for o in outputs:
+        fg = (torch.sigmoid(o[0]) >= 0.5).float() if o.shape[0] <= 2 else (o.argmax(0) > 0).float()
+        out.append(SegmentationMapTarget(0, (fg if fg.any() else torch.ones_like(fg)).cpu().numpy()))
+    return out
+
+
+def compute_cams(net: nn.Module, layer: nn.Module, method: str, images: torch.Tensor, targets) -> np.ndarray:
+    """(N, H, W) heatmaps in [0, 1] at the input's size."""
+    with METHODS.get(method)(model=net, target_layers=[layer]) as cam:
+        return cam(input_tensor=images, targets=targets)
+
+
+def faithfulness(net: nn.Module, images: torch.Tensor, cams: np.ndarray, targets,
+                 percentiles=(20, 40, 60, 80)) -> dict[str, float]:
+    """pytorch-grad-cam's measures, means over images: the target score's change when the most relevant
+    pixels are removed (ROAD MoRF: lower is more faithful), when the least relevant are removed (ROAD LeRF:
+    higher is better), their gap (LeRF - MoRF), and when the image is multiplied by the CAM."""
+    morf = ROADMostRelevantFirstAverage(list(percentiles))(images, cams, targets, net)
+    lerf = ROADLeastRelevantFirstAverage(list(percentiles))(images, cams, targets, net)
+    mult = CamMultImageConfidenceChange()(images, cams, targets, net)
+    return {"road_morf": float(np.mean(morf)), "road_lerf": float(np.mean(lerf)),
+            "road_gap": float(np.mean(lerf) - np.mean(morf)), "cam_mult_change": float(np.mean(mult))}
+
+
+def mass_inside(cams: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Energy-based pointing game per image: the share of CAM mass inside the ground-truth mask (NaN-free:
+    images with an empty mask or an all-zero CAM are left out by the caller)."""
+    total = cams.reshape(len(cams), -1).sum(1)
+    inside = (cams * (masks > 0)).reshape(len(cams), -1).sum(1)
+    return np.where(total > 0, inside / np.maximum(total, 1e-12), 0.0)

@@ -80,6 +80,9 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
         return resume(cfg.resume, bool(cfg.allow_unsafe_checkpoints))
     check_name(cfg.name)
     check_input_size(cfg)
+    distributed = cfg.trainer.strategy not in ("auto", None, "single_device") and cfg.trainer.devices != 1
+    if distributed and (cfg.get("oversample") or {}).get("name", "none") != "none":
+        raise MedrunError("oversample trains its GAN on one device: use trainer=gpu or cpu, not a DDP strategy")
     if is_ddp_child():
         if RUN_DIR_ENV not in os.environ:
             raise MedrunError(f"this DDP process is not global rank 0 but {RUN_DIR_ENV} is unset: start every node "

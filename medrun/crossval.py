@@ -17,6 +17,7 @@ from medrun.data.splits import LEAK_NOTE
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import aggregate
+from medrun.oversample import oversample_fold
 from medrun.runs import is_ddp_child, load_checkpoint, resolve_inside, write_json, write_text
 from medrun.tasks import TASKS
 from medrun.training import NonFiniteLossError, build_callbacks, build_logger, build_trainer, close_logger
@@ -64,8 +65,9 @@ def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
     if (fold_dir / "metrics.json").is_file() or (fold_dir / "trained.json").is_file():
         return not is_ddp_child()
     seed = int(cfg.seed) + k
+    train_store, train_fold_split = oversample_fold(cfg, store, fold, fold_dir)  # synthetic images: training only
     pl.seed_everything(seed, workers=True, verbose=False)
-    datamodule = FoldDataModule(store, fold, cfg.data, seed)
+    datamodule = FoldDataModule(train_store, train_fold_split, cfg.data, seed)
     task = TASKS.get(cfg.task.name)(config)
     try:
         trainer = _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule)

@@ -297,6 +297,40 @@ def explanation(quick: bool):
     return rows
 
 
+def gan_rate(quick: bool, device: str = "cpu"):
+    """CycleGAN training images/s at the paper's settings (256x256, batch 1, full-size networks)."""
+    from medrun.oversample.cyclegan import CycleGAN
+
+    size, widths = (32, [8, 16, 32, 64, 64]) if quick else (256, [64, 128, 256, 512, 512, 512, 512, 512])
+    config = {"channels": 3, "lr": 2e-4, "betas": [0.5, 0.999], "lambda_cycle": 10.0, "lambda_identity": 0.5,
+              "generator": {"widths": widths}, "discriminator": {"width": 8 if quick else 64, "layers": 3}}
+    gan = CycleGAN(config).to(device)
+    opt_g, opt_d = gan.configure_optimizers()
+    a, b = torch.rand(1, 3, size, size, device=device) * 2 - 1, torch.rand(1, 3, size, size, device=device) * 2 - 1
+
+    def step():  # the training step's losses and updates, without Lightning's loop
+        loss_g, _, _, fake_a, fake_b = gan.generator_loss(a, b)
+        opt_g.zero_grad()
+        loss_g.backward()
+        opt_g.step()
+        loss_d = gan.discriminator_loss(a, b, fake_a.detach(), fake_b.detach())
+        opt_d.zero_grad()
+        loss_d.backward()
+        opt_d.step()
+
+    step()
+    rates = []
+    for _ in range(3):
+        t = time.perf_counter()
+        step()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        rates.append(1 / (time.perf_counter() - t))
+    params = sum(p.numel() for p in gan.parameters()) / 1e6
+    return [(f"CycleGAN training, {size}x{size}, batch 1, {params:.1f} M parameters, image pairs/s on {device}",
+             spread(rates))]
+
+
 # ---------------------------------------------------------------- GPU throughput and MFU
 def matmul_rate(device, dtype=torch.bfloat16, n=8192, repeats=10) -> float:
     """Measured dense matrix-multiply rate in FLOP/s: the denominator of MFU."""
@@ -397,7 +431,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--gpu", action="store_true", help="also the GPU section (CUDA if available)")
     ap.add_argument("--name", default="cpu")
     ap.add_argument("--out", default=str(REPO / "benchmarks"))
-    ap.add_argument("--only", choices=["training", "data", "evaluation", "cascade", "explain"],
+    ap.add_argument("--only", choices=["training", "data", "evaluation", "cascade", "explain", "gan"],
                     help="one section only (written to benchmarks/<name>_<section>.md)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -415,6 +449,7 @@ def main(argv=None) -> Path:
         "evaluation": ("Evaluation", lambda: evaluation(q)),
         "cascade": ("Cascade evaluation (One Case): what the classifier adds", lambda: cascade_evaluation(q)),
         "explain": ("Explanation (CPU)", lambda: explanation(q)),
+        "gan": ("CycleGAN oversampling (MelaNet)", lambda: gan_rate(q)),
     }
     chosen = [args.only] if args.only else list(builders)
     sections = {builders[k][0]: builders[k][1]() for k in chosen}

@@ -1,6 +1,8 @@
 """Decoded, resized samples, held in memory when `data.cache` is on, and the torch Dataset over them."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset as TorchDataset
@@ -17,6 +19,7 @@ class SampleStore:
         self.samples = dataset.samples
         self.segmentation = dataset.kind == "segmentation"
         self.index = {s.id: i for i, s in enumerate(self.samples)}
+        self.size = size
         self._resize = resize(size)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
@@ -44,6 +47,17 @@ class SampleStore:
         """Decode every sample now, so bad files fail before training starts."""
         for i in range(len(self)):
             self.get(i)
+
+    def with_samples(self, extra: list) -> "SampleStore":
+        """A store of these samples plus `extra` (e.g. a fold's synthetic images) that shares this one's cache."""
+        dataset = replace(self.dataset, samples=[*self.samples, *extra])
+        for attr in ("classes", "multilabel"):
+            if hasattr(self.dataset, attr):
+                setattr(dataset, attr, getattr(self.dataset, attr))
+        out = SampleStore(dataset, self.size, cache=self.cached)
+        if self._cache is not None:
+            out._cache.update(self._cache)
+        return out
 
     def indices(self, ids: list[str]) -> list[int]:
         return [self.index[i] for i in ids]

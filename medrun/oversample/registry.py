@@ -1,0 +1,100 @@
+"""Oversampling inside one fold: synthetic minority-class images made from the fold's training part only,
+written to fold_<k>/oversampling/ (PNGs, manifest.csv, montage.png) and added to that fold's training part.
+Validation and test parts stay real; a fold that is resumed reuses its manifest."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from medrun.data.samples import Sample
+from medrun.data.store import SampleStore
+from medrun.errors import MedrunError
+from medrun.registry import Registry
+from medrun.runs import write_text
+
+# name -> (cfg, store, fold, out_dir, majority ids, minority ids) -> [(source id, HxWxC uint8 image)]
+OVERSAMPLERS: Registry = Registry("oversampler", "oversample.name")
+
+
+@OVERSAMPLERS.register("duplicate")
+def duplicate(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list[str], minority: list[str]):
+    """Plain random oversampling, the control: minority images drawn with replacement until the classes match."""
+    rng = np.random.default_rng(int(cfg.seed) + fold["fold"])
+    picks = rng.choice(minority, size=max(0, len(majority) - len(minority)), replace=True)
+    return [(str(i), store.get(store.index[str(i)])[0]) for i in picks]
+
+
+@OVERSAMPLERS.register("cyclegan")
+def cyclegan(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list[str], minority: list[str]):
+    from medrun.oversample.translate import train_and_translate
+
+    return train_and_translate(cfg, store, fold, out_dir, majority, minority)
+
+
+def split_classes(cfg, store: SampleStore, train_ids: list[str]) -> tuple[str, list[str], list[str]]:
+    """(minority class name, majority-side ids, minority ids) of a training part: binary, or one class against
+    the rest (`oversample.minority`)."""
+    classes = [str(c) for c in cfg.data.classes]
+    labels = {i: store.samples[store.index[i]].label for i in train_ids}
+    if cfg.data.get("mode") == "multilabel":
+        raise MedrunError("oversample applies to single-label classification, not multi-label (data.mode)")
+    wanted = cfg.oversample.get("minority")
+    if wanted is None:
+        if len(classes) != 2:
+            raise MedrunError(f"oversample with {len(classes)} classes needs oversample.minority=<class> "
+                              f"(one of {', '.join(classes)}); the other classes form the majority side")
+        counts = np.bincount([labels[i] for i in train_ids], minlength=2)
+        minority_index = int(np.argmin(counts))
+    elif str(wanted) in classes:
+        minority_index = classes.index(str(wanted))
+    else:
+        raise MedrunError(f"oversample.minority={wanted!r} is not a class; valid: {', '.join(classes)}")
+    minority = [i for i in train_ids if labels[i] == minority_index]
+    majority = [i for i in train_ids if labels[i] != minority_index]
+    if not minority or not majority:
+        raise MedrunError(f"a training part has no images of one side (minority {classes[minority_index]}: "
+                          f"{len(minority)}, rest: {len(majority)}); oversampling needs both")
+    return classes[minority_index], majority, minority
+
+
+def _read_manifest(out_dir: Path) -> list[dict]:
+    with open(out_dir / "manifest.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def oversample_fold(cfg, store: SampleStore, fold: dict, fold_dir: Path) -> tuple[SampleStore, dict]:
+    """The store and fold to train on: the real ones, plus the fold's synthetic minority images."""
+    name = cfg.get("oversample", {}).get("name", "none")
+    if name == "none":
+        return store, fold
+    if store.segmentation:
+        raise MedrunError("oversample applies to classification runs; set oversample=none")
+    build = OVERSAMPLERS.get(name)
+    out_dir = fold_dir / "oversampling"
+    minority_class, majority, minority = split_classes(cfg, store, fold["train"])
+    label = [str(c) for c in cfg.data.classes].index(minority_class)
+    if not (out_dir / "manifest.csv").is_file():  # a resumed fold reuses what it made before
+        made = build(cfg, store, fold, out_dir, majority, minority)
+        (out_dir / "synthetic").mkdir(parents=True, exist_ok=True)
+        rows = []
+        for n, (source, image) in enumerate(made):
+            sid = f"syn{fold['fold']}_{n:05d}_{source}"
+            Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(out_dir / "synthetic" / f"{sid}.png")
+            rows.append({"synthetic_id": sid, "source_id": source, "method": name, "class": minority_class,
+                         "file": f"synthetic/{sid}.png"})
+        lines = ["synthetic_id,source_id,method,class,file"] + [",".join(r.values()) for r in rows]
+        write_text(out_dir / "manifest.csv", "\n".join(lines) + "\n")  # written last: it marks the step done
+    rows = _read_manifest(out_dir)
+    channels = int(cfg.data.channels)
+    extra = []
+    for r in rows:
+        image = np.asarray(Image.open(out_dir / r["file"]))
+        image = image[:, :, None] if image.ndim == 2 else image
+        if image.shape[2] != channels:
+            image = np.repeat(image[:, :, :1], channels, axis=2) if channels == 3 else image[:, :, :1]
+        extra.append(Sample(id=r["synthetic_id"], label=label, extra={"array": image, "source": r["source_id"]}))
+    return store.with_samples(extra), {**fold, "train": [*fold["train"], *(s.id for s in extra)]}
+

@@ -1,0 +1,118 @@
+"""CycleGAN oversampling (#13): reference shapes, a GAN that learns on real MedMNIST images, synthetic images
+made from and added to a fold's training part only, resume mid-GAN, and the duplicate control."""
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import medrun
+from medrun.oversample.cyclegan import CycleGAN, Generator, discriminator
+
+SMALL_GAN = ["oversample.size=[32,32]", "oversample.limit_batches=4", "oversample.generator.widths=[8,16,32,64,64]",
+             "oversample.discriminator.width=8"]
+TINY_CLASSIFIER = ["experiment=melanet_breastmnist", "data.image_size=[32,32]", "trainer.max_epochs=1",
+                   "+trainer.limit_train_batches=3", "callbacks.progress=none", "logger=none"]
+TINY_MELANET = [*TINY_CLASSIFIER, *SMALL_GAN]
+
+
+def test_generator_and_discriminator_have_the_reference_shapes():
+    g = Generator(3)
+    x = torch.rand(1, 3, 256, 256) * 2 - 1
+    with torch.no_grad():
+        y = g(x)
+        scores = discriminator(3)(x)[-1]
+    assert y.shape == x.shape and y.abs().max() <= 1  # tanh image
+    assert scores.shape == (1, 1, 30, 30)  # the 70x70 PatchGAN on 256x256
+    downs = [m for m in g.modules() if isinstance(m, torch.nn.Conv2d) and m.stride == (2, 2)]
+    assert len(downs) == 7  # 256 -> 2 after 7 halvings, the innermost level at 1x1 (unet_256)
+
+
+def test_a_few_gan_steps_reduce_the_cycle_loss_on_real_images(shared_data):
+    data = np.load(shared_data / "medmnist" / "breastmnist.npz")
+    images, labels = data["train_images"], data["train_labels"].ravel()
+    to_tensor = lambda a: torch.from_numpy(a[:, None].repeat(3, 1)).float() / 127.5 - 1  # noqa: E731
+    a, b = to_tensor(images[labels == 1][:32]), to_tensor(images[labels == 0][:32])
+    a = torch.nn.functional.interpolate(a, size=32)
+    b = torch.nn.functional.interpolate(b, size=32)
+    import pytorch_lightning as pl
+    from omegaconf import OmegaConf
+
+    pl.seed_everything(0, verbose=False)
+    cfg = medrun.compose("train", ["oversample=cyclegan", *SMALL_GAN]).oversample
+    gan = CycleGAN({**OmegaConf.to_container(cfg), "channels": 3})
+    with torch.no_grad():
+        before = float(gan.cycle_loss(a[:8], b[:8]))
+    pairs = [{"a": a[i], "b": b[(i * 7) % 32]} for i in range(32)]
+    trainer = pl.Trainer(max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False)
+    trainer.fit(gan, torch.utils.data.DataLoader(pairs, batch_size=4, shuffle=True))
+    assert trainer.global_step == 6 * 8 * 2  # manual optimisation: two optimiser steps per batch
+    with torch.no_grad():
+        after = float(gan.cycle_loss(a[:8], b[:8]))
+    assert after < 0.9 * before  # 48 generator steps: the round trip already loses less of the image
+
+
+@pytest.fixture(scope="module")
+def melanet_run(shared_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("melanet")
+    cfg = medrun.compose("train", [*TINY_MELANET, f"data.root={shared_data}/medmnist", "oversample.epochs=1",
+                                   f"paths.output_dir={out}"])
+    return medrun.train(cfg)
+
+
+def test_synthetic_images_come_from_and_go_to_the_training_part_only(melanet_run):
+    run_dir, summary = melanet_run
+    splits = json.loads((run_dir / "splits.json").read_text())
+    fold = splits["folds"][0]
+    over = run_dir / "fold_0" / "oversampling"
+    rows = list(csv.DictReader(open(over / "manifest.csv")))
+    train = set(fold["train"])
+    assert len(rows) == 399  # every benign/normal training image of BreastMNIST, translated
+    assert all(r["source_id"] in train for r in rows) and all(r["class"] == "malignant" for r in rows)
+    assert not {r["synthetic_id"] for r in rows} & set(fold["val"] + fold["test"] + fold["train"])  # splits stay real
+    assert all((over / r["file"]).is_file() for r in rows[:20]) and (over / "montage.png").stat().st_size > 5000
+    curves = list(csv.DictReader(open(over / "logs" / "metrics.csv")))
+    assert {"gan/generator", "gan/discriminator", "gan/cycle"} <= set(curves[0])
+    predictions = list(csv.DictReader(open(run_dir / "fold_0" / "predictions.csv")))
+    assert {p["id"] for p in predictions} == set(fold["test"])  # scored on real test images
+
+
+def test_an_interrupted_gan_resumes(shared_data, tmp_path, monkeypatch):
+    from medrun.runs import load_checkpoint
+
+    overrides = [*TINY_MELANET, f"data.root={shared_data}/medmnist", "oversample.epochs=2", "cv.use_fixed_test=true",
+                 f"paths.output_dir={tmp_path}"]
+    step = CycleGAN.training_step
+
+    def dies_in_epoch_two(self, batch, batch_idx):
+        if self.current_epoch == 1 and batch_idx == 2:
+            raise RuntimeError("killed")
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(CycleGAN, "training_step", dies_in_epoch_two)
+    with pytest.raises(RuntimeError, match="killed"):
+        medrun.train(medrun.compose("train", overrides))
+    run_dir = next((tmp_path / "melanet_breastmnist").iterdir())
+    last = run_dir / "fold_0" / "oversampling" / "checkpoints" / "last.ckpt"
+    assert load_checkpoint(last)["epoch"] == 0 and not (run_dir / "fold_0" / "oversampling" / "manifest.csv").exists()
+    monkeypatch.undo()
+    _, summary = medrun.api.resume(run_dir)
+    done = load_checkpoint(last)
+    assert done["epoch"] == 1 and done["global_step"] == 2 * 2 * 4  # 2 epochs x 4 batches x 2 optimisers
+    assert summary is not None and (run_dir / "fold_0" / "oversampling" / "manifest.csv").is_file()
+
+
+def test_duplicate_oversampling_is_the_control(shared_data, tmp_path):
+    cfg = medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist", "oversample=duplicate",
+                                   f"paths.output_dir={tmp_path}"])
+    run_dir, _ = medrun.train(cfg)
+    fold = json.loads((run_dir / "splits.json").read_text())["folds"][0]
+    rows = list(csv.DictReader(open(run_dir / "fold_0" / "oversampling" / "manifest.csv")))
+    from medrun.api import build_store
+
+    store = build_store(cfg, preload=False)
+    minority = {i for i in fold["train"] if store.samples[store.index[i]].label == 0}
+    assert len(rows) == len(fold["train"]) - 2 * len(minority)  # the classes are balanced afterwards
+    assert {r["source_id"] for r in rows} <= minority

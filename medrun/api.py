@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medrun.config import compose, to_plain
-from medrun.crossval import run_folds
+from medrun.crossval import run_folds, summarize
 from medrun.data import build_dataset
 from medrun.data.build import build_splits, build_store, fill_labels
 from medrun.data.datamodule import FoldDataModule
@@ -74,7 +74,9 @@ def build_datamodule(cfg: DictConfig, fold: int = 0) -> FoldDataModule:
 def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     """Run every fold of `cfg` into a new run folder; returns (run folder, cv_summary).
 
-    With `resume=<run folder>` it continues that run instead (see `resume`).
+    With `resume=<run folder>` it continues that run instead (see `resume`). With `run_dir=` the run goes to
+    that folder; with `cv.fold=k` too, only fold k trains there (folds as jobs), and the summary is written
+    once every fold has finished (or by `medrun aggregate`).
     """
     if cfg.get("resume"):
         return resume(cfg.resume, bool(cfg.allow_unsafe_checkpoints))
@@ -83,27 +85,82 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     distributed = cfg.trainer.strategy not in ("auto", None, "single_device") and cfg.trainer.devices != 1
     if distributed and (cfg.get("oversample") or {}).get("name", "none") != "none":
         raise MedrunError("oversample trains its GAN on one device: use trainer=gpu or cpu, not a DDP strategy")
+    only = cfg.cv.get("fold")
+    if only is not None and not cfg.get("run_dir"):
+        raise MedrunError("cv.fold=k trains one fold into a shared folder: also pass run_dir=<folder>")
     if is_ddp_child():
-        if RUN_DIR_ENV not in os.environ:
-            raise MedrunError(f"this DDP process is not global rank 0 but {RUN_DIR_ENV} is unset: start every node "
-                              f"with {RUN_DIR_ENV}=<a new folder on a filesystem all nodes share>")
-        run_dir = Path(os.environ[RUN_DIR_ENV])
+        run_dir = _wait_for_run_dir(cfg)
         store = build_store(cfg, preload=False)  # rank 0 already checked every file; decode lazily
         splits = json.loads((run_dir / "splits.json").read_text())
-        config = to_plain(cfg)
     else:
         store = build_store(cfg)
-        config = to_plain(cfg)
         splits = build_splits(cfg, store)
-        run_dir = create_run_dir(cfg.paths.output_dir, cfg.name)
-        os.environ[RUN_DIR_ENV] = str(run_dir)
-        write_text(run_dir / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(config)))
-        write_text(run_dir / "overrides.txt", "".join(f"{o}\n" for o in cfg.get("overrides", [])))
-        write_json(run_dir / "splits.json", splits)
-    summary = run_folds(cfg, config, run_dir, store, splits)
+        run_dir = _open_run_dir(cfg, splits)
+    os.environ[RUN_DIR_ENV] = str(run_dir)
+    summary = run_folds(cfg, to_plain(cfg), run_dir, store, splits, only=only)
     if summary is not None:
         write_summary(run_dir, cfg, summary)
     return run_dir, summary
+
+
+def _saved(cfg: DictConfig) -> str:
+    """config.yaml's text: the resolved config, fold-independent (cv.fold is a job's, not the run's)."""
+    config = to_plain(cfg)
+    config["cv"]["fold"] = None
+    config["overrides"] = [o for o in config.get("overrides", []) if not o.startswith("cv.fold=")]
+    return OmegaConf.to_yaml(OmegaConf.create(config))
+
+
+def _open_run_dir(cfg: DictConfig, splits: dict) -> Path:
+    """A new timestamped folder, or `run_dir=`: new, or (folds as jobs) one holding this same run."""
+    if not cfg.get("run_dir"):
+        run_dir = create_run_dir(cfg.paths.output_dir, cfg.name)
+    else:
+        run_dir = Path(str(cfg.run_dir)).expanduser().resolve()
+        if (run_dir / "config.yaml").is_file():
+            if cfg.cv.get("fold") is None:
+                raise MedrunError(f"run_dir={run_dir} already holds a run; runs never overwrite each other "
+                                  "(choose a new folder, or cv.fold=k to add a fold to it)")
+            if (run_dir / "config.yaml").read_text() != _saved(cfg) or \
+                    json.loads((run_dir / "splits.json").read_text()) != splits:
+                raise MedrunError(f"run_dir={run_dir} holds a run of another configuration or split; "
+                                  "every fold job of one run must share all overrides but cv.fold")
+            return run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+    write_text(run_dir / "config.yaml", _saved(cfg))
+    write_text(run_dir / "overrides.txt", "".join(f"{o}\n" for o in cfg.get("overrides", []) if not o.startswith("cv.fold=")))
+    write_json(run_dir / "splits.json", splits)
+    return run_dir
+
+
+def _wait_for_run_dir(cfg: DictConfig, timeout_s: float = 600) -> Path:
+    """The run folder of global rank 0, for the other DDP processes (other nodes: `run_dir=`)."""
+    import time
+
+    folder = os.environ.get(RUN_DIR_ENV) or cfg.get("run_dir")
+    if not folder:
+        raise MedrunError(f"this DDP process is not global rank 0 and has no run folder: pass run_dir=<a new folder "
+                          f"on a filesystem all nodes share> (or set {RUN_DIR_ENV})")
+    run_dir = Path(str(folder)).expanduser().resolve()
+    deadline = time.time() + timeout_s
+    while not (run_dir / "splits.json").is_file():
+        if time.time() > deadline:
+            raise MedrunError(f"rank 0 did not write {run_dir}/splits.json within {timeout_s:.0f} s")
+        time.sleep(1)
+    return run_dir
+
+
+def aggregate_run(run_dir: str | Path) -> dict:
+    """cv_summary.json and summary.md of a run whose folds were trained as separate jobs."""
+    run_dir = require_run_dir(run_dir)
+    cfg = saved_config(run_dir)
+    splits = json.loads((run_dir / "splits.json").read_text())
+    missing = [f["fold"] for f in splits["folds"] if not (run_dir / f"fold_{f['fold']}" / "metrics.json").is_file()]
+    if missing:
+        raise MedrunError(f"{run_dir}: fold(s) {missing} have not finished; run them with cv.fold=k run_dir={run_dir}")
+    summary = summarize(cfg, run_dir, splits)
+    write_summary(run_dir, cfg, summary)
+    return summary
 
 
 def write_summary(run_dir: Path, cfg: DictConfig, summary: dict) -> None:
@@ -149,7 +206,8 @@ def resume(run_dir: str | Path, allow_unsafe_checkpoints: bool = False) -> tuple
         cfg.resume = None
     store = build_store(cfg)
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    summary = run_folds(cfg, to_plain(cfg), run_dir, store, json.loads((run_dir / "splits.json").read_text()))
+    summary = run_folds(cfg, to_plain(cfg), run_dir, store, json.loads((run_dir / "splits.json").read_text()),
+                        only=cfg.cv.get("fold"))
     if summary is not None:
         write_summary(run_dir, cfg, summary)
     return run_dir, summary

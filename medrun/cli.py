@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
 
 def usage() -> str:
@@ -82,35 +83,29 @@ def _train(overrides: list[str], print_cfg: bool) -> int:
 
 
 def _multirun(command: str, overrides: list[str]) -> int:
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    import medrun
-
     if command != "train":
         raise MedrunError(f"-m works with train only, not {command!r}")
-    try:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-    except Exception as e:
-        raise MedrunError(f"bad sweep override: {e}") from None
-    jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
-    cfg = medrun.compose("train", jobs[0])
-    if cfg.trainer.strategy == "ddp" and cfg.trainer.devices != 1:
-        raise MedrunError("-m cannot be combined with trainer.strategy=ddp (each DDP child would restart the "
-                          "sweep); run the jobs one by one, or use trainer.strategy=ddp_spawn")
-    failed = []
-    for n, job in enumerate(jobs):
-        print(f"[medrun] job {n + 1}/{len(jobs)}: {' '.join(job)}", flush=True)
-        try:
-            _print_train_result(*medrun.train(medrun.compose("train", job)))
-        except Exception as e:  # one failing job must not stop the others
-            print(f"medrun: error: job {n + 1} ({' '.join(job)}) failed: {e}", file=sys.stderr)
-            failed.append(job)
-    if failed:
-        print(f"medrun: {len(failed)} of {len(jobs)} jobs failed:", file=sys.stderr)
-        for job in failed:
-            print(f"  {' '.join(job)}", file=sys.stderr)
+    from medrun.sweep import run_sweep
+
+    sweep_dir = run_sweep(overrides)
+    summary = json.loads((sweep_dir / "multirun_summary.json").read_text())
+    print((sweep_dir / "multirun_summary.md").read_text())
+    print(f"sweep folder: {sweep_dir}")
+    if summary["failed"]:
+        jobs = {r["job"]: r for r in summary["jobs"]}
+        print(f"medrun: {len(summary['failed'])} of {len(summary['jobs'])} jobs failed:", file=sys.stderr)
+        for n in summary["failed"]:
+            print(f"  {' '.join(jobs[n]['overrides'])}: {jobs[n].get('error', '')}", file=sys.stderr)
         return 1
+    return 0
+
+
+def _aggregate(args: list[str]) -> int:
+    if len(args) != 1:
+        raise MedrunError("usage: medrun aggregate <run folder>")
+    from medrun.api import aggregate_run
+
+    _print_train_result(args[0], aggregate_run(args[0]))
     return 0
 
 
@@ -234,6 +229,7 @@ COMMANDS = {
                     "                               score a run: out-of-fold, test set, TTA, thresholds"),
     "predict": (_predict, "predict run=RUN input=PATH output=DIR\n"
                           "                               the run's fold ensemble on new images or DICOM files"),
+    "aggregate": (_aggregate, "aggregate RUN_FOLDER         cv_summary of a run whose folds ran as separate jobs (cv.fold=k)"),
     "explain": (_explain, "explain run=RUN [method=gradcam] [clusters=k-means,birch,agglomerative k=4 embed=tsne]\n"
                           "                               Grad-CAM heatmaps, their faithfulness, feature clusters"),
 }
@@ -265,6 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # medrun never downloads weights
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
+    quiet_known_noise()
     try:
         code = run(argv)
     except MedrunError as e:

@@ -27,7 +27,7 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
 
 
-def _check_choices(overrides: list[str]) -> None:
+def check_choices(overrides: list[str]) -> None:
     """Unknown group choices (experiment=foo) fail here with the list of valid names."""
     known = set(groups())
     for o in overrides:
@@ -40,18 +40,23 @@ def _check_choices(overrides: list[str]) -> None:
 def compose(command: str = "train", overrides: list[str] | tuple = ()) -> DictConfig:
     """Compose configs/<command>.yaml with Hydra overrides; the result also records the overrides."""
     overrides = list(overrides)
-    _check_choices(overrides)
+    check_choices(overrides)
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name=command, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise MedrunError(f"bad override: {msg}") from None
+    return finish(cfg, overrides)
+
+
+def finish(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+    """A composed config checked for required keys and carrying its command-line overrides."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise MedrunError(f"{missing[0]} is required: pass {missing[0]}=...")
     with open_dict(cfg):
-        cfg.overrides = overrides
+        cfg.overrides = list(overrides)
     return cfg
 
 

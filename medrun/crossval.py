@@ -106,23 +106,38 @@ def score_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
     return record
 
 
-def run_folds(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, splits: dict) -> dict | None:
-    """Train every fold and return the cv_summary (None in DDP processes other than rank 0).
+def run_folds(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, splits: dict,
+              only: int | None = None) -> dict | None:
+    """Train every fold (or fold `only`) and return the cv_summary once every fold has finished; None in DDP
+    processes other than rank 0, and while other folds of a folds-as-jobs run are still missing.
 
     One process scores each fold right after training it. Under DDP the other ranks would wait at the
     next fold's first collective while rank 0 scores (a timeout risk), so rank 0 scores after the last fold.
     """
     folds = splits["folds"]
+    if only is not None:
+        if not 0 <= int(only) < len(folds):
+            raise MedrunError(f"cv.fold={only}: this protocol has folds 0..{len(folds) - 1}")
+        folds = [folds[int(only)]]
     distributed = cfg.trainer.strategy not in ("auto", None, "single_device") and cfg.trainer.devices != 1
     to_score = []
     for f in folds:
-        if train_fold(cfg, config, run_dir, store, f, len(folds)):
+        if train_fold(cfg, config, run_dir, store, f, len(splits["folds"])):
             to_score.append(f)
             if not distributed:
                 score_fold(cfg, config, run_dir, store, f)
     if is_ddp_child() or len(to_score) < len(folds):
         return None
-    records = [score_fold(cfg, config, run_dir, store, f) for f in folds]
+    for f in folds:
+        score_fold(cfg, config, run_dir, store, f)
+    if any(not (run_dir / f"fold_{f['fold']}" / "metrics.json").is_file() for f in splits["folds"]):
+        return None  # folds as jobs: the last one to finish (or `medrun aggregate`) writes the summary
+    return summarize(cfg, run_dir, splits)
+
+
+def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
+    """The cv_summary from every fold's metrics.json: mean, std, the protocol's note, the task's extras."""
+    records = [json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text()) for f in splits["folds"]]
     (run_dir / "failed.json").unlink(missing_ok=True)  # a resumed run that completes is no longer failed
     note = LEAK_NOTE if splits["test_used_for_model_selection"] else None
     summary = aggregate(cfg.name, splits["protocol"], [{"fold": r["fold"], "metrics": r["metrics"]} for r in records],

@@ -1,0 +1,136 @@
+"""`medrun -m train ...`: Hydra's own multirun, so any sweeper (basic, Optuna) and launcher (local, joblib,
+submitit/SLURM) plugin runs the jobs. Each job is one `medrun.train` with its own run folder; a failing job
+is recorded and returns NaN (a failed Optuna trial) instead of stopping the sweep; the sweep folder gets
+multirun_summary.md/json, one row per job, sorted by the `optimize=` metric."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from medrun.config import CONFIG_DIR, check_choices, finish
+from medrun.console import quiet_known_noise
+from medrun.errors import MedrunError
+from medrun.runs import write_json, write_text
+
+RECORD = "medrun_job.json"
+# the columns of a sweep's table when its runs have them: segmentation, then classification (MelaNet's
+# Table 2.1 ablation: AUC, sensitivity, specificity, false negatives, balanced accuracy)
+HEADLINE = ("dice", "jaccard", "dice_micro", "auc_macro", "sensitivity_macro", "specificity_macro", "fn_total",
+            "balanced_accuracy", "accuracy")
+
+
+def _one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return text if isinstance(e, MedrunError) else f"{type(e).__name__}: {text}"
+
+
+def job(cfg: DictConfig) -> float:
+    """Hydra's task function (module level, so launchers can pickle it): train, record, return the objective."""
+    import medrun
+    from hydra.core.hydra_config import HydraConfig
+
+    quiet_known_noise()  # launchers run jobs in fresh processes
+    hydra = HydraConfig.get()
+    overrides = list(hydra.overrides.task)
+    record = {"job": int(hydra.job.num), "overrides": overrides, "status": "failed"}
+    value = math.nan
+    try:
+        cfg = finish(cfg, overrides)
+        run_dir, summary = medrun.train(cfg)
+        record.update(status="ok", run_dir=str(run_dir))
+        if summary is not None:
+            record.update(mean=summary["mean"], std=summary["std"])
+            metric = cfg.get("optimize")
+            if metric:
+                if metric not in summary["mean"]:
+                    raise MedrunError(f"optimize={metric!r} is not a metric of this run; valid: "
+                                      f"{', '.join(sorted(summary['mean']))}")
+                value = float(summary["mean"][metric])
+    except Exception as e:  # one failing job must not stop the others
+        record.update(status="failed", error=_one_line(e))
+        print(f"medrun: error: job {record['job']} ({' '.join(overrides)}) failed: {record['error']}", file=sys.stderr)
+    record["objective"] = None if math.isnan(value) else value
+    write_json(Path(hydra.runtime.output_dir) / RECORD, record)
+    return value
+
+
+def _first_values(overrides: list[str]) -> list[str]:
+    """The first job's overrides (each sweep replaced by its first value), to check the config before launching."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except Exception as e:
+        raise MedrunError(f"bad sweep override: {' '.join(str(e).split())}") from None
+    out = []
+    for o in parsed:
+        if o.key_or_group.startswith("hydra") or o.is_sweep_override() and not o.is_discrete_sweep():
+            continue  # Hydra's own settings, and Optuna's interval/tag search spaces
+        values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.get_value_element_as_str()]
+        for v in values:
+            check_choices([f"{o.get_key_element()}={v}"])
+        out.append(f"{o.get_key_element()}={values[0]}")
+    return out
+
+
+def run_sweep(overrides: list[str]) -> Path:
+    """Run the sweep through hydra.main and return its folder (with multirun_summary.json)."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from medrun.config import compose
+
+    first = compose("train", _first_values(overrides))
+    if first.trainer.strategy == "ddp" and first.trainer.devices != 1:
+        raise MedrunError("-m cannot be combined with trainer.strategy=ddp (each DDP child would restart the sweep); "
+                          "use a launcher (hydra/launcher=submitit_slurm) with one DDP job each, or trainer=gpu")
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
+    sweep_dir = Path(str(first.paths.output_dir)).resolve() / "multirun" / stamp
+    extra = [f"hydra.sweep.dir={sweep_dir}"]
+    if any(o.startswith(("hydra/sweeper=optuna", "hydra.sweeper=optuna")) for o in overrides) and first.optimize \
+            and not any(o.startswith("hydra.sweeper.direction") for o in overrides):
+        # optimize=jaccard means the higher the better; a loss is minimised
+        extra.append(f"hydra.sweeper.direction={'minimize' if 'loss' in str(first.optimize) else 'maximize'}")
+    argv = sys.argv
+    sys.argv = [argv[0] if argv else "medrun", "--multirun", *overrides, *extra]
+    try:
+        hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(job)()
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    return summarize_sweep(sweep_dir, first.optimize)
+
+
+def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
+    """multirun_summary.json and .md: one row per job (overrides, status, run folder, CV mean ± std), best first."""
+    records = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{RECORD}"))]
+    if not records:
+        raise MedrunError(f"the sweep in {sweep_dir} ran no job; see the messages above")
+    sign = -1 if optimize and "loss" not in str(optimize) else 1
+    records.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0), r["job"]))
+    summary = {"sweep_dir": str(sweep_dir), "optimize": optimize, "jobs": records,
+               "failed": [r["job"] for r in records if r["status"] != "ok"]}
+    optuna = sweep_dir / "optimization_results.yaml"
+    if optuna.is_file():
+        summary["optuna"] = OmegaConf.to_container(OmegaConf.load(optuna))
+    write_json(sweep_dir / "multirun_summary.json", summary)
+    metrics = [m for m in HEADLINE if any(m in (r.get("mean") or {}) for r in records)]
+    lines = [f"# Sweep {sweep_dir.name}: {len(records)} job(s), {len(summary['failed'])} failed"
+             + (f", sorted by {optimize}" if optimize else ""), "",
+             "| job | overrides | status | " + " | ".join(metrics) + " | run folder |",
+             "|---|---|---|" + "---|" * len(metrics) + "---|"]
+    for r in records:
+        cells = [f"{r['mean'][m]:.4f} ± {r['std'][m]:.4f}" if m in (r.get("mean") or {}) else "-" for m in metrics]
+        status = r["status"] if r["status"] == "ok" else f"failed: {r.get('error', '')[:80]}"
+        lines.append(f"| {r['job']} | {' '.join(r['overrides'])} | {status} | " + " | ".join(cells)
+                     + f" | {r.get('run_dir', '-')} |")
+    if "optuna" in summary:
+        lines += ["", f"Optuna best parameters: {summary['optuna'].get('best_params')} "
+                      f"(value {summary['optuna'].get('best_value')})"]
+    write_text(sweep_dir / "multirun_summary.md", "\n".join(lines) + "\n")
+    return sweep_dir

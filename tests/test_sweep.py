@@ -1,0 +1,58 @@
+"""Sweeps through Hydra's sweeper and launcher plugins (#16): Optuna, submitit and joblib, folds as jobs,
+and the multirun summary."""
+import json
+
+import pytest
+
+import medrun
+from medrun.cli import main
+from tests.conftest import TINY
+
+
+def sweep_summary(tmp_path) -> dict:
+    return json.loads(next((tmp_path / "outputs" / "multirun").glob("*/multirun_summary.json")).read_text())
+
+
+def test_optuna_sweep_reports_its_best_trial(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["-m", "train", *TINY, "cv=holdout", "name=opt", "hydra/sweeper=optuna", "hydra.sweeper.n_trials=3",
+                 "task.optimizer.lr=tag(log,interval(1e-4,1e-2))", "optimize=dice"])
+    assert code == 0, capsys.readouterr().err
+    summary = sweep_summary(tmp_path)
+    values = [r["objective"] for r in summary["jobs"]]
+    assert len(values) == 3 and all(v is not None for v in values)
+    assert values == sorted(values, reverse=True)  # best first: dice is maximised
+    assert summary["optuna"]["best_value"] == pytest.approx(values[0])
+    lr = float(next(o for o in summary["jobs"][0]["overrides"] if o.startswith("task.optimizer.lr=")).split("=")[1])
+    assert summary["optuna"]["best_params"]["task.optimizer.lr"] == pytest.approx(lr)
+    assert len({r["run_dir"] for r in summary["jobs"]}) == 3
+
+
+@pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local"], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
+def test_launcher_plugins_run_each_job_in_its_own_folder(launcher, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["-m", "train", *TINY, "cv=holdout", "name=launched", *launcher, "seed=1,2"]) == 0
+    summary = sweep_summary(tmp_path)
+    runs = [r["run_dir"] for r in summary["jobs"]]
+    assert len(set(runs)) == 2 and all(r["status"] == "ok" for r in summary["jobs"])
+    seeds = {json.loads((tmp_path / "outputs" / "launched" / r.rsplit("/", 1)[1] / "splits.json").read_text())["seed"]
+             for r in runs}
+    assert seeds == {1, 2}
+
+
+def test_folds_as_jobs_then_aggregate_equal_a_one_process_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    common = [*TINY, "cv.folds=2", "trainer.deterministic=true", "trainer.max_epochs=2", "name=folds"]
+    shared = tmp_path / "shared_run"
+    assert main(["-m", "train", *common, "cv.fold=0,1", f"run_dir={shared}"]) == 0
+    # the last job to finish wrote the summary; `medrun aggregate` writes the same again
+    written = json.loads((shared / "cv_summary.json").read_text())
+    (shared / "cv_summary.json").unlink()
+    assert main(["aggregate", str(shared)]) == 0
+    aggregated = json.loads((shared / "cv_summary.json").read_text())
+    _, single = medrun.train(medrun.compose("train", [*common, f"paths.output_dir={tmp_path / 'single'}"]))
+    assert aggregated == written == single
+    with pytest.raises(medrun.api.MedrunError, match="holds a run of another configuration"):
+        medrun.train(medrun.compose("train", [*common, "seed=3", "cv.fold=0", f"run_dir={shared}"]))
+    with pytest.raises(medrun.api.MedrunError, match="cv.fold=k trains one fold into a shared folder"):
+        medrun.train(medrun.compose("train", [*common, "cv.fold=0"]))

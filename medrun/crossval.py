@@ -96,7 +96,7 @@ def score_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
     checkpoint = resolve_inside(run_dir, trained["checkpoint"], f"fold_{k}/trained.json checkpoint")
     task = TASKS.get(cfg.task.name)(config)
     task.load_state_dict(load_checkpoint(checkpoint, bool(cfg.allow_unsafe_checkpoints))["state_dict"])
-    datamodule = FoldDataModule(store, fold, cfg.data, int(cfg.seed) + k)
+    datamodule = FoldDataModule(store, fold, cfg.data, int(cfg.seed) + k, batched=False)
     device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
     metrics, extras = task.evaluate_heldout(datamodule, [s.id for s in store.samples], fold_dir,
                                             device, bool(cfg.save_probabilities))

@@ -95,16 +95,19 @@ class Run:
     @torch.inference_mode()
     def predict_ids(self, store: SampleStore, ids: list[str], tta: str = "none", folds: list[int] | None = None,
                     with_plain: bool = False):
-        """Probabilities and targets of samples `ids` of `store`: (probs, targets), or with `with_plain`
-        (plain, tta, targets) from one pass over the data."""
+        """Probabilities and targets of samples `ids` of `store`, kept on the run's device (TTA, thresholds and
+        metrics run there; only results come back): (probs, targets), or with `with_plain` (plain, tta, targets)
+        from one pass over the data."""
         ds = TransformedSamples(store, store.indices(ids), pipeline(self.config.data, train=False), seed=0)
-        loader = torch.utils.data.DataLoader(ds, batch_size=int(self.config.data.batch_size))
+        loader = torch.utils.data.DataLoader(ds, batch_size=int(self.config.data.batch_size),
+                                             pin_memory=self.device.startswith("cuda"))
         plain, augmented, targets = [], [], []
         for batch in loader:
-            p = self.predict(batch["image"], "none", folds).cpu()
+            x = batch["image"].to(self.device, non_blocking=True)
+            p = self.predict(x, "none", folds)
             plain.append(p)
-            augmented.append(self.predict(batch["image"], tta, folds).cpu() if tta != "none" else p)
-            targets.append(batch["target"])
+            augmented.append(self.predict(x, tta, folds) if tta != "none" else p)
+            targets.append(batch["target"].to(self.device, non_blocking=True))
         if not plain:
             raise MedrunError("no samples to predict")
         out = (torch.cat(augmented), torch.cat(targets))

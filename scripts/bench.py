@@ -28,12 +28,56 @@ def spread(values: list[float]) -> str:
 
 
 # ---------------------------------------------------------------- training-loop overhead
-def _medrun_steps(size, batch, steps, warmup, seed, overrides=()):
-    """Seconds per training step through medrun's datamodule, LightningModule, Trainer, callbacks, logger."""
+class HandStep:
+    """The simplest training step: the same model, a batch already in memory, Adam, BCE with logits."""
+
+    def __init__(self, size, batch, seed, device="cpu", precision=None, channels_last=False, compile=False,
+                 sharp=True):
+        from medrun.models.sharp_unet import SharpUNet
+
+        torch.manual_seed(seed)
+        h, w = size
+        self.device, self.precision, self.channels_last = device, precision, channels_last
+        self.model = SharpUNet(3, 1, sharp=sharp).to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.step_model = torch.compile(self.model) if compile else self.model
+        self.opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=1e-3)
+        self.x = torch.rand(batch, 3, h, w, device=device)
+        self.y = (torch.rand(batch, 1, h, w, device=device) > 0.7).float()
+        if channels_last:
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.loss_fn = torch.nn.BCEWithLogitsLoss()
+
+    def __call__(self) -> float:
+        t = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=torch.device(self.device).type, dtype=torch.bfloat16,
+                            enabled=self.precision == "bf16"):
+            loss = self.loss_fn(self.step_model(self.x).float(), self.y)
+        loss.backward()
+        self.opt.step()
+        if self.device != "cpu":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+
+def _hand_steps(size, batch, steps, warmup, seed, **kw):
+    """Seconds per hand-written step (after `warmup` steps)."""
+    step = HandStep(size, batch, seed, **kw)
+    return [step() for _ in range(warmup + steps)][warmup:]
+
+
+def interleaved_steps(size, batch, steps, warmup, seed, overrides=()):
+    """(medrun, hand-written) seconds per step, alternating one step of each in one process.
+
+    medrun's step is the time from the end of the previous hand-written step to the end of its own batch:
+    its data loader, LightningModule, Trainer, callbacks and logger; the hand-written step runs in between,
+    from a Lightning callback, so load changes on the machine hit both alike."""
     import pytorch_lightning as pl
 
     import medrun
-    from medrun.api import build_store, build_splits
+    from medrun.api import build_splits, build_store
     from medrun.data.datamodule import FoldDataModule
     from medrun.tasks import TASKS
     from medrun.training import build_callbacks, build_logger, build_trainer
@@ -48,65 +92,40 @@ def _medrun_steps(size, batch, steps, warmup, seed, overrides=()):
                                    "+trainer.limit_val_batches=1", *overrides])
     store = build_store(cfg)
     fold = build_splits(cfg, store)["folds"][0]
-    times: list[float] = []
+    hand = HandStep(size, batch, seed)
+    med_times, hand_times = [], []
 
-    class Timer(pl.Callback):
+    class Alternate(pl.Callback):
+        def __init__(self):
+            self.mark = None
+
+        def on_train_start(self, *args):
+            self.mark = time.perf_counter()
+
         def on_train_batch_end(self, *args):
-            times.append(time.perf_counter())
+            med_times.append(time.perf_counter() - self.mark)
+            hand_times.append(hand())
+            self.mark = time.perf_counter()
 
     out = Path(os.environ.get("TMPDIR", "/tmp")) / f"medrun-bench-{os.getpid()}"
     pl.seed_everything(seed, verbose=False)
     task = TASKS.get("segmentation")(medrun.api.to_plain(cfg))
-    trainer = build_trainer(cfg, out, [*build_callbacks(cfg, out, "1/1"), Timer()], build_logger(cfg, out, out, 0, {}))
+    trainer = build_trainer(cfg, out, [*build_callbacks(cfg, out, "1/1"), Alternate()],
+                            build_logger(cfg, out, out, 0, {}))
     trainer.fit(task, datamodule=FoldDataModule(store, fold, cfg.data, seed))
-    return np.diff(times[warmup:]).tolist()
+    return med_times[warmup:], hand_times[warmup:]
 
 
-def _hand_steps(size, batch, steps, warmup, seed, device="cpu", precision=None, channels_last=False, compile=False,
-                sharp=True):
-    """Seconds per step of the simplest loop: same model, in-memory tensors, Adam, BCE with logits."""
-    from medrun.models.sharp_unet import SharpUNet
-
-    torch.manual_seed(seed)
-    h, w = size
-    model = SharpUNet(3, 1, sharp=sharp).to(device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    step_model = torch.compile(model) if compile else model
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    x = torch.rand(batch * 8, 3, h, w)
-    y = (torch.rand(batch * 8, 1, h, w) > 0.7).float()
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=batch, shuffle=True)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    times = []
-    done = 0
-    while done < warmup + steps:
-        for xb, yb in loader:
-            xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
-            if channels_last:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                loss = loss_fn(step_model(xb).float(), yb)
-            loss.backward()
-            opt.step()
-            if device != "cpu":
-                torch.cuda.synchronize()
-            times.append(time.perf_counter())
-            done += 1
-            if done >= warmup + steps:
-                break
-    return np.diff(times[warmup:]).tolist()
+def iqr(values) -> str:
+    q1, q2, q3 = np.percentile(values, [25, 50, 75])
+    return f"{q2:.4g} (IQR {q1:.4g}-{q3:.4g}, n={len(values)})"
 
 
-def training_overhead(size, batch, steps, warmup, repeats):
-    """Alternating repeats in one process; the ratio of median step times is medrun's overhead."""
-    med, hand = [], []
-    for r in range(repeats):
-        hand += _hand_steps(size, batch, steps, warmup, seed=r)
-        med += _medrun_steps(size, batch, steps, warmup, seed=r)
+def training_overhead(size, batch, steps, warmup):
+    """medrun's training step against the hand-written one, interleaved; the ratio of the medians."""
+    med, hand = interleaved_steps(size, batch, steps, warmup, seed=0)
     ratio = statistics.median(med) / statistics.median(hand)
-    return [("hand-written loop, s/step", spread(hand)), ("medrun full path, s/step", spread(med)),
+    return [("hand-written loop, s/step", iqr(hand)), ("medrun full path, s/step", iqr(med)),
             ("medrun / hand-written", f"{ratio:.3f}"),
             ("images/s (hand, medrun)", f"{batch / statistics.median(hand):.1f}, {batch / statistics.median(med):.1f}")]
 
@@ -163,7 +182,7 @@ def data_pipeline(quick: bool):
             for workers in (0, 1, 2):
                 c = medrun.compose("train", [f"data={data}", f"data.root={root}", "+augment=aucmedi",
                                              f"data.cache={str(cache).lower()}", f"data.num_workers={workers}",
-                                             "data.batch_size=4"])
+                                             "data.batch_size=4", "data.batched=false"])
                 st = build_store(c, preload=False)
                 ids = [s.id for s in st.samples[: len(samples)]]
                 loader = FoldDataModule(st, {"train": ids, "val": ids, "test": ids}, c.data, 0).train_dataloader()
@@ -172,8 +191,43 @@ def data_pipeline(quick: bool):
                     t = time.perf_counter()
                     n = sum(len(b["image"]) for b in loader)
                     rates.append(n / (time.perf_counter() - t))
-                rows.append((f"{label}: loader, cache={'on' if cache else 'off'}, workers={workers}, samples/s "
-                             "(passes after the first)", spread(rates[1:])))
+                rows.append((f"{label}: per-sample loader, cache={'on' if cache else 'off'}, workers={workers}, "
+                             "samples/s (passes after the first)", spread(rates[1:])))
+        rows += batched_rates(label, data, root, quick)
+    return rows
+
+
+def batched_rates(label, data, root, quick: bool):
+    """The batched path: cached uint8 batches gathered by index, augmented and normalised in the batch (here on
+    the CPU), against the per-sample albumentations loader on the same flips, batch 32."""
+    import medrun
+    from medrun.api import build_store
+    from medrun.data.batched import augment_and_normalize
+    from medrun.data.datamodule import FoldDataModule
+
+    flips = ("data.augment=[{_target_: albumentations.HorizontalFlip, p: 0.5}, "
+             "{_target_: albumentations.VerticalFlip, p: 0.5}]")
+    rows = []
+    sets = (("flips", flips), ("AUCMEDI set", "+augment=aucmedi")) if data == "cvc_clinicdb" else (("flips", flips),)
+    for name, augment in sets:  # (the AUCMEDI set's hue and saturation need RGB: CVC only)
+        for batched in ("true", "false"):
+            c = medrun.compose("train", [f"data={data}", f"data.root={root}", augment, "data.batch_size=32",
+                                         f"data.batched={batched}"])
+            st = build_store(c)
+            ids = [s.id for s in st.samples] * (4 if quick else 40)  # the real images, repeated into an epoch
+            st = st.with_samples([])
+            dm = FoldDataModule(st, {"train": ids, "val": ids, "test": ids}, c.data, 0)
+            loader = dm.train_dataloader()
+            rates = []
+            for _ in range(3):
+                t = time.perf_counter()
+                n = 0
+                for b in loader:  # the batched path's device step (here on the CPU) as the Trainer would run it
+                    b = augment_and_normalize(b, dm.augmentation, c.data.normalize, True) if dm.batched else b
+                    n += len(b["image"])
+                rates.append(n / (time.perf_counter() - t))
+            path = "batched (kornia)" if dm.batched else "per-sample (albumentations)"
+            rows.append((f"{label}: {path} path, {name}, batch 32, samples/s", spread(rates)))
     return rows
 
 
@@ -372,7 +426,8 @@ def gpu_throughput(size, batch, steps, warmup, device, quick: bool):
                 continue
             if device == "cuda":
                 torch.cuda.reset_peak_memory_stats()
-            times = _hand_steps(size, batch, steps, warmup, 0, device, precision, cl, comp and device == "cuda", sharp)
+            times = _hand_steps(size, batch, steps, warmup, 0, device=device, precision=precision, channels_last=cl,
+                                compile=comp and device == "cuda", sharp=sharp)
             step = statistics.median(times)
             peak = f"{torch.cuda.max_memory_allocated() / 2**30:.2f}" if device == "cuda" else "n/a"
             rows.append((f"{'Sharp U-Net' if sharp else 'U-Net'} {size[0]}x{size[1]} {name}: images/s, peak GiB, MFU",
@@ -431,7 +486,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--gpu", action="store_true", help="also the GPU section (CUDA if available)")
     ap.add_argument("--name", default="cpu")
     ap.add_argument("--out", default=str(REPO / "benchmarks"))
-    ap.add_argument("--only", choices=["training", "data", "evaluation", "cascade", "explain", "gan"],
+    ap.add_argument("--only", choices=["overhead", "data", "evaluation", "cascade", "explain", "gan"],
                     help="one section only (written to benchmarks/<name>_<section>.md)")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -441,10 +496,10 @@ def main(argv=None) -> Path:
     logging.getLogger("pytorch_lightning").setLevel(logging.ERROR)
     q = args.quick
     size, batch = ((32, 32), 2) if q else ((96, 128), 8)
-    steps, warmup, repeats = (3, 1, 1) if q else (20, 3, 3)
+    steps, warmup = (3, 1) if q else (30, 3)
     builders = {
-        "training": (f"Training step, Sharp U-Net {size[0]}x{size[1]}x3, batch {batch}, fp32, CPU",
-                     lambda: training_overhead(size, batch, steps, warmup, repeats)),
+        "overhead": (f"Training step, Sharp U-Net {size[0]}x{size[1]}x3, batch {batch}, fp32, CPU, interleaved",
+                     lambda: training_overhead(size, batch, steps, warmup)),
         "data": ("Data pipeline (real files from ../shared/data)", lambda: data_pipeline(q)),
         "evaluation": ("Evaluation", lambda: evaluation(q)),
         "cascade": ("Cascade evaluation (One Case): what the classifier adds", lambda: cascade_evaluation(q)),

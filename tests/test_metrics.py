@@ -62,3 +62,48 @@ def test_epoch_metric_accumulates_batches():
     out = m.compute()
     assert out["dice"] == pytest.approx((1 + 2 / 3) / 2)  # mean over both images, not the last batch
     assert out["dice_micro"] == pytest.approx(2 * 2 / (2 * 2 + 0 + 1))  # tp 2, fp 0, fn 1 over the epoch
+
+
+def real_masks(shared_data, size=(128, 128)):
+    """ISBI-2012 labels and CVC-ClinicDB ground truths as (N, H, W) class indices, with soft predictions."""
+    import medrun
+
+    stores = [medrun.api.build_store(medrun.compose("train", [f"data={name}", f"data.root={shared_data}/{folder}",
+                                                              f"data.image_size=[{size[0]},{size[1]}]"]), preload=False)
+              for name, folder in (("isbi2012", "isbi2012"), ("cvc_clinicdb", "cvc_clinicdb_sample/CVC-ClinicDB"))]
+    masks = torch.stack([torch.as_tensor(s.get(i)[1]).long() for s in stores for i in range(len(s))])
+    g = torch.Generator().manual_seed(0)
+    probs = (masks.float() * 0.6 + torch.rand(masks.shape, generator=g) * 0.5).clamp(0, 1)
+    return masks, probs
+
+
+def test_vectorised_counts_equal_smp_on_real_masks(shared_data):
+    import segmentation_models_pytorch as smp
+
+    masks, probs = real_masks(shared_data)
+    assert len(masks) == 42 and 0 < masks.float().mean() < 1
+    for t in (0.3, 0.5, 0.8):
+        ours = confusion(probs[:, None], masks, True, t)
+        theirs = smp.metrics.get_stats(probs[:, None], masks[:, None], mode="binary", threshold=t)
+        assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    three = torch.stack([1 - probs, probs * 0.5, probs * 0.5 + (masks == 0) * 0.01], 1)
+    classes = masks * 2  # classes 0 and 2 present, 1 absent
+    ours = confusion(three, classes, False)
+    theirs = smp.metrics.get_stats(three.argmax(1), classes, mode="multiclass", num_classes=3)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+    # and the scores from them, against smp's own reductions
+    tp, fp, fn, tn = confusion(probs[:, None], masks, True)
+    got = scores(tp, fp, fn, tn, ["bg", "fg"])
+    want = smp.metrics.f1_score(tp, fp, fn, tn, reduction="micro-imagewise", zero_division=1.0)
+    assert abs(got["dice"] - float(want)) < 1e-6
+
+
+def test_search_counts_equal_counting_at_each_threshold(shared_data):
+    from medrun.evaluation.thresholds import pixel_counts
+
+    masks, probs = real_masks(shared_data)
+    tp, fp, n_fg = pixel_counts(probs, masks, bins=20)
+    for i in (1, 7, 13):
+        c = confusion(probs[:, None], masks, True, i / 20)
+        assert torch.equal(tp[:, i], c[0][:, 0]) and torch.equal(fp[:, i], c[1][:, 0])
+    assert torch.equal(n_fg, masks.flatten(1).sum(1))

@@ -1,21 +1,51 @@
 """The LightningDataModule of one fold: train / val / held-out test views of a shared SampleStore."""
 from __future__ import annotations
 
+import logging
+
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
+from medrun.data.batched import CachedBatches, augment_and_normalize, keep_batch, kornia_augmentation, use_batched
 from medrun.data.store import SampleStore, TransformedSamples
 from medrun.data.transforms import pipeline
 
+log = logging.getLogger("medrun")
+
 
 class FoldDataModule(pl.LightningDataModule):
-    def __init__(self, store: SampleStore, split: dict, cfg: DictConfig, seed: int):
+    """Per-sample albumentations path, or the batched one (cached uint8 batches augmented and normalised on the
+    training device with kornia, see medrun.data.batched); `path` says which."""
+
+    def __init__(self, store: SampleStore, split: dict, cfg: DictConfig, seed: int, batched: bool | None = None):
         super().__init__()
         self.store, self.split, self.cfg, self.seed = store, split, cfg, seed
+        self.fixed = batched  # held-out scoring outside the Trainer passes False: its batches skip the device hook
+        self.choose("cpu")
+
+    def choose(self, device_type: str) -> None:
+        """Pick the path for training on `device_type` (data.batched, see medrun.data.batched.use_batched)."""
+        self.batched = use_batched(self.cfg, self.store, device_type) if self.fixed is None else self.fixed
+        self.path = "batched (kornia, on the training device)" if self.batched else "per-sample (albumentations)"
+        self.augmentation = kornia_augmentation(self.cfg) if self.batched else None
+
+    def setup(self, stage: str) -> None:
+        self.choose(self.trainer.strategy.root_device.type if self.trainer is not None else "cpu")
+        log.info("data path: %s", self.path)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if not self.batched or batch["image"].dtype != torch.uint8:
+            return batch
+        training = self.trainer is not None and self.trainer.training
+        return augment_and_normalize(batch, self.augmentation if training else None, self.cfg.normalize,
+                                     self.store.segmentation)
 
     def _loader(self, part: str, train: bool) -> DataLoader:
+        if self.batched:
+            return self._batched_loader(part, train)
         transform = pipeline(self.cfg, train)
         random = train and len(transform.transforms) > 2  # augmentations beyond Normalize and ToTensor
         ds = TransformedSamples(self.store, self.store.indices(self.split[part]), transform, self.seed, random)
@@ -30,6 +60,17 @@ class FoldDataModule(pl.LightningDataModule):
         return DataLoader(ds, batch_size=int(self.cfg.batch_size), shuffle=train, sampler=sampler,
                           num_workers=workers, persistent_workers=workers > 0,
                           pin_memory=bool(self.cfg.get("pin_memory", False)))
+
+    def _batched_loader(self, part: str, train: bool) -> DataLoader:
+        ds = CachedBatches(self.store, self.store.indices(self.split[part]))
+        sampler = None
+        trainer = self.trainer
+        if not train and trainer is not None and trainer.world_size > 1:
+            sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                                   shuffle=False)
+        cuda = torch.cuda.is_available() and trainer is not None and trainer.strategy.root_device.type == "cuda"
+        return DataLoader(ds, batch_size=int(self.cfg.batch_size), shuffle=train, sampler=sampler,
+                          collate_fn=keep_batch, pin_memory=cuda)
 
     def train_dataloader(self):
         return self._loader("train", train=True)

@@ -10,21 +10,28 @@ import torch
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from medrun.errors import MedrunError
+from medrun.evaluation.metrics import chunk_size
 
 
 def pixel_counts(probs: torch.Tensor, target: torch.Tensor, bins: int = 100):
     """tp, fp (N, bins) at thresholds i/bins, and the foreground pixel count per image (N,).
 
-    probs: (N, H, W) foreground probabilities; target: (N, H, W) in {0, 1}.
+    probs: (N, H, W) foreground probabilities; target: (N, H, W) in {0, 1}. One pass over the pixels, in
+    cache-sized chunks of images on the CPU.
     """
     n = probs.shape[0]
-    fg = target.reshape(n, -1).to(torch.int32)
-    # One bincount over (image, bin, is-foreground): bin i holds probabilities in [i/bins, (i+1)/bins).
-    key = (probs.reshape(n, -1) * bins).to(torch.int32).clamp_(0, bins - 1).mul_(2).add_(fg)
-    key += (torch.arange(n, dtype=torch.int32) * (2 * bins))[:, None]
-    hist = torch.bincount(key.view(-1), minlength=n * bins * 2).reshape(n, bins, 2)
+    step = chunk_size(probs)
+    hists = []
+    for i in range(0, n, step):
+        p, t = probs[i: i + step], target[i: i + step].to(probs.device)
+        m = len(p)
+        # One bincount over (image, bin, is-foreground): bin i holds probabilities in [i/bins, (i+1)/bins).
+        key = (p.reshape(m, -1) * bins).to(torch.int32).clamp_(0, bins - 1).mul_(2)
+        key += (t.reshape(m, -1) > 0).to(torch.int32)
+        key += (torch.arange(m, dtype=torch.int32, device=key.device) * (2 * bins))[:, None]
+        hists.append(torch.bincount(key.view(-1), minlength=m * bins * 2).reshape(m, bins, 2))
     # tp (fp) at threshold i/bins = foreground (background) pixels in bins >= i
-    counts = hist.flip(1).cumsum(1).flip(1)
+    counts = torch.cat(hists).flip(1).cumsum(1).flip(1)
     return counts[..., 1], counts[..., 0], counts[:, 0, 1]
 
 

@@ -26,6 +26,7 @@ from medrun.tasks.segmentation_losses import build_loss
 
 def classifier_scores(cls: torch.Tensor, decision: float, positive: torch.Tensor) -> dict[str, float]:
     """Sensitivity, specificity (1 where undefined) and AUC (left out where undefined) of "mask not empty"."""
+    cls, positive = cls.cpu(), positive.cpu()
     pred, y = (cls >= decision), positive.bool()
     tp, tn = float((pred & y).sum()), float((~pred & ~y).sum())
     out = {"classifier_sensitivity": tp / float(y.sum()) if y.any() else 1.0,

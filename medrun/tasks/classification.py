@@ -102,12 +102,13 @@ class ClassificationTask(ConfiguredTask):
         """eval's rows (ArgMax / searched decision threshold / TTA), per_sample.csv, ROC and PR curves."""
         classes = [str(c) for c in cfg.data.classes]
         multilabel = cfg.data.mode == "multilabel"
-        plain, augmented, target = (t.numpy() for t in evaluation)
+        plain, augmented, target = (t.cpu().numpy() for t in evaluation)
         # Multi-label runs decide each label with the run's own task.thresholds (0.5 where unset).
         fixed = list(cfg.task.thresholds) if multilabel and cfg.task.get("thresholds") else None
         post = {"tta": tta, "threshold": fixed}
         if threshold == "search":
-            found = search_decision_threshold(search[1].numpy(), search[0].numpy()[:, 1], objective, target_sensitivity)
+            found = search_decision_threshold(search[1].cpu().numpy(), search[0].cpu().numpy()[:, 1], objective,
+                                              target_sensitivity)
             post.update(threshold=found["threshold"], search=found)
         rows = {"argmax": classification_scores(target, plain, classes, multilabel, fixed)[0]}
         if threshold == "search":

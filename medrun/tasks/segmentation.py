@@ -102,13 +102,13 @@ class SegmentationTask(ConfiguredTask):
             pred = binarize(probs, post["threshold"], post["min_area"]) if binary else probs.argmax(1) > 0
             for i, sid in enumerate(ids):
                 w.writerow([sid, folds[i], f"{pred[i].float().mean():.6f}", f"{per['dice'][i]:.6f}", f"{per['jaccard'][i]:.6f}"])
-        order = np.argsort(per["dice"].numpy(), kind="stable")
+        order = np.argsort(per["dice"].cpu().numpy(), kind="stable")
         picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
         probs = augmented if final == "tta" else plain
         pred = binarize(probs, post["threshold"], post["min_area"]).long() if binary else probs.argmax(1)
         for name, i in picks.items():
             image, _ = store.get(store.index[ids[i]])
-            overlays.save(out_dir / f"overlay_{name}.png", image, target[i].numpy(), pred[i].numpy(),
+            overlays.save(out_dir / f"overlay_{name}.png", image, target[i].cpu().numpy(), pred[i].cpu().numpy(),
                           f"{name}: {ids[i]} (Dice {per['dice'][i]:.3f})")
         return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": post,
                 "overlays": {k: ids[i] for k, i in picks.items()}}

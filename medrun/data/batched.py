@@ -1,0 +1,152 @@
+"""The batched in-memory path: cached uint8 images and masks gathered as whole batches by index (one tensor
+gather, pinned memory, non-blocking transfer), then augmented and normalised on the training device in the
+batch with kornia. Used when the store caches and every augmentation has a batched counterpart;
+albumentations stays the per-sample path otherwise (`data.batched=auto|true|false`)."""
+from __future__ import annotations
+
+import kornia.augmentation as K
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import Dataset
+
+from medrun.data.store import SampleStore
+from medrun.errors import MedrunError
+
+
+def _rotate(spec):
+    limit = spec.get("limit", 90)
+    return K.RandomRotation(degrees=float(limit if not isinstance(limit, (list, tuple)) else max(map(abs, limit))),
+                            p=spec.get("p", 0.5))
+
+
+def _affine(spec):
+    scale = spec.get("scale")
+    return K.RandomAffine(degrees=0.0, scale=tuple(scale) if scale is not None else None, p=spec.get("p", 0.5))
+
+
+# albumentations class -> its kornia counterpart with the same parameters (images in [0, 1] on the device);
+# geometric ones move masks too (nearest neighbour)
+KORNIA = {
+    "HorizontalFlip": lambda s: K.RandomHorizontalFlip(p=s.get("p", 0.5)),
+    "VerticalFlip": lambda s: K.RandomVerticalFlip(p=s.get("p", 0.5)),
+    "RandomRotate90": lambda s: K.RandomRotation90(times=(0, 3), p=s.get("p", 0.5)),
+    "Rotate": _rotate,
+    "Affine": _affine,
+    "RandomBrightnessContrast": lambda s: K.ColorJiggle(brightness=s.get("brightness_limit", 0.2),
+                                                       contrast=s.get("contrast_limit", 0.2), p=s.get("p", 0.5)),
+    "HueSaturationValue": lambda s: K.ColorJiggle(hue=s.get("hue_shift_limit", 20) / 360.0,
+                                                  saturation=s.get("sat_shift_limit", 30) / 255.0,
+                                                  p=s.get("p", 0.5)),
+}
+
+
+RGB_ONLY = {"HueSaturationValue"}  # kornia's hue and saturation need 3 channels
+
+
+def _specs(cfg: DictConfig) -> list[dict]:
+    specs = cfg.get("augment") or []
+    return OmegaConf.to_container(specs, resolve=True) if OmegaConf.is_config(specs) else list(specs)
+
+
+def unsupported(cfg: DictConfig) -> str | None:
+    """Why the data config cannot take the batched path, or None."""
+    for spec in _specs(cfg):
+        target = str(spec.get("_target_", ""))
+        name = target.rsplit(".", 1)[-1]
+        if not target.startswith("albumentations.") or name not in KORNIA:
+            return f"data.augment has {target or spec} without a batched (kornia) counterpart; those with one: " \
+                   + ", ".join(KORNIA)
+        if name in RGB_ONLY and int(cfg.get("channels", 3)) != 3:
+            return f"{name} needs 3-channel images (data.channels={cfg.channels})"
+    if not set(cfg.normalize) <= {"mean", "std", "max_pixel_value", "normalization"}:
+        return f"data.normalize {dict(cfg.normalize)} has no batched counterpart"
+    return None
+
+
+def kornia_augmentation(cfg: DictConfig):
+    """The data.augment list as one kornia AugmentationSequential over (images, masks); None without entries."""
+    steps = [KORNIA[str(spec["_target_"]).rsplit(".", 1)[-1]]({k: v for k, v in spec.items() if k != "_target_"})
+             for spec in _specs(cfg)]
+    return K.AugmentationSequential(*steps, data_keys=["input", "mask"]) if steps else None
+
+
+def use_batched(cfg: DictConfig, store: SampleStore, device_type: str = "cpu") -> bool:
+    """data.batched: true forces the batched path (or fails saying why), false the per-sample one; auto takes
+    it when training on a GPU and it can be used. On the CPU kornia's batched augmentation is slower than
+    albumentations per sample (scripts/bench.py --only data), so auto keeps the per-sample path there."""
+    mode = str(cfg.get("batched", "auto")).lower()
+    if mode not in ("auto", "true", "false"):
+        raise MedrunError(f"data.batched={mode!r}; valid: auto, true, false")
+    if mode == "false" or (mode == "auto" and device_type != "cuda"):
+        return False
+    why = "data.cache=false" if not store.cached else unsupported(cfg)
+    if why and mode == "true":
+        raise MedrunError(f"data.batched=true cannot be used: {why}")
+    return why is None
+
+
+class CachedBatches(Dataset):
+    """The cached samples `indices` of a store as uint8 tensors, fetched a whole batch at a time."""
+
+    def __init__(self, store: SampleStore, indices: list[int]):
+        images, targets = zip(*(store.get(i) for i in indices))
+        self.images = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
+        self.targets = torch.from_numpy(np.stack(targets)) if np.ndim(targets[0]) or store.segmentation \
+            else torch.as_tensor(np.array(targets))
+        self.indices = torch.as_tensor(indices)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitems__(self, ks: list[int]) -> dict:
+        k = torch.as_tensor(ks)
+        return {"image": self.images[k], "target": self.targets[k], "index": self.indices[k]}
+
+    def __getitem__(self, k: int) -> dict:
+        return {key: v[0] for key, v in self.__getitems__([k]).items()}
+
+
+def keep_batch(batch):
+    """collate_fn of CachedBatches: the batch is already one."""
+    return batch
+
+
+def normalize(x: torch.Tensor, spec: DictConfig) -> torch.Tensor:
+    """albumentations.Normalize on a float batch (B, C, H, W) of pixel values: fixed mean/std, or per-image
+    z-score (`normalization: image` / `image_per_channel`, with albumentations' eps and clip)."""
+    kind = spec.get("normalization", "standard")
+    if kind in ("image", "image_per_channel"):
+        dims = (1, 2, 3) if kind == "image" or x.shape[1] == 1 else (2, 3)
+        mean = x.mean(dims, keepdim=True)
+        std = x.std(dims, keepdim=True, unbiased=False) + 1e-4
+        return ((x - mean) / std).clamp_(-20, 20)
+    if kind != "standard":
+        raise MedrunError(f"data.normalize.normalization={kind!r} has no batched counterpart; set data.batched=false")
+    peak = float(spec.get("max_pixel_value", 255.0))
+    mean = torch.as_tensor(spec.get("mean", (0.485, 0.456, 0.406)), dtype=x.dtype, device=x.device)
+    std = torch.as_tensor(spec.get("std", (0.229, 0.224, 0.225)), dtype=x.dtype, device=x.device)
+    shape = (1, -1, 1, 1) if mean.ndim else (1, 1, 1, 1)
+    return (x - mean.view(shape) * peak) / (std.view(shape) * peak)
+
+
+def augment_and_normalize(batch: dict, augmentation, spec: DictConfig, segmentation: bool) -> dict:
+    """On the device: uint8 -> float, the kornia augmentation (images in [0, 1], masks alike with nearest
+    neighbour), then normalisation; masks become long class indices."""
+    x = batch["image"].float()
+    if augmentation is not None:
+        if segmentation:
+            mask = batch["target"][:, None].float()
+            x, mask = augmentation(x / 255.0, mask)
+            batch["target"] = mask[:, 0].round().long()
+        else:
+            x = augmentation(x / 255.0, torch.zeros_like(x[:, :1]))[0]
+        x = x * 255.0
+    elif segmentation:
+        batch["target"] = batch["target"].long()
+    batch["image"] = normalize(x, spec)
+    if not segmentation:
+        t = batch["target"]
+        batch["target"] = t.float() if t.ndim > 1 else t.long()
+    return batch
+

@@ -1,0 +1,88 @@
+"""The batched in-memory data path (#17): the same images, masks and normalisation as the per-sample
+albumentations path on real ISBI and CVC files, masks moved with their images, and a clear choice of path."""
+import logging
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import medrun
+from medrun.data.batched import CachedBatches, augment_and_normalize, kornia_augmentation
+from medrun.data.datamodule import FoldDataModule
+from medrun.data.store import TransformedSamples
+from medrun.data.transforms import pipeline
+from medrun.errors import MedrunError
+
+FLIPS = "data.augment=[{_target_: albumentations.HorizontalFlip, p: 1.0}, {_target_: albumentations.VerticalFlip, p: 1.0}]"
+
+
+def real(shared_data, name, folder, *extra):
+    cfg = medrun.compose("train", [f"data={name}", f"data.root={shared_data}/{folder}", "data.image_size=[64,96]",
+                                   *extra])
+    store = medrun.api.build_store(cfg)
+    return cfg, store
+
+
+@pytest.mark.parametrize("name,folder", [("isbi2012", "isbi2012"), ("cvc_clinicdb", "cvc_clinicdb_sample/CVC-ClinicDB")])
+@pytest.mark.parametrize("normalize", [[], ["~data.normalize", "+data.normalize={normalization: image}"],
+                                       ["data.normalize={mean: [0.4, 0.5, 0.6], std: [0.2, 0.25, 0.3], max_pixel_value: 255.0}"]])
+def test_batched_path_equals_the_per_sample_path(shared_data, name, folder, normalize):
+    extra = [FLIPS, *normalize]
+    if normalize and "mean" in normalize[-1] and name == "isbi2012":
+        extra.append("data.channels=3")
+    cfg, store = real(shared_data, name, folder, *extra)
+    indices = list(range(len(store)))
+    per_sample = TransformedSamples(store, indices, pipeline(cfg.data, train=True), seed=0)
+    want = [per_sample[i] for i in indices]
+    batch = CachedBatches(store, indices).__getitems__(indices)
+    got = augment_and_normalize(batch, kornia_augmentation(cfg.data), cfg.data.normalize, True)
+    assert torch.allclose(got["image"], torch.stack([w["image"] for w in want]), atol=1e-5, rtol=0)
+    assert torch.equal(got["target"], torch.stack([w["target"] for w in want]))
+    assert got["target"].dtype == torch.long and got["image"].dtype == torch.float32
+
+
+def test_geometric_augmentations_move_masks_with_their_images(shared_data):
+    augment = ("data.augment=[{_target_: albumentations.Rotate, limit: 30, p: 1.0}, "
+               "{_target_: albumentations.Affine, scale: [0.8, 1.2], p: 1.0}]")
+    cfg, store = real(shared_data, "cvc_clinicdb", "cvc_clinicdb_sample/CVC-ClinicDB", augment)
+    indices = list(range(len(store)))
+    batch = CachedBatches(store, indices).__getitems__(indices)
+    batch["image"] = (batch["target"][:, None] * 255).repeat(1, 3, 1, 1).to(torch.uint8)  # the mask as an image
+    before = batch["target"].long().clone()
+    torch.manual_seed(0)
+    out = augment_and_normalize(batch, kornia_augmentation(cfg.data), OmegaConf.create({"mean": 0.0, "std": 1.0,
+                                                                                       "max_pixel_value": 255.0}), True)
+    moved_image = out["image"][:, 0] > 0.5
+    agreement = (moved_image == out["target"].bool()).float().mean()
+    assert agreement > 0.98 and not torch.equal(out["target"], before)  # moved, and together
+
+
+def test_the_path_is_chosen_stated_and_forced(tiny, caplog):
+    from medrun.data.batched import use_batched
+
+    cfg = medrun.compose("train", tiny)
+    store = medrun.api.build_store(cfg, preload=False)
+    assert use_batched(cfg.data, store, "cuda") and not use_batched(cfg.data, store, "cpu")  # auto: on GPUs
+    unsupported = medrun.compose("train", [*tiny, "data.augment=[{_target_: albumentations.GaussNoise, p: 0.5}]"])
+    assert not use_batched(unsupported.data, store, "cuda")  # falls back to albumentations
+    with pytest.raises(MedrunError, match="data.batched=true cannot be used: data.augment has albumentations.GaussNoise without a batched"):
+        medrun.build_datamodule(medrun.compose("train", [*tiny, "data.batched=true",
+                                                         "data.augment=[{_target_: albumentations.GaussNoise}]"]))
+    assert not use_batched(medrun.compose("train", [*tiny, "data.batched=false"]).data, store, "cuda")
+    with caplog.at_level(logging.INFO, logger="medrun"):
+        medrun.train(medrun.compose("train", [*tiny, "cv=holdout", "data.batched=true", FLIPS.replace("1.0", "0.5")]))
+    assert "data path: batched (kornia, on the training device)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="medrun"):
+        medrun.train(medrun.compose("train", [*tiny, "cv=holdout"]))
+    assert "data path: per-sample (albumentations)" in caplog.text
+
+
+def test_batched_training_gives_the_per_sample_result(tiny):
+    """Without augmentation both paths feed identical batches: the trained weights agree."""
+    runs = [medrun.train(medrun.compose("train", [*tiny, "cv=holdout", "trainer.deterministic=true",
+                                                  f"data.batched={b}"]))[1] for b in ("true", "false")]
+    for k in runs[0]["mean"]:
+        assert runs[0]["mean"][k] == pytest.approx(runs[1]["mean"][k], abs=1e-5)
+    assert np.isfinite(list(runs[0]["mean"].values())).all()

@@ -471,7 +471,7 @@ def write_table(path: Path, sections: dict, command: str, device: str) -> None:
              f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {device}"
              + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""),
              f"- versions: {versions()}", f"- command: `{command}`",
-             "- figures: median (min, max, number of repeats)", ""]
+             "- figures: median (min, max, number of repeats), or median (interquartile range, n)", ""]
     for title, rows in sections.items():
         lines += [f"## {title}", "", "| measurement | value |", "|---|---|"]
         lines += [f"| {k} | {v} |" for k, v in rows]

@@ -254,7 +254,10 @@ def test_baseline_freezes_the_encoder_with_backbone_finetuning(shared_data, tmp_
                                    "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none",
                                    "callbacks.progress=none", f"paths.output_dir={tmp_path}"])
     assert cfg.callbacks.backbone_finetuning.enabled and cfg.callbacks.backbone_finetuning.unfreeze_at_epoch == 6
-    run_dir, _ = medrun.train(cfg)
+    run_dir, summary = medrun.train(cfg)
+    # the baseline's Table 5.1 rows, searched on the validation part like the cascade's
+    assert list(summary["postprocessing_table"]) == ["ArgMax", "searched threshold", "TTA (flips)"]
+    assert "## Post-processing on the test parts" in (run_dir / "summary.md").read_text()
     trained = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")["state_dict"]
     pl.seed_everything(int(cfg.seed), verbose=False)  # fold 0 builds its model right after this seed
     initial = TASKS.get("segmentation")(to_plain(cfg)).state_dict()

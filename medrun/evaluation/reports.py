@@ -47,3 +47,33 @@ def rich_table(summary: dict) -> Table:
     for n in _ordered(summary["mean"]):
         table.add_row(n, f"{summary['mean'][n]:.4f} ± {summary['std'][n]:.4f}")
     return table
+
+
+POSTPROCESSING_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",
+                          "classifier_sensitivity": "cls. sensitivity", "classifier_specificity": "cls. specificity",
+                          "classifier_auc": "cls. AUC"}
+
+
+def table_over_folds(tables: list[dict]) -> dict:
+    """Per-fold tables {row: {column: value}} as {row: {column: {"mean", "std"}}} (sample std; 0 for one fold)."""
+    out = {}
+    for row in tables[0]:
+        out[row] = {}
+        for col in POSTPROCESSING_COLUMNS:
+            values = np.array([t[row][col] for t in tables if col in t.get(row, {})], dtype=float)
+            if values.size:
+                out[row][col] = {"mean": float(values.mean()),
+                                 "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+    return out
+
+
+def table_markdown(table: dict, title: str, note: str) -> str:
+    """A post-processing table (rows x Dice / IoU / classifier columns, mean ± std) as a markdown section."""
+    cols = [c for c in POSTPROCESSING_COLUMNS if any(c in r for r in table.values())]
+    lines = ["", f"## {title}", "", note, "",
+             "| post-processing | " + " | ".join(POSTPROCESSING_COLUMNS[c] for c in cols) + " |",
+             "|---|" + "---|" * len(cols)]
+    for row, values in table.items():
+        lines.append(f"| {row} | " + " | ".join(f"{values[c]['mean']:.4f} ± {values[c]['std']:.4f}" if c in values
+                                                else "-" for c in cols) + " |")
+    return "\n".join(lines) + "\n"

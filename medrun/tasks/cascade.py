@@ -15,6 +15,7 @@ from sklearn.metrics import roc_auc_score
 from torchmetrics import AUROC
 
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
+from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, search_cascade, search_triplet
 from medrun.evaluation.thresholds import search_pixel_threshold
 from medrun.evaluation.tta import tta_probabilities
@@ -43,8 +44,7 @@ def mask_scores(masks: torch.Tensor, target: torch.Tensor, cfg) -> tuple[dict[st
     return scores(*counts, [str(c) for c in cfg.data.classes], empty, absent), per_image(*counts, empty, absent)
 
 
-TABLE_COLUMNS = ("dice", "dice_micro", "jaccard", "classifier_sensitivity", "classifier_specificity",
-                 "classifier_auc")
+TABLE_COLUMNS = tuple(POSTPROCESSING_COLUMNS)
 
 
 @TASKS.register("cascade")
@@ -188,29 +188,13 @@ class CascadeTask(ConfiguredTask):
     def finish_run(cls, cfg, run_dir: Path, splits: dict) -> dict:
         """The thesis' Table 5.1 over folds, mean ± std of each row and column (cv_summary["table_5_1"])."""
         records = [json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text()) for f in splits["folds"]]
-        table = {}
-        for row in records[0]["table"]:
-            table[row] = {}
-            for col in TABLE_COLUMNS:
-                values = np.array([r["table"][row][col] for r in records if col in r["table"][row]], dtype=float)
-                if values.size:
-                    table[row][col] = {"mean": float(values.mean()),
-                                       "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
-        return {"table_5_1": table}
+        return {"table_5_1": table_over_folds([r["table"] for r in records])}
 
     @classmethod
     def summary_markdown(cls, summary: dict) -> str:
-        names = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",
-                 "classifier_sensitivity": "cls. sensitivity", "classifier_specificity": "cls. specificity",
-                 "classifier_auc": "cls. AUC"}
-        lines = ["", "## Table 5.1 (mean ± std over folds)", "",
-                 "Pixel threshold, minimum area, triplet and the classifier's decision threshold are searched on "
-                 "each fold's validation part and applied unchanged to its test part.", "",
-                 "| post-processing | " + " | ".join(names.values()) + " |", "|---|" + "---|" * len(names)]
-        for row, cols in summary["table_5_1"].items():
-            lines.append(f"| {row} | " + " | ".join(f"{cols[c]['mean']:.4f} ± {cols[c]['std']:.4f}" if c in cols
-                                                    else "-" for c in names) + " |")
-        return "\n".join(lines) + "\n"
+        return table_markdown(summary["table_5_1"], "Table 5.1 (mean ± std over folds)",
+                              "Pixel threshold, minimum area, triplet and the classifier's decision threshold are "
+                              "searched on each fold's validation part and applied unchanged to its test part.")
 
     @classmethod
     def evaluate_predictions(cls, cfg, out_dir, store, search, evaluation, ids, folds, *, tta, threshold,

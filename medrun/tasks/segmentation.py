@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 
 import numpy as np
 import torch
@@ -9,7 +10,9 @@ import torch
 from medrun.evaluation import overlays
 from medrun.evaluation.heldout import evaluate_segmentation
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
+from medrun.evaluation.reports import table_markdown, table_over_folds
 from medrun.evaluation.thresholds import binarize, search_pixel_threshold
+from medrun.evaluation.tta import tta_probabilities
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.segmentation_losses import build_loss
 
@@ -40,10 +43,61 @@ class SegmentationTask(ConfiguredTask):
         self.log_dict({f"val/{k}": v for k, v in values.items()}, sync_dist=True)
 
     def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir, device, save_probabilities=True):
-        """Metrics on the fold's test part; writes predictions/<id>.png (and .npy probabilities)."""
+        """Metrics on the fold's test part; writes predictions/<id>.png (and .npy probabilities). With
+        task.table=true (binary), also the post-processing rows ArgMax / searched threshold / TTA, searched on
+        the fold's validation part (the cascade's baseline in Table 5.1)."""
         metrics = evaluate_segmentation(self, datamodule.test_dataloader(), sample_ids, out_dir / "predictions",
                                         save_probabilities, device)
-        return metrics, {}
+        if not (self.cfg.task.get("table") and self.binary):
+            return metrics, {}
+        return metrics, self.postprocessing_table(datamodule, device)
+
+    def _maps(self, loader, device, tta: str = "none"):
+        maps, targets = [], []
+        with torch.inference_mode():
+            for batch in loader:
+                x = batch["image"].to(device)
+                probs = tta_probabilities(lambda v: self.probabilities(self(v).float()), x, tta, spatial=True)
+                maps.append(probs[:, 0].cpu())
+                targets.append(batch["target"])
+        return torch.cat(maps), torch.cat(targets)
+
+    def postprocessing_table(self, datamodule, device) -> dict:
+        """{"table": rows x (Dice, dataset Dice, IoU), "postprocessing": the search} for one fold."""
+        task = self.cfg.task
+        self.to(device).eval()
+        v_maps, v_target = self._maps(datamodule.val_dataloader(), device)
+        found = search_pixel_threshold(v_maps, v_target, min_areas=tuple(task.get("min_areas") or (0,)),
+                                       empty_score=float(task.empty_score))
+        maps, target = self._maps(datamodule.test_dataloader(), device)
+        rows = {"ArgMax": maps[:, None] >= float(task.threshold),
+                "searched threshold": binarize(maps[:, None], found["threshold"], found["min_area"])[:, None]}
+        tta = str(task.get("tta") or "flips")
+        if tta != "none":
+            a_maps, _ = self._maps(datamodule.test_dataloader(), device, tta)
+            rows[f"TTA ({tta})"] = binarize(a_maps[:, None], found["threshold"], found["min_area"])[:, None]
+        table = {}
+        for name, masks in rows.items():
+            s = scores(*confusion(masks.float(), target, True, 0.5), self.class_names, float(task.empty_score))
+            table[name] = {k: s[k] for k in ("dice", "dice_micro", "jaccard")}
+        return {"table": table, "postprocessing": found}
+
+    @classmethod
+    def finish_run(cls, cfg, run_dir, splits) -> dict:
+        """With task.table: the post-processing rows over folds (cv_summary["postprocessing_table"])."""
+        if not cfg.task.get("table"):
+            return {}
+        records = [json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text()) for f in splits["folds"]]
+        if not all("table" in r for r in records):
+            return {}
+        return {"postprocessing_table": table_over_folds([r["table"] for r in records])}
+
+    @classmethod
+    def summary_markdown(cls, summary: dict) -> str:
+        if "postprocessing_table" not in summary:
+            return ""
+        return table_markdown(summary["postprocessing_table"], "Post-processing on the test parts (mean ± std over folds)",
+                              "Threshold and minimum area searched on each fold's validation part.")
 
     @classmethod
     def output_channels(cls, n_classes: int) -> int:

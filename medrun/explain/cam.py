@@ -7,7 +7,8 @@ import torch
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, LayerCAM, ScoreCAM
 from pytorch_grad_cam.metrics.cam_mult_image import CamMultImageConfidenceChange
 from pytorch_grad_cam.metrics.road import ROADLeastRelevantFirstAverage, ROADMostRelevantFirstAverage
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputSoftmaxTarget, SemanticSegmentationTarget
+from pytorch_grad_cam.utils.model_targets import (BinaryClassifierOutputTarget, ClassifierOutputSoftmaxTarget,
+                                                  SemanticSegmentationTarget)
 from torch import nn
 
 from medrun.registry import Registry
@@ -34,6 +35,8 @@ def targets_for(outputs: torch.Tensor, spatial: bool, target_class: int | None =
     """One pytorch-grad-cam target per image: the class (`target_class`, else the predicted one) for a
     classifier; the predicted foreground region for a segmenter (the whole image when it predicts none)."""
     if not spatial:
+        if outputs.shape[1] == 1:  # one logit (a discriminator): what raises it
+            return [BinaryClassifierOutputTarget(1) for _ in outputs]
         classes = outputs.argmax(1).tolist() if target_class is None else [target_class] * len(outputs)
         return [ClassifierOutputSoftmaxTarget(c) for c in classes]
     out = []

@@ -58,8 +58,9 @@ def features(net: torch.nn.Module, layer: torch.nn.Module, images: torch.Tensor,
     handle = layer.register_forward_hook(hook)
     try:
         net.eval()
+        forward = getattr(net, "feature_forward", net)  # an adversarial setup explains its generator
         for i in range(0, len(images), batch_size):
-            net(images[i: i + batch_size])
+            forward(images[i: i + batch_size])
     finally:
         handle.remove()
     return torch.cat(captured).float().cpu().numpy()

@@ -98,6 +98,10 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
         record = {"id": sid}
         if spatial:
             record["mask_pixels"] = int((truth[i] > 0).sum())
+        elif outputs.shape[1] == 1:  # a discriminator's score, no class prediction
+            record.update(score=float(torch.sigmoid(outputs[i, 0])), true=classes[int(truth[i])])
+            panels.setdefault("all", []).append((overlay, f"{classes[int(truth[i])]} {sid} "
+                                                          f"({record['score']:.2f})"))
         else:
             pred, true = int(outputs[i].argmax()), int(truth[i]) if truth[i].ndim == 0 else None
             record.update(predicted=classes[pred], true=classes[true] if true is not None else None)
@@ -118,8 +122,9 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
                  out_dir / "montage.png", f"{method} on {result['layer']}")
     else:
         for name, items in panels.items():
-            order = sorted(items, key=lambda p: ("TP", "FP", "FN").index(p[1].split()[0]))
-            _montage(order[:16], out_dir / f"montage_{name}.png", f"{method}: class {name} (TP / FP / FN)")
+            order = sorted(items, key=lambda p: {"TP": 0, "FP": 1, "FN": 2}.get(p[1].split()[0], 0))
+            title = f"{method}: class {name} (TP / FP / FN)" if name != "all" else f"{method} on the discriminator"
+            _montage(order[:16], out_dir / f"montage_{name}.png", title)
     for m in compare:
         c = cams if m == method else compute_cams(net, cam_layer, m, x[chosen], targets)
         result["faithfulness"][m] = faithfulness(net, x[chosen], c, targets)

@@ -15,10 +15,13 @@ def _last(module: nn.Module, kind) -> str:
 def default_cam_layer(net: nn.Module) -> str:
     """The last convolutional block: a classifier's last stage, a U-Net's last decoder block (so the map has
     the mask's resolution), the segmenter of a cascade."""
+    from medrun.models.adversarial import AdversarialNet
     from medrun.models.cascade import CascadeNet
     from medrun.models.encoder_unet import EncoderUNet
     from medrun.models.sharp_unet import SharpUNet
 
+    if isinstance(net, AdversarialNet):  # Corizzo et al.: Grad-CAM on the discriminator's last conv layer
+        return "discriminator." + _last(net.discriminator, nn.Conv2d)
     if isinstance(net, CascadeNet):
         return "segmenter." + default_cam_layer(net.segmenter)
     if isinstance(net, SharpUNet):
@@ -33,11 +36,14 @@ def default_cam_layer(net: nn.Module) -> str:
 
 def default_feature_layer(net: nn.Module) -> str:
     """The bottleneck: a U-Net encoder's last stage, a classifier's pooled features (the input of its last
-    linear layer)."""
+    linear layer), an adversarial setup's generator bottleneck."""
+    from medrun.models.adversarial import AdversarialNet
     from medrun.models.cascade import CascadeNet
     from medrun.models.encoder_unet import EncoderUNet
     from medrun.models.sharp_unet import SharpUNet
 
+    if isinstance(net, AdversarialNet):  # the generator's 1024-channel bottleneck
+        return "generator." + default_feature_layer(net.generator)
     if isinstance(net, CascadeNet):
         return "segmenter." + default_feature_layer(net.segmenter)
     if isinstance(net, SharpUNet):

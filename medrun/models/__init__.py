@@ -4,6 +4,7 @@ from __future__ import annotations
 from omegaconf import DictConfig
 from torch import nn
 
+from medrun.models.adversarial import AdversarialNet
 from medrun.models.cascade import CascadeNet
 from medrun.models.classifiers import FFVGG19, VGGGAP, timm_classifier
 from medrun.models.sharp_unet import SharpUNet
@@ -39,6 +40,11 @@ def _vgg_gap(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
 @MODELS.register("ffvgg19")
 def _ffvgg19(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
     return FFVGG19(in_channels, out_channels, pretrained=cfg.get("pretrained"), weights_path=cfg.get("weights_path"))
+
+
+@MODELS.register("adversarial")
+def _adversarial(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    return AdversarialNet(in_channels, filters=cfg.filters, discriminator_weights_path=cfg.get("discriminator_weights_path"))
 
 
 @MODELS.register("cascade")

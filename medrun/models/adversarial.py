@@ -1,0 +1,50 @@
+"""Corizzo et al.'s explainable setup: a U-Net generator trained adversarially against a VGG16-BN
+discriminator; the generator's 1024-channel bottleneck gives the features that are clustered."""
+from __future__ import annotations
+
+import torch
+import torchvision
+from torch import nn
+
+from medrun.models.sharp_unet import SharpUNet
+from medrun.runs import read_state_dict
+
+
+class VGG16BNDiscriminator(nn.Module):
+    """VGG16 with batch norm (torchvision), global average pooling and one logit: real vs generated."""
+
+    def __init__(self, in_channels: int, weights_path: str | None = None):
+        super().__init__()
+        vgg = torchvision.models.vgg16_bn(weights=None)
+        if weights_path:  # ImageNet weights from a local file only
+            state = read_state_dict(weights_path, "model.discriminator_weights_path")
+            vgg.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                                          if k.startswith("features.")})
+        if in_channels != 3:
+            first = vgg.features[0]
+            vgg.features[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)
+        self.features = vgg.features
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(512, 1)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.features(x)).flatten(1))
+
+
+class AdversarialNet(nn.Module):
+    """forward(x) -> the discriminator's logit that `x` is a real image of the trained class (N, 1);
+    generate(x) -> the generator's image; feature_forward runs the generator (whose bottleneck is explained)."""
+
+    def __init__(self, in_channels: int, filters=(64, 128, 256, 512, 1024), discriminator_weights_path=None):
+        super().__init__()
+        self.generator = SharpUNet(in_channels, in_channels, filters=filters, sharp=False)
+        self.discriminator = VGG16BNDiscriminator(in_channels, discriminator_weights_path)
+
+    def generate(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.generator(x))  # images scaled to [0, 1]
+
+    def feature_forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.generator(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(x)

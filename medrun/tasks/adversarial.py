@@ -1,0 +1,90 @@
+"""Corizzo et al.'s adversarial setup as a task: the generator learns one class only (`task.train_class`),
+the discriminator tells its real images from generated ones; the discriminator's score then separates the
+trained class from the others (held-out AUC), and `medrun explain` clusters the generator's bottleneck."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+from torchmetrics import AUROC
+
+from medrun.errors import MedrunError
+from medrun.tasks.base import TASKS, ConfiguredTask
+from medrun.tasks.optim import build_optimization
+
+
+@TASKS.register("adversarial")
+class AdversarialTask(ConfiguredTask):
+    def __init__(self, config: dict):
+        self.class_names = [str(c) for c in config["data"]["classes"]]
+        train_class = str(config["task"]["train_class"])
+        if train_class not in self.class_names:
+            raise MedrunError(f"task.train_class={train_class!r}; valid: {', '.join(self.class_names)}")
+        self.train_index = self.class_names.index(train_class)
+        super().__init__(config, 1)
+        self.automatic_optimization = False  # generator and discriminator, one optimiser each
+        self.val_auc = AUROC(task="binary")
+
+    def probabilities(self, logits):
+        """(N, 1): the discriminator's probability that an image is a real one of the trained class."""
+        return torch.sigmoid(logits)
+
+    def configure_optimizers(self):
+        opt = self.cfg.task.optimizer
+        return [build_optimization(self.net.generator, opt, None), build_optimization(self.net.discriminator, opt, None)]
+
+    def training_step(self, batch, batch_idx):
+        real = batch["image"][batch["target"] == self.train_index]  # the generator learns one class only
+        if len(real) == 0:
+            return None
+        opt_g, opt_d = self.optimizers()
+        ones, zeros = torch.ones(len(real), 1, device=real.device), torch.zeros(len(real), 1, device=real.device)
+        fake = self.net.generate(real)
+        self.toggle_optimizer(opt_d)
+        loss_d = F.binary_cross_entropy_with_logits(self.net(real), ones) \
+            + F.binary_cross_entropy_with_logits(self.net(fake.detach()), zeros)
+        opt_d.zero_grad()
+        self.manual_backward(loss_d)
+        opt_d.step()
+        self.untoggle_optimizer(opt_d)
+        self.toggle_optimizer(opt_g)
+        loss_g = F.binary_cross_entropy_with_logits(self.net(fake), ones)
+        weight = float(self.cfg.task.get("reconstruction_weight") or 0)
+        if weight:
+            loss_g = loss_g + weight * F.l1_loss(fake, real)
+        opt_g.zero_grad()
+        self.manual_backward(loss_g)
+        opt_g.step()
+        self.untoggle_optimizer(opt_g)
+        self.log_dict({"train/generator": loss_g.detach(), "train/discriminator": loss_d.detach()}, prog_bar=True,
+                      batch_size=len(real))
+        return (loss_g + loss_d).detach()
+
+    def validation_step(self, batch, batch_idx):
+        score = self.probabilities(self(batch["image"]).float())[:, 0]
+        self.val_auc.update(score, (batch["target"] == self.train_index).long())
+
+    def on_validation_epoch_end(self):
+        self.log("val/auc", self.val_auc.compute() if self.val_auc.update_count else 0.5, prog_bar=True,
+                 sync_dist=True)
+        self.val_auc.reset()
+
+    def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
+        """The discriminator's score on the fold's test part: AUC of telling the trained class from the others."""
+        batches = list(self.iter_probabilities(datamodule.test_dataloader(), device))
+        score = np.concatenate([p[:, 0].numpy() for p, _ in batches])
+        is_trained = np.concatenate([(b["target"] == self.train_index).numpy() for _, b in batches])
+        index = [i for _, b in batches for i in b["index"].tolist()]
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with open(out_dir / "predictions.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["id", "trained_class", "discriminator_score"])
+            w.writerows([sample_ids[i], int(t), f"{s:.6f}"] for i, t, s in zip(index, is_trained, score))
+        metrics = {"discriminator_mean_score": float(score.mean())}
+        if 0 < is_trained.sum() < len(is_trained):
+            metrics["auc"] = float(roc_auc_score(is_trained, score))
+        return metrics, {}

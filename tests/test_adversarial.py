@@ -1,0 +1,51 @@
+"""Corizzo et al.'s adversarial setup (#14): a U-Net generator against a VGG16-BN discriminator trained on one
+class, explained through the generator's bottleneck and the discriminator's Grad-CAM."""
+import json
+
+import torch
+
+import medrun
+from medrun.explain.command import explain_run
+from medrun.models.adversarial import AdversarialNet
+
+TINY = ["experiment=corizzo_adversarial_breastmnist", "data.image_size=[32,32]", "model.filters=[8,16,32,64,128]",
+        "trainer.max_epochs=1", "+trainer.limit_train_batches=4", "callbacks.progress=none", "logger=none"]
+
+
+def test_the_networks_have_the_paper_shapes():
+    net = AdversarialNet(3)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert net(x).shape == (2, 1) and net.generate(x).shape == x.shape
+    bottleneck = net.generator.encoder[-1][-2]  # the last conv of the deepest stage
+    assert bottleneck.out_channels == 1024
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.discriminator.features) == 13  # VGG16-BN
+
+
+def test_generator_trains_on_one_class_and_explain_uses_its_bottleneck(shared_data, tmp_path, monkeypatch):
+    from medrun.tasks.adversarial import AdversarialTask
+
+    seen = []
+    step = AdversarialTask.training_step
+
+    def recording(self, batch, batch_idx):
+        seen.append(batch["target"].tolist())
+        return step(self, batch, batch_idx)
+
+    monkeypatch.setattr(AdversarialTask, "training_step", recording)
+    generate = AdversarialNet.generate
+    generated = []
+    monkeypatch.setattr(AdversarialNet, "generate", lambda self, x: generated.append(len(x)) or generate(self, x))
+    run_dir, summary = medrun.train(medrun.compose("train", [*TINY, f"data.root={shared_data}/medmnist",
+                                                             f"paths.output_dir={tmp_path}"]))
+    monkeypatch.undo()
+    trained = [sum(t == 1 for t in labels) for labels in seen]  # class 1: normal_or_benign, the trained class
+    assert any(0 < n < len(labels) for n, labels in zip(trained, seen))  # batches hold both classes ...
+    assert generated[:len(trained)] == [n for n in trained if n]  # ... and the generator only sees the trained one
+    assert 0 <= summary["mean"]["auc"] <= 1
+    out_dir, result = explain_run(run_dir, n=4, compare=["gradcam"], clusters=["k-means", "agglomerative"], k=2)
+    assert result["layer"].startswith("discriminator.features.")
+    assert result["clusters"]["feature_layer"] == "generator.encoder.4" and result["clusters"]["dims"] == 128
+    assert all(0 <= r["score"] <= 1 for r in result["images"])
+    assert (out_dir / "montage_all.png").is_file() and (out_dir / "tsne.png").is_file()
+    assert json.loads((out_dir / "explain.json").read_text())["faithfulness"]["gradcam"]

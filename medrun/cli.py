@@ -100,6 +100,15 @@ def _multirun(command: str, overrides: list[str]) -> int:
     return 0
 
 
+def _compare(args: list[str]) -> int:
+    from medrun.compare import compare_runs
+
+    out, _ = compare_runs(args)
+    print((out / "compare.md").read_text())
+    print(f"comparison folder: {out}")
+    return 0
+
+
 def _aggregate(args: list[str]) -> int:
     if len(args) != 1:
         raise MedrunError("usage: medrun aggregate <run folder>")
@@ -230,6 +239,7 @@ COMMANDS = {
     "predict": (_predict, "predict run=RUN input=PATH output=DIR\n"
                           "                               the run's fold ensemble on new images or DICOM files"),
     "aggregate": (_aggregate, "aggregate RUN_FOLDER         cv_summary of a run whose folds ran as separate jobs (cv.fold=k)"),
+    "compare": (_compare, "compare RUN RUN ...           finished runs side by side on the same folds"),
     "explain": (_explain, "explain run=RUN [method=gradcam] [clusters=k-means,birch,agglomerative k=4 embed=tsne]\n"
                           "                               Grad-CAM heatmaps, their faithfulness, feature clusters"),
 }

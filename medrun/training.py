@@ -126,7 +126,7 @@ def _wandb_logger(cfg, fold_dir, run_dir, fold, config, wandb_id):
                        id=wandb_id, resume="allow" if wandb_id else None)
 
 
-def build_logger(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int, config: dict,
+def build_logger(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int | str, config: dict,
                  wandb_id: str | None = None) -> Logger | bool:
     """The fold's logger (`logger.name`); W&B resumes the fold's run when `wandb_id` is given."""
     return LOGGERS.get(cfg.logger.name)(cfg, fold_dir, run_dir, fold, config, wandb_id)

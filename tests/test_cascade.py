@@ -273,3 +273,23 @@ def test_explain_works_on_a_cascade_run(busi_run):
     out_dir, result = explain_run(busi_run[0], n=3, compare=["gradcam"])
     assert result["layer"].startswith("segmenter.net.decoder.blocks.")
     assert len(result["images"]) == 3 and "gradcam" in result["faithfulness"]
+
+
+def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared_data, tmp_path, capsys):
+    from medrun.cli import main
+
+    cascade_dir = busi_run[0]
+    baseline = medrun.compose("train", ["experiment=unet_resnet34_siim", f"data.root={shared_data}/busi_siim",
+                                        "data=busi_siim", "model.encoder=resnet18", "data.image_size=[64,64]",
+                                        "cv.folds=2", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+                                        "logger=none", "callbacks.progress=none", "task.tta=none",
+                                        f"cv.splits_file={cascade_dir}/splits.json", f"paths.output_dir={tmp_path}"])
+    baseline_dir, _ = medrun.train(baseline)
+    assert main(["compare", str(cascade_dir), str(baseline_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "cascade_busi" in out and "unet_resnet34_siim" in out
+    assert "cascade, searched threshold" in out and "unet_resnet34_siim" in out and ": searched threshold" in out
+    other = medrun.train(medrun.compose("train", [*[o for o in baseline.overrides if not o.startswith("cv.splits_file")],
+                                                  "seed=7"]))[0]
+    assert main(["compare", str(cascade_dir), str(other)]) == 2
+    assert "was scored on other test parts" in capsys.readouterr().err

@@ -58,7 +58,7 @@ def test_a_few_gan_steps_reduce_the_cycle_loss_on_real_images(shared_data):
 def melanet_run(shared_data, tmp_path_factory):
     out = tmp_path_factory.mktemp("melanet")
     cfg = medrun.compose("train", [*TINY_MELANET, f"data.root={shared_data}/medmnist", "oversample.epochs=1",
-                                   f"paths.output_dir={out}"])
+                                   "logger=csv", f"paths.output_dir={out}"])
     return medrun.train(cfg)
 
 

@@ -15,12 +15,12 @@ import pytorch_lightning as pl  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
-from pytorch_lightning.loggers import CSVLogger  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from medrun.data.store import SampleStore  # noqa: E402
 from medrun.oversample.cyclegan import CycleGAN  # noqa: E402
 from medrun.runs import load_checkpoint  # noqa: E402
+from medrun.training import build_logger, close_logger  # noqa: E402
 
 
 class GanImages:
@@ -78,15 +78,20 @@ def train_and_translate(cfg, store: SampleStore, fold: dict, out_dir: Path, majo
         load_checkpoint(last, bool(cfg.allow_unsafe_checkpoints))
     trainer = pl.Trainer(
         max_epochs=int(ocfg.epochs), accelerator=cfg.trainer.accelerator, devices=1, precision="32-true",
-        logger=CSVLogger(save_dir=out_dir, name="logs", version=""), default_root_dir=str(out_dir),
+        # the run's logger (logger=csv|wandb|none): logs/metrics.csv here, or a W&B run "fold_<k>_cyclegan"
+        logger=build_logger(cfg, out_dir, out_dir.parents[1], f"{fold['fold']}_cyclegan", config),
+        default_root_dir=str(out_dir),
         # each epoch: gan.ckpt, and last.ckpt as a link to it (a full-size CycleGAN checkpoint is large)
         callbacks=[ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="gan", save_last="link",
                                    enable_version_counter=False)],
         enable_progress_bar=cfg.callbacks.progress != "none", enable_model_summary=False,
         limit_train_batches=ocfg.get("limit_batches") or 1.0, deterministic=bool(cfg.trainer.deterministic),
         log_every_n_steps=1)  # the GAN curves (generator, discriminator, cycle) in logs/metrics.csv
-    trainer.fit(gan, loader, ckpt_path=str(last) if last.is_file() else None,
-                weights_only=None if not last.is_file() else not cfg.allow_unsafe_checkpoints)
+    try:
+        trainer.fit(gan, loader, ckpt_path=str(last) if last.is_file() else None,
+                    weights_only=None if not last.is_file() else not cfg.allow_unsafe_checkpoints)
+    finally:
+        close_logger(trainer.logger)
     gan = gan.eval().to(trainer.strategy.root_device)
     made, shown = [], []
     with torch.inference_mode():

@@ -1,0 +1,56 @@
+"""`medrun compare RUN RUN ...`: finished runs side by side on the same folds (the cascade against its
+baseline for Table 5.1, an oversampling ablation): their mean ± std and their post-processing tables."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from medrun.errors import MedrunError
+from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown
+from medrun.runs import create_run_dir, require_run_dir, write_json, write_text
+
+TABLE_KEYS = ("table_5_1", "postprocessing_table")
+METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_macro", "specificity_macro", "fn_total",
+           "balanced_accuracy", "classifier_auc", "auc")
+
+
+def _test_parts(run_dir: Path) -> list:
+    splits = json.loads((run_dir / "splits.json").read_text())
+    return [sorted(f["test"]) for f in splits["folds"]] + [sorted(splits.get("fixed_test", []))]
+
+
+def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path, dict]:
+    """Write compare.md/json for `runs`, which must be finished and share their test parts."""
+    if len(runs) < 2:
+        raise MedrunError("usage: medrun compare RUN RUN [RUN ...] (at least two finished run folders)")
+    dirs = [require_run_dir(r) for r in runs]
+    for d in dirs:
+        if not (d / "cv_summary.json").is_file():
+            raise MedrunError(f"{d} has not finished (no cv_summary.json)")
+    reference = _test_parts(dirs[0])
+    for d in dirs[1:]:
+        if _test_parts(d) != reference:
+            raise MedrunError(f"{d} was scored on other test parts than {dirs[0]}; train the runs with the same seed "
+                              f"and cv, or cv.splits_file={dirs[0]}/splits.json")
+    summaries = {f"{json.loads((d / 'cv_summary.json').read_text())['experiment']} ({d.name})":
+                 json.loads((d / "cv_summary.json").read_text()) for d in dirs}
+    metrics = [m for m in METRICS if any(m in s["mean"] for s in summaries.values())]
+    lines = [f"# {len(dirs)} runs on the same {len(reference) - 1} fold(s)", "",
+             "| run | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+    for name, s in summaries.items():
+        lines.append(f"| {name} | " + " | ".join(f"{s['mean'][m]:.4f} ± {s['std'][m]:.4f}" if m in s["mean"] else "-"
+                                                  for m in metrics) + " |")
+    table = {f"{name}: {row}": values for name, s in summaries.items() for key in TABLE_KEYS
+             for row, values in s.get(key, {}).items()}
+    text = "\n".join(lines) + "\n"
+    if table:
+        text += table_markdown(table, "Post-processing side by side (mean ± std over folds)",
+                               "Each run's thresholds were searched on its own validation parts.")
+    out = create_run_dir(output_dir or os.environ.get("MEDRUN_OUTPUT_DIR", "outputs"), "compare")
+    result = {"runs": [str(d) for d in dirs], "metrics": {n: {"mean": s["mean"], "std": s["std"]}
+                                                          for n, s in summaries.items()},
+              "postprocessing": table, "columns": list(POSTPROCESSING_COLUMNS)}
+    write_json(out / "compare.json", result)
+    write_text(out / "compare.md", text)
+    return out, result

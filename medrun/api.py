@@ -9,8 +9,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medrun.config import compose, to_plain
 from medrun.crossval import run_folds, summarize
-from medrun.data import build_dataset
-from medrun.data.build import build_splits, build_store, fill_labels
+from medrun.data.build import build_splits, build_store
 from medrun.data.datamodule import FoldDataModule
 from medrun.evaluation.reports import markdown
 from medrun.errors import MedrunError

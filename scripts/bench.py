@@ -307,10 +307,10 @@ def cascade_evaluation(quick: bool):
     search_added = statistics.median(t_casc) / statistics.median(t_seg) - 1
     fwd_added = statistics.median(t_fwd_all) / statistics.median(t_fwd_seg) - 1
     return [(f"segmenter search (threshold x {len(areas)} min areas) over {n} maps {side}x{side}, s", spread(t_seg)),
-            (f"cascade search (+ 19 decision thresholds) over the same maps, s", spread(t_casc)),
+            ("cascade search (+ 19 decision thresholds) over the same maps, s", spread(t_casc)),
             ("search time the cascade adds", f"{100 * search_added:.1f} %"),
             (f"forward, U-Net ResNet34 alone, batch {len(x)} at {x.shape[-1]}, s", spread(t_fwd_seg)),
-            (f"forward, + ResNeXt50 classifier at 224 (once per image), s", spread(t_fwd_all)),
+            ("forward, + ResNeXt50 classifier at 224 (once per image), s", spread(t_fwd_all)),
             ("network time the classifier adds", f"{100 * fwd_added:.1f} %")]
 
 

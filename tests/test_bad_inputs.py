@@ -1,5 +1,4 @@
 """Bad data and config: a MedrunError naming the file or key, raised before any training."""
-import shutil
 
 import numpy as np
 import pytest

@@ -9,7 +9,6 @@ from omegaconf import OmegaConf
 
 import medrun
 from medrun.data.batched import CachedBatches, augment_and_normalize, kornia_augmentation
-from medrun.data.datamodule import FoldDataModule
 from medrun.data.store import TransformedSamples
 from medrun.data.transforms import pipeline
 from medrun.errors import MedrunError

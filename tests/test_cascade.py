@@ -9,7 +9,7 @@ import pydicom
 import pytest
 import torch
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian
 
 import medrun
 import medrun.tasks.cascade as cascade

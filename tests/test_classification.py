@@ -11,7 +11,6 @@ import medrun
 from medrun.api import build_store
 from medrun.data import build_dataset
 from medrun.errors import MedrunError
-from tests.conftest import TINY
 
 FAST = ["data.image_size=[32,32]", "trainer.max_epochs=1", "logger=none", "callbacks.progress=none",
         "data.batch_size=8", "model=timm", "model.backbone=resnet18"]

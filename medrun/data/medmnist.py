@@ -1,8 +1,6 @@
 """MedMNIST `.npz` files (train/val/test arrays): the official split, or pooled for k-fold."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from medrun.data.labelled import labelled_dataset

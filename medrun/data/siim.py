@@ -70,7 +70,7 @@ def read_siim(cfg) -> Dataset:
     if not files:
         raise MedrunError(f"no .dcm files under {images_dir}")
     _report(f"image(s) without a row in {cfg.csv}", sorted(set(files) - set(rles)),
-            f"add their rows (' -1' for an empty mask) or remove the files")
+            "add their rows (' -1' for an empty mask) or remove the files")
     _report(f"row(s) of {cfg.csv} without a DICOM under {cfg.images}", sorted(set(rles) - set(files)),
             "remove the rows or add the images")
     ids = sorted(set(files) & set(rles))

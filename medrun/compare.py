@@ -8,6 +8,7 @@ from pathlib import Path
 
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown
+from medrun.inference import saved_config
 from medrun.runs import create_run_dir, require_run_dir, write_json, write_text
 
 TABLE_KEYS = ("table_5_1", "postprocessing_table")
@@ -35,7 +36,9 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
                               f"and cv, or cv.splits_file={dirs[0]}/splits.json")
     summaries = {f"{json.loads((d / 'cv_summary.json').read_text())['experiment']} ({d.name})":
                  json.loads((d / "cv_summary.json").read_text()) for d in dirs}
-    metrics = [m for m in METRICS if any(m in s["mean"] for s in summaries.values())]
+    configs = [saved_config(d) for d in dirs]
+    wanted = list(dict.fromkeys(m for c in configs for m in c.get("report") or [])) or METRICS
+    metrics = [m for m in wanted if any(m in s["mean"] for s in summaries.values())]
     lines = [f"# {len(dirs)} runs on the same {len(reference) - 1} fold(s)", "",
              "| run | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for name, s in summaries.items():

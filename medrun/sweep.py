@@ -37,7 +37,8 @@ def job(cfg: DictConfig) -> float:
     quiet_known_noise()  # launchers run jobs in fresh processes
     hydra = HydraConfig.get()
     overrides = list(hydra.overrides.task)
-    record = {"job": int(hydra.job.num), "overrides": overrides, "status": "failed"}
+    record = {"job": int(hydra.job.num), "overrides": overrides, "status": "failed",
+              "report": list(cfg.get("report") or [])}
     value = math.nan
     try:
         cfg = finish(cfg, overrides)
@@ -119,7 +120,8 @@ def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
     if optuna.is_file():
         summary["optuna"] = OmegaConf.to_container(OmegaConf.load(optuna))
     write_json(sweep_dir / "multirun_summary.json", summary)
-    metrics = [m for m in HEADLINE if any(m in (r.get("mean") or {}) for r in records)]
+    wanted = list(dict.fromkeys(m for r in records for m in r.get("report") or [])) or HEADLINE
+    metrics = [m for m in wanted if any(m in (r.get("mean") or {}) for r in records)]
     lines = [f"# Sweep {sweep_dir.name}: {len(records)} job(s), {len(summary['failed'])} failed"
              + (f", sorted by {optimize}" if optimize else ""), "",
              "| job | overrides | status | " + " | ".join(metrics) + " | run folder |",

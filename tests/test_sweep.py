@@ -56,3 +56,22 @@ def test_folds_as_jobs_then_aggregate_equal_a_one_process_run(tmp_path, monkeypa
         medrun.train(medrun.compose("train", [*common, "seed=3", "cv.fold=0", f"run_dir={shared}"]))
     with pytest.raises(medrun.api.MedrunError, match="cv.fold=k trains one fold into a shared folder"):
         medrun.train(medrun.compose("train", [*common, "cv.fold=0"]))
+
+
+def test_sweep_table_shows_the_runs_report_columns(tmp_path):
+    from medrun.sweep import RECORD, summarize_sweep
+
+    means = {"auc_macro": 0.8, "sensitivity_malignant": 0.6, "specificity_malignant": 0.9, "fn_malignant": 4.0,
+             "balanced_accuracy": 0.75, "accuracy": 0.85}
+    report = ["auc_macro", "sensitivity_malignant", "specificity_malignant", "fn_malignant", "balanced_accuracy"]
+    for n, arm in enumerate(("none", "duplicate", "cyclegan")):
+        (tmp_path / str(n)).mkdir()
+        (tmp_path / str(n) / RECORD).write_text(json.dumps({
+            "job": n, "overrides": [f"oversample={arm}"], "status": "ok", "report": report, "run_dir": f"r{n}",
+            "mean": {k: v + n / 100 for k, v in means.items()}, "std": {k: 0.0 for k in means},
+            "objective": means["auc_macro"] + n / 100}))
+    summarize_sweep(tmp_path, "auc_macro")
+    header = (tmp_path / "multirun_summary.md").read_text().splitlines()[2]
+    assert header == "| job | overrides | status | " + " | ".join(report) + " | run folder |"
+    rows = json.loads((tmp_path / "multirun_summary.json").read_text())["jobs"]
+    assert [r["overrides"][0] for r in rows] == ["oversample=cyclegan", "oversample=duplicate", "oversample=none"]

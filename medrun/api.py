@@ -16,6 +16,7 @@ from medrun.errors import MedrunError
 from medrun.inference import saved_config
 from medrun.runs import RUN_DIR_ENV, check_name, create_run_dir, is_ddp_child, require_run_dir, write_json, write_text
 from medrun.tasks import TASKS
+from medrun.training import is_distributed
 
 __all__ = ["compose", "build_model", "build_datamodule", "build_store", "train", "resume"]
 
@@ -81,7 +82,7 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
         return resume(cfg.resume, bool(cfg.allow_unsafe_checkpoints))
     check_name(cfg.name)
     check_input_size(cfg)
-    distributed = cfg.trainer.strategy not in ("auto", None, "single_device") and cfg.trainer.devices != 1
+    distributed = is_distributed(cfg)
     if distributed and (cfg.get("oversample") or {}).get("name", "none") != "none":
         raise MedrunError("oversample trains its GAN on one device: use trainer=gpu or cpu, not a DDP strategy")
     only = cfg.cv.get("fold")

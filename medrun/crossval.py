@@ -20,7 +20,8 @@ from medrun.evaluation.reports import aggregate
 from medrun.oversample import oversample_fold
 from medrun.runs import is_ddp_child, load_checkpoint, resolve_inside, write_json, write_text
 from medrun.tasks import TASKS
-from medrun.training import NonFiniteLossError, build_callbacks, build_logger, build_trainer, close_logger
+from medrun.training import (NonFiniteLossError, build_callbacks, build_logger, build_trainer, close_logger,
+                             is_distributed)
 
 
 def _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule) -> pl.Trainer:
@@ -119,7 +120,7 @@ def run_folds(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, 
         if not 0 <= int(only) < len(folds):
             raise MedrunError(f"cv.fold={only}: this protocol has folds 0..{len(folds) - 1}")
         folds = [folds[int(only)]]
-    distributed = cfg.trainer.strategy not in ("auto", None, "single_device") and cfg.trainer.devices != 1
+    distributed = is_distributed(cfg)
     to_score = []
     for f in folds:
         if train_fold(cfg, config, run_dir, store, f, len(splits["folds"])):

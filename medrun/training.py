@@ -71,6 +71,11 @@ class RngState(pl.Callback):
             torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def is_distributed(cfg: DictConfig) -> bool:
+    """Whether the trainer settings start several processes (DDP)."""
+    return cfg.trainer.strategy not in ("auto", None, "single_device") and cfg.trainer.devices != 1
+
+
 def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl.Callback]:
     cb = cfg.callbacks
     out: list[pl.Callback] = [

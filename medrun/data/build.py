@@ -49,11 +49,7 @@ def anonymize(dataset: Dataset) -> Dataset:
     key = id_key()
     samples = [replace(s, id="s" + hmac.new(key, s.id.encode(), hashlib.sha256).hexdigest()[:16])
                for s in dataset.samples]
-    out = replace(dataset, samples=samples)
-    for attr in ("classes", "multilabel"):
-        if hasattr(dataset, attr):
-            setattr(out, attr, getattr(dataset, attr))
-    return out
+    return replace(dataset, samples=samples)
 
 
 def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
@@ -76,4 +72,4 @@ def build_splits(cfg: DictConfig, store: SampleStore) -> dict:
     """The run's folds: a given splits file, or the protocol `cv.name` made from the samples."""
     if cfg.cv.get("splits_file"):
         return load_splits(cfg.cv.splits_file, store.samples)
-    return make_splits(store.samples, cfg.cv, int(cfg.seed), ordered=bool(getattr(store.dataset, "ordered", False)))
+    return make_splits(store.samples, cfg.cv, int(cfg.seed), ordered=store.dataset.ordered)

@@ -16,7 +16,7 @@ def check_data(cfg: DictConfig) -> dict:
     """Read every sample of the `data` config; every problem is listed, none stops the check."""
     with collecting_problems() as listing:
         dataset = READERS.get(cfg.reader)(cfg)
-    classes = [str(c) for c in (cfg.get("classes") or getattr(dataset, "classes", []))]
+    classes = [str(c) for c in (cfg.get("classes") or dataset.classes or [])]
     report = check_dataset(dataset, classes)
     report["problems"] = listing + report["problems"]
     return report

@@ -30,9 +30,7 @@ def labelled_dataset(samples: list[Sample], cfg: DictConfig, classes: list[str],
         samples = split_frames(samples)
     if len(classes) < 2:
         raise MedrunError(f"found {len(classes)} class(es) {classes}: classification needs at least 2 (data.classes)")
-    ds = Dataset(samples, load, kind="classification")
-    ds.classes, ds.multilabel = list(classes), multilabel
-    return ds
+    return Dataset(samples, load, kind="classification", classes=list(classes), multilabel=multilabel)
 
 
 def class_index(classes: list[str]) -> dict[str, int]:

@@ -38,6 +38,8 @@ class Dataset:
     load: Callable[[Sample], tuple[Any, Any]]
     kind: str = "segmentation"
     ordered: bool = False  # consecutive sections of one volume: k-fold holds out contiguous blocks
+    classes: list[str] | None = None  # classification: the class names found in the data
+    multilabel: bool = False
 
     def __post_init__(self):
         ids = [s.id for s in self.samples]

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
 from medrun.data.dicom import read_dicom
 from medrun.data.images import to_channels
@@ -35,24 +37,16 @@ def read_rle_csv(path: Path) -> dict[str, list[str]]:
 
 
 def _groups(image_ids: list[str], patient: dict[str, str], pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """Split groups: images of one patient, joined with near-duplicate pairs (union-find), as pseudonyms."""
-    parent = {i: i for i in image_ids}
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    by_patient: dict[str, str] = {}
-    for i in image_ids:
-        first = by_patient.setdefault(patient[i], i)
-        parent[root(i)] = root(first)
-    for a, b in pairs:
-        if a in parent and b in parent:
-            parent[root(a)] = root(b)
-    names: dict[str, str] = {}
-    return {i: names.setdefault(root(i), f"group_{len(names):05d}") for i in image_ids}
+    """Split groups: the connected components of "same patient" and "near-duplicate pair", as pseudonyms."""
+    index = {i: k for k, i in enumerate(image_ids)}
+    first = {}
+    edges = [(k, index[first.setdefault(patient[i], i)]) for k, i in enumerate(image_ids)]
+    edges += [(index[a], index[b]) for a, b in pairs if a in index and b in index]
+    rows, cols = zip(*edges) if edges else ((), ())
+    graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(image_ids),) * 2)
+    _, component = connected_components(graph, directed=False)
+    names: dict[int, str] = {}
+    return {i: names.setdefault(int(c), f"group_{len(names):05d}") for i, c in zip(image_ids, component)}
 
 
 def _report(kind: str, items: list[str], fix: str) -> None:

@@ -50,11 +50,7 @@ class SampleStore:
 
     def with_samples(self, extra: list) -> "SampleStore":
         """A store of these samples plus `extra` (e.g. a fold's synthetic images) that shares this one's cache."""
-        dataset = replace(self.dataset, samples=[*self.samples, *extra])
-        for attr in ("classes", "multilabel"):
-            if hasattr(self.dataset, attr):
-                setattr(dataset, attr, getattr(self.dataset, attr))
-        out = SampleStore(dataset, self.size, cache=self.cached)
+        out = SampleStore(replace(self.dataset, samples=[*self.samples, *extra]), self.size, cache=self.cached)
         if self._cache is not None:
             out._cache.update(self._cache)
         return out

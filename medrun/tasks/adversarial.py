@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
@@ -75,10 +74,8 @@ class AdversarialTask(ConfiguredTask):
 
     def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
         """The discriminator's score on the fold's test part: AUC of telling the trained class from the others."""
-        batches = list(self.iter_probabilities(datamodule.test_dataloader(), device))
-        score = np.concatenate([p[:, 0].numpy() for p, _ in batches])
-        is_trained = np.concatenate([(b["target"] == self.train_index).numpy() for _, b in batches])
-        index = [i for _, b in batches for i in b["index"].tolist()]
+        probs, targets, index = self.collect_probabilities(datamodule.test_dataloader(), device)
+        score, is_trained = probs[:, 0].numpy(), (targets == self.train_index).numpy()
         out_dir.mkdir(parents=True, exist_ok=True)
         with open(out_dir / "predictions.csv", "w", newline="") as f:
             w = csv.writer(f)

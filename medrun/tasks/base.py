@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from medrun.errors import MedrunError
+from medrun.evaluation.tta import tta_probabilities
 from medrun.models import build_network
 from medrun.registry import Registry
 from medrun.tasks.optim import apply_performance_options, build_optimization
@@ -61,11 +62,22 @@ class ConfiguredTask(pl.LightningModule):
         return build_optimization(self, self.cfg.task.optimizer, self.cfg.task.get("scheduler"))
 
     @torch.inference_mode()
-    def iter_probabilities(self, loader, device):
-        """(probabilities on the CPU, batch) for each batch of `loader`: the one inference loop of held-out scoring."""
+    def iter_probabilities(self, loader, device, tta: str = "none"):
+        """(probabilities on the CPU, batch) for each batch of `loader`, with test-time augmentation `tta`: the
+        one inference loop of held-out scoring."""
         self.to(device).eval()
         for batch in loader:
-            yield self.probabilities(self(batch["image"].to(device)).float()).cpu(), batch
+            x = batch["image"].to(device)
+            yield tta_probabilities(lambda v: self.probabilities(self(v).float()), x, tta, self.spatial).cpu(), batch
+
+    def collect_probabilities(self, loader, device, tta: str = "none"):
+        """(probabilities, targets, sample indices) of a whole loader."""
+        probs, targets, index = [], [], []
+        for p, batch in self.iter_probabilities(loader, device, tta):
+            probs.append(p)
+            targets.append(batch["target"])
+            index += batch["index"].tolist()
+        return torch.cat(probs), torch.cat(targets), index
 
     # Hooks a task defines; shared code calls these instead of asking which task it is.
     @classmethod

@@ -11,14 +11,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import recall_score, roc_auc_score
 from torchmetrics import AUROC
 
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, search_cascade, search_triplet
 from medrun.evaluation.thresholds import search_pixel_threshold
-from medrun.evaluation.tta import tta_probabilities
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.classification_losses import build_classification_loss
 from medrun.tasks.optim import build_optimization
@@ -27,13 +26,12 @@ from medrun.tasks.segmentation_losses import build_loss
 
 def classifier_scores(cls: torch.Tensor, decision: float, positive: torch.Tensor) -> dict[str, float]:
     """Sensitivity, specificity (1 where undefined) and AUC (left out where undefined) of "mask not empty"."""
-    cls, positive = cls.cpu(), positive.cpu()
-    pred, y = (cls >= decision), positive.bool()
-    tp, tn = float((pred & y).sum()), float((~pred & ~y).sum())
-    out = {"classifier_sensitivity": tp / float(y.sum()) if y.any() else 1.0,
-           "classifier_specificity": tn / float((~y).sum()) if (~y).any() else 1.0}
-    if 0 < int(y.sum()) < len(y):
-        out["classifier_auc"] = float(roc_auc_score(y.numpy(), cls.numpy()))
+    score, y = cls.cpu().numpy(), positive.cpu().numpy().astype(int)
+    pred = (score >= decision).astype(int)
+    out = {"classifier_sensitivity": float(recall_score(y, pred, pos_label=1, zero_division=1.0)),
+           "classifier_specificity": float(recall_score(y, pred, pos_label=0, zero_division=1.0))}
+    if 0 < y.sum() < len(y):
+        out["classifier_auc"] = float(roc_auc_score(y, score))
     return out
 
 
@@ -125,17 +123,8 @@ class CascadeTask(ConfiguredTask):
 
     def _collect(self, loader, device, tta: str = "none"):
         """(segmenter probabilities (N, H, W), classifier probabilities (N,), targets, sample indices)."""
-        seg, cls, targets, index = [], [], [], []
-        self.to(device).eval()
-        with torch.inference_mode():
-            for batch in loader:
-                x = batch["image"].to(device)
-                p = tta_probabilities(lambda v: self.probabilities(self(v).float()), x, tta, spatial=True).cpu()
-                seg.append(p[:, 0])
-                cls.append(p[:, 1].mean((-2, -1)))
-                targets.append(batch["target"])
-                index += batch["index"].tolist()
-        return torch.cat(seg), torch.cat(cls), torch.cat(targets), index
+        probs, targets, index = self.collect_probabilities(loader, device, tta)
+        return probs[:, 0], probs[:, 1].mean((-2, -1)), targets, index
 
     def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
         """Search post-processing on the fold's validation part, score its test part once: the table rows

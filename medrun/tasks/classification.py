@@ -55,10 +55,8 @@ class ClassificationTask(ConfiguredTask):
 
     def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
         """Metrics on the fold's test part; writes predictions.csv (id, truth, probabilities, prediction), plots."""
-        batches = list(self.iter_probabilities(datamodule.test_dataloader(), device))
-        probs = np.concatenate([p.numpy() for p, _ in batches])
-        targets = np.concatenate([b["target"].numpy() for _, b in batches])
-        index = [i for _, b in batches for i in b["index"].tolist()]
+        probs, targets, index = self.collect_probabilities(datamodule.test_dataloader(), device)
+        probs, targets = probs.numpy(), targets.numpy()
         write_predictions(out_dir / "predictions.csv", [sample_ids[i] for i in index], targets, probs,
                           self.class_names, self.multilabel, self.thresholds)
         metrics, cm = classification_scores(targets, probs, self.class_names, self.multilabel, self.thresholds)

@@ -12,7 +12,6 @@ from medrun.evaluation.heldout import evaluate_segmentation
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
 from medrun.evaluation.reports import table_markdown, table_over_folds
 from medrun.evaluation.thresholds import binarize, search_pixel_threshold
-from medrun.evaluation.tta import tta_probabilities
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.segmentation_losses import build_loss
 
@@ -52,29 +51,20 @@ class SegmentationTask(ConfiguredTask):
             return metrics, {}
         return metrics, self.postprocessing_table(datamodule, device)
 
-    def _maps(self, loader, device, tta: str = "none"):
-        maps, targets = [], []
-        with torch.inference_mode():
-            for batch in loader:
-                x = batch["image"].to(device)
-                probs = tta_probabilities(lambda v: self.probabilities(self(v).float()), x, tta, spatial=True)
-                maps.append(probs[:, 0].cpu())
-                targets.append(batch["target"])
-        return torch.cat(maps), torch.cat(targets)
-
     def postprocessing_table(self, datamodule, device) -> dict:
         """{"table": rows x (Dice, dataset Dice, IoU), "postprocessing": the search} for one fold."""
         task = self.cfg.task
-        self.to(device).eval()
-        v_maps, v_target = self._maps(datamodule.val_dataloader(), device)
+        v_probs, v_target, _ = self.collect_probabilities(datamodule.val_dataloader(), device)
+        v_maps = v_probs[:, 0]
         found = search_pixel_threshold(v_maps, v_target, min_areas=tuple(task.get("min_areas") or (0,)),
                                        empty_score=float(task.empty_score))
-        maps, target = self._maps(datamodule.test_dataloader(), device)
+        probs, target, _ = self.collect_probabilities(datamodule.test_dataloader(), device)
+        maps = probs[:, 0]
         rows = {"ArgMax": maps[:, None] >= float(task.threshold),
                 "searched threshold": binarize(maps[:, None], found["threshold"], found["min_area"])[:, None]}
         tta = str(task.get("tta") or "flips")
         if tta != "none":
-            a_maps, _ = self._maps(datamodule.test_dataloader(), device, tta)
+            a_maps = self.collect_probabilities(datamodule.test_dataloader(), device, tta)[0][:, 0]
             rows[f"TTA ({tta})"] = binarize(a_maps[:, None], found["threshold"], found["min_area"])[:, None]
         table = {}
         for name, masks in rows.items():

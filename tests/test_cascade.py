@@ -270,9 +270,16 @@ def test_baseline_freezes_the_encoder_with_backbone_finetuning(shared_data, tmp_
 def test_explain_works_on_a_cascade_run(busi_run):
     from medrun.explain.command import explain_run
 
+    import math
+
     out_dir, result = explain_run(busi_run[0], n=3, compare=["gradcam"])
     assert result["layer"].startswith("segmenter.net.decoder.blocks.")
-    assert len(result["images"]) == 3 and "gradcam" in result["faithfulness"]
+    assert len(result["images"]) == 3
+    assert all(math.isfinite(v) for v in result["faithfulness"]["gradcam"].values())
+    assert all((out_dir / f"cam_{r['id']}.png").stat().st_size > 500 for r in result["images"])
+    # the CAM mass share is reported for images with a lesion, as a fraction
+    shares = [r["cam_mass_in_mask"] for r in result["images"] if r["mask_pixels"]]
+    assert all(0 <= s <= 1 for s in shares)
 
 
 def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared_data, tmp_path, capsys):

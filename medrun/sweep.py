@@ -24,7 +24,7 @@ HEADLINE = ("dice", "jaccard", "dice_micro", "auc_macro", "sensitivity_macro", "
             "balanced_accuracy", "accuracy")
 
 
-def _one_line(e: Exception) -> str:
+def one_line(e: Exception) -> str:
     text = " ".join(str(e).split())
     return text if isinstance(e, MedrunError) else f"{type(e).__name__}: {text}"
 
@@ -53,7 +53,7 @@ def job(cfg: DictConfig) -> float:
                                       f"{', '.join(sorted(summary['mean']))}")
                 value = float(summary["mean"][metric])
     except Exception as e:  # one failing job must not stop the others
-        record.update(status="failed", error=_one_line(e))
+        record.update(status="failed", error=one_line(e))
         print(f"medrun: error: job {record['job']} ({' '.join(overrides)}) failed: {record['error']}", file=sys.stderr)
     record["objective"] = None if math.isnan(value) else value
     write_json(Path(hydra.runtime.output_dir) / RECORD, record)
@@ -93,6 +93,9 @@ def run_sweep(overrides: list[str]) -> Path:
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S-%f")
     sweep_dir = Path(str(first.paths.output_dir)).resolve() / "multirun" / stamp
     extra = [f"hydra.sweep.dir={sweep_dir}"]
+    if not any(o.startswith("paths.output_dir=") for o in overrides):
+        # joblib's worker processes outlive one sweep and keep the cwd they started in: pin the runs' folder
+        extra.append(f"paths.output_dir={Path(str(first.paths.output_dir)).resolve()}")
     if any(o.startswith(("hydra/sweeper=optuna", "hydra.sweeper=optuna")) for o in overrides) and first.optimize \
             and not any(o.startswith("hydra.sweeper.direction") for o in overrides):
         # optimize=jaccard means the higher the better; a loss is minimised

@@ -145,17 +145,21 @@ def test_cascade_search_matches_brute_force_and_triplet_search_finds_the_rule():
     target = torch.zeros(12, 16, 16, dtype=torch.long)
     target[6:, 4:10, 4:10] = 1  # half the images empty
     seg = (target * 0.6 + torch.rand(12, 16, 16, generator=g) * 0.45).clamp(0, 1)
-    seg[:6, 2:6, 2:6] = 0.95  # confident false lesions on the empty images: only the classifier can blank them
+    seg[:6, 1:9, 1:9] = 0.95  # confident false lesions, larger than any min area: only the classifier blanks them
     cls = torch.cat([torch.rand(6, generator=g) * 0.4, 0.6 + torch.rand(6, generator=g) * 0.4])
-    found = search_cascade(seg, cls, target, decisions=[0.3, 0.5, 0.7], bins=20)
+    cls[3] = cls[7] = 0.5  # tied scores at a decision threshold
+    found = search_cascade(seg, cls, target, decisions=[0.3, 0.5, 0.7], min_areas=(0, 20, 40), bins=20)
 
     def dice(masks):
         tp = (masks & target.bool()).flatten(1).sum(1).float()
         den = masks.flatten(1).sum(1) + target.flatten(1).sum(1)
         return torch.where(den > 0, 2 * tp / den.clamp(min=1), torch.ones_like(tp)).mean().item()
 
-    brute = max((dice(apply_cascade(seg, cls, d, t / 20)), d, t / 20) for d in (0.3, 0.5, 0.7) for t in range(1, 20))
+    brute = max((dice(apply_cascade(seg, cls, d, t / 20, a)), d, t / 20, a)
+                for d in (0.3, 0.5, 0.7) for a in (0, 20, 40) for t in range(1, 20))
     assert found["dice"] == pytest.approx(brute[0], abs=1e-6) and found["dice"] > 0.9
+    chosen = apply_cascade(seg, cls, found["decision_threshold"], found["threshold"], found["min_area"])
+    assert dice(chosen) == pytest.approx(found["dice"], abs=1e-6)
     assert found["decision_threshold"] >= 0.5  # the classifier separates: negatives are blanked
     best = search_triplet(seg, target, tops=(0.5, 0.9), areas=(0, 100_000), bottoms=(0.5,), min_components=(0,))
     assert best["dice"] >= dice(apply_triplet(seg, 0.5, 0, 0.5, 0)) - 1e-6

@@ -24,19 +24,26 @@ def search_cascade(seg: torch.Tensor, cls: torch.Tensor, target: torch.Tensor, d
     """(decision threshold, pixel threshold, min area) maximising mean per-image Dice, where an image whose
     classifier probability `cls` (N,) is below the decision threshold gets an empty mask.
 
-    seg: (N, H, W) foreground probabilities; target: (N, H, W) in {0, 1}.
+    seg: (N, H, W) foreground probabilities; target: (N, H, W) in {0, 1}. Every decision threshold is scored
+    at once: with the images sorted by classifier score, the images a threshold keeps are a prefix, so a
+    cumulative sum of (Dice kept - Dice blanked) gives every threshold's total in one pass.
     """
     decisions = np.round(np.arange(0.05, 1.0, 0.05), 2) if decisions is None else decisions
     tp, fp, n_fg = pixel_counts(seg, target, bins)
-    tp, fp, n_fg = tp.float(), fp.float(), n_fg[:, None].float()
-    best = None
-    for d, a in itertools.product(decisions, min_areas):
-        keep = ((cls >= float(d))[:, None]) & ((tp + fp) >= a)
-        mean = _dice(tp * keep, fp * keep, n_fg, empty_score).mean(0)
-        i = 1 + int(mean[1:].argmax())  # threshold 0 would mark every pixel foreground
-        if best is None or mean[i] > best["dice"]:
-            best = {"decision_threshold": float(d), "threshold": i / bins, "min_area": int(a), "dice": float(mean[i])}
-    return best
+    tp, fp, n_fg = tp.double(), fp.double(), n_fg[:, None].double()
+    blanked = _dice(torch.zeros_like(n_fg), torch.zeros_like(n_fg), n_fg, empty_score)  # (N, 1)
+    areas = torch.tensor([float(a) for a in min_areas], dtype=torch.float64)
+    kept = _dice(tp, fp, n_fg, empty_score)[None]  # (1, N, bins)
+    kept = torch.where((tp + fp)[None] >= areas[:, None, None], kept, blanked[None])  # (A, N, bins)
+    order = torch.argsort(cls.double(), descending=True, stable=True)
+    gain = torch.cumsum((kept - blanked[None])[:, order], dim=1)  # (A, N, bins): gain of keeping the top-k images
+    gain = torch.cat([torch.zeros_like(gain[:, :1]), gain], dim=1)
+    n_kept = torch.stack([(cls.double() >= float(d)).sum() for d in decisions])  # (D,)
+    mean = (blanked.sum() + gain[:, n_kept].permute(1, 0, 2)) / len(cls)  # (D, A, bins)
+    mean = mean[..., 1:]  # threshold 0 would mark every pixel foreground
+    d, a, i = np.unravel_index(int(mean.argmax()), tuple(mean.shape))
+    return {"decision_threshold": float(decisions[d]), "threshold": (i + 1) / bins, "min_area": int(min_areas[a]),
+            "dice": float(mean[d, a, i])}
 
 
 def apply_cascade(seg: torch.Tensor, cls: torch.Tensor, decision: float, threshold: float, min_area: int = 0):

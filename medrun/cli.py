@@ -209,6 +209,39 @@ def _explain(args: list[str]) -> int:
     return 0
 
 
+def _reproduce(args: list[str]) -> int:
+    from medrun.reproduce import describe, load_table, reproduce, table_names
+
+    if not args or args[0] == "list":
+        print("\n\n".join(describe(load_table(t)) for t in table_names()))
+        return 0
+    table, opts, inputs, hydra_overrides = args[0], {}, {}, []
+    for a in args[1:]:
+        key, sep, value = a.partition("=")
+        if key.startswith("hydra"):  # launcher plugins: hydra/launcher=joblib hydra.launcher.n_jobs=2
+            hydra_overrides.append(a)
+        elif not sep or not value:
+            raise MedrunError(f"{a!r}: expected key=value (see `medrun reproduce list` for a table's inputs)")
+        elif key.startswith(("data.", "weights.")):
+            inputs[key] = value
+        elif key in ("runs", "quick", "protocols", "paths.output_dir"):
+            opts[key] = value
+        else:
+            raise MedrunError(f"unknown option {key!r}; valid: data.<input>=, weights.<input>=, runs=, quick=, "
+                              "protocols=, paths.output_dir=, hydra/launcher=...")
+    if opts.get("quick", "false") not in ("true", "false"):
+        raise MedrunError(f"quick={opts['quick']}: use true or false")
+    report = reproduce(table, inputs, runs=opts["runs"].split(",") if "runs" in opts else None,
+                       quick=opts.get("quick") == "true",
+                       protocols=opts["protocols"].split(",") if "protocols" in opts else None,
+                       output_dir=opts.get("paths.output_dir", os.environ.get("MEDRUN_OUTPUT_DIR", "outputs")),
+                       hydra_overrides=hydra_overrides)
+    print((report / "report.md").read_text())
+    print(f"report folder: {report}")
+    rows = json.loads((report / "report.json").read_text())["rows"]
+    return 1 if any(r["status"].startswith("failed") for r in rows) else 0
+
+
 def _resume(args: list[str]) -> int:
     trust = {"allow_unsafe_checkpoints=true": True, "allow_unsafe_checkpoints=false": False}
     folders = [a for a in args if a not in trust]
@@ -240,6 +273,9 @@ COMMANDS = {
                           "                               the run's fold ensemble on new images or DICOM files"),
     "aggregate": (_aggregate, "aggregate RUN_FOLDER         cv_summary of a run whose folds ran as separate jobs (cv.fold=k)"),
     "compare": (_compare, "compare RUN RUN ...           finished runs side by side on the same folds"),
+    "reproduce": (_reproduce, "reproduce TABLE [data.<input>=PATH ...] [quick=true] [runs=FOLDER]\n"
+                              "                               a paper table re-measured beside the paper's numbers; "
+                              "`reproduce list`"),
     "explain": (_explain, "explain run=RUN [method=gradcam] [clusters=k-means,birch,agglomerative k=4 embed=tsne]\n"
                           "                               Grad-CAM heatmaps, their faithfulness, feature clusters"),
 }

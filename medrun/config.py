@@ -6,6 +6,7 @@ from pathlib import Path
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -16,7 +17,9 @@ CONFIG_DIR = Path(str(files("medrun.configs")))
 
 
 def groups() -> list[str]:
-    return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and not p.name.startswith("_"))
+    """The train config groups (configs/reproduce/ holds paper tables, not train options)."""
+    return sorted(p.name for p in CONFIG_DIR.iterdir()
+                  if p.is_dir() and not p.name.startswith("_") and p.name != "reproduce")
 
 
 def options(group: str) -> list[str]:
@@ -42,8 +45,11 @@ def compose(command: str = "train", overrides: list[str] | tuple = ()) -> DictCo
     overrides = list(overrides)
     check_choices(overrides)
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        if GlobalHydra.instance().is_initialized():  # inside a Hydra app (a job of `medrun reproduce`)
             cfg = hydra_compose(config_name=command, overrides=overrides)
+        else:
+            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+                cfg = hydra_compose(config_name=command, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
         raise MedrunError(f"bad override: {msg}") from None

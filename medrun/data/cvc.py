@@ -25,6 +25,8 @@ def sequence_of(stem: str) -> str:
 @READERS.register("cvc_clinicdb")
 def read_cvc(cfg):
     root = require_dir(cfg.root, "data.root", " (the CVC-ClinicDB folder holding Original/ and Ground Truth/)")
+    if (root / "CVC-ClinicDB").is_dir():  # the folder the release unpacks into
+        root = root / "CVC-ClinicDB"
     return paired_dataset(
         cfg, [dict(image_dir=root / "Original", mask_dir=root / "Ground Truth", group_of=sequence_of)]
     )

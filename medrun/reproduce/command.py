@@ -1,0 +1,193 @@
+"""`medrun reproduce TABLE`: run (or collect) every row of a paper table under the paper's protocol and medrun's
+leak-free one, as the jobs of one Hydra multirun, and write the report beside the paper's numbers."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from medrun.config import CONFIG_DIR
+from medrun.console import quiet_known_noise
+from medrun.errors import MedrunError
+from medrun.reproduce.report import write_report
+from medrun.reproduce.statistics import compare_values
+from medrun.reproduce.tables import Table, load_table
+from medrun.runs import check_name, create_run_dir, write_json
+from medrun.sweep import one_line
+
+QUICK_SUFFIX = "_quick"  # quick runs get their own run folders: never mixed with full-size runs of a row
+
+
+def experiment_name(experiment: str) -> str:
+    path = CONFIG_DIR / "experiment" / f"{experiment}.yaml"
+    if not path.is_file():
+        raise MedrunError(f"unknown experiment {experiment!r} in a table row; see `medrun list experiment`")
+    return check_name(OmegaConf.load(path).name)
+
+
+def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_dir: Path) -> list[dict]:
+    """One job per row and protocol: its train overrides, or why it cannot run."""
+    unknown = sorted(set(inputs) - set(table.inputs))
+    if unknown:
+        raise MedrunError(f"{unknown[0]} is not an input of table {table.key}; valid: {', '.join(table.inputs)}")
+    bad = [p for p in protocols if p not in table.protocols]
+    if bad:
+        raise MedrunError(f"protocols={bad[0]} is not a protocol of table {table.key}; valid: {', '.join(table.protocols)}")
+    jobs = []
+    for row in table.rows:
+        name = experiment_name(row.experiment) + (QUICK_SUFFIX if quick else "")
+        missing = [k for k in row.needs if not inputs.get(k)]
+        absent = [k for k in row.needs if inputs.get(k) and not Path(inputs[k]).expanduser().exists()]
+        for pname in protocols:
+            p = table.protocols[pname]
+            job = {"row": row.name, "dataset": row.dataset, "experiment": row.experiment, "name": name,
+                   "protocol": pname, "quick": quick}
+            if missing:
+                job["status"] = "not run: needs " + "; ".join(
+                    f"{k}=<path> (published: {table.inputs[k].get('published', 'see the table file')})" for k in missing)
+            elif absent:
+                job["status"] = f"failed: {absent[0]}={inputs[absent[0]]} does not exist"
+            else:
+                sets = [s.replace("{path}", str(Path(inputs[k]).expanduser().resolve()))
+                        for k in row.needs for s in table.inputs[k]["sets"]]
+                job["overrides"] = [f"experiment={row.experiment}", f"cv={p['cv']}", *p["overrides"], *row.overrides,
+                                    *sets, *((table.quick + p["quick"] + row.quick + [f"name={name}"]) if quick else []),
+                                    f"paths.output_dir={output_dir}"]
+                job["status"] = "planned"
+            jobs.append(job)
+    return jobs
+
+
+def run_job(cfg: DictConfig) -> None:
+    """Hydra's task function for one row x protocol: train it, record the run folder or the error."""
+    import medrun
+    from medrun.config import compose
+
+    quiet_known_noise()
+    jobs_file = Path(str(cfg.jobs_file))
+    job = json.loads(jobs_file.read_text())[int(cfg.job)]
+    record = {"status": "failed"}
+    try:
+        run_dir, summary = medrun.train(compose("train", job["overrides"]))
+        record = {"status": "ok" if summary is not None else "failed: the run wrote no cv_summary.json",
+                  "run_dir": str(run_dir)}
+    except Exception as e:  # one failing row must not stop the others
+        record["status"] = f"failed: {one_line(e)}"
+        print(f"medrun: error: {job['row']} ({job['protocol']}) failed: {record['status'][8:]}", file=sys.stderr)
+    write_json(jobs_file.parent / "results" / f"{int(cfg.job)}.json", record)
+
+
+def launch(jobs: list[dict], report_dir: Path, hydra_overrides: list[str]) -> None:
+    """The planned jobs as one Hydra multirun (any launcher plugin); results land in report_dir/results/."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    todo = [i for i, j in enumerate(jobs) if j["status"] == "planned"]
+    if not todo:
+        return
+    jobs_file = report_dir / "jobs.json"
+    write_json(jobs_file, jobs)
+    argv = sys.argv
+    sys.argv = ["medrun", "--multirun", f"job={','.join(map(str, todo))}", f"jobs_file={jobs_file}",
+                f"hydra.sweep.dir={report_dir / 'hydra'}", *hydra_overrides]
+    try:
+        hydra.main(config_path=str(CONFIG_DIR), config_name="reproduce", version_base="1.3")(run_job)()
+    finally:
+        sys.argv = argv
+        GlobalHydra.instance().clear()
+    for i in todo:
+        result = report_dir / "results" / f"{i}.json"
+        jobs[i].update(json.loads(result.read_text()) if result.is_file()
+                       else {"status": "failed: the job ended without a result (see its log under hydra/)"})
+
+
+def _settings(overrides: list[str], keys: set[str] | None = None) -> dict:
+    """The last value each key (each of `keys`) gets in an override list."""
+    out = {}
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if keys is None or key in keys:
+            out[key] = value
+    return out
+
+
+def collect(jobs: list[dict], table: Table, folders: list[str]) -> None:
+    """Match finished runs under `folders` to rows: same experiment name and protocol, and the same values for the
+    keys that tell apart rows sharing an experiment (their `overrides`); the newest matching run wins."""
+    runs = []
+    for folder in folders:
+        root = Path(folder).expanduser()
+        if not root.is_dir():
+            raise MedrunError(f"runs={folder}: no such folder")
+        for summary in sorted(root.rglob("cv_summary.json")):
+            if (summary.parent / "config.yaml").is_file():
+                runs.append((summary.parent, OmegaConf.load(summary.parent / "config.yaml")))
+    rows = {r.name: r for r in table.rows}
+    for job in jobs:
+        row, cv = rows[job["row"]], table.protocols[job["protocol"]]["cv"]
+        keys = {k for r in table.rows if r.experiment == row.experiment for k in _settings(r.overrides)}
+        wanted = _settings(row.overrides, keys)
+        base = job["name"].removesuffix(QUICK_SUFFIX)
+        found = [(d, str(c.name) != base) for d, c in runs
+                 if str(c.name) in (base, base + QUICK_SUFFIX) and str(c.cv.name) == cv
+                 and _settings(list(c.get("overrides") or []), keys) == wanted]
+        if found:
+            run_dir, quick = max(found, key=lambda f: f[0].name)
+            job.update(status="ok", run_dir=str(run_dir), quick=quick)
+        else:
+            job.update(status=f"not run: no finished run of {base} with cv={cv} under {', '.join(folders)}")
+
+
+def measure(summary: dict, key: str) -> tuple[float, float, int]:
+    """(mean, std, n) of a cv_summary metric, or of `table/row/column` in one of its tables (Table 5.1)."""
+    n = len(summary["folds"])
+    if "/" in key:
+        table, row, column = key.split("/", 2)
+        try:
+            cell = summary[table][row][column]
+        except KeyError:
+            raise MedrunError(f"{key} is not in this run's cv_summary.json") from None
+        return cell["mean"], cell["std"], n
+    if key not in summary["mean"]:
+        raise MedrunError(f"metric {key!r} is not in this run's cv_summary.json; it has: {', '.join(sorted(summary['mean']))}")
+    return summary["mean"][key], summary["std"][key], n
+
+
+def score(jobs: list[dict], table: Table) -> None:
+    """Each finished job's metrics beside the paper's."""
+    rows = {r.name: r for r in table.rows}
+    for job in jobs:
+        if job["status"] != "ok":
+            continue
+        summary = json.loads((Path(job["run_dir"]) / "cv_summary.json").read_text())
+        job["note"] = summary.get("note")
+        job["metrics"] = {}
+        try:
+            for m in rows[job["row"]].metrics:
+                mean, std, n = measure(summary, m.measure)
+                job["metrics"][m.name] = compare_values(m.paper, m.std, m.n, mean, std, n, m.tolerance)
+        except MedrunError as e:
+            job["status"] = f"failed: {e}"
+
+
+def reproduce(table_name: str, inputs: dict | None = None, *, runs: list[str] | None = None, quick: bool = False,
+              protocols: list[str] | None = None, output_dir: str | Path = "outputs",
+              hydra_overrides: list[str] = ()) -> Path:
+    """Run or collect every row of a table and write report.md/json/png; returns the report folder."""
+    table = load_table(table_name)
+    output_dir = Path(output_dir).expanduser().resolve()
+    protocols = list(protocols or table.protocols)
+    jobs = plan(table, dict(inputs or {}), quick, protocols, output_dir)
+    report_dir = create_run_dir(output_dir / "reproduce", table.key)
+    started = datetime.now().isoformat(timespec="seconds")
+    if runs:
+        collect(jobs, table, runs)
+    else:
+        launch(jobs, report_dir, list(hydra_overrides))
+    score(jobs, table)
+    write_report(report_dir, table, jobs, {"started": started, "quick": quick, "runs": runs or None,
+                                           "protocols": protocols})
+    return report_dir

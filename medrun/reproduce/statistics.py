@@ -1,0 +1,36 @@
+"""Paper value vs measured value: signed difference, spread, tolerance and Welch's t-test from summary statistics."""
+from __future__ import annotations
+
+import math
+
+from scipy.stats import ttest_ind_from_stats
+
+
+def _finite(x) -> float | None:
+    return None if x is None or not math.isfinite(float(x)) else float(x)
+
+
+def compare_values(paper: float | None, paper_std: float | None, paper_n: int | None,
+                   ours: float, ours_std: float, ours_n: int, tolerance: dict) -> dict:
+    """Both sides' numbers and how they differ; fields that need a missing paper value are None, never NaN.
+
+    `difference` is ours - paper; `within_spread` asks whether ours lies in paper ± paper std; `within_tolerance`
+    applies the table's absolute or relative bar (MLPerf-style); `welch_p` is the two-sided p-value of Welch's
+    t-test from the two means, sample stds and ns (None when either n < 2 or both stds are 0).
+    """
+    out = {"paper": paper, "paper_std": paper_std, "paper_n": paper_n,
+           "ours": float(ours), "ours_std": float(ours_std), "ours_n": int(ours_n),
+           "difference": None, "within_spread": None, "within_tolerance": None, "welch_p": None}
+    if paper is None:
+        return out
+    diff = float(ours) - paper
+    out["difference"] = diff
+    if paper_std is not None:
+        out["within_spread"] = abs(diff) <= paper_std
+    if tolerance:
+        bar = tolerance.get("absolute", abs(paper) * tolerance.get("relative", 0.0))
+        out["within_tolerance"] = abs(diff) <= bar
+    if paper_std is not None and paper_n and paper_n > 1 and ours_n > 1 and (paper_std > 0 or ours_std > 0):
+        out["welch_p"] = _finite(ttest_ind_from_stats(ours, ours_std, ours_n, paper, paper_std, paper_n,
+                                                      equal_var=False).pvalue)
+    return out

@@ -1,0 +1,141 @@
+"""`medrun reproduce` (#15): table files, the statistics on known inputs, rows that fail or lack data, collecting
+existing runs, and the shipped Sharp U-Net table on real data in quick mode under both protocols."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+from scipy import stats
+
+from medrun.cli import main
+from medrun.config import CONFIG_DIR
+from medrun.errors import MedrunError
+from medrun.reproduce import load_table, table_names
+from medrun.reproduce.statistics import compare_values
+from tests.conftest import TINY
+
+
+def test_statistics_on_known_inputs():
+    c = compare_values(0.80, 0.02, 5, 0.77, 0.03, 5, {"absolute": 0.05})
+    assert c["difference"] == pytest.approx(-0.03)
+    assert c["within_spread"] is False and c["within_tolerance"] is True
+    # Welch's t-test by its textbook formula: t over the unpooled standard error, Welch-Satterthwaite df
+    va, vb = 0.03 ** 2 / 5, 0.02 ** 2 / 5
+    t = (0.77 - 0.80) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
+    assert c["welch_p"] == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9)
+    assert 0.05 < c["welch_p"] < 0.2
+    assert compare_values(0.80, 0.02, 5, 0.79, 0.0, 3, {"relative": 0.02})["within_tolerance"] is True  # bar 0.016
+    assert compare_values(0.80, 0.02, 5, 0.78, 0.0, 3, {"relative": 0.02})["within_tolerance"] is False
+    assert compare_values(0.80, 0.02, 5, 0.81, 0.0, 3, {})["within_spread"] is True
+    # nothing to compare never gives NaN: a missing paper value, one run, or no spread on either side
+    missing = compare_values(None, None, None, 0.7, 0.01, 5, {"absolute": 0.02})
+    assert missing["ours"] == 0.7 and all(missing[k] is None for k in ("difference", "within_spread", "welch_p"))
+    assert compare_values(0.8, 0.02, 5, 0.7, 0.0, 1, {})["welch_p"] is None
+    assert compare_values(0.8, 0.0, 5, 0.7, 0.0, 5, {})["welch_p"] is None
+
+
+def test_every_shipped_table_loads_and_names_real_experiments(capsys):
+    assert {"sharp_unet_table_3_1", "sharp_unet_table_3_2", "melanet_table_2_1", "one_case_table_5_1",
+            "athanasoula_table_2"} <= set(table_names())
+    for name in table_names():
+        table = load_table(name)
+        assert table.rows and table.protocols
+        for row in table.rows:
+            assert (CONFIG_DIR / "experiment" / f"{row.experiment}.yaml").is_file(), (name, row.experiment)
+            assert row.metrics and all(m.measure for m in row.metrics)
+    # the Sharp U-Net tables run under the paper's leaking protocol and the leak-free one
+    assert {p["cv"] for p in load_table("sharp_unet_table_3_1").protocols.values()} == {"repeated_holdout", "kfold"}
+    assert main(["reproduce", "list"]) == 0
+    out = capsys.readouterr().out
+    assert "data.isbi2012=<path>" in out and "one_case_table_5_1" in out and "paper values transcribed" in out
+    with pytest.raises(MedrunError, match="unknown table 'table_9'; valid: athanasoula_table_2"):
+        load_table("table_9")
+
+
+TABLE = {
+    "Title": "test table", "Source": "tests",
+    "protocols": {"paper": {"cv": "repeated_holdout", "leaks": True, "label": "test part drives early stopping",
+                            "quick": ["cv.repeats=2"]},
+                  "leak_free": {"cv": "kfold", "label": "grouped k-fold", "quick": ["cv.folds=2"]}},
+    "inputs": {"data.missing": {"sets": ["data.root={path}"], "published": "nowhere.example"}},
+    "Models": [
+        {"Name": "tiny", "experiment": "quickstart", "overrides": TINY,
+         "Results": {"Task": "Semantic Segmentation", "Dataset": "synthetic", "Metrics": {"dice": 0.5}},
+         "Spread": {"dice": 0.1}, "N": {"dice": 5}, "tolerance": {"dice": {"absolute": 0.9}}, "caveats": ["made up"]},
+        {"Name": "too small", "experiment": "quickstart", "overrides": [*TINY, "data.image_size=[8,8]"],
+         "Results": {"Task": "Semantic Segmentation", "Dataset": "synthetic", "Metrics": {"dice": 0.5}}},
+        {"Name": "no data", "experiment": "quickstart", "needs": ["data.missing"],
+         "Results": {"Task": "Semantic Segmentation", "Dataset": "elsewhere", "Metrics": {"dice": None}}},
+    ]}
+
+
+def report_of(capsys) -> dict:
+    folder = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("report folder: ")
+    return {"dir": Path(folder), **json.loads((Path(folder) / "report.json").read_text())}
+
+
+def test_a_failing_row_and_a_missing_dataset_never_lose_the_other_rows(tmp_path, capsys):
+    table = tmp_path / "test_table.yaml"
+    OmegaConf.save(OmegaConf.create(TABLE), table)
+    out = tmp_path / "outputs"
+    code = main(["reproduce", str(table), "quick=true", f"paths.output_dir={out}", "hydra/launcher=joblib",
+                 "hydra.launcher.n_jobs=2"])
+    assert code == 1  # a row failed
+    report = report_of(capsys)
+    jobs = {(r["row"], r["protocol"]): r for r in report["rows"]}
+    assert len(jobs) == 6
+    for protocol in ("paper", "leak_free"):
+        ok = jobs[("tiny", protocol)]
+        assert ok["status"] == "ok", ok["status"]
+        summary = json.loads((Path(ok["run_dir"]) / "cv_summary.json").read_text())
+        dice = ok["metrics"]["dice"]
+        assert dice["ours"] == pytest.approx(summary["mean"]["dice"]) and dice["ours_n"] == len(summary["folds"])
+        assert dice["difference"] == pytest.approx(summary["mean"]["dice"] - 0.5)
+        assert dice["within_tolerance"] is True and dice["paper_n"] == 5
+        assert jobs[("too small", protocol)]["status"].startswith("failed: data.image_size=[8, 8] does not fit")
+        assert jobs[("no data", protocol)]["status"] == "not run: needs data.missing=<path> (published: nowhere.example)"
+    assert json.loads((Path(jobs[("tiny", "paper")]["run_dir"]) / "cv_summary.json").read_text())["note"]
+    md = (report["dir"] / "report.md").read_text()
+    assert "| tiny | synthetic | paper | dice | 0.5000 ± 0.1000 (5) |" in md and "failed: data.image_size" in md
+    assert "test part drives early stopping" in md and "made up" in md
+    assert (report["dir"] / "report.png").stat().st_size > 5000
+
+    # runs=: the finished runs are collected instead of trained, with the same numbers
+    assert main(["reproduce", str(table), f"runs={out}", f"paths.output_dir={tmp_path / 'again'}"]) == 0
+    again = {(r["row"], r["protocol"]): r for r in report_of(capsys)["rows"]}
+    for protocol in ("paper", "leak_free"):
+        assert again[("tiny", protocol)]["metrics"] == jobs[("tiny", protocol)]["metrics"]
+        assert again[("too small", protocol)]["status"].startswith("not run: no finished run of quickstart")
+    (tmp_path / "empty").mkdir()
+    assert main(["reproduce", str(table), f"runs={tmp_path / 'empty'}", f"paths.output_dir={tmp_path / 'none'}"]) == 0
+    nothing = report_of(capsys)
+    assert all(r["status"].startswith("not run") for r in nothing["rows"])
+    assert (nothing["dir"] / "report.png").is_file() and "0 measured" in (nothing["dir"] / "report.md").read_text()
+    with pytest.raises(MedrunError, match="data.isbi is not an input of table test_table; valid: data.missing"):
+        main(["--debug", "reproduce", str(table), "data.isbi=x"])
+
+
+def test_sharp_unet_table_quick_on_real_data_under_both_protocols(shared_data, tmp_path, capsys):
+    out = tmp_path / "outputs"
+    code = main(["reproduce", "sharp_unet_table_3_1", "quick=true", f"data.isbi2012={shared_data}/isbi2012",
+                 f"data.cvc_clinicdb={shared_data}/cvc_clinicdb_sample", f"paths.output_dir={out}"])
+    assert code == 0
+    report = report_of(capsys)
+    rows = report["rows"]
+    ran = [r for r in rows if r["status"] == "ok"]
+    assert {(r["dataset"], r["protocol"]) for r in ran} == {(d, p) for d in ("ISBI-2012 EM", "CVC-ClinicDB")
+                                                            for p in ("paper", "leak_free")}
+    assert len(ran) == 8 and all(r["quick"] and 0 <= r["metrics"]["jaccard"]["ours"] <= 1 for r in ran)
+    assert all(r["name"].endswith("_quick") for r in ran)  # quick runs never mix with full-size runs of a row
+    waiting = [r for r in rows if r["status"] != "ok"]
+    assert len(waiting) == 16 and all(r["status"].startswith("not run: needs data.") for r in waiting)
+    assert any("data.covid_ct=<path>" in r["status"] for r in waiting)
+    md = (report["dir"] / "report.md").read_text()
+    assert "**Quick run**" in md and "not comparable" in md and "test set is used for model selection" in md
+    assert "not transcribed" in md and "## Gap between protocols" in md
+    gaps = {(g["row"], g["metric"]): g["gap"] for g in report["protocol_gaps"]}
+    measured = {(r["row"], r["protocol"]): r["metrics"]["jaccard"]["ours"] for r in ran}
+    row = "Sharp U-Net, CVC-ClinicDB"
+    assert gaps[(row, "jaccard")] == pytest.approx(measured[(row, "paper")] - measured[(row, "leak_free")])

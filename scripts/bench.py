@@ -125,9 +125,16 @@ def training_overhead(size, batch, steps, warmup):
     """medrun's training step against the hand-written one, interleaved; the ratio of the medians."""
     med, hand = interleaved_steps(size, batch, steps, warmup, seed=0)
     ratio = statistics.median(med) / statistics.median(hand)
-    return [("hand-written loop, s/step", iqr(hand)), ("medrun full path, s/step", iqr(med)),
+    rows = [("hand-written loop, s/step", iqr(hand)), ("medrun full path, s/step", iqr(med)),
             ("medrun / hand-written", f"{ratio:.3f}"),
             ("images/s (hand, medrun)", f"{batch / statistics.median(hand):.1f}, {batch / statistics.median(med):.1f}")]
+    # the batched cached path with random flips: its loader, augmentation and normalisation inside the step
+    flips = ("data.augment=[{_target_: albumentations.HorizontalFlip, p: 0.5}, "
+             "{_target_: albumentations.VerticalFlip, p: 0.5}]")
+    med, hand = interleaved_steps(size, batch, steps, warmup, seed=0, overrides=["data.batched=true", flips])
+    return rows + [("medrun, batched path + flips, s/step", iqr(med)),
+                   ("medrun batched path + flips / hand-written (batch already in memory)",
+                    f"{statistics.median(med) / statistics.median(hand):.3f}")]
 
 
 # ---------------------------------------------------------------- data pipeline
@@ -226,8 +233,15 @@ def batched_rates(label, data, root, quick: bool):
                     b = augment_and_normalize(b, dm.augmentation, c.data.normalize, True) if dm.batched else b
                     n += len(b["image"])
                 rates.append(n / (time.perf_counter() - t))
-            path = "batched (kornia)" if dm.batched else "per-sample (albumentations)"
+            path = dm.path.split(",")[0] + ")" if dm.batched else "per-sample (albumentations)"
             rows.append((f"{label}: {path} path, {name}, batch 32, samples/s", spread(rates)))
+            if dm.batched:  # what the CPU does in a GPU run: gather by index; the rest runs on the GPU
+                gathered = []
+                for _ in range(3):
+                    t = time.perf_counter()
+                    gathered.append(sum(len(b["image"]) for b in loader) / (time.perf_counter() - t))
+                rows.append((f"{label}: batched path, the CPU's part in a GPU run (gather by index), batch 32, "
+                             "samples/s", spread(gathered)))
     return rows
 
 

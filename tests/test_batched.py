@@ -8,7 +8,7 @@ import torch
 from omegaconf import OmegaConf
 
 import medrun
-from medrun.data.batched import CachedBatches, augment_and_normalize, kornia_augmentation
+from medrun.data.batched import CachedBatches, augment_and_normalize, batch_augmentation
 from medrun.data.store import TransformedSamples
 from medrun.data.transforms import pipeline
 from medrun.errors import MedrunError
@@ -35,7 +35,7 @@ def test_batched_path_equals_the_per_sample_path(shared_data, name, folder, norm
     per_sample = TransformedSamples(store, indices, pipeline(cfg.data, train=True), seed=0)
     want = [per_sample[i] for i in indices]
     batch = CachedBatches(store, indices).__getitems__(indices)
-    got = augment_and_normalize(batch, kornia_augmentation(cfg.data), cfg.data.normalize, True)
+    got = augment_and_normalize(batch, batch_augmentation(cfg.data), cfg.data.normalize, True)
     assert torch.allclose(got["image"], torch.stack([w["image"] for w in want]), atol=1e-5, rtol=0)
     assert torch.equal(got["target"], torch.stack([w["target"] for w in want]))
     assert got["target"].dtype == torch.long and got["image"].dtype == torch.float32
@@ -50,7 +50,7 @@ def test_geometric_augmentations_move_masks_with_their_images(shared_data):
     batch["image"] = (batch["target"][:, None] * 255).repeat(1, 3, 1, 1).to(torch.uint8)  # the mask as an image
     before = batch["target"].long().clone()
     torch.manual_seed(0)
-    out = augment_and_normalize(batch, kornia_augmentation(cfg.data), OmegaConf.create({"mean": 0.0, "std": 1.0,
+    out = augment_and_normalize(batch, batch_augmentation(cfg.data), OmegaConf.create({"mean": 0.0, "std": 1.0,
                                                                                        "max_pixel_value": 255.0}), True)
     moved_image = out["image"][:, 0] > 0.5
     agreement = (moved_image == out["target"].bool()).float().mean()
@@ -71,7 +71,7 @@ def test_the_path_is_chosen_stated_and_forced(tiny, caplog):
     assert not use_batched(medrun.compose("train", [*tiny, "data.batched=false"]).data, store, "cuda")
     with caplog.at_level(logging.INFO, logger="medrun"):
         medrun.train(medrun.compose("train", [*tiny, "cv=holdout", "data.batched=true", FLIPS.replace("1.0", "0.5")]))
-    assert "data path: batched (kornia, on the training device)" in caplog.text
+    assert "data path: batched (uint8 flips, on the training device)" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="medrun"):
         medrun.train(medrun.compose("train", [*tiny, "cv=holdout"]))
@@ -85,3 +85,20 @@ def test_batched_training_gives_the_per_sample_result(tiny):
     for k in runs[0]["mean"]:
         assert runs[0]["mean"][k] == pytest.approx(runs[1]["mean"][k], abs=1e-5)
     assert np.isfinite(list(runs[0]["mean"].values())).all()
+
+
+def test_random_flips_differ_per_sample_and_move_each_mask_with_its_image(shared_data):
+    cfg, store = real(shared_data, "isbi2012", "isbi2012", FLIPS.replace("1.0", "0.5"))
+    indices = list(range(len(store)))
+    batch = CachedBatches(store, indices).__getitems__(indices)
+    image, mask = batch["image"].float() / 255, batch["target"].long()
+    torch.manual_seed(0)
+    out = augment_and_normalize(batch, batch_augmentation(cfg.data),
+                                OmegaConf.create({"mean": 0.0, "std": 1.0, "max_pixel_value": 255.0}), True)
+    variants = {"none": (), "h": (-1,), "v": (-2,), "hv": (-2, -1)}
+    seen = []
+    for i in indices:
+        name = next(n for n, dims in variants.items() if torch.equal(out["image"][i], image[i].flip(dims)))
+        assert torch.equal(out["target"][i], mask[i].flip(variants[name]))  # the mask got the same flips
+        seen.append(name)
+    assert len(set(seen)) == 4  # each sample draws its own flips

@@ -11,7 +11,9 @@ import bench  # noqa: E402
 def test_bench_writes_a_table_with_every_measurement(tmp_path):
     text = bench.main(["--quick", "--gpu", "--out", str(tmp_path), "--name", "quick"]).read_text()
     for row in ("hand-written loop, s/step", "medrun full path, s/step", "medrun / hand-written",
-                "CVC-ClinicDB TIFF: medrun decode + resize + augment", "ISBI-2012 PNG: per-sample loader, cache=on, workers=2", "batched (kornia) path, flips, batch 32",
+                "CVC-ClinicDB TIFF: medrun decode + resize + augment", "ISBI-2012 PNG: per-sample loader, cache=on, workers=2", "batched (uint8 flips) path, flips, batch 32",
+                "batched (kornia) path, AUCMEDI set", "the CPU's part in a GPU run (gather by index)",
+                "medrun batched path + flips / hand-written",
                 "threshold search, 100 thresholds", "TTA cost factor", "measured bf16 matmul rate",
                 "Sharp U-Net 32x32 bf16-mixed + channels_last", "U-Net 32x32 fp32", "5-fold sharp_unet_isbi",
                 "search time the cascade adds", "network time the classifier adds", "Grad-CAM, ResNet18 classifier",

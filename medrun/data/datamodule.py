@@ -9,7 +9,7 @@ from omegaconf import DictConfig
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
-from medrun.data.batched import CachedBatches, augment_and_normalize, keep_batch, kornia_augmentation, use_batched
+from medrun.data.batched import BatchFlips, CachedBatches, augment_and_normalize, keep_batch, batch_augmentation, use_batched
 from medrun.data.store import SampleStore, TransformedSamples
 from medrun.data.transforms import pipeline
 
@@ -18,7 +18,7 @@ log = logging.getLogger("medrun")
 
 class FoldDataModule(pl.LightningDataModule):
     """Per-sample albumentations path, or the batched one (cached uint8 batches augmented and normalised on the
-    training device with kornia, see medrun.data.batched); `path` says which."""
+    training device, see medrun.data.batched); `path` says which."""
 
     def __init__(self, store: SampleStore, split: dict, cfg: DictConfig, seed: int, batched: bool | None = None):
         super().__init__()
@@ -29,8 +29,9 @@ class FoldDataModule(pl.LightningDataModule):
     def choose(self, device_type: str) -> None:
         """Pick the path for training on `device_type` (data.batched, see medrun.data.batched.use_batched)."""
         self.batched = use_batched(self.cfg, self.store, device_type) if self.fixed is None else self.fixed
-        self.path = "batched (kornia, on the training device)" if self.batched else "per-sample (albumentations)"
-        self.augmentation = kornia_augmentation(self.cfg) if self.batched else None
+        self.augmentation = batch_augmentation(self.cfg) if self.batched else None
+        kind = "uint8 flips" if isinstance(self.augmentation, BatchFlips) else "kornia"
+        self.path = f"batched ({kind}, on the training device)" if self.batched else "per-sample (albumentations)"
 
     def setup(self, stage: str) -> None:
         self.choose(self.trainer.strategy.root_device.type if self.trainer is not None else "cpu")

@@ -95,6 +95,7 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     else:
         store = build_store(cfg)
         splits = build_splits(cfg, store)
+        TASKS.get(cfg.task.name).check_splits(cfg, splits)
         run_dir = _open_run_dir(cfg, splits)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     summary = run_folds(cfg, to_plain(cfg), run_dir, store, splits, only=only)

@@ -9,16 +9,11 @@ from pathlib import Path
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown
 from medrun.inference import saved_config
-from medrun.runs import create_run_dir, require_run_dir, write_json, write_text
+from medrun.runs import create_run_dir, require_run_dir, test_parts, write_json, write_text
 
 TABLE_KEYS = ("table_5_1", "postprocessing_table")
 METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_macro", "specificity_macro", "fn_total",
            "balanced_accuracy", "classifier_auc", "auc")
-
-
-def _test_parts(run_dir: Path) -> list:
-    splits = json.loads((run_dir / "splits.json").read_text())
-    return [sorted(f["test"]) for f in splits["folds"]] + [sorted(splits.get("fixed_test", []))]
 
 
 def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path, dict]:
@@ -29,9 +24,9 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     for d in dirs:
         if not (d / "cv_summary.json").is_file():
             raise MedrunError(f"{d} has not finished (no cv_summary.json)")
-    reference = _test_parts(dirs[0])
+    reference = test_parts(json.loads((dirs[0] / 'splits.json').read_text()))
     for d in dirs[1:]:
-        if _test_parts(d) != reference:
+        if test_parts(json.loads((d / 'splits.json').read_text())) != reference:
             raise MedrunError(f"{d} was scored on other test parts than {dirs[0]}; train the runs with the same seed "
                               f"and cv, or cv.splits_file={dirs[0]}/splits.json")
     summaries = {f"{json.loads((d / 'cv_summary.json').read_text())['experiment']} ({d.name})":

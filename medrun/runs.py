@@ -58,6 +58,11 @@ def create_run_dir(output_dir: str | Path, experiment: str) -> Path:
     raise MedrunError(f"cannot create a new run folder under {parent}")
 
 
+def test_parts(splits: dict) -> list:
+    """Each fold's test ids and the fixed test set of a splits.json: equal lists mean comparable runs."""
+    return [sorted(f["test"]) for f in splits["folds"]] + [sorted(splits.get("fixed_test", []))]
+
+
 def write_text(path: Path, text: str) -> None:
     """Write via a temporary file and rename, so a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)

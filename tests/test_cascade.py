@@ -304,3 +304,15 @@ def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared
                                                   "seed=7"]))[0]
     assert main(["compare", str(cascade_dir), str(other)]) == 2
     assert "was scored on other test parts" in capsys.readouterr().err
+
+    # task.baseline_run: the baseline's rows join the cascade's own Table 5.1 (summary.md and cv_summary.json)
+    cascade = ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "cv.folds=2", *TINY_CASCADE,
+               f"paths.output_dir={tmp_path}"]
+    with pytest.raises(MedrunError, match=f"task.baseline_run={other} was scored on other test parts"):
+        medrun.train(medrun.compose("train", [*cascade, f"task.baseline_run={other}"]))
+    joined_dir, joined = medrun.train(medrun.compose("train", [*cascade, f"task.baseline_run={baseline_dir}",
+                                                               f"cv.splits_file={cascade_dir}/splits.json"]))
+    base = json.loads((baseline_dir / "cv_summary.json").read_text())["postprocessing_table"]
+    assert {f"baseline U-Net, {row}": v for row, v in base.items()}.items() <= joined["table_5_1"].items()
+    assert "cascade, searched threshold" in joined["table_5_1"]
+    assert "| baseline U-Net, searched threshold |" in (joined_dir / "summary.md").read_text()

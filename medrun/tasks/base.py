@@ -100,6 +100,10 @@ class ConfiguredTask(pl.LightningModule):
         raise NotImplementedError
 
     @classmethod
+    def check_splits(cls, cfg, splits: dict) -> None:
+        """Refuse, before any training, splits this run cannot use (MedrunError)."""
+
+    @classmethod
     def finish_run(cls, cfg, run_dir, splits) -> dict:
         """Run-level outputs after the last fold (extra keys for cv_summary.json)."""
         return {}

@@ -14,10 +14,12 @@ from PIL import Image
 from sklearn.metrics import recall_score, roc_auc_score
 from torchmetrics import AUROC
 
+from medrun.errors import MedrunError
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, search_cascade, search_triplet
 from medrun.evaluation.thresholds import search_pixel_threshold
+from medrun.runs import require_run_dir, test_parts
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.classification_losses import build_classification_loss
 from medrun.tasks.optim import build_optimization
@@ -174,10 +176,36 @@ class CascadeTask(ConfiguredTask):
         return metrics, {"table": table, "postprocessing": post}
 
     @classmethod
+    def check_splits(cls, cfg, splits: dict) -> None:
+        """task.baseline_run must be a finished baseline with a post-processing table on these test parts."""
+        if cfg.task.get("baseline_run"):
+            cls._baseline_table(str(cfg.task.baseline_run), splits)
+
+    @staticmethod
+    def _baseline_table(run: str, splits: dict) -> dict:
+        folder = require_run_dir(run)
+        key = f"task.baseline_run={run}"
+        if not (folder / "cv_summary.json").is_file():
+            raise MedrunError(f"{key} has not finished (no cv_summary.json)")
+        table = json.loads((folder / "cv_summary.json").read_text()).get("postprocessing_table")
+        if not table:
+            raise MedrunError(f"{key} has no post-processing table: train it with task.table=true "
+                              "(experiment=unet_resnet34_siim does)")
+        if test_parts(json.loads((folder / "splits.json").read_text())) != test_parts(splits):
+            raise MedrunError(f"{key} was scored on other test parts: train this run with "
+                              f"cv.splits_file={folder}/splits.json")
+        return table
+
+    @classmethod
     def finish_run(cls, cfg, run_dir: Path, splits: dict) -> dict:
-        """The thesis' Table 5.1 over folds, mean ± std of each row and column (cv_summary["table_5_1"])."""
+        """The thesis' Table 5.1 over folds, mean ± std of each row and column (cv_summary["table_5_1"]), with
+        the U-Net baseline's rows of task.baseline_run (a finished run on the same test parts) beside them."""
         records = [json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text()) for f in splits["folds"]]
-        return {"table_5_1": table_over_folds([r["table"] for r in records])}
+        table = table_over_folds([r["table"] for r in records])
+        if cfg.task.get("baseline_run"):
+            baseline = cls._baseline_table(str(cfg.task.baseline_run), splits)
+            table.update({f"baseline U-Net, {row}": values for row, values in baseline.items()})
+        return {"table_5_1": table}
 
     @classmethod
     def summary_markdown(cls, summary: dict) -> str:

@@ -479,16 +479,35 @@ def versions() -> str:
             f"{albumentations.__version__}")
 
 
+def previous_values(path: Path) -> tuple[str, dict]:
+    """(date, {measurement: value}) of the table a new run replaces, to show the two side by side."""
+    if not path.is_file():
+        return "", {}
+    text = path.read_text()
+    date = next((ln.split(": ", 1)[1] for ln in text.splitlines() if ln.startswith("- date: ")), "")
+    rows = (ln.strip("|").split(" | ") for ln in text.splitlines() if ln.startswith("| ") and " | " in ln)
+    return date, {r[0].strip(): r[1].strip() for r in rows if len(r) >= 2 and r[0].strip() != "measurement"}
+
+
 def write_table(path: Path, sections: dict, command: str, device: str) -> None:
+    date, before = previous_values(path)
     lines = [f"# medrun benchmark: {path.stem}", "",
              f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
              f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, device {device}"
              + (f" ({torch.cuda.get_device_name()})" if device == "cuda" else ""),
              f"- versions: {versions()}", f"- command: `{command}`",
-             "- figures: median (min, max, number of repeats), or median (interquartile range, n)", ""]
+             "- figures: median (min, max, number of repeats), or median (interquartile range, n)"]
+    if before:
+        lines.append(f"- previous: the table this run replaced ({date}; the same kind of machine, not the same "
+                     "one: compare ratios within a column, not absolute times across columns)")
+    lines.append("")
     for title, rows in sections.items():
-        lines += [f"## {title}", "", "| measurement | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in rows]
+        if before:
+            lines += [f"## {title}", "", f"| measurement | value | previous ({date}) |", "|---|---|---|"]
+            lines += [f"| {k} | {v} | {before.get(k, '-')} |" for k, v in rows]
+        else:
+            lines += [f"## {title}", "", "| measurement | value |", "|---|---|"]
+            lines += [f"| {k} | {v} |" for k, v in rows]
         lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))

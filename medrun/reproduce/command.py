@@ -125,9 +125,8 @@ def collect(jobs: list[dict], table: Table, folders: list[str]) -> None:
         for summary in sorted(root.rglob("cv_summary.json")):
             if (summary.parent / "config.yaml").is_file():
                 runs.append((summary.parent, OmegaConf.load(summary.parent / "config.yaml")))
-    rows = {r.name: r for r in table.rows}
     for job in jobs:
-        row, cv = rows[job["row"]], table.protocols[job["protocol"]]["cv"]
+        row, cv = table.row(job["row"]), table.protocols[job["protocol"]]["cv"]
         keys = {k for r in table.rows if r.experiment == row.experiment for k in _settings(r.overrides)}
         wanted = _settings(row.overrides, keys)
         base = job["name"].removesuffix(QUICK_SUFFIX)
@@ -158,7 +157,6 @@ def measure(summary: dict, key: str) -> tuple[float, float, int]:
 
 def score(jobs: list[dict], table: Table) -> None:
     """Each finished job's metrics beside the paper's."""
-    rows = {r.name: r for r in table.rows}
     for job in jobs:
         if job["status"] != "ok":
             continue
@@ -166,7 +164,7 @@ def score(jobs: list[dict], table: Table) -> None:
         job["note"] = summary.get("note")
         job["metrics"] = {}
         try:
-            for m in rows[job["row"]].metrics:
+            for m in table.row(job["row"]).metrics:
                 mean, std, n = measure(summary, m.measure)
                 job["metrics"][m.name] = compare_values(m.paper, m.std, m.n, mean, std, n, m.tolerance)
         except MedrunError as e:

@@ -21,11 +21,10 @@ def _p(x) -> str:
 
 
 def write_report(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> None:
-    rows = _rows(table)
     write_json(report_dir / "report.json", {
         "table": table.key, "title": table.title, "source": table.source, "table_file": str(table.path), **info,
         "protocols": {k: table.protocols[k] for k in info["protocols"]},
-        "rows": [{**job, "caveats": rows[job["row"]].caveats} for job in jobs],
+        "rows": [{**job, "caveats": table.row(job["row"]).caveats} for job in jobs],
         "protocol_gaps": protocol_gaps(table, jobs)})
     _markdown(report_dir, table, jobs, info)
     _figure(report_dir, table, jobs)
@@ -42,12 +41,7 @@ def protocol_gaps(table: Table, jobs: list[dict]) -> list[dict]:
             if (r.name, a) in measured and (r.name, b) in measured]
 
 
-def _rows(table: Table) -> dict:
-    return {r.name: r for r in table.rows}
-
-
 def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> None:
-    rows = _rows(table)
     failed = sum(j["status"].startswith("failed") for j in jobs)
     not_run = sum(j["status"].startswith("not run") for j in jobs)
     lines = [f"# {table.title}", "", f"Source: {table.source}", "",
@@ -64,9 +58,9 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
               "|---|---|---|---|---|---|---|---|---|---|---|"]
     for j in jobs:
         status = j["status"] + (" (quick)" if j.get("quick") and j["status"] == "ok" else "")
-        metrics = j.get("metrics") or {m.name: None for m in rows[j["row"]].metrics}
+        metrics = j.get("metrics") or {m.name: None for m in table.row(j["row"]).metrics}
         for name, c in metrics.items():
-            paper = next(m for m in rows[j["row"]].metrics if m.name == name)
+            paper = next(m for m in table.row(j["row"]).metrics if m.name == name)
             shown = "n/t" if paper.paper is None else f"{_num(paper.paper)}" + (
                 f" ± {_num(paper.std)}" if paper.std is not None else "") + (f" ({paper.n})" if paper.n else "")
             ours = "-" if c is None else f"{_num(c['ours'])} ± {_num(c['ours_std'])} ({c['ours_n']})"

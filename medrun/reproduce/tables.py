@@ -49,6 +49,9 @@ class Table:
     rows: list[Row]
     path: Path
 
+    def row(self, name: str) -> Row:
+        return next(r for r in self.rows if r.name == name)
+
 
 def table_names() -> list[str]:
     return sorted(p.stem for p in TABLE_DIR.glob("*.yaml"))

@@ -318,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("medrun: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # output piped into `head` or a pager that quit early: not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so the exit flush does not fail again
+        code = 0
     except Exception as e:
         if debug:
             raise

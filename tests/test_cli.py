@@ -22,6 +22,9 @@ def test_help_list_and_user_errors(tmp_path):
     assert r.returncode == 0 and "quickstart, quickstart_cls" in r.stdout and "cv: holdout, holdout_70_10_20, kfold, repeated_holdout" in r.stdout
     r = medrun("list", "experiments", cwd=tmp_path)
     assert r.returncode == 0 and "sharp_unet_cvc" in r.stdout and "wide_sharp_unet_cvc" in r.stdout
+    piped = subprocess.run(f"{sys.executable} -m medrun.cli list | head -1", shell=True, cwd=tmp_path, env=ENV,
+                           capture_output=True, text=True, timeout=120)
+    assert piped.stdout.startswith("augment:") and piped.stderr == ""  # a closed pipe is not an error
     r = medrun("train", "experiment=nope", cwd=tmp_path)
     assert r.returncode == 2
     assert r.stderr.startswith("medrun: error: unknown experiment 'nope'; valid:") and "Traceback" not in r.stderr

@@ -203,6 +203,33 @@ def test_isic2016_headerless_csv_layout(shared_data, tmp_path):
     assert [(s.id, s.label) for s in ds.samples] == [("0", 0), ("1", 1), ("10", 0)]
 
 
+def test_isic2016_official_test_set_and_the_reference_codes_leaking_protocol(shared_data, tmp_path):
+    """data.test_csv adds a fixed test set (labels 0.0 / 1.0 as in ISIC-2016's test CSV); cv=holdout scores it
+    with validation from the training images, cv=holdout_test_as_val (MelaNet's code) validates on it."""
+    covid = shared_data / "covid19_ct_seg/Dataset"
+    train_dir, test_dir = covid / "TrainingSet/LungInfection-Train/Doctor-label/Imgs", covid / "TestingSet/LungInfection-Test/Imgs"
+    train_ids = sorted(p.stem for p in train_dir.glob("*.jpg"))[:20]
+    test_ids = sorted(p.stem for p in test_dir.glob("*.jpg"))[:8]
+    (tmp_path / "train.csv").write_text("".join(f"{i},{'malignant' if n % 4 == 0 else 'benign'}\n"
+                                                for n, i in enumerate(train_ids)))
+    (tmp_path / "test.csv").write_text("".join(f"{i},{'1.0' if n % 2 else '0.0'}\n" for n, i in enumerate(test_ids)))
+    data = ["experiment=vgg_gap_focal_isic2016_scratch", f"data.root={train_dir}", f"data.csv={tmp_path}/train.csv",
+            f"data.test_image_dir={test_dir}", f"data.test_csv={tmp_path}/test.csv"]
+    store = build_store(compose(*data, "cv=holdout"), preload=False)
+    fixed = {s.id: s.label for s in store.samples if s.subset == "test"}
+    assert fixed == {i: n % 2 for n, i in enumerate(test_ids)}  # 0.0 / 1.0 read as benign / malignant
+    clean = medrun.api.build_splits(compose(*data, "cv=holdout"), store)
+    leaky = medrun.api.build_splits(compose(*data, "cv=holdout_test_as_val"), store)
+    for splits in (clean, leaky):
+        assert sorted(splits["folds"][0]["test"]) == sorted(test_ids)
+    assert not clean["test_used_for_model_selection"] and not set(clean["folds"][0]["val"]) & set(test_ids)
+    assert leaky["test_used_for_model_selection"] and leaky["folds"][0]["val"] == leaky["folds"][0]["test"]
+    assert sorted(leaky["folds"][0]["train"]) == train_ids
+    with pytest.raises(MedrunError, match="cv=holdout_test_as_val needs a dataset with a fixed test set"):
+        medrun.api.build_splits(compose(*data[:3], "cv=holdout_test_as_val"),
+                                build_store(compose(*data[:3]), preload=False))
+
+
 def test_softmax_focal_loss_reduces_to_cross_entropy():
     import torch
 

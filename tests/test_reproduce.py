@@ -45,6 +45,11 @@ def test_every_shipped_table_loads_and_names_real_experiments(capsys):
         for row in table.rows:
             assert (CONFIG_DIR / "experiment" / f"{row.experiment}.yaml").is_file(), (name, row.experiment)
             assert row.metrics and all(m.measure for m in row.metrics)
+    # MelaNet's row carries the paper's Table 1 (AUC 81.18 %, one run) and runs under its code's leaking protocol
+    melanet = load_table("melanet_table_2_1")
+    auc = next(m for m in melanet.row("MelaNet (CycleGAN oversampling)").metrics if m.name == "auc_malignant")
+    assert (auc.paper, auc.n, auc.std) == (0.8118, 1, None)
+    assert {p["cv"] for p in melanet.protocols.values()} == {"holdout_test_as_val", "holdout"}
     # the Sharp U-Net tables run under the paper's leaking protocol and the leak-free one
     assert {p["cv"] for p in load_table("sharp_unet_table_3_1").protocols.values()} == {"repeated_holdout", "kfold"}
     assert main(["reproduce", "list"]) == 0

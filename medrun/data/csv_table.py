@@ -15,13 +15,19 @@ from medrun.data.samples import READERS, Sample, problem
 from medrun.errors import MedrunError
 
 
-def _rows(path: Path, columns: list[str] | None) -> tuple[list[str], list[dict]]:
-    """Rows as dicts; `columns` names the fields of a CSV without a header line."""
+def _rows(cfg, path: Path, key: str = "data.csv") -> tuple[list[str], list[dict]]:
+    """Rows as dicts (data.columns names the fields of a CSV without a header line), labels spelled as
+    data.label_aliases says (ISIC-2016's test CSV writes 0.0 / 1.0 for benign / malignant)."""
     if not path.is_file():
-        raise MedrunError(f"data.csv={path} does not exist")
+        raise MedrunError(f"{key}={path} does not exist")
     with open(path, newline="") as f:
-        reader = csv.DictReader(f, fieldnames=columns)
-        return list(reader.fieldnames or []), list(reader)
+        reader = csv.DictReader(f, fieldnames=None if cfg.get("header", True) else list(cfg.columns))
+        rows = list(reader)
+    aliases = {str(k): str(v) for k, v in (cfg.get("label_aliases") or {}).items()}
+    column = cfg.get("label_column")
+    if aliases and column:
+        rows = [{**r, column: aliases.get(r.get(column), r.get(column))} for r in rows]
+    return list(reader.fieldnames or []), rows
 
 
 def _need(columns: list[str], name: str, key: str, path: Path) -> None:
@@ -36,7 +42,7 @@ def read_csv_table(cfg):
         raise MedrunError("data.csv is not set: pass data.csv=/path/to/labels.csv")
     if not cfg.get("header", True) and not cfg.get("columns"):
         raise MedrunError("data.header=false needs data.columns, the names of the CSV's columns")
-    columns, rows = _rows(path, None if cfg.get("header", True) else list(cfg.columns))
+    columns, rows = _rows(cfg, path)
     image_dir = Path(str(cfg.root)).expanduser() if cfg.get("root") else path.parent
     if cfg.get("image_dir"):
         image_dir = image_dir / str(cfg.image_dir)
@@ -46,8 +52,8 @@ def read_csv_table(cfg):
         _need(columns, c, "data.label_columns" if one_hot else "data.label_column", path)
     if cfg.get("group_column"):
         _need(columns, cfg.group_column, "data.group_column", path)
-    suffix = cfg.get("image_suffix") or ""
 
+    hot = index = None
     if one_hot:
         classes = [str(c) for c in one_hot]
         hot = [[float(r[c] or 0) for c in one_hot] for r in rows]
@@ -55,13 +61,35 @@ def read_csv_table(cfg):
     else:
         classes = [str(c) for c in cfg.classes] if cfg.get("classes") else sorted({r[cfg.label_column] for r in rows})
         index = class_index(classes)
-        unknown = sorted({r[cfg.label_column] for r in rows} - set(index))
-        if unknown:
-            raise MedrunError(f"{path}: labels {unknown[:5]} in column {cfg.label_column!r} are not in data.classes {classes}")
+        _check_labels(cfg, rows, index, classes, path)
         multilabel = False
 
-    samples, patients = [], {}
+    patients: dict = {}
+    samples = _samples(cfg, path, rows, image_dir, hot, multilabel, index, patients, subset=None)
+    if cfg.get("test_csv"):  # a fixed test set (ISIC-2016's official test images): holdout scores it
+        if one_hot:
+            raise MedrunError("data.test_csv works with a label column, not one-hot data.label_columns")
+        test_path = Path(str(cfg.test_csv)).expanduser()
+        test_columns, test_rows = _rows(cfg, test_path, "data.test_csv")
+        _need(test_columns, cfg.image_column, "data.image_column", test_path)
+        _check_labels(cfg, test_rows, index, classes, test_path)
+        test_dir = Path(str(cfg.test_image_dir)).expanduser() if cfg.get("test_image_dir") else test_path.parent
+        samples += _samples(cfg, test_path, test_rows, test_dir, None, False, index, patients, subset="test")
+    return labelled_dataset(samples, cfg, classes, multilabel)
+
+
+def _check_labels(cfg, rows: list[dict], index: dict, classes: list[str], path: Path) -> None:
+    unknown = sorted({r[cfg.label_column] for r in rows} - set(index))
+    if unknown:
+        raise MedrunError(f"{path}: labels {unknown[:5]} in column {cfg.label_column!r} are not in data.classes {classes}")
+
+
+def _samples(cfg, path: Path, rows: list[dict], image_dir: Path, hot, multilabel: bool, index, patients: dict,
+             subset: str | None) -> list[Sample]:
+    """The samples of a CSV's rows; a row naming a missing file or a path outside image_dir is a problem."""
+    samples = []
     base = Path(os.path.normpath(image_dir.absolute()))
+    suffix = cfg.get("image_suffix") or ""
     for n, r in enumerate(rows):
         row = n + 2 - (not cfg.get("header", True))
         # Lexical check (symlinks inside the folder stay allowed): no absolute paths, no escaping with '..'.
@@ -77,10 +105,10 @@ def read_csv_table(cfg):
         if cfg.get("group_from_dicom"):
             key = patient_key(image)
             group = patients.setdefault(key, f"patient_{len(patients):04d}")  # pseudonym, not the tag
-        if one_hot:
+        if hot is not None:
             label = None if multilabel else hot[n].index(1.0)
             extra = {"targets": hot[n]}
         else:
             label, extra = index[r[cfg.label_column]], {}
-        samples.append(Sample(id=image.stem, image=image, label=label, group=group, extra=extra))
-    return labelled_dataset(samples, cfg, classes, multilabel)
+        samples.append(Sample(id=image.stem, image=image, label=label, group=group, extra=extra, subset=subset))
+    return samples

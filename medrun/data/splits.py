@@ -98,6 +98,15 @@ def _holdout_protocol(pool, fixed_test, cv, seed, ordered):
     return [(train, val, test)], False
 
 
+@PROTOCOLS.register("holdout_test_as_val")
+def _test_as_validation_protocol(pool, fixed_test, cv, seed, ordered):
+    # The MelaNet reference code's protocol: all training images train, the fixed test set is also the
+    # validation set (early stopping, checkpoint choice, learning-rate plateaus), so the numbers are optimistic.
+    if not fixed_test:
+        raise MedrunError("cv=holdout_test_as_val needs a dataset with a fixed test set (e.g. data.test_csv=...)")
+    return [(pool, fixed_test, fixed_test)], True
+
+
 @PROTOCOLS.register("repeated_holdout")
 def _repeated_holdout_protocol(pool, fixed_test, cv, seed, ordered):
     # The Sharp U-Net authors' protocol: one split, trained `repeats` times; the held-out part

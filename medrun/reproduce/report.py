@@ -63,7 +63,8 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
             paper = next(m for m in table.row(j["row"]).metrics if m.name == name)
             shown = "n/t" if paper.paper is None else f"{_num(paper.paper)}" + (
                 f" ± {_num(paper.std)}" if paper.std is not None else "") + (f" ({paper.n})" if paper.n else "")
-            ours = "-" if c is None else f"{_num(c['ours'])} ± {_num(c['ours_std'])} ({c['ours_n']})"
+            ours = "-" if c is None else f"{_num(c['ours'])}" + (
+                f" ± {_num(c['ours_std'])}" if c["ours_n"] > 1 else "") + f" ({c['ours_n']})"
             diff = "-" if c is None or c["difference"] is None else f"{c['difference']:+.4f}"
             lines.append(f"| {j['row']} | {j['dataset']} | {j['protocol']} | {name} | {shown} | {ours} | {diff} | "
                          f"{_flag(c and c['within_spread'])} | {_flag(c and c['within_tolerance'])} | "

@@ -19,7 +19,7 @@ def test_help_list_and_user_errors(tmp_path):
     r = medrun("--help", cwd=tmp_path)
     assert r.returncode == 0 and "medrun train experiment=quickstart" in r.stdout
     r = medrun("train", "--help", cwd=tmp_path)
-    assert r.returncode == 0 and "quickstart, quickstart_cls" in r.stdout and "cv: holdout, holdout_70_10_20, kfold, repeated_holdout" in r.stdout
+    assert r.returncode == 0 and "quickstart, quickstart_cls" in r.stdout and "cv: holdout, holdout_70_10_20, holdout_test_as_val, kfold, repeated_holdout" in r.stdout
     r = medrun("list", "experiments", cwd=tmp_path)
     assert r.returncode == 0 and "sharp_unet_cvc" in r.stdout and "wide_sharp_unet_cvc" in r.stdout
     piped = subprocess.run(f"{sys.executable} -m medrun.cli list | head -1", shell=True, cwd=tmp_path, env=ENV,

@@ -225,6 +225,10 @@ def test_isic2016_official_test_set_and_the_reference_codes_leaking_protocol(sha
     assert not clean["test_used_for_model_selection"] and not set(clean["folds"][0]["val"]) & set(test_ids)
     assert leaky["test_used_for_model_selection"] and leaky["folds"][0]["val"] == leaky["folds"][0]["test"]
     assert sorted(leaky["folds"][0]["train"]) == train_ids
+    (tmp_path / "overlap.csv").write_text(f"{train_ids[0]},0.0\n")
+    with pytest.raises(MedrunError, match=f"overlap.csv lists 1 image.* that data.csv lists too \\({train_ids[0]}\\)"):
+        build_store(compose(*data[:3], f"data.test_image_dir={train_dir}", f"data.test_csv={tmp_path}/overlap.csv"),
+                    preload=False)
     with pytest.raises(MedrunError, match="cv=holdout_test_as_val needs a dataset with a fixed test set"):
         medrun.api.build_splits(compose(*data[:3], "cv=holdout_test_as_val"),
                                 build_store(compose(*data[:3]), preload=False))

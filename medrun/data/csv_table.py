@@ -74,7 +74,12 @@ def read_csv_table(cfg):
         _need(test_columns, cfg.image_column, "data.image_column", test_path)
         _check_labels(cfg, test_rows, index, classes, test_path)
         test_dir = Path(str(cfg.test_image_dir)).expanduser() if cfg.get("test_image_dir") else test_path.parent
-        samples += _samples(cfg, test_path, test_rows, test_dir, None, False, index, patients, subset="test")
+        test = _samples(cfg, test_path, test_rows, test_dir, None, False, index, patients, subset="test")
+        shared = sorted({s.id for s in test} & {s.id for s in samples})
+        if shared:
+            raise MedrunError(f"{test_path} lists {len(shared)} image(s) that data.csv lists too ({', '.join(shared[:3])}"
+                              f"{' ...' if len(shared) > 3 else ''}): a test set must not overlap the training images")
+        samples += test
     return labelled_dataset(samples, cfg, classes, multilabel)
 
 

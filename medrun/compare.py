@@ -24,9 +24,10 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     for d in dirs:
         if not (d / "cv_summary.json").is_file():
             raise MedrunError(f"{d} has not finished (no cv_summary.json)")
-    reference = test_parts(json.loads((dirs[0] / 'splits.json').read_text()))
-    for d in dirs[1:]:
-        if test_parts(json.loads((d / 'splits.json').read_text())) != reference:
+    parts = [test_parts(json.loads((d / "splits.json").read_text())) for d in dirs]
+    reference = parts[0]
+    for d, p in zip(dirs[1:], parts[1:]):
+        if p != reference:
             raise MedrunError(f"{d} was scored on other test parts than {dirs[0]}; train the runs with the same seed "
                               f"and cv, or cv.splits_file={dirs[0]}/splits.json")
     summaries = {f"{json.loads((d / 'cv_summary.json').read_text())['experiment']} ({d.name})":

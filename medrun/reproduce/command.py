@@ -105,12 +105,14 @@ def launch(jobs: list[dict], report_dir: Path, hydra_overrides: list[str]) -> No
 
 
 def _settings(overrides: list[str], keys: set[str] | None = None) -> dict:
-    """The last value each key (each of `keys`) gets in an override list."""
+    """The last value each key (each of `keys`) gets in a list of Hydra overrides, parsed by Hydra."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
     out = {}
-    for o in overrides:
-        key, _, value = o.lstrip("+~").partition("=")
+    for o in OverridesParser.create().parse_overrides(overrides):
+        key = o.key_or_group
         if keys is None or key in keys:
-            out[key] = value
+            out[key] = None if o.is_delete() else o.get_value_element_as_str()
     return out
 
 

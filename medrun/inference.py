@@ -18,6 +18,7 @@ from medrun.config import to_plain
 from medrun.data.store import TransformedSamples, SampleStore
 from medrun.data.transforms import pipeline
 from medrun.errors import MedrunError
+from medrun.evaluation.metrics import compact
 from medrun.evaluation.tta import tta_probabilities
 from medrun.runs import load_checkpoint, require_run_dir, resolve_inside
 from medrun.tasks import TASKS
@@ -107,7 +108,7 @@ class Run:
             p = self.predict(x, "none", folds)
             plain.append(p)
             augmented.append(self.predict(x, tta, folds) if tta != "none" else p)
-            targets.append(batch["target"].to(self.device, non_blocking=True))
+            targets.append(compact(batch["target"].to(self.device, non_blocking=True)))
         if not plain:
             raise MedrunError("no samples to predict")
         out = (torch.cat(augmented), torch.cat(targets))

@@ -86,6 +86,7 @@ def test_vectorised_counts_equal_smp_on_real_masks(shared_data):
         ours = confusion(probs[:, None], masks, True, t)
         theirs = smp.metrics.get_stats(probs[:, None], masks[:, None], mode="binary", threshold=t)
         assert all(torch.equal(a, b) for a, b in zip(ours, theirs))
+        assert all(torch.equal(a, b) for a, b in zip(confusion(probs[:, None], masks.bool(), True, t), theirs))
     three = torch.stack([1 - probs, probs * 0.5, probs * 0.5 + (masks == 0) * 0.01], 1)
     classes = masks * 2  # classes 0 and 2 present, 1 absent
     ours = confusion(three, classes, False)
@@ -103,7 +104,17 @@ def test_search_counts_equal_counting_at_each_threshold(shared_data):
 
     masks, probs = real_masks(shared_data)
     tp, fp, n_fg = pixel_counts(probs, masks, bins=20)
+    assert all(torch.equal(a, b) for a, b in zip(pixel_counts(probs, masks.bool(), bins=20), (tp, fp, n_fg)))
     for i in (1, 7, 13):
         c = confusion(probs[:, None], masks, True, i / 20)
         assert torch.equal(tp[:, i], c[0][:, 0]) and torch.equal(fp[:, i], c[1][:, 0])
     assert torch.equal(n_fg, masks.flatten(1).sum(1))
+
+
+def test_collected_masks_are_compacted_only_when_every_class_fits():
+    from medrun.evaluation.metrics import compact
+
+    masks = torch.tensor([[[0, 1], [2, 255]]])
+    assert compact(masks).dtype == torch.uint8 and torch.equal(compact(masks).long(), masks)
+    for kept in (masks * 2, masks - 1, torch.tensor([0, 1, 2]), torch.rand(2, 3, 3)):  # 510, -1, labels, floats
+        assert compact(kept) is kept

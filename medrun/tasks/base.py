@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from medrun.errors import MedrunError
+from medrun.evaluation.metrics import compact
 from medrun.evaluation.tta import tta_probabilities
 from medrun.models import build_network
 from medrun.registry import Registry
@@ -75,7 +76,7 @@ class ConfiguredTask(pl.LightningModule):
         probs, targets, index = [], [], []
         for p, batch in self.iter_probabilities(loader, device, tta):
             probs.append(p)
-            targets.append(batch["target"])
+            targets.append(compact(batch["target"]))
             index += batch["index"].tolist()
         return torch.cat(probs), torch.cat(targets), index
 

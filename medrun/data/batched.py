@@ -70,19 +70,23 @@ FLIPS = {"HorizontalFlip": TF.horizontal_flip, "VerticalFlip": TF.vertical_flip}
 
 
 class BatchFlips:
-    """Random flips of each sample of a uint8 batch (and its masks) with probability p each: the whole batch
-    is flipped once and every sample keeps its flipped or its original copy. Exact on uint8, so it runs
-    before the float conversion; several times faster than kornia's float path on the CPU."""
+    """Random flips of each sample of a uint8 batch (and its masks) with probability p each, in place. Exact
+    on uint8, so it runs before the float conversion. The batch must be the caller's own copy, as
+    CachedBatches' gathers are.
+
+    Each chosen sample is flipped and written back on its own: on the CPU (192x256, batch 32) that is 3-10x
+    faster than torch.where, index_copy_ or index_put_ over the whole batch. The draws come from the CPU
+    generator, so a GPU batch needs no synchronisation to read them."""
 
     def __init__(self, steps: list[tuple]):
         self.steps = steps  # [(flip function, p)]
 
     def __call__(self, x: torch.Tensor, mask: torch.Tensor | None):
         for flip, p in self.steps:
-            chosen = torch.rand(len(x), device=x.device) < p
-            x = torch.where(chosen[:, None, None, None], flip(x), x)
-            if mask is not None:
-                mask = torch.where(chosen[:, None, None], flip(mask), mask)
+            for i in (torch.rand(len(x)) < p).nonzero().flatten().tolist():
+                x[i] = flip(x[i])
+                if mask is not None:
+                    mask[i] = flip(mask[i])
         return x, mask
 
 
@@ -140,10 +144,12 @@ def keep_batch(batch):
 
 
 def normalize(x: torch.Tensor, spec: DictConfig) -> torch.Tensor:
-    """albumentations.Normalize on a float batch (B, C, H, W) of pixel values, in place: fixed mean/std, or
-    per-image z-score (`normalization: image` / `image_per_channel`, with albumentations' eps and clip)."""
+    """albumentations.Normalize on a batch (B, C, H, W) of pixel values: fixed mean/std, or per-image z-score
+    (`normalization: image` / `image_per_channel`, with albumentations' eps and clip). A float batch is
+    normalised in place; a uint8 one is converted in the same pass as the subtraction (one float batch)."""
     kind = spec.get("normalization", "standard")
     if kind in ("image", "image_per_channel"):
+        x = x.float()
         dims = (1, 2, 3) if kind == "image" or x.shape[1] == 1 else (2, 3)
         mean = x.mean(dims, keepdim=True)
         std = x.std(dims, keepdim=True, unbiased=False) + 1e-4
@@ -151,10 +157,11 @@ def normalize(x: torch.Tensor, spec: DictConfig) -> torch.Tensor:
     if kind != "standard":
         raise MedrunError(f"data.normalize.normalization={kind!r} has no batched counterpart; set data.batched=false")
     peak = float(spec.get("max_pixel_value", 255.0))
-    mean = torch.as_tensor(spec.get("mean", (0.485, 0.456, 0.406)), dtype=x.dtype, device=x.device)
-    std = torch.as_tensor(spec.get("std", (0.229, 0.224, 0.225)), dtype=x.dtype, device=x.device)
+    dtype = x.dtype if x.is_floating_point() else torch.float32
+    mean = torch.as_tensor(spec.get("mean", (0.485, 0.456, 0.406)), dtype=dtype, device=x.device)
+    std = torch.as_tensor(spec.get("std", (0.229, 0.224, 0.225)), dtype=dtype, device=x.device)
     shape = (1, -1, 1, 1) if mean.ndim else (1, 1, 1, 1)
-    return x.sub_(mean.view(shape) * peak).div_(std.view(shape) * peak)  # in place: one float batch, not three
+    return torch.sub(x, mean.view(shape) * peak, out=x if x.is_floating_point() else None).div_(std.view(shape) * peak)
 
 
 def augment_and_normalize(batch: dict, augmentation, spec: DictConfig, segmentation: bool) -> dict:
@@ -165,8 +172,9 @@ def augment_and_normalize(batch: dict, augmentation, spec: DictConfig, segmentat
         if segmentation:
             batch["target"] = mask
         augmentation = None
-    x = batch["image"].float()  # a new tensor: normalize may work in place
+    x = batch["image"]  # uint8: normalize converts it in the same pass
     if augmentation is not None:
+        x = x.float()
         if segmentation:
             mask = batch["target"][:, None].float()
             x, mask = augmentation(x / 255.0, mask)

@@ -103,8 +103,9 @@ def batch_augmentation(cfg: DictConfig):
 
 def use_batched(cfg: DictConfig, store: SampleStore, device_type: str = "cpu") -> bool:
     """data.batched: true forces the batched path (or fails saying why), false the per-sample one; auto takes
-    it when training on a GPU and it can be used. On the CPU kornia's batched augmentation is slower than
-    albumentations per sample (scripts/bench.py --only data), so auto keeps the per-sample path there."""
+    it when training on a GPU and it can be used. On the CPU auto keeps the per-sample path: kornia's sets are
+    slower there than albumentations, and the flips path's gain is small beside the step and depends on the
+    allocator (the float batch is a fresh allocation; scripts/bench.py --only data)."""
     mode = str(cfg.get("batched", "auto")).lower()
     if mode not in ("auto", "true", "false"):
         raise MedrunError(f"data.batched={mode!r}; valid: auto, true, false")

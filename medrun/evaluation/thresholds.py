@@ -21,12 +21,17 @@ def pixel_counts(probs: torch.Tensor, target: torch.Tensor, bins: int = 100):
     """
     n = probs.shape[0]
     step = chunk_size(probs)
+    # Two buffers reused by every chunk: fresh multi-MB tensors per chunk cost page faults on the CPU.
+    scaled = probs.new_empty((min(step, n), probs[0].numel()))
+    keys = torch.empty(scaled.shape, dtype=torch.int32, device=probs.device)
     hists = []
     for i in range(0, n, step):
         p, t = probs[i: i + step], target[i: i + step].to(probs.device)
         m = len(p)
         # One bincount over (image, bin, is-foreground): bin i holds probabilities in [i/bins, (i+1)/bins).
-        key = (p.reshape(m, -1) * bins).to(torch.int32).clamp_(0, bins - 1).mul_(2)
+        key = keys[:m]
+        key.copy_(torch.mul(p.reshape(m, -1), bins, out=scaled[:m]))  # truncated toward zero, as .to(int32)
+        key.clamp_(0, bins - 1).mul_(2)
         key += foreground(t.reshape(m, -1)).view(torch.uint8)  # adding a bool tensor is 10x slower
         key += (torch.arange(m, dtype=torch.int32, device=key.device) * (2 * bins))[:, None]
         hists.append(torch.bincount(key.view(-1), minlength=m * bins * 2).reshape(m, bins, 2))

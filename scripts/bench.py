@@ -243,7 +243,7 @@ def batched_rates(label, data, root, quick: bool):
                                    / (time.perf_counter() - t))
                 rows.append((f"{label}: batched path, gather + flips, the augmented uint8 batch (before the float "
                              "conversion), batch 32, samples/s", spread(flipped)))
-            if dm.batched:  # what the CPU does in a GPU run: gather by index; the rest runs on the GPU
+            if dm.batched and name == "flips":  # the CPU's whole part in a GPU run; the same for any set
                 gathered = []
                 for _ in range(3):
                     t = time.perf_counter()

@@ -108,7 +108,7 @@ class Run:
             p = self.predict(x, "none", folds)
             plain.append(p)
             augmented.append(self.predict(x, tta, folds) if tta != "none" else p)
-            targets.append(compact(batch["target"].to(self.device, non_blocking=True)))
+            targets.append(compact(batch["target"]).to(self.device, non_blocking=True))  # on the CPU: no sync
         if not plain:
             raise MedrunError("no samples to predict")
         out = (torch.cat(augmented), torch.cat(targets))

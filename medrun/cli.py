@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 
-from medrun.console import quiet_known_noise
+from medrun.console import quiet_known_noise, show_medrun_messages
 from medrun.errors import MedrunError
 
 def usage() -> str:
@@ -308,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # medrun never downloads weights
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     quiet_known_noise()
+    show_medrun_messages()
     try:
         code = run(argv)
     except MedrunError as e:

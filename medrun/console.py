@@ -17,3 +17,20 @@ def quiet_known_noise() -> None:
         logger.addFilter(_no_litlogger_tip)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             module=r"pytorch_lightning\.utilities\._pytree")
+
+
+def _no_root_handler(record: logging.LogRecord) -> bool:
+    return not logging.getLogger().handlers
+
+
+def show_medrun_messages() -> None:
+    """medrun's own INFO lines (e.g. which data path a run uses) on stderr as `medrun: ...`; Python's default
+    only shows warnings, so without this the run would not say it. Silent where the root logger has handlers
+    (Hydra's job logging in a multirun): those already show the line, and write it to the job's log."""
+    logger = logging.getLogger("medrun")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("medrun: %(message)s"))
+        handler.addFilter(_no_root_handler)
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)

@@ -79,6 +79,7 @@ def test_ddp_on_two_cpu_processes_makes_one_run_folder(tmp_path):
     r = subprocess.run([str(exe), "train", *TINY, "data.batch_size=2", "cv.folds=2", "name=ddp", "trainer=ddp_cpu"],
                        cwd=tmp_path, env=ENV, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
+    assert "medrun: data path: per-sample (albumentations)" in r.stderr  # the run says which data path it uses
     runs = list((tmp_path / "outputs" / "ddp").iterdir())
     assert len(runs) == 1
     summary = json.loads((runs[0] / "cv_summary.json").read_text())

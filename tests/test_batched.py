@@ -90,7 +90,9 @@ def test_batched_training_gives_the_per_sample_result(tiny):
 def test_random_flips_differ_per_sample_and_move_each_mask_with_its_image(shared_data):
     cfg, store = real(shared_data, "isbi2012", "isbi2012", FLIPS.replace("1.0", "0.5"))
     indices = list(range(len(store)))
-    batch = CachedBatches(store, indices).__getitems__(indices)
+    cache = CachedBatches(store, indices)
+    cached = cache.images.clone(), cache.targets.clone()
+    batch = cache.__getitems__(indices)
     image, mask = batch["image"].float() / 255, batch["target"].long()
     torch.manual_seed(0)
     out = augment_and_normalize(batch, batch_augmentation(cfg.data),
@@ -102,3 +104,4 @@ def test_random_flips_differ_per_sample_and_move_each_mask_with_its_image(shared
         assert torch.equal(out["target"][i], mask[i].flip(variants[name]))  # the mask got the same flips
         seen.append(name)
     assert len(set(seen)) == 4  # each sample draws its own flips
+    assert torch.equal(cache.images, cached[0]) and torch.equal(cache.targets, cached[1])  # flipped in the batch only

@@ -118,3 +118,34 @@ def test_collected_masks_are_compacted_only_when_every_class_fits():
     assert compact(masks).dtype == torch.uint8 and torch.equal(compact(masks).long(), masks)
     for kept in (masks * 2, masks - 1, torch.tensor([0, 1, 2]), torch.rand(2, 3, 3)):  # 510, -1, labels, floats
         assert compact(kept) is kept
+
+
+def test_paper_definitions_against_hand_computed_values():
+    # image 0: fg tp=2 fp=1 fn=1 tn=0 -> fg IoU 1/2, Dice 2/3; background tp=0 fp=1 fn=1 -> IoU 0, Dice 0
+    # image 1: perfect, both classes present -> 1 everywhere
+    s = binary([[[1, 1], [1, 0]], [[0, 0], [0, 1]]], [[[1, 1], [0, 1]], [[0, 0], [0, 1]]])
+    assert s["jaccard"] == pytest.approx(0.75)                                   # medrun: foreground per image
+    assert s["jaccard_with_background"] == pytest.approx(((0 + 0.5) / 2 + 1) / 2)  # the text: background counts
+    assert s["dice_with_background"] == pytest.approx(((0 + 2 / 3) / 2 + 1) / 2)
+    assert s["jaccard_pooled_channels"] == pytest.approx(s["jaccard"])         # binary reference code = foreground
+    assert s["intersection_ratio_positive"] == pytest.approx((2 / 3 + 1) / 2)   # |P and T| / |T| over positives
+    # pooled over the dataset (One Case's "Dice" and "IoU"): tp 3, fp 1, fn 1, and IoU = D / (2 - D)
+    assert s["jaccard_micro"] == pytest.approx(s["dice_micro"] / (2 - s["dice_micro"]))
+    # an image without foreground does not enter the intersection ratio; with none at all it takes empty_score
+    s = binary([[[1, 0], [0, 0]], [[1, 1], [0, 0]]], [[[0, 0], [0, 0]], [[1, 0], [0, 0]]])
+    assert s["intersection_ratio_positive"] == pytest.approx(1.0) and s["dice"] == pytest.approx((0 + 2 / 3) / 2)
+    assert binary([[[0, 0]]], [[[0, 0]]])["intersection_ratio_positive"] == 1.0
+
+
+def test_multiclass_paper_definitions_count_the_background():
+    target = torch.tensor([[[0, 1], [2, 2]]])
+    pred = torch.tensor([[[0, 1], [2, 1]]])
+    probs = torch.nn.functional.one_hot(pred, 3).permute(0, 3, 1, 2).float()
+    s = scores(*confusion(probs, target, binary=False), ["bg", "ggo", "cons"])
+    # IoU per class: background 1, ggo 1/2, cons 1/2 -> medrun (foreground) 1/2, the text's mean 2/3
+    assert s["jaccard"] == pytest.approx(0.5)
+    assert s["jaccard_with_background"] == pytest.approx(2 / 3)
+    # reference notebooks: every channel's pixels pooled, tp 3, fp 1, fn 1
+    assert s["jaccard_pooled_channels"] == pytest.approx(3 / 5)
+    assert s["dice_pooled_channels"] == pytest.approx(6 / 8)
+    assert "intersection_ratio_positive" not in s

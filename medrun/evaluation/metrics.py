@@ -9,6 +9,17 @@ Multi-class, `absent="ignore"` (default, as nnU-Net): a class absent from both t
 of an image is left out of that image's mean and of the class's mean over images, instead of scoring
 `empty_score` and inflating both; `absent="empty_score"` keeps it. An image (or class) with nothing left
 scores `empty_score`.
+
+Beside medrun's own scores, `scores` names the papers' definitions after what they compute, so that a
+reproduction compares like with like (README "Metric definitions"):
+- `jaccard_with_background` / `dice_with_background`: per image, the mean over every class with the background
+  counted (the Sharp U-Net text's "mean IoU ... of all classes"), then the mean over images;
+- `jaccard_pooled_channels` / `dice_pooled_channels`: per image, one ratio over the pixels of every channel of the
+  one-hot mask the network outputs (the Sharp U-Net reference notebooks; binary: the one foreground channel), then
+  the mean over images;
+- `dice_micro` / `jaccard_micro`: one ratio over the pixels of all images (One Case's pooled "Dice" and "IoU");
+- `intersection_ratio_positive` (binary): the mean over images with a non-empty truth of |prediction and truth| /
+  |truth|, medrun's reading of One Case's undefined "CM" column (Figure 5.6's "mean ratio of intersection").
 """
 from __future__ import annotations
 
@@ -104,8 +115,37 @@ def _per_image_class(tp, fp, fn, tn, empty_score: float, absent: str):
     return dice, iou, keep
 
 
+def _with_background(tp, fp, fn, tn):
+    """Counts (N, C) with the background as a class: binary counts get a background column (its tp is the
+    foreground's tn, its fp the foreground's fn, its fn the foreground's fp); multi-class ones already have it."""
+    if tp.shape[1] > 1:
+        return tp, fp, fn, tn
+    return (torch.cat([tn, tp], 1), torch.cat([fn, fp], 1), torch.cat([fp, fn], 1), torch.cat([tp, tn], 1))
+
+
+def paper_definitions(tp, fp, fn, tn, empty_score: float = 1.0, absent: str = "ignore") -> dict[str, torch.Tensor]:
+    """The papers' definitions that differ from medrun's (see the module docstring), from (N, C) counts."""
+    out = {}
+    all_tp, all_fp, all_fn, all_tn = _with_background(tp, fp, fn, tn)
+    dice, iou, keep = _per_image_class(all_tp, all_fp, all_fn, all_tn, empty_score, absent)
+    out["dice_with_background"] = _mean(dice, keep, 1, empty_score).mean()
+    out["jaccard_with_background"] = _mean(iou, keep, 1, empty_score).mean()
+    pooled = [t.sum(1, keepdim=True) for t in (tp, fp, fn, tn)]  # one ratio over every channel's pixels
+    kw = dict(reduction=None, zero_division=empty_score)
+    out["dice_pooled_channels"] = smp.metrics.f1_score(*pooled, **kw).float().mean()
+    out["jaccard_pooled_channels"] = smp.metrics.iou_score(*pooled, **kw).float().mean()
+    if tp.shape[1] == 1:
+        positive = (tp + fn)[:, 0] > 0
+        ratio = tp[:, 0].float() / (tp + fn)[:, 0].clamp(min=1)
+        out["intersection_ratio_positive"] = (ratio[positive].mean() if positive.any()
+                                              else torch.tensor(float(empty_score)))
+    return out
+
+
 def scores(tp, fp, fn, tn, class_names: list[str], empty_score: float = 1.0, absent: str = "ignore") -> dict[str, float]:
-    """Dice and Jaccard (per-image mean and dataset-level micro), precision, recall, specificity."""
+    """Dice and Jaccard (per-image mean and dataset-level micro), precision, recall, specificity, and the papers'
+    definitions (`paper_definitions`)."""
+    papers = paper_definitions(tp, fp, fn, tn, empty_score, absent)
     if tp.shape[1] > 1:  # multi-class: drop the background column
         tp, fp, fn, tn = (t[:, 1:] for t in (tp, fp, fn, tn))
     fg_names = class_names[1:]
@@ -125,6 +165,7 @@ def scores(tp, fp, fn, tn, class_names: list[str], empty_score: float = 1.0, abs
         for k, name in enumerate(fg_names):
             out[f"dice_{name}"] = dice_c[k]
             out[f"jaccard_{name}"] = iou_c[k]
+    out.update(papers)
     # smp's "micro" reduction leaves 0/0 as NaN: apply the same empty policy there.
     return {k: float(torch.nan_to_num(v, nan=empty_score)) for k, v in out.items()}
 

@@ -141,6 +141,8 @@ def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
     records = [json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text()) for f in splits["folds"]]
     (run_dir / "failed.json").unlink(missing_ok=True)  # a resumed run that completes is no longer failed
     note = LEAK_NOTE if splits["test_used_for_model_selection"] else None
-    summary = aggregate(cfg.name, splits["protocol"], [{"fold": r["fold"], "metrics": r["metrics"]} for r in records],
-                        note)
+    repeats = {f["fold"]: f["repeat"] for f in splits["folds"] if "repeat" in f}
+    summary = aggregate(cfg.name, splits["protocol"],
+                        [{"fold": r["fold"], **({"repeat": repeats[r["fold"]]} if r["fold"] in repeats else {}),
+                          "metrics": r["metrics"]} for r in records], note)
     return {**summary, **TASKS.get(cfg.task.name).finish_run(cfg, run_dir, splits)}

@@ -65,3 +65,37 @@ def test_splits_file_is_reused_and_checked(shared_data, tmp_path):
     path.write_text(__import__("json").dumps(sp))
     with pytest.raises(MedrunError, match="names samples not in the dataset"):
         load_splits(path, st.samples)
+
+
+def test_repeated_kfold_is_the_texts_protocol_with_new_splits_per_repeat(shared_data):
+    sp, st = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", "cv=repeated_kfold")
+    assert sp["protocol"] == "repeated_kfold" and not sp["test_used_for_model_selection"]
+    assert len(sp["folds"]) == 25 and [f["repeat"] for f in sp["folds"]] == [r for r in range(5) for _ in range(5)]
+    ids = sorted(s.id for s in st.samples)
+    tests_of = {}
+    for r in range(5):
+        folds = [f for f in sp["folds"] if f["repeat"] == r]
+        assert sorted(i for f in folds for i in f["test"]) == ids  # each repeat is a full 5-fold CV
+        for f in folds:
+            assert not set(f["val"]) & set(f["test"]) and not set(f["train"]) & set(f["test"])
+        tests_of[r] = {frozenset(f["test"]) for f in folds}
+    assert len({frozenset(t) for t in tests_of.values()}) == 5  # different splits in every repeat
+    # ISBI's slices stay in contiguous blocks (as in cv=kfold), shifted per repeat
+    order = {s.id: k for k, s in enumerate(st.samples)}
+    for f in sp["folds"]:
+        pos = sorted(order[i] for i in f["test"])
+        gaps = [b - a for a, b in zip(pos, pos[1:])]
+        assert sum(g != 1 for g in gaps) <= 1  # one block, possibly wrapping round the end
+    plain, _ = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012")
+    assert [f["test"] for f in sp["folds"][:5]] == [f["test"] for f in plain["folds"]]  # repeat 0 = cv=kfold
+
+
+def test_summary_spread_over_repeats():
+    from medrun.evaluation.reports import aggregate
+
+    folds = [{"fold": k, "repeat": k // 2, "metrics": {"dice": v}} for k, v in enumerate([0.2, 0.4, 0.6, 0.8])]
+    out = aggregate("x", "repeated_kfold", folds)
+    assert out["mean"]["dice"] == pytest.approx(0.5)
+    assert out["over_repeats"]["n"] == 2 and out["over_repeats"]["mean"]["dice"] == pytest.approx(0.5)
+    assert out["over_repeats"]["std"]["dice"] == pytest.approx(((0.3 - 0.5) ** 2 + (0.7 - 0.5) ** 2) ** 0.5)
+    assert "over_repeats" not in aggregate("x", "repeated_holdout", [{**f, "repeat": f["fold"]} for f in folds])

@@ -42,7 +42,8 @@ def _holdout(samples: list[Sample], fraction: float, seed: int, grouped: bool = 
     return [samples[i] for i in sorted(rest)], [samples[i] for i in sorted(held)]
 
 
-def _kfold(pool: list[Sample], cv: DictConfig, seed: int, contiguous: bool = False):
+def _kfold(pool: list[Sample], cv: DictConfig, seed: int, contiguous: bool = False, offset: int = 0):
+    """(rest, test) per fold; contiguous test blocks start `offset` samples into the pool (wrapping round)."""
     k = get_int(cv, "folds", minimum=2, prefix="cv.")
     groups = [s.group for s in pool]
     labels = [s.label for s in pool]
@@ -62,9 +63,9 @@ def _kfold(pool: list[Sample], cv: DictConfig, seed: int, contiguous: bool = Fal
                     else GroupKFold(k, shuffle=True, random_state=seed))
     else:
         splitter = StratifiedKFold(k, shuffle=True, random_state=seed) if stratified else KFold(k, shuffle=True, random_state=seed)
-    idx = np.arange(len(pool))
+    idx = np.roll(np.arange(len(pool)), -offset)
     for rest, test in splitter.split(idx, labels if stratified else None, groups if grouped else None):
-        yield [pool[i] for i in rest], [pool[i] for i in test]
+        yield [pool[i] for i in sorted(idx[rest])], [pool[i] for i in sorted(idx[test])]
 
 
 # name -> (pool, fixed_test, cv, seed, ordered) -> ([(train, val, test), ...], test used for model selection)
@@ -72,15 +73,25 @@ PROTOCOLS: Registry = Registry("cv protocol", "cv.name")
 
 
 @PROTOCOLS.register("kfold")
-def _kfold_protocol(pool, fixed_test, cv, seed, ordered):
+def _kfold_protocol(pool, fixed_test, cv, seed, ordered, repeat: int = 0):
     val_fraction = get_float(cv, "val_fraction", 0, 1, prefix="cv.")
     contiguous = cv.get("contiguous")
     contiguous = ordered if contiguous is None else bool(contiguous)
+    # each repeat is a new split: reshuffled, or its contiguous blocks shifted by a part of a block
+    k = get_int(cv, "folds", minimum=2, prefix="cv.")
+    offset = round(repeat * len(pool) / (k * int(cv.get("repeats") or 1))) if contiguous else 0
     folds = []
-    for k, (rest, test) in enumerate(_kfold(pool, cv, seed, contiguous)):
-        train, val = _holdout(rest, val_fraction, seed + k, for_validation=True)
+    for k, (rest, test) in enumerate(_kfold(pool, cv, seed + 1000 * repeat, contiguous, offset)):
+        train, val = _holdout(rest, val_fraction, seed + 1000 * repeat + k, for_validation=True)
         folds.append((train, val, test))
     return folds, False
+
+
+@PROTOCOLS.register("repeated_kfold")
+def _repeated_kfold_protocol(pool, fixed_test, cv, seed, ordered):
+    # The Sharp U-Net text's protocol: k-fold CV conducted `repeats` times with different random splits.
+    repeats = get_int(cv, "repeats", minimum=1, prefix="cv.")
+    return [f for r in range(repeats) for f in _kfold_protocol(pool, fixed_test, cv, seed, ordered, r)[0]], False
 
 
 @PROTOCOLS.register("holdout")
@@ -125,11 +136,14 @@ def make_splits(samples: list[Sample], cv: DictConfig, seed: int, ordered: bool 
     pool = [s for s in samples if s.subset != "test"]
     fixed_test = [s for s in samples if s.subset == "test"]
     folds, leak = PROTOCOLS.get(cv.name)(pool, fixed_test, cv, seed, ordered)
+    repeats = int(cv.get("repeats") or 1)
+    per_repeat = max(len(folds) // repeats, 1)
     return {
         "protocol": cv.name,
         "test_used_for_model_selection": leak,
         "seed": seed,
-        "folds": [{"fold": k, "train": _ids(tr), "val": _ids(va), "test": _ids(te)}
+        "folds": [{"fold": k, **({"repeat": k // per_repeat} if repeats > 1 else {}),
+                   "train": _ids(tr), "val": _ids(va), "test": _ids(te)}
                   for k, (tr, va, te) in enumerate(folds)],
         "fixed_test": _ids(fixed_test),
     }

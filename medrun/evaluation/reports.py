@@ -19,6 +19,12 @@ def aggregate(experiment: str, protocol: str, folds: list[dict], note: str | Non
     out["folds"] = folds
     out["mean"] = {n: float(v.mean()) for n, v in values.items()}
     out["std"] = {n: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for n, v in values.items()}
+    repeats = sorted({f["repeat"] for f in folds if "repeat" in f})
+    if len(repeats) > 1 and len(repeats) < len(folds):  # repeated k-fold: the spread of the repeats' means
+        means = [aggregate(experiment, protocol, [f for f in folds if f.get("repeat") == r])["mean"] for r in repeats]
+        over = {n: np.array([m[n] for m in means if n in m]) for n in names}
+        out["over_repeats"] = {"n": len(repeats), "mean": {n: float(v.mean()) for n, v in over.items()},
+                               "std": {n: float(v.std(ddof=1)) for n, v in over.items()}}
     return out
 
 
@@ -50,6 +56,7 @@ def rich_table(summary: dict) -> Table:
 
 
 POSTPROCESSING_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",
+                          "jaccard_micro": "IoU (dataset)", "intersection_ratio_positive": "CM (read as |P∩T|/|T|)",
                           "classifier_sensitivity": "cls. sensitivity", "classifier_specificity": "cls. specificity",
                           "classifier_auc": "cls. AUC"}
 

@@ -258,3 +258,21 @@ def test_medmnist_pooled_for_kfold(shared_data):
     rate = np.mean(list(labels.values()))
     for f in splits["folds"]:  # stratified: each held-out fold keeps the class balance
         assert abs(np.mean([labels[i] for i in f["test"]]) - rate) < 0.02
+
+
+def test_binary_scores_of_the_positive_class_differ_from_macro_averages():
+    import numpy as np
+
+    from medrun.evaluation.classification import classification_scores
+
+    y = np.array([0, 0, 0, 0, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.7, 0.3], [0.3, 0.7], [0.6, 0.4]])
+    s, cm = classification_scores(y, probs, ["benign", "malignant"], multilabel=False)
+    assert cm == [[3, 1], [1, 1]]
+    assert s["sensitivity_positive"] == pytest.approx(1 / 2) and s["specificity_positive"] == pytest.approx(3 / 4)
+    assert s["f1_positive"] == pytest.approx(2 * 1 / (2 * 1 + 1 + 1))
+    assert s["auc_positive"] == pytest.approx(s["auc_malignant"])
+    # the macro averages of sensitivity and specificity coincide for two classes, so they cannot be the paper's
+    assert s["sensitivity_macro"] == pytest.approx(s["specificity_macro"]) == pytest.approx((1 / 2 + 3 / 4) / 2)
+    three, _ = classification_scores(np.array([0, 1, 2]), np.eye(3), ["a", "b", "c"], multilabel=False)
+    assert not any(k.endswith("_positive") for k in three)

@@ -34,7 +34,8 @@ def _binary_counts(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool,
                           thresholds=None) -> tuple[dict[str, float], list[list[int]]]:
-    """Per-class and macro metrics, plus the confusion matrix (rows: truth) for single-label tasks.
+    """Per-class and macro metrics, plus the confusion matrix (rows: truth) for single-label tasks; binary tasks
+    also get `<metric>_positive`, class 1's (its sensitivity and specificity differ, unlike the macro averages).
 
     AUC is left out for a class whose one-vs-rest truth has a single value in this set (undefined).
     """
@@ -57,6 +58,8 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[s
         per_class.append(m)
         for key, v in m.items():
             out[f"{key}_{name}"] = v
+    if n == 2 and not multilabel:  # binary: the positive class's (class 1) scores, as binary papers report them
+        out.update({f"{key}_positive": v for key, v in per_class[1].items() if key != "fn"})
     for key in ("sensitivity", "specificity", "precision", "f1", "auc"):
         vals = [m[key] for m in per_class if key in m]
         if vals:
@@ -64,6 +67,22 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[s
     out["fn_total"] = float(sum(m["fn"] for m in per_class)) if multilabel else float((pred != y_true).sum())
     cm = [] if multilabel else confusion_matrix(y_true, pred, labels=list(range(n))).tolist()
     return out, cm
+
+
+def balanced_subset_scores(y_true: np.ndarray, pred: np.ndarray, per_class: int, repeats: int,
+                           seed: int = 0) -> dict[str, float]:
+    """Macro precision, recall and F-score on `repeats` class-balanced draws of `per_class` images per class
+    (fewer when a class has fewer), averaged over the draws: Corizzo et al.'s 50 + 50 test splits, three times."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(y_true)
+    take = min(per_class, *(int((y_true == c).sum()) for c in classes))
+    draws = []
+    for _ in range(repeats):
+        idx = np.concatenate([rng.choice(np.flatnonzero(y_true == c), take, replace=False) for c in classes])
+        draws.append(precision_recall_fscore_support(y_true[idx], pred[idx], average="macro", zero_division=0.0)[:3])
+    precision, recall, f1 = np.mean(draws, axis=0)
+    return {"balanced_precision_macro": float(precision), "balanced_recall_macro": float(recall),
+            "balanced_f1_macro": float(f1), "balanced_per_class": float(take)}
 
 
 def save_plots(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, folder: Path,

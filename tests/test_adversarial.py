@@ -2,6 +2,7 @@
 class, explained through the generator's bottleneck and the discriminator's Grad-CAM."""
 import json
 
+import pytest
 import torch
 
 import medrun
@@ -49,3 +50,23 @@ def test_generator_trains_on_one_class_and_explain_uses_its_bottleneck(shared_da
     assert all(0 <= r["score"] <= 1 for r in result["images"])
     assert (out_dir / "montage_all.png").is_file() and (out_dir / "tsne.png").is_file()
     assert json.loads((out_dir / "explain.json").read_text())["faithfulness"]["gradcam"]
+
+
+def test_balanced_subset_scores_draw_equal_classes_and_average_the_draws():
+    import numpy as np
+    from sklearn.metrics import precision_recall_fscore_support
+
+    from medrun.evaluation.classification import balanced_subset_scores
+
+    y = np.array([0] * 80 + [1] * 20)
+    pred = np.array([0] * 60 + [1] * 20 + [1] * 15 + [0] * 5)
+    # classes smaller than per_class: every draw holds all images, so it equals sklearn on the whole set
+    whole = balanced_subset_scores(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), per_class=50, repeats=3)
+    assert whole["balanced_per_class"] == 2
+    p, r, f, _ = precision_recall_fscore_support([0, 0, 1, 1], [0, 1, 1, 1], average="macro")
+    assert (whole["balanced_precision_macro"], whole["balanced_recall_macro"], whole["balanced_f1_macro"]) == \
+        pytest.approx((p, r, f))
+    s = balanced_subset_scores(y, pred, per_class=50, repeats=3)
+    assert s["balanced_per_class"] == 20  # capped by the 20 images of class 1
+    # class 1's recall is 15/20 in every draw (all of its images drawn); class 0's recall is about 60/80
+    assert 0.6 < s["balanced_recall_macro"] < 0.85

@@ -12,6 +12,7 @@ from sklearn.metrics import roc_auc_score
 from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
+from medrun.evaluation.classification import balanced_subset_scores
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.optim import build_optimization
 
@@ -73,7 +74,8 @@ class AdversarialTask(ConfiguredTask):
         self.val_auc.reset()
 
     def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
-        """The discriminator's score on the fold's test part: AUC of telling the trained class from the others."""
+        """The discriminator's score on the fold's test part: AUC of telling the trained class from the others, and
+        the paper's precision / recall / F-score (score >= 0.5 = the trained class) on balanced draws of the part."""
         probs, targets, index = self.collect_probabilities(datamodule.test_dataloader(), device)
         score, is_trained = probs[:, 0].numpy(), (targets == self.train_index).numpy()
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -84,4 +86,8 @@ class AdversarialTask(ConfiguredTask):
         metrics = {"discriminator_mean_score": float(score.mean())}
         if 0 < is_trained.sum() < len(is_trained):
             metrics["auc"] = float(roc_auc_score(is_trained, score))
+            balanced = self.cfg.task.get("balanced_test") or {}
+            metrics.update(balanced_subset_scores(is_trained.astype(int), (score >= 0.5).astype(int),
+                                                  int(balanced.get("per_class", 50)), int(balanced.get("repeats", 3)),
+                                                  int(self.cfg.seed)))
         return metrics, {}

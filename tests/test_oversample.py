@@ -116,3 +116,20 @@ def test_duplicate_oversampling_is_the_control(shared_data, tmp_path):
     minority = {i for i in fold["train"] if store.samples[store.index[i]].label == 0}
     assert len(rows) == len(fold["train"]) - 2 * len(minority)  # the classes are balanced afterwards
     assert {r["source_id"] for r in rows} <= minority
+
+
+@pytest.mark.parametrize("choice,factor", [("augment_5x", 5), ("augment_10x", 10)])
+def test_augment_baselines_copy_each_minority_training_image_factor_times(shared_data, tmp_path, choice, factor):
+    from medrun.api import build_splits, build_store
+    from medrun.oversample.registry import OVERSAMPLERS, split_classes
+
+    cfg = medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist", f"oversample={choice}"])
+    store = build_store(cfg, preload=False)
+    fold = build_splits(cfg, store)["folds"][0]
+    _, majority, minority = split_classes(cfg, store, fold["train"])
+    made = OVERSAMPLERS.get(cfg.oversample.name)(cfg, store, fold, tmp_path, majority, minority)
+    assert cfg.oversample.factor == factor and len(made) == factor * len(minority)
+    assert sorted(s for s, _ in made) == sorted(minority * factor)  # from the fold's minority training images only
+    changed = [not np.array_equal(image, store.get(store.index[s])[0]) for s, image in made]
+    assert all(image.shape == store.get(store.index[s])[0].shape for s, image in made)
+    assert np.mean(changed) > 0.5  # augmented copies, not duplicates

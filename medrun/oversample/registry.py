@@ -27,6 +27,21 @@ def duplicate(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list
     return [(str(i), store.get(store.index[str(i)])[0]) for i in picks]
 
 
+@OVERSAMPLERS.register("augment")
+def augment(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list[str], minority: list[str]):
+    """Classic augmentation, MelaNet Table 2.1's Augment-5x / 10x baselines: `oversample.factor` augmented copies of
+    every minority training image, each drawn through `oversample.augment` (albumentations transforms)."""
+    import albumentations as A
+
+    from medrun.data.transforms import augmentations
+
+    factor = int(cfg.oversample.factor)
+    if factor < 1:
+        raise MedrunError(f"oversample.factor={factor}: give the number of augmented copies per image (>= 1)")
+    transform = A.Compose(augmentations(cfg.oversample), seed=int(cfg.seed) + fold["fold"])
+    return [(i, transform(image=store.get(store.index[i])[0])["image"]) for i in minority for _ in range(factor)]
+
+
 @OVERSAMPLERS.register("cyclegan")
 def cyclegan(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list[str], minority: list[str]):
     from medrun.oversample.translate import train_and_translate

@@ -187,7 +187,13 @@ def test_cascade_end_to_end_on_real_busi_images(busi_run, shared_data, monkeypat
         assert all(0 <= v["mean"] <= 1 for v in row.values())
     assert "## Table 5.1" in (run_dir / "summary.md").read_text()
     record = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
-    assert set(record["postprocessing"]) == {"segmenter", "cascade", "triplet"}
+    assert set(record["postprocessing"]) == {"segmenter", "cascade", "triplet", "raw"}
+    # the thesis' Raw row: the pixel threshold alone searched, the classifier at its default decision
+    assert record["postprocessing"]["raw"]["decision_threshold"] == 0.5
+    assert "cascade, Raw" in record["table"]  # (task.tta=none here; the TTA rows are tested on the baseline)
+    for row in record["table"].values():  # the thesis' pooled IoU is D / (2 - D) of its pooled Dice
+        assert row["jaccard_micro"] == pytest.approx(row["dice_micro"] / (2 - row["dice_micro"]))
+        assert 0 <= row["intersection_ratio_positive"] <= 1
     masks = list((run_dir / "fold_0" / "predictions").glob("*.png"))
     assert {m.stem for m in masks} == set(splits["folds"][0]["test"])
     tags = {str(pydicom.dcmread(p, stop_before_pixels=True).PatientID)
@@ -224,7 +230,7 @@ def test_cascade_thresholds_are_searched_on_the_validation_part_only(busi_run, m
 
     task._collect = recording
     task.evaluate_heldout(dm, [s.id for s in store.samples], run_dir / "probe", "cpu")
-    assert collected[0] == sorted(fold["val"]) and seen == [len(fold["val"])]
+    assert collected[0] == sorted(fold["val"]) and seen == [len(fold["val"])] * 2  # medrun's search and Raw
     assert not set(collected[0]) & set(fold["test"]) and collected[1] == sorted(fold["test"])
 
 
@@ -260,7 +266,8 @@ def test_baseline_freezes_the_encoder_with_backbone_finetuning(shared_data, tmp_
     assert cfg.callbacks.backbone_finetuning.enabled and cfg.callbacks.backbone_finetuning.unfreeze_at_epoch == 6
     run_dir, summary = medrun.train(cfg)
     # the baseline's Table 5.1 rows, searched on the validation part like the cascade's
-    assert list(summary["postprocessing_table"]) == ["ArgMax", "searched threshold", "TTA (flips)"]
+    assert list(summary["postprocessing_table"]) == ["ArgMax", "Raw", "searched threshold", "TTA (flips)",
+                                                     "TTA (flips), Raw threshold"]
     assert "## Post-processing on the test parts" in (run_dir / "summary.md").read_text()
     trained = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")["state_dict"]
     pl.seed_everything(int(cfg.seed), verbose=False)  # fold 0 builds its model right after this seed

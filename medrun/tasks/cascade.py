@@ -1,7 +1,9 @@
 """The "One Case" cascade (Zidan, pneumothorax): a classifier blanks the masks of a segmenter trained on
 positive images only. Thresholds (pixel, minimum area, the classifier's decision) are searched on each
 fold's validation part and applied unchanged to its test part; the same folds also give the segmenter alone
-and the SIIM-ACR triplet rule, so the held-out table compares the three."""
+and the SIIM-ACR triplet rule, so the held-out table compares the three. The thesis' own rows are ArgMax (0.5),
+Raw (the pixel threshold alone searched, the classifier at its default) and TTA with Raw's threshold; medrun's
+joint search of all three thresholds and the minimum area gives the "searched threshold" rows beside them."""
 from __future__ import annotations
 
 import csv
@@ -139,6 +141,9 @@ class CascadeTask(ConfiguredTask):
             "cascade": search_cascade(v_seg, v_cls, v_target, min_areas=tuple(task.min_areas), empty_score=empty),
             "triplet": search_triplet(v_seg, v_target, **{k: tuple(v) for k, v in task.triplet.items()},
                                       empty_score=empty),
+            # the thesis' "Raw": the pixel threshold alone searched, the classifier deciding at its default
+            "raw": search_cascade(v_seg, v_cls, v_target, decisions=[float(task.decision_threshold)],
+                                  empty_score=empty),
         }
         seg, cls, target, index = self._collect(datamodule.test_dataloader(), device)
         positive = target.flatten(1).any(1)
@@ -153,6 +158,7 @@ class CascadeTask(ConfiguredTask):
             "triplet (searched)": (apply_triplet(seg, t["top"], scaled([t["area"]], shape)[0], t["bottom"],
                                                  scaled([t["min_component"]], shape)[0]), None),
             "cascade, ArgMax": (apply_cascade(seg, cls, d0, t0), (cls, d0)),
+            "cascade, Raw": (apply_cascade(seg, cls, d0, post["raw"]["threshold"]), (cls, d0)),
             "cascade, searched threshold": (
                 apply_cascade(seg, cls, c["decision_threshold"], c["threshold"], c["min_area"]),
                 (cls, c["decision_threshold"])),
@@ -162,6 +168,8 @@ class CascadeTask(ConfiguredTask):
             rows[f"cascade, TTA ({task.tta})"] = (
                 apply_cascade(a_seg, a_cls, c["decision_threshold"], c["threshold"], c["min_area"]),
                 (a_cls, c["decision_threshold"]))
+            rows[f"cascade, TTA ({task.tta}), Raw threshold"] = (apply_cascade(a_seg, a_cls, d0, post["raw"]["threshold"]),
+                                                                 (a_cls, d0))
         table = {}
         for name, (m, classifier) in rows.items():
             row = {**mask_scores(m, target, cfg)[0], **(classifier_scores(*classifier, positive) if classifier else {})}

@@ -10,7 +10,7 @@ import torch
 from medrun.evaluation import overlays
 from medrun.evaluation.heldout import evaluate_segmentation
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
-from medrun.evaluation.reports import table_markdown, table_over_folds
+from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.thresholds import binarize, search_pixel_threshold
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.segmentation_losses import build_loss
@@ -43,7 +43,7 @@ class SegmentationTask(ConfiguredTask):
 
     def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir, device, save_probabilities=True):
         """Metrics on the fold's test part; writes predictions/<id>.png (and .npy probabilities). With
-        task.table=true (binary), also the post-processing rows ArgMax / searched threshold / TTA, searched on
+        task.table=true (binary), also the post-processing rows ArgMax / Raw / searched threshold / TTA, searched on
         the fold's validation part (the cascade's baseline in Table 5.1)."""
         metrics = evaluate_segmentation(self, datamodule.test_dataloader(), sample_ids, out_dir / "predictions",
                                         save_probabilities, device)
@@ -60,17 +60,20 @@ class SegmentationTask(ConfiguredTask):
                                        empty_score=float(task.empty_score))
         probs, target, _ = self.collect_probabilities(datamodule.test_dataloader(), device)
         maps = probs[:, 0]
+        raw = search_pixel_threshold(v_maps, v_target, empty_score=float(task.empty_score))  # the thesis' "Raw"
         rows = {"ArgMax": maps[:, None] >= float(task.threshold),
+                "Raw": maps[:, None] >= raw["threshold"],
                 "searched threshold": binarize(maps[:, None], found["threshold"], found["min_area"])[:, None]}
         tta = str(task.get("tta") or "flips")
         if tta != "none":
             a_maps = self.collect_probabilities(datamodule.test_dataloader(), device, tta)[0][:, 0]
             rows[f"TTA ({tta})"] = binarize(a_maps[:, None], found["threshold"], found["min_area"])[:, None]
+            rows[f"TTA ({tta}), Raw threshold"] = a_maps[:, None] >= raw["threshold"]
         table = {}
         for name, masks in rows.items():
             s = scores(*confusion(masks.float(), target, True, 0.5), self.class_names, float(task.empty_score))
-            table[name] = {k: s[k] for k in ("dice", "dice_micro", "jaccard")}
-        return {"table": table, "postprocessing": found}
+            table[name] = {k: s[k] for k in POSTPROCESSING_COLUMNS if k in s}
+        return {"table": table, "postprocessing": found, "postprocessing_raw": raw}
 
     @classmethod
     def finish_run(cls, cfg, run_dir, splits) -> dict:

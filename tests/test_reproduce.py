@@ -43,6 +43,9 @@ def test_every_shipped_table_loads_and_names_real_experiments(capsys):
         table = load_table(name)
         assert table.rows and table.protocols
         for row in table.rows:
+            if row.experiment is None:  # a published baseline shown for reference: it must carry its numbers
+                assert row.paper_row and any(m.paper is not None for m in row.metrics), (name, row.name)
+                continue
             assert (CONFIG_DIR / "experiment" / f"{row.experiment}.yaml").is_file(), (name, row.experiment)
             assert row.metrics and all(m.measure for m in row.metrics)
     # MelaNet's row carries the paper's Table 1 (AUC 81.18 %, one run) and runs under its code's leaking protocol
@@ -50,11 +53,15 @@ def test_every_shipped_table_loads_and_names_real_experiments(capsys):
     auc = next(m for m in melanet.row("MelaNet (CycleGAN oversampling)").metrics if m.name == "auc_malignant")
     assert (auc.paper, auc.n, auc.std) == (0.8118, 1, None)
     assert {p["cv"] for p in melanet.protocols.values()} == {"holdout_test_as_val", "holdout"}
-    # the Sharp U-Net tables run under the paper's leaking protocol and the leak-free one
-    assert {p["cv"] for p in load_table("sharp_unet_table_3_1").protocols.values()} == {"repeated_holdout", "kfold"}
+    # the Sharp U-Net tables run under the reference code's leaking protocol (the published numbers' source), the
+    # text's repeated 5-fold CV, and the leak-free one
+    sharp = load_table("sharp_unet_table_3_1")
+    assert {k: p["cv"] for k, p in sharp.protocols.items()} == {
+        "paper_code": "repeated_holdout", "paper_text": "repeated_kfold", "leak_free": "kfold"}
+    assert sharp.published_with == "paper_code"
     assert main(["reproduce", "list"]) == 0
     out = capsys.readouterr().out
-    assert "data.isbi2012=<path>" in out and "one_case_table_5_1" in out and "paper values transcribed" in out
+    assert "data.isbi2012=<path>" in out and "one_case_table_5_1" in out and "paper values: 54 of 54" in out
     with pytest.raises(MedrunError, match="unknown table 'table_9'; valid: athanasoula_table_2"):
         load_table("table_9")
 
@@ -122,25 +129,45 @@ def test_a_failing_row_and_a_missing_dataset_never_lose_the_other_rows(tmp_path,
         main(["--debug", "reproduce", str(table), "data.isbi=x"])
 
 
-def test_sharp_unet_table_quick_on_real_data_under_both_protocols(shared_data, tmp_path, capsys):
+def test_sharp_unet_table_quick_on_real_data_under_every_protocol(shared_data, tmp_path, capsys):
     out = tmp_path / "outputs"
     code = main(["reproduce", "sharp_unet_table_3_1", "quick=true", f"data.isbi2012={shared_data}/isbi2012",
-                 f"data.cvc_clinicdb={shared_data}/cvc_clinicdb_sample", f"paths.output_dir={out}"])
+                 f"data.covid_ct={shared_data}/covid19_ct_seg", f"paths.output_dir={out}"])
     assert code == 0
     report = report_of(capsys)
     rows = report["rows"]
     ran = [r for r in rows if r["status"] == "ok"]
-    assert {(r["dataset"], r["protocol"]) for r in ran} == {(d, p) for d in ("ISBI-2012 EM", "CVC-ClinicDB")
-                                                            for p in ("paper", "leak_free")}
-    assert len(ran) == 8 and all(r["quick"] and 0 <= r["metrics"]["jaccard"]["ours"] <= 1 for r in ran)
+    assert {(r["dataset"], r["protocol"]) for r in ran} == {(d, p) for d in ("ISBI-2012 EM", "COVID-19 CT (3 classes)")
+                                                            for p in ("paper_code", "paper_text", "leak_free")}
+    assert len(ran) == 12 and all(r["quick"] and 0 <= r["metrics"]["jaccard"]["ours"] <= 1 for r in ran)
     assert all(r["name"].endswith("_quick") for r in ran)  # quick runs never mix with full-size runs of a row
     waiting = [r for r in rows if r["status"] != "ok"]
-    assert len(waiting) == 16 and all(r["status"].startswith("not run: needs data.") for r in waiting)
-    assert any("data.covid_ct=<path>" in r["status"] for r in waiting)
+    assert len(waiting) == 24 and all(r["status"].startswith("not run: needs data.") for r in waiting)
+    table = load_table("sharp_unet_table_3_1")
+    for r in ran:
+        paper = {m.name: m.paper for m in table.row(r["row"]).metrics}
+        for name in ("jaccard", "dice"):
+            c = r["metrics"][name]
+            summary = json.loads((Path(r["run_dir"]) / "cv_summary.json").read_text())
+            stats = summary.get("over_repeats") or summary
+            assert c["ours"] == pytest.approx(stats["mean"][f"{name}_pooled_channels"])  # the paper's definition
+            assert c["definitions"]["medrun"] == pytest.approx(stats["mean"][name])      # medrun's beside it
+            assert c["paper"] == paper[name] and c["difference"] == pytest.approx(c["ours"] - paper[name])
+        assert r["metrics"]["jaccard"]["ours_n"] == 2  # quick: 2 repeats, 2 folds, 2 repeated trainings
+    covid = [r for r in ran if r["dataset"].startswith("COVID")]
+    assert any(abs(r["metrics"]["jaccard"]["ours"] - r["metrics"]["jaccard"]["definitions"]["medrun"]) > 1e-4
+               for r in covid)  # three classes: the background counts in the paper's definition
     md = (report["dir"] / "report.md").read_text()
     assert "**Quick run**" in md and "not comparable" in md and "test set is used for model selection" in md
-    assert "not transcribed" in md and "## Gap between protocols" in md
-    gaps = {(g["row"], g["metric"]): g["gap"] for g in report["protocol_gaps"]}
-    measured = {(r["row"], r["protocol"]): r["metrics"]["jaccard"]["ours"] for r in ran}
-    row = "Sharp U-Net, CVC-ClinicDB"
-    assert gaps[(row, "jaccard")] == pytest.approx(measured[(row, "paper")] - measured[(row, "leak_free")])
+    assert "The published numbers came from protocol **paper_code**" in md and "n/t" not in md
+    assert "## Where the gap comes from" in md and "Where the definitions differ on our runs" in md
+    assert "| jaccard | Sharp U-Net, ISBI-2012 EM over U-Net, ISBI-2012 EM | +3.63 % | +3.63 % |" in md
+    measured = {(r["row"], r["protocol"]): r["metrics"]["jaccard"] for r in ran}
+    row = "Sharp U-Net, COVID-19 CT"
+    source = next(g for g in report["gap_sources"] if g["row"] == row and g["metric"] == "jaccard")
+    at_code, clean = measured[(row, "paper_code")], measured[(row, "leak_free")]
+    assert source["definition_gap"] == pytest.approx(at_code["ours"] - at_code["definitions"]["medrun"])
+    assert source["protocol_gap"] == pytest.approx(at_code["ours"] - clean["ours"])
+    assert source["remaining_gap"] == pytest.approx(at_code["ours"] - 0.8739)
+    gaps = {(g["row"], g["metric"], g["protocols"][0]): g["gap"] for g in report["protocol_gaps"]}
+    assert gaps[(row, "jaccard", "paper_text")] == pytest.approx(measured[(row, "paper_text")]["ours"] - clean["ours"])

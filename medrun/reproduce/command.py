@@ -14,7 +14,7 @@ from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
 from medrun.reproduce.report import write_report
 from medrun.reproduce.statistics import compare_values
-from medrun.reproduce.tables import Table, load_table
+from medrun.reproduce.tables import REFERENCE, Table, load_table
 from medrun.runs import check_name, create_run_dir, write_json
 from medrun.sweep import one_line
 
@@ -38,8 +38,14 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
         raise MedrunError(f"protocols={bad[0]} is not a protocol of table {table.key}; valid: {', '.join(table.protocols)}")
     jobs = []
     for row in table.rows:
+        if row.experiment is None:
+            jobs.append({"row": row.name, "dataset": row.dataset, "experiment": None, "protocol": "-", "quick": quick,
+                         "status": REFERENCE})
+            continue
         name = experiment_name(row.experiment) + (QUICK_SUFFIX if quick else "")
-        missing = [k for k in row.needs if not inputs.get(k)]
+        # quick=true may run without an input whose table entry says how (e.g. random weights for a weights file)
+        stand_ins = [k for k in row.needs if not inputs.get(k) and quick and table.inputs[k].get("quick_without")]
+        missing = [k for k in row.needs if not inputs.get(k) and k not in stand_ins]
         absent = [k for k in row.needs if inputs.get(k) and not Path(inputs[k]).expanduser().exists()]
         for pname in protocols:
             p = table.protocols[pname]
@@ -52,11 +58,14 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
                 job["status"] = f"failed: {absent[0]}={inputs[absent[0]]} does not exist"
             else:
                 sets = [s.replace("{path}", str(Path(inputs[k]).expanduser().resolve()))
-                        for k in row.needs for s in table.inputs[k]["sets"]]
+                        for k in row.needs if k not in stand_ins for s in table.inputs[k]["sets"]]
+                sets += [o for k in stand_ins for o in table.inputs[k]["quick_without"]]
                 job["overrides"] = [f"experiment={row.experiment}", f"cv={p['cv']}", *p["overrides"], *row.overrides,
                                     *sets, *((table.quick + p["quick"] + row.quick + [f"name={name}"]) if quick else []),
                                     f"paths.output_dir={output_dir}"]
                 job["status"] = "planned"
+                if stand_ins:
+                    job["stand_ins"] = [f"{k}: {' '.join(table.inputs[k]['quick_without'])}" for k in stand_ins]
             jobs.append(job)
     return jobs
 
@@ -128,6 +137,8 @@ def collect(jobs: list[dict], table: Table, folders: list[str]) -> None:
             if (summary.parent / "config.yaml").is_file():
                 runs.append((summary.parent, OmegaConf.load(summary.parent / "config.yaml")))
     for job in jobs:
+        if job["status"] == REFERENCE:
+            continue
         row, cv = table.row(job["row"]), table.protocols[job["protocol"]]["cv"]
         keys = {k for r in table.rows if r.experiment == row.experiment for k in _settings(r.overrides)}
         wanted = _settings(row.overrides, keys)
@@ -143,8 +154,12 @@ def collect(jobs: list[dict], table: Table, folders: list[str]) -> None:
 
 
 def measure(summary: dict, key: str) -> tuple[float, float, int]:
-    """(mean, std, n) of a cv_summary metric, or of `table/row/column` in one of its tables (Table 5.1)."""
+    """(mean, std, n) of a cv_summary metric, or of `table/row/column` in one of its tables (Table 5.1). A repeated
+    k-fold run gives the spread of its repeats' means (n = repeats), as a paper reporting "5 runs" does."""
     n = len(summary["folds"])
+    repeats = summary.get("over_repeats")
+    if repeats and key in repeats["mean"]:
+        return repeats["mean"][key], repeats["std"][key], repeats["n"]
     if "/" in key:
         table, row, column = key.split("/", 2)
         try:
@@ -168,7 +183,10 @@ def score(jobs: list[dict], table: Table) -> None:
         try:
             for m in table.row(job["row"]).metrics:
                 mean, std, n = measure(summary, m.measure)
-                job["metrics"][m.name] = compare_values(m.paper, m.std, m.n, mean, std, n, m.tolerance)
+                c = compare_values(m.paper, m.std, m.n, mean, std, n, m.tolerance)
+                others = {**({"medrun": m.medrun} if m.medrun else {}), **m.also}
+                c["definitions"] = {label: measure(summary, key)[0] for label, key in others.items()}
+                job["metrics"][m.name] = c
         except MedrunError as e:
             job["status"] = f"failed: {e}"
 

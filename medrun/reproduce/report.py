@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from medrun.reproduce.tables import Table
+from medrun.reproduce.tables import REFERENCE, Table
 from medrun.runs import write_json, write_text
 
 
@@ -25,56 +25,153 @@ def write_report(report_dir: Path, table: Table, jobs: list[dict], info: dict) -
         "table": table.key, "title": table.title, "source": table.source, "table_file": str(table.path), **info,
         "protocols": {k: table.protocols[k] for k in info["protocols"]},
         "rows": [{**job, "caveats": table.row(job["row"]).caveats} for job in jobs],
-        "protocol_gaps": protocol_gaps(table, jobs)})
+        "protocol_gaps": protocol_gaps(table, jobs), "gap_sources": gap_sources(table, jobs),
+        "relative_gains": relative_gains(table, jobs)})
     _markdown(report_dir, table, jobs, info)
     _figure(report_dir, table, jobs)
 
 
-def protocol_gaps(table: Table, jobs: list[dict]) -> list[dict]:
-    """For rows measured under a leaking protocol and a leak-free one: the difference of our two means."""
-    leaky = [k for k, p in table.protocols.items() if p["leaks"]]
+def _baseline_protocol(table: Table) -> str | None:
+    """The protocol every other one is compared with: leak_free when the table has it, else the first leak-free one."""
     clean = [k for k, p in table.protocols.items() if not p["leaks"]]
+    return "leak_free" if "leak_free" in table.protocols else (clean[0] if clean else None)
+
+
+def protocol_gaps(table: Table, jobs: list[dict]) -> list[dict]:
+    """For each row measured under a protocol and under the leak-free baseline one: the difference of our means."""
+    base = _baseline_protocol(table)
     measured = {(j["row"], j["protocol"]): j["metrics"] for j in jobs if j.get("metrics")}
-    return [{"row": r.name, "metric": m.name, "protocols": [a, b],
-             "gap": measured[(r.name, a)][m.name]["ours"] - measured[(r.name, b)][m.name]["ours"]}
-            for r in table.rows for a in leaky for b in clean for m in r.metrics
-            if (r.name, a) in measured and (r.name, b) in measured]
+    return [{"row": r.name, "metric": m.name, "protocols": [a, base],
+             "gap": measured[(r.name, a)][m.name]["ours"] - measured[(r.name, base)][m.name]["ours"]}
+            for r in table.rows for a in table.protocols if a != base for m in r.metrics
+            if (r.name, a) in measured and (r.name, base) in measured]
+
+
+def gap_sources(table: Table, jobs: list[dict]) -> list[dict]:
+    """Per row and metric, ours minus the paper split into three effects: definition (the paper's metric minus
+    medrun's, same run), protocol (the published protocol minus the leak-free one, the paper's metric) and what
+    remains under the paper's metric and protocol (method, data, training setup)."""
+    source = table.published_with or next((k for k, p in table.protocols.items() if p["leaks"]), None)
+    base = _baseline_protocol(table)
+    measured = {(j["row"], j["protocol"]): j["metrics"] for j in jobs if j.get("metrics")}
+    out = []
+    for r in table.rows:
+        at_source = measured.get((r.name, source)) or measured.get((r.name, base))
+        if not at_source:
+            continue
+        for m in r.metrics:
+            c = at_source[m.name]
+            clean = (measured.get((r.name, base)) or {}).get(m.name)
+            out.append({"row": r.name, "metric": m.name, "paper": m.paper, "ours": c["ours"],
+                        "protocol": source if (r.name, source) in measured else base,
+                        "definition_gap": c["ours"] - c["definitions"]["medrun"] if "medrun" in c["definitions"] else None,
+                        "protocol_gap": c["ours"] - clean["ours"] if clean and (r.name, source) in measured
+                        and source != base else None,
+                        "remaining_gap": c["difference"]})
+    return out
+
+
+def relative_gains(table: Table, jobs: list[dict]) -> list[dict]:
+    """Each gain the text quotes beside the one the paper's table implies and ours under every measured protocol."""
+    measured = {(j["row"], j["protocol"]): j["metrics"] for j in jobs if j.get("metrics")}
+
+    def gain(base, improved):
+        return None if base is None or improved is None or base == 0 else (improved - base) / base
+
+    out = []
+    for g in table.relative_gains:
+        paper = {r: next((m.paper for m in table.row(g[r]).metrics if m.name == g["metric"]), None)
+                 for r in ("base", "improved")}
+        ours = {p: gain(measured[(g["base"], p)][g["metric"]]["ours"], measured[(g["improved"], p)][g["metric"]]["ours"])
+                for p in table.protocols if (g["base"], p) in measured and (g["improved"], p) in measured}
+        out.append({**g, "from_paper_means": gain(paper["base"], paper["improved"]), "ours": ours})
+    return out
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:+.2f} %"
+
+
+def _signed(x) -> str:
+    return "-" if x is None else f"{x:+.4f}"
 
 
 def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> None:
     failed = sum(j["status"].startswith("failed") for j in jobs)
     not_run = sum(j["status"].startswith("not run") for j in jobs)
+    reference = sum(j["status"] == REFERENCE for j in jobs)
     lines = [f"# {table.title}", "", f"Source: {table.source}", "",
-             f"{len(jobs)} row x protocol job(s): {len(jobs) - failed - not_run} measured, {failed} failed, "
-             f"{not_run} not run. Ours: mean ± sample std over folds or repeats (n). Difference: ours - paper. "
-             "Spread: ours inside the paper's mean ± std. p: Welch's t-test from both means, stds and ns.", ""]
+             f"{len(jobs) - reference} row x protocol job(s): {len(jobs) - reference - failed - not_run} measured, "
+             f"{failed} failed, {not_run} not run" + (f"; {reference} published baseline(s) shown for reference"
+                                                     if reference else "") + ". "
+             "Ours: mean ± sample std over folds, or over the repeats' means of a repeated k-fold (n), under the "
+             "paper's metric definition; medrun's own definition beside it. Difference: ours - paper. Spread: ours "
+             "inside the paper's mean ± std. p: Welch's t-test from both means, stds and ns.", ""]
+    if table.published_with:
+        lines += [f"The published numbers came from protocol **{table.published_with}**.", ""]
     if info["quick"] or any(j.get("quick") for j in jobs):
         lines += ["> **Quick run** (tiny images, few steps): a smoke test of the pipeline. The numbers are not "
                   "comparable with the paper's.", ""]
-    if any(m.paper is None for r in table.rows for m in r.metrics):
+    if any(m.paper is None for r in table.rows if r.paper_row for m in r.metrics):
         lines += [f"> Paper values marked `n/t` are not transcribed in {table.path.name}; fill `Results.Metrics` "
                   "(and `Spread`, `N`) from the paper to get differences and p-values.", ""]
-    lines += ["| row | dataset | protocol | metric | paper | ours (n) | difference | in spread | in tolerance | p | status |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| row | dataset | protocol | metric | paper | ours (n) | ours, medrun's definition | difference | "
+              "in spread | in tolerance | p | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for j in jobs:
-        status = j["status"] + (" (quick)" if j.get("quick") and j["status"] == "ok" else "")
+        status = j["status"] + (" (quick)" if j.get("quick") and j["status"] == "ok" else "") + (
+            f" (without {'; '.join(j['stand_ins'])})" if j.get("stand_ins") else "")
         metrics = j.get("metrics") or {m.name: None for m in table.row(j["row"]).metrics}
         for name, c in metrics.items():
             paper = next(m for m in table.row(j["row"]).metrics if m.name == name)
-            shown = "n/t" if paper.paper is None else f"{_num(paper.paper)}" + (
-                f" ± {_num(paper.std)}" if paper.std is not None else "") + (f" ({paper.n})" if paper.n else "")
+            shown = ("n/t" if table.row(j["row"]).paper_row else "-") if paper.paper is None else \
+                f"{_num(paper.paper)}" + (f" ± {_num(paper.std)}" if paper.std is not None else "") + \
+                (f" ({paper.n})" if paper.n else "")
             ours = "-" if c is None else f"{_num(c['ours'])}" + (
                 f" ± {_num(c['ours_std'])}" if c["ours_n"] > 1 else "") + f" ({c['ours_n']})"
+            own = "-" if c is None or "medrun" not in c.get("definitions", {}) else _num(c["definitions"]["medrun"])
             diff = "-" if c is None or c["difference"] is None else f"{c['difference']:+.4f}"
-            lines.append(f"| {j['row']} | {j['dataset']} | {j['protocol']} | {name} | {shown} | {ours} | {diff} | "
+            lines.append(f"| {j['row']} | {j['dataset']} | {j['protocol']} | {name} | {shown} | {ours} | {own} | {diff} | "
                          f"{_flag(c and c['within_spread'])} | {_flag(c and c['within_tolerance'])} | "
                          f"{_p(c and c['welch_p'])} | {status} |")
+    sources = gap_sources(table, jobs)
+    if sources:
+        lines += ["", "## Where the gap comes from", "",
+                  "Definition: ours under the paper's metric minus ours under medrun's, same runs. Protocol: ours under "
+                  "the published protocol minus ours under the leak-free one. Remaining: ours under the paper's metric "
+                  "and protocol minus the paper (method, data and training setup).", "",
+                  "| row | metric | protocol | paper | ours | definition | protocol | remaining |",
+                  "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {g['row']} | {g['metric']} | {g['protocol']} | {_num(g['paper'])} | {_num(g['ours'])} | "
+                  f"{_signed(g['definition_gap'])} | {_signed(g['protocol_gap'])} | {_signed(g['remaining_gap'])} |"
+                  for g in sources]
+    gains = relative_gains(table, jobs)
+    if gains:
+        lines += ["", "## Relative gains quoted in the text", "",
+                  "(improved - base) / base of the metric: as the text quotes it, as the paper's own table means give "
+                  "it, and ours under each protocol.", "",
+                  "| metric | improved over base | quoted | from the paper's means | ours |", "|---|---|---|---|---|"]
+        lines += [f"| {g['metric']} | {g['improved']} over {g['base']} | {_pct(g['paper'])} | {_pct(g['from_paper_means'])} "
+                  f"| " + (", ".join(f"{_pct(v)} ({k})" for k, v in g["ours"].items()) or "-") + " |" for g in gains]
     gaps = protocol_gaps(table, jobs)
     if gaps:
         lines += ["", "## Gap between protocols", "",
-                  "What the leaking protocol adds: ours under it minus ours under the leak-free one, same row and data.", "",
-                  "| row | metric | " + " - ".join(gaps[0]["protocols"]) + " |", "|---|---|---|"]
-        lines += [f"| {g['row']} | {g['metric']} | {g['gap']:+.4f} |" for g in gaps]
+                  "Ours under each protocol minus ours under the leak-free one, same row, data and metric.", "",
+                  "| row | metric | protocols | gap |", "|---|---|---|---|"]
+        lines += [f"| {g['row']} | {g['metric']} | {' - '.join(g['protocols'])} | {g['gap']:+.4f} |" for g in gaps]
+    defined = {m.name: m for r in table.rows for m in r.metrics}
+    lines += ["", "## Metric definitions", ""]
+    lines += [f"- **{name}**: {m.definition or 'as medrun computes it'} (`{m.measure}`"
+              + (f"; medrun's own: `{m.medrun}`" if m.medrun else "")
+              + "".join(f"; {label}: `{key}`" for label, key in m.also.items()) + ")" for name, m in defined.items()]
+    shown = [(j, name, c) for j in jobs for name, c in (j.get("metrics") or {}).items()
+             if any(abs(v - c["ours"]) > 1e-6 for v in c["definitions"].values())]
+    if shown:
+        labels = list(dict.fromkeys(label for _, _, c in shown for label in c["definitions"]))
+        lines += ["", "Where the definitions differ on our runs:", "",
+                  "| row | protocol | metric | paper's definition | " + " | ".join(labels) + " |",
+                  "|---|---|---|---|" + "---|" * len(labels)]
+        lines += [f"| {j['row']} | {j['protocol']} | {name} | {_num(c['ours'])} | "
+                  + " | ".join(_num(c["definitions"].get(label)) for label in labels) + " |" for j, name, c in shown]
     lines += ["", "## Protocols", ""]
     lines += [f"- **{k}** (`cv={table.protocols[k]['cv']}`): {table.protocols[k]['label']}" for k in info["protocols"]]
     lines += ["", "## Caveats", ""]

@@ -12,23 +12,29 @@ from medrun.config import CONFIG_DIR
 from medrun.errors import MedrunError
 
 TABLE_DIR = CONFIG_DIR / "reproduce"
+REFERENCE = "reference: a published baseline that medrun does not run"  # the status of a row without experiment
 
 
 @dataclass
 class Metric:
-    """One number of a paper's row: its value, spread and n as published, where medrun measures it, the tolerance."""
+    """One number of a paper's row: its value, spread and n as published, where medrun measures it under the
+    paper's definition (`measure`) and under medrun's own (`medrun`, and further `also` definitions), the tolerance."""
     name: str
     paper: float | None
     std: float | None
     n: int | None
     measure: str               # a cv_summary mean key, or table/row/column of a cv_summary table (Table 5.1)
     tolerance: dict            # {"absolute": x} or {"relative": r}
+    definition: str = ""       # what the paper computes, in words
+    medrun: str | None = None  # medrun's own definition of the same quantity, shown beside it
+    also: dict = field(default_factory=dict)   # label -> key: further definitions shown where they differ
+    csv: dict = field(default_factory=dict)    # where the published value stands in ../shared/papers/<paper_csv>
 
 
 @dataclass
 class Row:
     name: str
-    experiment: str
+    experiment: str | None     # None: a published baseline that medrun does not run (shown for reference)
     task: str
     dataset: str
     needs: list[str]
@@ -36,6 +42,8 @@ class Row:
     quick: list[str]
     metrics: list[Metric]
     caveats: list[str] = field(default_factory=list)
+    paper_row: dict = field(default_factory=dict)  # CSV columns -> values that pick this row's published numbers
+    not_published: list[str] = field(default_factory=list)  # metrics the source leaves empty for this row
 
 
 @dataclass
@@ -48,6 +56,9 @@ class Table:
     quick: list[str]
     rows: list[Row]
     path: Path
+    paper_csv: str | None = None       # the transcribed table in ../shared/papers this one is checked against
+    published_with: str | None = None  # the protocol the published numbers came from
+    relative_gains: list = field(default_factory=list)  # [{metric, base, improved, paper}]: gains quoted in the text
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -99,43 +110,79 @@ def load_table(name_or_path: str) -> Table:
         if not key.startswith(("data.", "weights.")):
             raise MedrunError(f"{path}: input {key!r} must be named data.<name> or weights.<name>")
         spec["sets"] = _list(need(spec, "sets", f"inputs.{key}."), f"inputs.{key}.sets")
+        spec["quick_without"] = _list(spec.get("quick_without"), f"inputs.{key}.quick_without")
+    defined = raw.get("metrics") or {}  # metric -> {definition, measure, medrun, also, tolerance, csv}
+    published_with = raw.get("published_with")
+    if published_with is not None and published_with not in protocols:
+        raise MedrunError(f"{path}: published_with={published_with!r} is not a protocol; valid: {', '.join(protocols)}")
     rows = []
     for i, m in enumerate(need(raw, "Models", "")):
         where = f"Models[{i}]."
         results = need(m, "Results", where)
         result = results[0] if isinstance(results, list) else results
-        spread, n, measure, tol = (m.get(k) or {} for k in ("Spread", "N", "measure", "tolerance"))
+        spread, n, measure, tol, medrun = (m.get(k) or {} for k in ("Spread", "N", "measure", "tolerance", "medrun"))
         metrics = []
+        prefix = str(m.get("measure_prefix") or "")  # fills "{prefix}" in the table's measure keys (Table 5.1)
         for metric, value in (need(result, "Metrics", f"{where}Results.") or {}).items():
-            t = tol.get(metric, tol.get("default", {}))
+            d = {k: v.replace("{prefix}", prefix) if isinstance(v, str) else v
+                 for k, v in (defined.get(metric) or {}).items()}
+            d["also"] = {k: v.replace("{prefix}", prefix) for k, v in (d.get("also") or {}).items()}
+            t = tol.get(metric, tol.get("default", d.get("tolerance") or {}))
             if set(t) - {"absolute", "relative"}:
                 raise MedrunError(f"{path}: {where}tolerance.{metric} takes absolute or relative, not {sorted(t)}")
+            count = n.get(metric, n.get("default"))
             metrics.append(Metric(metric, None if value is None else float(value),
                                   None if spread.get(metric) is None else float(spread[metric]),
-                                  None if n.get(metric, n.get("default")) is None else int(n.get(metric, n.get("default"))),
-                                  str(measure.get(metric, metric)), dict(t)))
+                                  None if count is None else int(count),
+                                  str(measure.get(metric, d.get("measure", metric))), dict(t),
+                                  str(d.get("definition", "")), medrun.get(metric, d.get("medrun")),
+                                  dict(d.get("also") or {}), dict(d.get("csv") or {})))
         needs = _list(m.get("needs"), f"{where}needs")
         for key in needs:
             if key not in inputs:
                 raise MedrunError(f"{path}: {where}needs {key!r}, which is not under inputs")
-        rows.append(Row(str(need(m, "Name", where)), str(need(m, "experiment", where)), str(result.get("Task", "")),
-                        str(result.get("Dataset", "")), needs, _list(m.get("overrides"), f"{where}overrides"),
-                        _list(m.get("quick"), f"{where}quick"), metrics, _list(m.get("caveats"), f"{where}caveats")))
+        experiment = m.get("experiment")
+        rows.append(Row(str(need(m, "Name", where)), None if experiment is None else str(experiment),
+                        str(result.get("Task", "")), str(result.get("Dataset", "")), needs,
+                        _list(m.get("overrides"), f"{where}overrides"), _list(m.get("quick"), f"{where}quick"), metrics,
+                        _list(m.get("caveats"), f"{where}caveats"), dict(m.get("paper_row") or {}),
+                        _list(m.get("not_published"), f"{where}not_published")))
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
         raise MedrunError(f"{path}: Models[].Name must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")
+    gains = raw.get("relative_gains") or []
+    for g in gains:
+        unknown = [g.get(k) for k in ("base", "improved") if g.get(k) not in names]
+        if unknown or "metric" not in g:
+            raise MedrunError(f"{path}: relative_gains entry {g} needs metric, base and improved naming rows; "
+                              f"unknown: {unknown}")
     return Table(path.stem, str(need(raw, "Title", "")), str(need(raw, "Source", "")), protocols, inputs,
-                 _list(raw.get("quick"), "quick"), rows, path)
+                 _list(raw.get("quick"), "quick"), rows, path, raw.get("paper_csv"), published_with, gains)
+
+
+def published_cells(table: Table, row: Row) -> dict:
+    """metric -> {"value", "std", "n"}: the CSV columns holding `row`'s published numbers, with the metric's scale
+    and the CSV row it comes from (`match`); empty for a row that transcribes no published row."""
+    if not row.paper_row:
+        return {}
+    return {m.name: {**{k: m.csv.get(k) for k in ("value", "std", "n")}, "scale": float(m.csv.get("scale", 1.0)),
+                     "match": {**row.paper_row, **(m.csv.get("match") or {})}} for m in row.metrics if m.csv}
 
 
 def describe(table: Table) -> str:
     """`medrun reproduce list`'s entry for one table: rows, the inputs each needs, and transcribed values."""
-    values = [m for r in table.rows for m in r.metrics]
-    known = sum(m.paper is not None for m in values)
+    # the numbers the source publishes: means and stds of its rows (per its CSV columns) and the gains it quotes
+    slots = [v for r in table.rows if r.paper_row for m in r.metrics if m.name not in r.not_published
+             for v, published in ((m.paper, "value" in m.csv), (m.std, "std" in m.csv)) if published or v is not None]
+    slots += [g.get("paper") for g in table.relative_gains]
+    known = sum(v is not None for v in slots)
     lines = [f"{table.key}: {table.title}", f"  source: {table.source}",
-             f"  protocols: {', '.join(table.protocols)}; paper values transcribed: {known} of {len(values)}"]
+             f"  protocols: {', '.join(table.protocols)}"
+             + (f" (published numbers: {table.published_with})" if table.published_with else "")
+             + f"; paper values: {known} of {len(slots)}"]
     for r in table.rows:
-        lines.append(f"  - {r.name} [{r.dataset}] experiment={r.experiment}; needs: {', '.join(r.needs) or 'nothing'}")
+        run = f"experiment={r.experiment}" if r.experiment else "published baseline, not run by medrun"
+        lines.append(f"  - {r.name} [{r.dataset}] {run}; needs: {', '.join(r.needs) or 'nothing'}")
     for key, spec in table.inputs.items():
         lines.append(f"    {key}=<path>: {spec.get('published', '')}")
     return "\n".join(lines)

@@ -40,6 +40,11 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     for name, s in summaries.items():
         lines.append(f"| {name} | " + " | ".join(f"{s['mean'][m]:.4f} ± {s['std'][m]:.4f}" if m in s["mean"] else "-"
                                                   for m in metrics) + " |")
+    # the same test parts give the same trivial rows: shown once, marked as references, never as methods
+    trivial = next((s["trivial"] for s in summaries.values() if s.get("trivial")), {})
+    for name, row in trivial.items():
+        lines.append(f"| *reference: {name}* | " + " | ".join(
+            f"{row['mean'][m]:.4f} ± {row['std'][m]:.4f}" if m in row["mean"] else "-" for m in metrics) + " |")
     table = {f"{name}: {row}": values for name, s in summaries.items() for key in TABLE_KEYS
              for row, values in s.get(key, {}).items()}
     text = "\n".join(lines) + "\n"
@@ -49,7 +54,7 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     out = create_run_dir(output_dir or os.environ.get("MEDRUN_OUTPUT_DIR", "outputs"), "compare")
     result = {"runs": [str(d) for d in dirs], "metrics": {n: {"mean": s["mean"], "std": s["std"]}
                                                           for n, s in summaries.items()},
-              "postprocessing": table, "columns": list(POSTPROCESSING_COLUMNS)}
+              "postprocessing": table, "columns": list(POSTPROCESSING_COLUMNS), "trivial": trivial}
     write_json(out / "compare.json", result)
     write_text(out / "compare.md", text)
     return out, result

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from medrun.config import CONFIG_DIR, check_choices, finish
 from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
+from medrun.evaluation.reports import not_beaten
 from medrun.runs import write_json, write_text
 
 RECORD = "medrun_job.json"
@@ -45,7 +46,7 @@ def job(cfg: DictConfig) -> float:
         run_dir, summary = medrun.train(cfg)
         record.update(status="ok", run_dir=str(run_dir))
         if summary is not None:
-            record.update(mean=summary["mean"], std=summary["std"])
+            record.update(mean=summary["mean"], std=summary["std"], not_beaten=not_beaten(summary))
             metric = cfg.get("optimize")
             if metric:
                 if metric not in summary["mean"]:
@@ -134,6 +135,10 @@ def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
         status = r["status"] if r["status"] == "ok" else f"failed: {r.get('error', '')[:80]}"
         lines.append(f"| {r['job']} | {' '.join(r['overrides'])} | {status} | " + " | ".join(cells)
                      + f" | {r.get('run_dir', '-')} |")
+    for r in records:  # the jobs a trivial predictor matches on a reported metric
+        for m, name, value, ours in r.get("not_beaten") or []:
+            if m in metrics or m == optimize:
+                lines += ["", f"> Job {r['job']} does not beat the trivial row {name} on {m} ({value:.4f} vs {ours:.4f})."]
     if "optuna" in summary:
         lines += ["", f"Optuna best parameters: {summary['optuna'].get('best_params')} "
                       f"(value {summary['optuna'].get('best_value')})"]

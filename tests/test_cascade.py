@@ -190,7 +190,13 @@ def test_cascade_end_to_end_on_real_busi_images(busi_run, shared_data, monkeypat
     assert set(record["postprocessing"]) == {"segmenter", "cascade", "triplet", "raw"}
     # the thesis' Raw row: the pixel threshold alone searched, the classifier at its default decision
     assert record["postprocessing"]["raw"]["decision_threshold"] == 0.5
-    assert "cascade, Raw" in record["table"]  # (task.tta=none here; the TTA rows are tested on the baseline)
+    assert "cascade, Raw" in record["table"]
+    # the all-empty reference row: on BUSI about half the test images are empty, and Dice per image counts them as 1
+    has_mask = {r["ImageId"]: r["has_mask"] == "1" for r in csv.DictReader(open(shared_data / "busi_siim" / "labels.csv"))}
+    test = splits["folds"][0]["test"]
+    empty = record["table"]["all-empty (reference, not a method)"]
+    assert empty["dice"] == pytest.approx(sum(not has_mask[i] for i in test) / len(test)) and empty["dice_micro"] == 0
+    assert record["trivial"]["all-empty"]["dice"] == pytest.approx(empty["dice"]) and "all-empty" in summary["trivial"]  # (task.tta=none here; the TTA rows are tested on the baseline)
     for row in record["table"].values():  # the thesis' pooled IoU is D / (2 - D) of its pooled Dice
         assert row["jaccard_micro"] == pytest.approx(row["dice_micro"] / (2 - row["dice_micro"]))
         assert 0 <= row["intersection_ratio_positive"] <= 1
@@ -267,7 +273,7 @@ def test_baseline_freezes_the_encoder_with_backbone_finetuning(shared_data, tmp_
     run_dir, summary = medrun.train(cfg)
     # the baseline's Table 5.1 rows, searched on the validation part like the cascade's
     assert list(summary["postprocessing_table"]) == ["ArgMax", "Raw", "searched threshold", "TTA (flips)",
-                                                     "TTA (flips), Raw threshold"]
+                                                     "TTA (flips), Raw threshold", "all-empty (reference, not a method)"]
     assert "## Post-processing on the test parts" in (run_dir / "summary.md").read_text()
     trained = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")["state_dict"]
     pl.seed_everything(int(cfg.seed), verbose=False)  # fold 0 builds its model right after this seed

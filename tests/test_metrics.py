@@ -149,3 +149,23 @@ def test_multiclass_paper_definitions_count_the_background():
     assert s["jaccard_pooled_channels"] == pytest.approx(3 / 5)
     assert s["dice_pooled_channels"] == pytest.approx(6 / 8)
     assert "intersection_ratio_positive" not in s
+
+
+def test_all_empty_reference_row_scores_k_over_n_per_image_and_nothing_pooled():
+    from medrun.evaluation.reports import not_beaten, trivial_markdown
+    from medrun.evaluation.trivial import segmentation_baselines
+
+    n, k = 7, 4  # k of n masks empty
+    target = torch.zeros(n, 4, 4, dtype=torch.long)
+    for i in range(k, n):
+        target[i, : i - 2, :2] = 1
+    rows = segmentation_baselines(target, ["bg", "lesion"])
+    assert rows["all-empty"]["dice"] == pytest.approx(k / n) and rows["all-empty"]["dice_micro"] == 0.0
+    assert rows["all-foreground"]["recall"] == 1.0 and rows["all-foreground"]["dice"] < 1
+    # a method scoring below the all-empty row on Dice per image is said not to beat it
+    summary = {"mean": {"dice": 0.5, "dice_micro": 0.3}, "std": {"dice": 0.0, "dice_micro": 0.0},
+               "trivial": {name: {"mean": r, "std": {m: 0.0 for m in r}} for name, r in rows.items()}}
+    assert not_beaten(summary) == [("dice", "all-empty", pytest.approx(k / n), 0.5)]
+    assert "does not beat the trivial row on **dice**: all-empty 0.5714 vs 0.5000" in trivial_markdown(summary)
+    three = segmentation_baselines(torch.tensor([[[0, 1], [2, 2]]]), ["bg", "a", "b"])
+    assert set(three) == {"all-empty", "all-class-1", "all-class-2"}

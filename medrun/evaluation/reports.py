@@ -40,7 +40,45 @@ def markdown(summary: dict) -> str:
             + " | ".join(f"{f['metrics'][n]:.4f}" if n in f["metrics"] else "-" for f in folds) + " |" for n in _ordered(summary["mean"])]
     title = f"# {summary['experiment']} ({summary['protocol']}, {len(folds)} fold(s))"
     note = [f"> Note: {summary['note']}.", ""] if summary.get("note") else []
-    return "\n".join([title, "", *note, head, rule, *rows, ""])
+    return "\n".join([title, "", *note, head, rule, *rows, ""]) + trivial_markdown(summary)
+
+
+def lower_is_better(metric: str) -> bool:
+    return "loss" in metric or metric.startswith("fn")
+
+
+def not_beaten(summary: dict, metrics=None) -> list[tuple[str, str, float, float]]:
+    """(metric, trivial row, its mean, the method's mean) for each metric where a trivial row scores at least as
+    well as the method."""
+    from medrun.evaluation.trivial import best_trivial
+
+    trivial = {name: row["mean"] for name, row in (summary.get("trivial") or {}).items()}
+    out = []
+    for m in metrics or _ordered(summary["mean"]):
+        best = best_trivial(trivial, m, not lower_is_better(m)) if m in summary["mean"] else None
+        ours = summary["mean"].get(m)
+        if best and (best[1] <= ours if lower_is_better(m) else best[1] >= ours):
+            out.append((m, best[0], best[1], ours))
+    return out
+
+
+def trivial_markdown(summary: dict) -> str:
+    """summary.md's section of reference rows: the trivial predictors on the same test parts."""
+    trivial = summary.get("trivial")
+    if not trivial:
+        return ""
+    names = [n for n in _ordered(summary["mean"]) if any(n in row["mean"] for row in trivial.values())]
+    names = [n for n in names if n in HEADLINE or n.endswith("_positive")] or names
+    lines = ["", "## Reference rows: trivial predictors (not methods)", "",
+             "Scored on the same test parts with the same metric code, so the method's numbers can be read against "
+             "them (an empty mask on an empty image scores 1 per image).", "",
+             "| predictor | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {name} | " + " | ".join(f"{row['mean'][n]:.4f} ± {row['std'][n]:.4f}" if n in row["mean"] else "-"
+                                         for n in names) + " |" for name, row in trivial.items()]
+    beaten = not_beaten(summary, names)
+    lines += ["", *(f"> The method does not beat the trivial row on **{m}**: {name} {value:.4f} vs {ours:.4f}."
+                    for m, name, value, ours in beaten)] if beaten else ["", "The method beats every trivial row."]
+    return "\n".join(lines) + "\n"
 
 
 def rich_table(summary: dict) -> Table:

@@ -15,7 +15,10 @@ from medrun.errors import MedrunError
 from medrun.reproduce.report import write_report
 from medrun.reproduce.statistics import compare_values
 from medrun.reproduce.tables import REFERENCE, Table, load_table
+from medrun.evaluation.reports import lower_is_better
+from medrun.evaluation.trivial import best_trivial
 from medrun.runs import check_name, create_run_dir, write_json
+from medrun.tasks.segmentation import ALL_EMPTY
 from medrun.sweep import one_line
 
 QUICK_SUFFIX = "_quick"  # quick runs get their own run folders: never mixed with full-size runs of a row
@@ -172,6 +175,16 @@ def measure(summary: dict, key: str) -> tuple[float, float, int]:
     return summary["mean"][key], summary["std"][key], n
 
 
+def trivial_for(summary: dict, key: str) -> tuple[str, float] | None:
+    """The best trivial predictor's (name, mean) on the measure `key`: a cv_summary "trivial" row, or the all-empty
+    reference row of a summary table (Table 5.1)."""
+    if "/" in key:
+        table, _, column = key.split("/", 2)
+        cell = ((summary.get(table) or {}).get(ALL_EMPTY) or {}).get(column)
+        return ("all-empty", cell["mean"]) if cell else None
+    return best_trivial({n: r["mean"] for n, r in (summary.get("trivial") or {}).items()}, key, not lower_is_better(key))
+
+
 def score(jobs: list[dict], table: Table) -> None:
     """Each finished job's metrics beside the paper's."""
     for job in jobs:
@@ -186,6 +199,7 @@ def score(jobs: list[dict], table: Table) -> None:
                 c = compare_values(m.paper, m.std, m.n, mean, std, n, m.tolerance)
                 others = {**({"medrun": m.medrun} if m.medrun else {}), **m.also}
                 c["definitions"] = {label: measure(summary, key)[0] for label, key in others.items()}
+                c["best_trivial"] = trivial_for(summary, m.measure)
                 job["metrics"][m.name] = c
         except MedrunError as e:
             job["status"] = f"failed: {e}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from medrun.evaluation.reports import lower_is_better
 from medrun.reproduce.tables import REFERENCE, Table
 from medrun.runs import write_json, write_text
 
@@ -62,7 +63,11 @@ def gap_sources(table: Table, jobs: list[dict]) -> list[dict]:
         for m in r.metrics:
             c = at_source[m.name]
             clean = (measured.get((r.name, base)) or {}).get(m.name)
+            trivial = c.get("best_trivial")
+            beats = None if not trivial else (c["ours"] < trivial[1] if lower_is_better(m.measure.rsplit("/", 1)[-1])
+                                              else c["ours"] > trivial[1])
             out.append({"row": r.name, "metric": m.name, "paper": m.paper, "ours": c["ours"],
+                        "best_trivial": trivial, "beats_trivial": beats,
                         "protocol": source if (r.name, source) in measured else base,
                         "definition_gap": c["ours"] - c["definitions"]["medrun"] if "medrun" in c["definitions"] else None,
                         "protocol_gap": c["ours"] - clean["ours"] if clean and (r.name, source) in measured
@@ -112,7 +117,8 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
     if info["quick"] or any(j.get("quick") for j in jobs):
         lines += ["> **Quick run** (tiny images, few steps): a smoke test of the pipeline. The numbers are not "
                   "comparable with the paper's.", ""]
-    if any(m.paper is None for r in table.rows if r.paper_row for m in r.metrics):
+    if any(m.paper is None and m.std is None for r in table.rows if r.paper_row for m in r.metrics
+           if m.name not in r.not_published):
         lines += [f"> Paper values marked `n/t` are not transcribed in {table.path.name}; fill `Results.Metrics` "
                   "(and `Spread`, `N`) from the paper to get differences and p-values.", ""]
     lines += ["| row | dataset | protocol | metric | paper | ours (n) | ours, medrun's definition | difference | "
@@ -123,9 +129,12 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
         metrics = j.get("metrics") or {m.name: None for m in table.row(j["row"]).metrics}
         for name, c in metrics.items():
             paper = next(m for m in table.row(j["row"]).metrics if m.name == name)
-            shown = ("n/t" if table.row(j["row"]).paper_row else "-") if paper.paper is None else \
-                f"{_num(paper.paper)}" + (f" ± {_num(paper.std)}" if paper.std is not None else "") + \
-                (f" ({paper.n})" if paper.n else "")
+            row = table.row(j["row"])
+            if paper.paper is None and paper.std is None:
+                shown = "n/t" if row.paper_row and name not in row.not_published else "-"
+            else:  # a figure may publish the spread alone: "n/p" marks the mean it does not give
+                shown = ("n/p" if paper.paper is None else _num(paper.paper)) + (
+                    f" ± {_num(paper.std)}" if paper.std is not None else "") + (f" ({paper.n})" if paper.n else "")
             ours = "-" if c is None else f"{_num(c['ours'])}" + (
                 f" ± {_num(c['ours_std'])}" if c["ours_n"] > 1 else "") + f" ({c['ours_n']})"
             own = "-" if c is None or "medrun" not in c.get("definitions", {}) else _num(c["definitions"]["medrun"])
@@ -138,11 +147,15 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
         lines += ["", "## Where the gap comes from", "",
                   "Definition: ours under the paper's metric minus ours under medrun's, same runs. Protocol: ours under "
                   "the published protocol minus ours under the leak-free one. Remaining: ours under the paper's metric "
-                  "and protocol minus the paper (method, data and training setup).", "",
-                  "| row | metric | protocol | paper | ours | definition | protocol | remaining |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "and protocol minus the paper (method, data and training setup). Best trivial row: what a trivial "
+                  "predictor (all-empty masks, the majority class) scores on the same test parts; **no** marks a "
+                  "method that does not beat it.", "",
+                  "| row | metric | protocol | paper | ours | definition | protocol | remaining | best trivial row | beats it |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         lines += [f"| {g['row']} | {g['metric']} | {g['protocol']} | {_num(g['paper'])} | {_num(g['ours'])} | "
-                  f"{_signed(g['definition_gap'])} | {_signed(g['protocol_gap'])} | {_signed(g['remaining_gap'])} |"
+                  f"{_signed(g['definition_gap'])} | {_signed(g['protocol_gap'])} | {_signed(g['remaining_gap'])} | "
+                  + (f"{g['best_trivial'][0]} {_num(g['best_trivial'][1])}" if g["best_trivial"] else "-")
+                  + f" | {'-' if g['beats_trivial'] is None else ('yes' if g['beats_trivial'] else '**no**')} |"
                   for g in sources]
     gains = relative_gains(table, jobs)
     if gains:

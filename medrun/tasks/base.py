@@ -110,6 +110,11 @@ class ConfiguredTask(pl.LightningModule):
         return {}
 
     @classmethod
+    def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:
+        """Reference rows for a fold's test part: what trivial predictors score with the same metric code."""
+        return {}
+
+    @classmethod
     def summary_markdown(cls, summary: dict) -> str:
         """Extra sections of summary.md from the cv_summary (e.g. a paper's table)."""
         return ""

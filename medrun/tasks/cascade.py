@@ -17,7 +17,9 @@ from sklearn.metrics import recall_score, roc_auc_score
 from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
-from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
+from medrun.evaluation.metrics import SegmentationScores, compact, confusion, per_image, scores
+from medrun.evaluation.trivial import segmentation_baselines
+from medrun.tasks.segmentation import ALL_EMPTY
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, search_cascade, search_triplet
 from medrun.evaluation.thresholds import search_pixel_threshold
@@ -58,7 +60,7 @@ class CascadeTask(ConfiguredTask):
         super().__init__(config, 2)
         self.automatic_optimization = False  # two networks, two optimisers, two batches of different images
         task = self.cfg.task
-        self.classifier_loss = build_classification_loss(task.classifier.loss, False)
+        self.classifier_loss = build_classification_loss(task.classifier.loss, False, class_names=["empty", "mask"])
         self.segmenter_loss = build_loss(task.segmenter.loss, binary=True)
         self.val_scores = SegmentationScores(self.class_names, float(task.threshold), float(task.empty_score))
         self.val_auc = AUROC(task="binary")
@@ -170,6 +172,7 @@ class CascadeTask(ConfiguredTask):
                 (a_cls, c["decision_threshold"]))
             rows[f"cascade, TTA ({task.tta}), Raw threshold"] = (apply_cascade(a_seg, a_cls, d0, post["raw"]["threshold"]),
                                                                  (a_cls, d0))
+        rows[ALL_EMPTY] = (torch.zeros_like(seg, dtype=torch.bool), None)  # a reference row, not a method
         table = {}
         for name, (m, classifier) in rows.items():
             row = {**mask_scores(m, target, cfg)[0], **(classifier_scores(*classifier, positive) if classifier else {})}
@@ -182,6 +185,13 @@ class CascadeTask(ConfiguredTask):
         for i, idx in enumerate(index):
             Image.fromarray(final[i].numpy().astype(np.uint8) * 255).save(pred_dir / f"{sample_ids[idx]}.png")
         return metrics, {"table": table, "postprocessing": post}
+
+    @classmethod
+    def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:
+        """All-empty masks on the fold's test part (the segmenter-alone rows are in Table 5.1)."""
+        target = compact(torch.stack([torch.as_tensor(store.get(i)[1]).long() for i in store.indices(fold["test"])]))
+        return {"all-empty": segmentation_baselines(target, [str(c) for c in cfg.data.classes],
+                                                    float(cfg.task.empty_score))["all-empty"]}
 
     @classmethod
     def check_splits(cls, cfg, splits: dict) -> None:

@@ -13,6 +13,7 @@ from torchmetrics import AUROC
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import classification_scores, predict_labels, save_curves, save_plots
 from medrun.evaluation.thresholds import search_decision_threshold
+from medrun.evaluation.trivial import classification_baselines
 from medrun.runs import write_json
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.classification_losses import build_classification_loss
@@ -33,7 +34,7 @@ class ClassificationTask(ConfiguredTask):
         # Weights are placeholders until setup() computes them from the fold's training part; the buffer
         # exists from the start, so a checkpoint loads into a freshly built task.
         self.loss = build_classification_loss(self.cfg.task.loss, self.multilabel,
-                                              torch.ones(n) if self.balanced else None)
+                                              torch.ones(n) if self.balanced else None, self.class_names)
         self.val_auc = AUROC(task="multilabel", num_labels=n) if self.multilabel else AUROC(task="multiclass", num_classes=n)
         self.thresholds = self.cfg.task.get("thresholds")
 
@@ -75,6 +76,14 @@ class ClassificationTask(ConfiguredTask):
         save_plots(targets, probs, classes, multilabel, run_dir, prefix="oof_", thresholds=cfg.task.get("thresholds"))
         write_json(run_dir / "oof_metrics.json", {"metrics": metrics, "confusion_matrix": cm})
         return {"pooled_out_of_fold": metrics}
+
+    @classmethod
+    def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:
+        """The training part's majority class (DummyClassifier) scored on the fold's test part."""
+        labels = {part: np.stack([np.asarray(store.get(i)[1]) for i in store.indices(fold[part])])
+                  for part in ("train", "test")}
+        return classification_baselines(labels["train"], labels["test"], [str(c) for c in cfg.data.classes],
+                                        cfg.data.get("mode") == "multilabel")
 
     @classmethod
     def complete_config(cls, cfg) -> None:

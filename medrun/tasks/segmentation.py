@@ -9,11 +9,15 @@ import torch
 
 from medrun.evaluation import overlays
 from medrun.evaluation.heldout import evaluate_segmentation
-from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
+from medrun.evaluation.metrics import SegmentationScores, compact, confusion, per_image, scores
+from medrun.evaluation.trivial import segmentation_baselines
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.thresholds import binarize, search_pixel_threshold
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.segmentation_losses import build_loss
+
+
+ALL_EMPTY = "all-empty (reference, not a method)"
 
 
 @TASKS.register("segmentation")
@@ -69,6 +73,7 @@ class SegmentationTask(ConfiguredTask):
             a_maps = self.collect_probabilities(datamodule.test_dataloader(), device, tta)[0][:, 0]
             rows[f"TTA ({tta})"] = binarize(a_maps[:, None], found["threshold"], found["min_area"])[:, None]
             rows[f"TTA ({tta}), Raw threshold"] = a_maps[:, None] >= raw["threshold"]
+        rows[ALL_EMPTY] = torch.zeros_like(rows["ArgMax"])  # a reference row: what predicting nothing scores
         table = {}
         for name, masks in rows.items():
             s = scores(*confusion(masks.float(), target, True, 0.5), self.class_names, float(task.empty_score))
@@ -84,6 +89,13 @@ class SegmentationTask(ConfiguredTask):
         if not all("table" in r for r in records):
             return {}
         return {"postprocessing_table": table_over_folds([r["table"] for r in records])}
+
+    @classmethod
+    def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:
+        """All-empty and all-foreground masks on the fold's test part."""
+        target = compact(torch.stack([torch.as_tensor(store.get(i)[1]).long() for i in store.indices(fold["test"])]))
+        return segmentation_baselines(target, [str(c) for c in cfg.data.classes], float(cfg.task.empty_score),
+                                      str(cfg.task.get("absent_classes", "ignore")))
 
     @classmethod
     def summary_markdown(cls, summary: dict) -> str:

@@ -1,0 +1,83 @@
+"""Reference rows: what trivial predictors score on the same held-out images with the same metric code, so a
+table never shows a method without what predicting nothing (or the majority class) would have scored.
+
+Segmentation: all-empty masks, and all-foreground masks (binary; multi-class: each foreground class everywhere).
+Classification: scikit-learn's `DummyClassifier(strategy="prior")` fitted on the fold's training labels: it
+predicts the training part's majority class and gives every image the same scores (the class priors), so its AUC
+is 0.5. The rows are references, never methods: they live under their own key (`trivial`) in every summary.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.dummy import DummyClassifier
+
+from medrun.evaluation.classification import classification_scores
+from medrun.evaluation.metrics import confusion, scores
+
+
+def segmentation_predictors(n_classes: int) -> dict[str, int]:
+    """name -> the class every pixel gets: all-empty, and all-foreground (binary) or all-<k> per foreground class."""
+    if n_classes == 2:
+        return {"all-empty": 0, "all-foreground": 1}
+    return {"all-empty": 0, **{f"all-class-{k}": k for k in range(1, n_classes)}}
+
+
+def constant_probabilities(target: torch.Tensor, n_classes: int, cls: int) -> torch.Tensor:
+    """(N, C', H, W) probabilities giving every pixel class `cls`: one foreground map when binary, one-hot otherwise."""
+    n, h, w = target.shape
+    if n_classes == 2:
+        return torch.full((n, 1, h, w), float(cls))
+    probs = torch.zeros(n, n_classes, h, w)
+    probs[:, cls] = 1
+    return probs
+
+
+class SegmentationBaselines:
+    """Accumulates the confusion counts of every trivial predictor over batches of held-out targets."""
+
+    def __init__(self, class_names: list[str], empty_score: float, absent: str):
+        self.class_names, self.empty_score, self.absent = list(class_names), empty_score, absent
+        self.predictors = segmentation_predictors(len(self.class_names))
+        self.counts: dict[str, list] = {name: [] for name in self.predictors}
+
+    def update(self, target: torch.Tensor) -> None:
+        binary = len(self.class_names) == 2
+        for name, cls in self.predictors.items():
+            probs = constant_probabilities(target, len(self.class_names), cls)
+            self.counts[name].append(confusion(probs, target, binary, 0.5))
+
+    def compute(self) -> dict[str, dict[str, float]]:
+        return {name: scores(*(torch.cat(c) for c in zip(*parts)), self.class_names, self.empty_score, self.absent)
+                for name, parts in self.counts.items() if parts}
+
+
+def segmentation_baselines(target: torch.Tensor, class_names: list[str], empty_score: float = 1.0,
+                           absent: str = "ignore") -> dict[str, dict[str, float]]:
+    """The trivial rows of held-out class-index masks (N, H, W)."""
+    baselines = SegmentationBaselines(class_names, empty_score, absent)
+    baselines.update(target)
+    return baselines.compute()
+
+
+def classification_baselines(train_labels: np.ndarray, test_labels: np.ndarray, class_names: list[str],
+                             multilabel: bool) -> dict[str, dict[str, float]]:
+    """The majority-class row: DummyClassifier(prior) fitted on the training part, scored on the test part."""
+    n = len(class_names)
+    dummy = DummyClassifier(strategy="prior").fit(np.zeros((len(train_labels), 1)), train_labels)
+    proba = dummy.predict_proba(np.zeros((len(test_labels), 1)))
+    if multilabel:  # one (N, 2) array per label: keep P(label present), 0 for a label never present in training
+        probs = np.stack([p[:, list(c).index(1)] if 1 in c else np.zeros(len(test_labels))
+                          for p, c in zip(proba, dummy.classes_)], 1)
+    else:  # columns for every class, those absent from the training part at 0
+        probs = np.zeros((len(test_labels), n))
+        probs[:, dummy.classes_.astype(int)] = proba
+    return {"majority class": classification_scores(test_labels, probs, class_names, multilabel)[0]}
+
+
+def best_trivial(trivial: dict[str, dict[str, float]], metric: str, higher_is_better: bool = True):
+    """(name, value) of the trivial row scoring best on `metric`, or None when no row has it."""
+    rows = [(name, values[metric]) for name, values in trivial.items() if metric in values]
+    if not rows:
+        return None
+    return (max if higher_is_better else min)(rows, key=lambda r: r[1])

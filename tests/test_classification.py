@@ -154,6 +154,21 @@ def test_medmnist_training_with_official_split(shared_data, tmp_path):
     p = np.array([[float(r["prob_normal"]), float(r["prob_pneumonia"])] for r in rows])
     assert summary["mean"]["accuracy"] == pytest.approx(accuracy_score(y, p.argmax(1)))
     assert summary["mean"]["auc_pneumonia"] == pytest.approx(roc_auc_score(y, p[:, 1]), abs=1e-4)
+    # the majority-class reference row is scikit-learn's DummyClassifier fitted on this fold's training part
+    from sklearn.dummy import DummyClassifier
+    from sklearn.metrics import f1_score, recall_score
+
+    store = medrun.api.build_store(cfg, preload=False)
+    fold = json.loads((run_dir / "splits.json").read_text())["folds"][0]
+    label = {s.id: s.label for s in store.samples}
+    y_train, y_test = [label[i] for i in fold["train"]], np.array([label[i] for i in fold["test"]])
+    dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(y_train), 1)), y_train)
+    predicted = dummy.predict(np.zeros((len(y_test), 1)))
+    row = metrics["trivial"]["majority class"]
+    assert row["accuracy"] == pytest.approx(accuracy_score(y_test, predicted))
+    assert row["sensitivity_positive"] == pytest.approx(recall_score(y_test, predicted, zero_division=1.0))
+    assert row["f1_positive"] == pytest.approx(f1_score(y_test, predicted, zero_division=1.0))
+    assert row["auc_positive"] == 0.5 and summary["trivial"]["majority class"]["mean"]["accuracy"] == row["accuracy"]
 
 
 def test_focal_and_soft_f1_losses_train_and_reload_into_a_fresh_task(tmp_path):
@@ -241,9 +256,9 @@ def test_softmax_focal_loss_reduces_to_cross_entropy():
 
     logits, target = torch.randn(6, 2), torch.tensor([0, 1, 1, 0, 1, 0])
     ce = torch.nn.functional.cross_entropy(logits, target)
-    assert SoftmaxFocalLoss(alpha=1.0, gamma=0.0)(logits, target) == pytest.approx(ce.item(), rel=1e-5)
+    assert SoftmaxFocalLoss(alpha=1.0, gamma=0.0, weighting="uniform")(logits, target) == pytest.approx(ce.item(), rel=1e-5)
     # gamma > 0 down-weights easy examples: the loss can only shrink.
-    assert SoftmaxFocalLoss(alpha=1.0, gamma=2.0)(logits, target) < ce
+    assert SoftmaxFocalLoss(alpha=1.0, gamma=2.0, weighting="uniform")(logits, target) < ce
 
 
 def test_medmnist_pooled_for_kfold(shared_data):
@@ -276,3 +291,32 @@ def test_binary_scores_of_the_positive_class_differ_from_macro_averages():
     assert s["sensitivity_macro"] == pytest.approx(s["specificity_macro"]) == pytest.approx((1 / 2 + 3 / 4) / 2)
     three, _ = classification_scores(np.array([0, 1, 2]), np.eye(3), ["a", "b", "c"], multilabel=False)
     assert not any(k.endswith("_positive") for k in three)
+
+
+def test_focal_loss_weights_each_class_as_the_text_and_the_reference_code_do():
+    import math
+
+    import torch
+
+    from medrun.tasks.classification_losses import build_classification_loss
+
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]])  # sample 0: class 0 true; sample 1: class 1 true
+    target = torch.tensor([0, 1])
+    p0, p1 = 1 / (1 + math.exp(-2.0)), 1 / (1 + math.exp(-1.0))  # p_t of each sample
+    fl = lambda p, a: -a * (1 - p) ** 2 * math.log(p)  # noqa: E731
+    spec = {"name": "focal", "alpha": 0.25, "gamma": 2.0}
+    # the text's alpha_t, positive class 1 (default of two): 0.75 for class 0, 0.25 for class 1
+    got = build_classification_loss(spec, False)(logits, target)
+    assert float(got) == pytest.approx((fl(p0, 0.75) + fl(p1, 0.25)) / 2, rel=1e-5)
+    # positive given by name: here class 0 ("malignant") gets 0.25
+    named = build_classification_loss({**spec, "positive": "malignant"}, False, class_names=["malignant", "benign"])
+    assert float(named(logits, target)) == pytest.approx((fl(p0, 0.25) + fl(p1, 0.75)) / 2, rel=1e-5)
+    # uniform: one alpha for every class (the previous behaviour, by name)
+    uniform = build_classification_loss({**spec, "weighting": "uniform"}, False)
+    assert float(uniform(logits, target)) == pytest.approx((fl(p0, 0.25) + fl(p1, 0.25)) / 2, rel=1e-5)
+    # the reference notebook: each one-hot channel's binary focal term, averaged over channels, so with two
+    # classes alpha and 1 - alpha add up: 0.5 (1 - p_t)^2 (-log p_t)
+    ref = build_classification_loss({**spec, "weighting": "reference_code"}, False)
+    assert float(ref(logits, target)) == pytest.approx((fl(p0, 0.5) + fl(p1, 0.5)) / 2, rel=1e-4)
+    with pytest.raises(MedrunError, match="task.loss.positive='x' is not a class; valid: a, b"):
+        build_classification_loss({**spec, "positive": "x"}, False, class_names=["a", "b"])

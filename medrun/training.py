@@ -34,6 +34,16 @@ class FrozenEncoderFinetuning(BackboneFinetuning):
     def freeze_before_training(self, pl_module):
         self.freeze(pl_module.backbone, train_bn=False)
 
+    def finetune_function(self, pl_module, epoch, optimizer):
+        super().finetune_function(pl_module, epoch, optimizer)
+        # The group added at the unfreeze epoch lacks the keys a one-cycle schedule set on the others at its start
+        # (OneCycleLR then fails with KeyError 'max_lr'): it follows the first group's cycle.
+        first = optimizer.param_groups[0]
+        for group in optimizer.param_groups[1:]:
+            for key in ("initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"):
+                if key in first:
+                    group.setdefault(key, first[key])
+
 
 class NonFiniteLossError(RuntimeError):
     pass
@@ -81,7 +91,10 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl
     out: list[pl.Callback] = [
         FiniteLossGuard(), RngState(),
         ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=cb.checkpoint.monitor,
-                        mode=cb.checkpoint.mode, save_last=True, auto_insert_metric_name=False,
+                        mode=cb.checkpoint.mode, auto_insert_metric_name=False, enable_version_counter=False),
+        # last.ckpt from a checkpoint of its own, written every epoch: Lightning's save_last writes it only in an
+        # epoch that improved the monitored metric, so a resume would restart from the last improvement
+        ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
                         enable_version_counter=False),
     ]
     if cb.early_stopping.get("enabled", True):

@@ -259,29 +259,78 @@ def test_eval_and_predict_work_on_a_cascade_run(busi_run, shared_data, tmp_path)
     assert np.array_equal(decode(rows[1][1], int(ds.Rows), int(ds.Columns)), png.astype(np.uint8))
 
 
-def test_baseline_freezes_the_encoder_with_backbone_finetuning(shared_data, tmp_path):
-    import pytorch_lightning as pl
+def test_baseline_freezes_the_loaded_pretrained_encoder_with_backbone_finetuning(shared_data, tmp_path):
+    import segmentation_models_pytorch as smp
 
     from medrun.runs import load_checkpoint
-    from medrun.tasks import TASKS
 
-    cfg = medrun.compose("train", ["experiment=unet_resnet34_siim", f"data.root={shared_data}/busi_siim",
-                                   "model.encoder=resnet18", "data.image_size=[64,64]", "cv=holdout",
-                                   "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "logger=none",
-                                   "callbacks.progress=none", f"paths.output_dir={tmp_path}"])
+    base = ["experiment=unet_resnet34_siim", f"data.root={shared_data}/busi_siim", "model.encoder=resnet18",
+            "data.image_size=[64,64]", "cv=holdout", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+            "logger=none", "callbacks.progress=none", f"paths.output_dir={tmp_path}"]
+    # the paper config asks for ImageNet weights: without a local file it fails at once, naming the key
+    with pytest.raises(MedrunError, match="model.encoder_weights='imagenet' needs a local file"):
+        medrun.train(medrun.compose("train", base))
+    torch.manual_seed(123)  # a stand-in for the ImageNet file: any resnet18 encoder state_dict
+    weights = smp.Unet(encoder_name="resnet18", encoder_weights=None).encoder.state_dict()
+    torch.save(weights, tmp_path / "resnet18_encoder.pth")
+    cfg = medrun.compose("train", [*base, f"model.encoder_weights_path={tmp_path / 'resnet18_encoder.pth'}"])
     assert cfg.callbacks.backbone_finetuning.enabled and cfg.callbacks.backbone_finetuning.unfreeze_at_epoch == 6
+    assert cfg.task.scheduler.name == "onecycle"
     run_dir, summary = medrun.train(cfg)
     # the baseline's Table 5.1 rows, searched on the validation part like the cascade's
     assert list(summary["postprocessing_table"]) == ["ArgMax", "Raw", "searched threshold", "TTA (flips)",
                                                      "TTA (flips), Raw threshold", "all-empty (reference, not a method)"]
     assert "## Post-processing on the test parts" in (run_dir / "summary.md").read_text()
     trained = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")["state_dict"]
-    pl.seed_everything(int(cfg.seed), verbose=False)  # fold 0 builds its model right after this seed
-    initial = TASKS.get("segmentation")(to_plain(cfg)).state_dict()
-    encoder = [k for k in initial if ".encoder." in k and k.endswith(("weight", "bias"))]
-    decoder = [k for k in initial if ".decoder." in k and k.endswith("weight")]
-    assert encoder and all(torch.equal(trained[k], initial[k]) for k in encoder)  # frozen before epoch 6
-    assert any(not torch.equal(trained[k], initial[k]) for k in decoder)  # while the decoder trained
+    prefix = "net.net.encoder."
+    encoder = {k[len(prefix):]: v for k, v in trained.items() if k.startswith(prefix)}
+    assert encoder.keys() == weights.keys()
+    assert all(torch.equal(encoder[k], weights[k]) for k in weights)  # the loaded weights, frozen before epoch 6
+    decoder = [k for k in trained if ".decoder." in k and k.endswith("weight")]
+    torch.manual_seed(0)
+    assert decoder and any(trained[k].abs().sum() > 0 for k in decoder)
+
+
+def test_cascade_stages_train_for_their_own_epochs_with_one_cycle_schedules(shared_data, tmp_path):
+    from medrun.runs import load_checkpoint
+
+    cfg = medrun.compose("train", ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "cv=holdout",
+                                   *TINY_CASCADE, "trainer.max_epochs=3", "task.classifier.epochs=3",
+                                   "task.segmenter.epochs=2", "task.segmenter.freeze_encoder_epochs=1",
+                                   "task.classifier.scheduler.name=onecycle", "task.segmenter.scheduler.name=onecycle",
+                                   "+trainer.limit_val_batches=1", f"paths.output_dir={tmp_path}"])
+    paper = medrun.compose("train", ["experiment=cascade_siim"])
+    assert (paper.task.classifier.epochs, paper.task.segmenter.epochs, paper.task.segmenter.freeze_encoder_epochs,
+            paper.trainer.max_epochs) == (127, 18, 6, 127)
+    assert paper.task.classifier.scheduler.name == paper.task.segmenter.scheduler.name == "onecycle"
+    seen = []
+    from medrun.tasks.cascade import CascadeTask as Task
+
+    step = Task.training_step
+
+    def recording(self, batch, batch_idx):
+        encoder = self.net.segmenter.backbone
+        before = {k: v.clone() for k, v in encoder.state_dict().items()}
+        out = step(self, batch, batch_idx)
+        unchanged = all(torch.equal(before[k], v) for k, v in encoder.state_dict().items())
+        seen.append((self.current_epoch, self.stages(), unchanged))
+        return out
+
+    Task.training_step = recording
+    try:
+        run_dir, _ = medrun.train(cfg)
+    finally:
+        Task.training_step = step
+    # epoch 0: both stages, the encoder frozen (weights and batch-norm statistics); epoch 1: encoder trains;
+    # epoch 2: the classifier alone
+    assert [s for e, s, _ in seen][::2] == [(True, True, True), (True, True, False), (True, False, False)]
+    assert all(unchanged for e, _, unchanged in seen if e == 0) and not all(u for e, _, u in seen if e == 1)
+    state = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")
+    assert state["epoch"] == 2  # last.ckpt is the last epoch's, improved or not (what resume continues from)
+    steps = [max(int(s["step"]) for s in opt["state"].values()) for opt in state["optimizer_states"]]
+    assert steps == [3 * 2, 2 * 2]  # 2 batches an epoch: classifier 3 epochs, segmenter 2
+    totals = [s["total_steps"] for s in state["lr_schedulers"]]
+    assert totals == [6, 4]  # each stage's one-cycle spans its own epochs
 
 
 def test_explain_works_on_a_cascade_run(busi_run):
@@ -304,7 +353,8 @@ def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared
 
     cascade_dir = busi_run[0]
     baseline = medrun.compose("train", ["experiment=unet_resnet34_siim", f"data.root={shared_data}/busi_siim",
-                                        "data=busi_siim", "model.encoder=resnet18", "data.image_size=[64,64]",
+                                        "data=busi_siim", "model.encoder=resnet18", "model.encoder_weights=null",
+                                        "data.image_size=[64,64]",
                                         "cv.folds=2", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
                                         "logger=none", "callbacks.progress=none", "task.tta=none",
                                         f"cv.splits_file={cascade_dir}/splits.json", f"paths.output_dir={tmp_path}"])

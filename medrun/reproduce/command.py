@@ -61,7 +61,8 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
                 job["status"] = f"failed: {absent[0]}={inputs[absent[0]]} does not exist"
             else:
                 sets = [s.replace("{path}", str(Path(inputs[k]).expanduser().resolve()))
-                        for k in row.needs if k not in stand_ins for s in table.inputs[k]["sets"]]
+                        for k in row.needs if k not in stand_ins
+                        for s in row.input_sets.get(k, table.inputs[k]["sets"])]
                 sets += [o for k in stand_ins for o in table.inputs[k]["quick_without"]]
                 job["overrides"] = [f"experiment={row.experiment}", f"cv={p['cv']}", *p["overrides"], *row.overrides,
                                     *sets, *((table.quick + p["quick"] + row.quick + [f"name={name}"]) if quick else []),

@@ -44,6 +44,7 @@ class Row:
     caveats: list[str] = field(default_factory=list)
     paper_row: dict = field(default_factory=dict)  # CSV columns -> values that pick this row's published numbers
     not_published: list[str] = field(default_factory=list)  # metrics the source leaves empty for this row
+    input_sets: dict = field(default_factory=dict)  # input -> this row's own overrides for it (another config key)
 
 
 @dataclass
@@ -146,7 +147,8 @@ def load_table(name_or_path: str) -> Table:
                         str(result.get("Task", "")), str(result.get("Dataset", "")), needs,
                         _list(m.get("overrides"), f"{where}overrides"), _list(m.get("quick"), f"{where}quick"), metrics,
                         _list(m.get("caveats"), f"{where}caveats"), dict(m.get("paper_row") or {}),
-                        _list(m.get("not_published"), f"{where}not_published")))
+                        _list(m.get("not_published"), f"{where}not_published"),
+                        {k: _list(v, f"{where}input_sets.{k}") for k, v in (m.get("input_sets") or {}).items()}))
     names = [r.name for r in rows]
     if len(set(names)) != len(names):
         raise MedrunError(f"{path}: Models[].Name must be unique; repeated: {sorted({n for n in names if names.count(n) > 1})}")

@@ -14,19 +14,20 @@ import numpy as np
 import torch
 from PIL import Image
 from sklearn.metrics import recall_score, roc_auc_score
+from omegaconf import OmegaConf
 from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
 from medrun.evaluation.metrics import SegmentationScores, compact, confusion, per_image, scores
-from medrun.evaluation.trivial import segmentation_baselines
-from medrun.tasks.segmentation import ALL_EMPTY
-from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, search_cascade, search_triplet
+from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.thresholds import search_pixel_threshold
+from medrun.evaluation.trivial import segmentation_baselines
 from medrun.runs import require_run_dir, test_parts
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.classification_losses import build_classification_loss
 from medrun.tasks.optim import build_optimization
+from medrun.tasks.segmentation import ALL_EMPTY
 from medrun.tasks.segmentation_losses import build_loss
 
 
@@ -78,30 +79,54 @@ class CascadeTask(ConfiguredTask):
         return torch.sigmoid(logits)
 
     def configure_optimizers(self):
-        return [build_optimization(self.net.classifier, self.cfg.task.classifier.optimizer, None),
-                build_optimization(self.net.segmenter, self.cfg.task.segmenter.optimizer, None)]
+        out = []
+        for name in ("classifier", "segmenter"):
+            stage = self.cfg.task[name]
+            scheduler = OmegaConf.to_container(stage.get("scheduler") or {"name": "none"}, resolve=True)
+            if scheduler.get("name") == "onecycle" and stage.get("epochs"):
+                scheduler.setdefault("onecycle", {})["stage_epochs"] = int(stage.epochs)
+            entry = build_optimization(getattr(self.net, name), stage.optimizer, OmegaConf.create(scheduler), self)
+            out.append(entry if isinstance(entry, dict) else {"optimizer": entry})
+        return out
 
-    def _losses(self, x, target):
+    def stages(self) -> tuple[bool, bool, bool]:
+        """(classifier trains, segmenter trains, segmenter encoder frozen) in the current epoch: the thesis trains
+        the classifier for task.classifier.epochs and the U-Net for task.segmenter.epochs, the first
+        task.segmenter.freeze_encoder_epochs of them with its (pretrained) encoder frozen."""
+        e, task = self.current_epoch, self.cfg.task
+        limit = lambda stage: int(stage.get("epochs") or 10 ** 9)  # noqa: E731
+        return (e < limit(task.classifier), e < limit(task.segmenter),
+                e < int(task.segmenter.get("freeze_encoder_epochs") or 0))
+
+    def _losses(self, x, target, classifier: bool = True, segmenter: bool = True):
         positive = target.flatten(1).any(1)
-        loss_c = self.classifier_loss(self.net.classify(x), positive.long())
-        loss_s = self.segmenter_loss(self.net.segment(x[positive]), target[positive]) if positive.any() else None
+        loss_c = self.classifier_loss(self.net.classify(x), positive.long()) if classifier else None
+        loss_s = self.segmenter_loss(self.net.segment(x[positive]), target[positive]) \
+            if segmenter and positive.any() else None
         return loss_c, loss_s
 
     def training_step(self, batch, batch_idx):
-        opt_c, opt_s = self.optimizers()
+        train_c, train_s, frozen = self.stages()
+        encoder = getattr(self.net.segmenter, "backbone", None)
+        if encoder is not None:  # frozen as BackboneFinetuning freezes: no gradients, batch-norm statistics kept
+            encoder.requires_grad_(not frozen).train(not frozen)
+        optimizers = self.optimizers()
+        schedulers = self.lr_schedulers() or [None, None]
+        schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
         n = len(batch["image"])
-        loss_c, loss_s = self._losses(batch["image"], batch["target"])
-        opt_c.zero_grad()
-        self.manual_backward(loss_c)
-        opt_c.step()
-        loss = loss_c.detach()
-        if loss_s is not None:  # the segmenter learns from positive images only
-            opt_s.zero_grad()
-            self.manual_backward(loss_s)
-            opt_s.step()
-            loss = loss + loss_s.detach()
-            self.log("train/segmenter_loss", loss_s, batch_size=n)
-        self.log("train/classifier_loss", loss_c, batch_size=n)
+        loss_c, loss_s = self._losses(batch["image"], batch["target"], train_c, train_s)
+        loss = torch.zeros((), device=batch["image"].device)
+        # the segmenter learns from positive images only; each network only in its own stage's epochs
+        for k, (name, part) in enumerate((("classifier", loss_c), ("segmenter", loss_s))):
+            if part is None:
+                continue
+            optimizers[k].zero_grad()
+            self.manual_backward(part)
+            optimizers[k].step()
+            if k < len(schedulers) and schedulers[k] is not None:
+                schedulers[k].step()
+            loss = loss + part.detach()
+            self.log(f"train/{name}_loss", part, batch_size=n)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
 

@@ -35,12 +35,16 @@ def _cosine(opt, settings: dict, module):
 def _onecycle(opt, settings: dict, module):
     settings.setdefault("max_lr", opt.defaults["lr"])
     total = module.trainer.estimated_stepping_batches  # Lightning knows the run's length
+    epochs = settings.pop("stage_epochs", None)  # a stage that trains for fewer epochs than the run (the cascade)
+    if epochs:
+        total = total * min(int(epochs), module.trainer.max_epochs) / module.trainer.max_epochs
     return {"scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=int(total), **settings),
             "interval": "step"}
 
 
-def build_optimization(module: torch.nn.Module, optimizer: DictConfig, scheduler: DictConfig | None):
-    """Lightning's configure_optimizers value; only trainable parameters reach the optimizer."""
+def build_optimization(module: torch.nn.Module, optimizer: DictConfig, scheduler: DictConfig | None, task=None):
+    """Lightning's configure_optimizers value; only trainable parameters reach the optimizer. `task`: the
+    LightningModule whose trainer a schedule reads, when `module` is one of its parts."""
     opt_cfg = OmegaConf.to_container(optimizer, resolve=True)
     name = opt_cfg.pop("name")
     params = [p for p in module.parameters() if p.requires_grad]
@@ -49,7 +53,7 @@ def build_optimization(module: torch.nn.Module, optimizer: DictConfig, scheduler
     # Each schedule keeps its own settings under its name, so switching task.scheduler.name is enough.
     node = scheduler.get(name) if scheduler else None
     settings = OmegaConf.to_container(node, resolve=True) if node is not None else {}
-    entry = SCHEDULERS.get(name)(opt, settings, module)
+    entry = SCHEDULERS.get(name)(opt, settings, task or module)
     return opt if entry is None else {"optimizer": opt, "lr_scheduler": entry}
 
 

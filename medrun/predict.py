@@ -68,7 +68,7 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
     post = {**chosen, "threshold": threshold, "min_fraction": float(chosen.get("min_area") or 0) / (h * w)}
     files = list_inputs(Path(str(input_path)).expanduser())
     dicom = dict(cfg.data.get("dicom") or {})
-    size, to_tensor = resize(cfg.data.image_size), pipeline(cfg.data, train=False)
+    size, to_tensor = resize(cfg.data.image_size, bool(cfg.data.get("pad_to_square"))), pipeline(cfg.data, train=False)
     classes = [str(c) for c in cfg.data.classes]
     output.mkdir(parents=True, exist_ok=True)
     failed, rows, rle_rows = [], [], []

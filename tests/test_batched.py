@@ -105,3 +105,20 @@ def test_random_flips_differ_per_sample_and_move_each_mask_with_its_image(shared
         seen.append(name)
     assert len(set(seen)) == 4  # each sample draws its own flips
     assert torch.equal(cache.images, cached[0]) and torch.equal(cache.targets, cached[1])  # flipped in the batch only
+
+
+def test_min_max_normalisation_matches_albumentations_per_image():
+    import albumentations as A
+    import numpy as np
+    import torch
+    from omegaconf import OmegaConf
+
+    from medrun.data.batched import normalize
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(20, 200, size=(3, 8, 9, 3), dtype=np.uint8)
+    spec = OmegaConf.create({"normalization": "min_max"})
+    ours = normalize(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), spec)
+    theirs = np.stack([A.Normalize(normalization="min_max")(image=i)["image"] for i in images]).transpose(0, 3, 1, 2)
+    assert torch.allclose(ours, torch.from_numpy(theirs).float(), atol=1e-4)
+    assert all(float(o.min()) == 0.0 and abs(float(o.max()) - 1) < 1e-4 for o in ours)

@@ -146,7 +146,8 @@ def keep_batch(batch):
 
 def normalize(x: torch.Tensor, spec: DictConfig) -> torch.Tensor:
     """albumentations.Normalize on a batch (B, C, H, W) of pixel values: fixed mean/std, or per-image z-score
-    (`normalization: image` / `image_per_channel`, with albumentations' eps and clip). A float batch is
+    (`normalization: image` / `image_per_channel`, with albumentations' eps and clip) or min-max
+    (`normalization: min_max`). A float batch is
     normalised in place; a uint8 one is converted in the same pass as the subtraction (one float batch)."""
     kind = spec.get("normalization", "standard")
     if kind in ("image", "image_per_channel"):
@@ -155,6 +156,10 @@ def normalize(x: torch.Tensor, spec: DictConfig) -> torch.Tensor:
         mean = x.mean(dims, keepdim=True)
         std = x.std(dims, keepdim=True, unbiased=False) + 1e-4
         return x.sub_(mean).div_(std).clamp_(-20, 20)
+    if kind == "min_max":  # per image to [0, 1] (MelaNet's Eq. 2.7)
+        x = x.float()
+        low, high = x.amin((1, 2, 3), keepdim=True), x.amax((1, 2, 3), keepdim=True)
+        return x.sub_(low).div_((high - low).clamp_(min=1e-4))
     if kind != "standard":
         raise MedrunError(f"data.normalize.normalization={kind!r} has no batched counterpart; set data.batched=false")
     peak = float(spec.get("max_pixel_value", 255.0))

@@ -58,7 +58,10 @@ def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
     if cfg.data.get("anonymize_ids"):
         dataset = anonymize(dataset)
     fill_labels(cfg, dataset)
-    store = SampleStore(dataset, cfg.data.image_size, cache=bool(cfg.data.cache))
+    pad = bool(cfg.data.get("pad_to_square"))
+    if pad and dataset.kind == "segmentation":
+        raise MedrunError("data.pad_to_square applies to classification; segmentation masks are resized as they are")
+    store = SampleStore(dataset, cfg.data.image_size, cache=bool(cfg.data.cache), pad=pad)
     if preload:
         if store.cached:
             store.preload()

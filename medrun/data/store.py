@@ -14,13 +14,14 @@ from medrun.data.transforms import resize
 class SampleStore:
     """Index -> (image HxWxC, target) at the model's input size; decodes each file once if caching."""
 
-    def __init__(self, dataset: Dataset, size, cache: bool = True):
+    def __init__(self, dataset: Dataset, size, cache: bool = True, pad: bool = False):
         self.dataset = dataset
         self.samples = dataset.samples
         self.segmentation = dataset.kind == "segmentation"
         self.index = {s.id: i for i, s in enumerate(self.samples)}
         self.size = size
-        self._resize = resize(size)
+        self.pad = pad
+        self._resize = resize(size, pad)
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -50,7 +51,8 @@ class SampleStore:
 
     def with_samples(self, extra: list) -> "SampleStore":
         """A store of these samples plus `extra` (e.g. a fold's synthetic images) that shares this one's cache."""
-        out = SampleStore(replace(self.dataset, samples=[*self.samples, *extra]), self.size, cache=self.cached)
+        out = SampleStore(replace(self.dataset, samples=[*self.samples, *extra]), self.size, cache=self.cached,
+                          pad=self.pad)
         if self._cache is not None:
             out._cache.update(self._cache)
         return out

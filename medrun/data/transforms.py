@@ -14,9 +14,15 @@ from omegaconf import DictConfig, OmegaConf
 from medrun.errors import MedrunError
 
 
-def resize(size) -> A.Compose:
-    """Resize images bilinearly and masks with nearest neighbour, as the reference pipelines do."""
+def resize(size, pad: bool = False) -> A.Compose:
+    """Resize images bilinearly and masks with nearest neighbour, as the reference pipelines do. `pad`: keep the
+    aspect ratio, padding the shorter side with zeros (MelaNet pads to a square before resizing to 256)."""
     h, w = (int(v) for v in size)
+    if pad:
+        return A.Compose([A.LongestMaxSize(max_size_hw=(h, w), interpolation=cv2.INTER_LINEAR,
+                                           mask_interpolation=cv2.INTER_NEAREST),
+                          A.PadIfNeeded(min_height=h, min_width=w, position="center", border_mode=cv2.BORDER_CONSTANT,
+                                        fill=0, fill_mask=0)])
     return A.Compose([A.Resize(h, w, interpolation=cv2.INTER_LINEAR, mask_interpolation=cv2.INTER_NEAREST)])
 
 

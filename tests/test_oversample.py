@@ -133,3 +133,26 @@ def test_augment_baselines_copy_each_minority_training_image_factor_times(shared
     changed = [not np.array_equal(image, store.get(store.index[s])[0]) for s, image in made]
     assert all(image.shape == store.get(store.index[s])[0].shape for s, image in made)
     assert np.mean(changed) > 0.5  # augmented copies, not duplicates
+
+
+def test_cyclegan_objective_is_the_texts_and_the_notebooks_by_name():
+    import torch.nn.functional as F
+    from omegaconf import OmegaConf
+
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 3, 32, 32) * 2 - 1, torch.rand(2, 3, 32, 32) * 2 - 1
+    for choice, criterion, identity in (("cyclegan", "bce", 0.0), ("cyclegan_reference_code", "least_squares", 0.1)):
+        cfg = medrun.compose("train", [f"oversample={choice}", *SMALL_GAN]).oversample
+        gan = CycleGAN({**OmegaConf.to_container(cfg), "channels": 3})
+        assert (gan.adversarial.criterion, float(cfg.lambda_identity), float(cfg.lambda_cycle)) == (criterion, identity, 10)
+        with torch.no_grad():
+            total, adversarial, cycle, _, _ = gan.generator_loss(a, b)
+            scores = gan.d_b(gan.g_ab(a))[-1], gan.d_a(gan.g_ba(b))[-1]
+            if criterion == "bce":  # log-likelihood: -log D(G(x)) for each generator, no identity term
+                expected = sum(F.binary_cross_entropy_with_logits(s, torch.ones_like(s)) for s in scores)
+                assert float(adversarial) == pytest.approx(float(expected), rel=1e-5)
+                assert float(total) == pytest.approx(float(adversarial + 10 * cycle), rel=1e-5)
+            else:  # the notebook's mean squared error, plus its identity term
+                expected = sum(F.mse_loss(F.leaky_relu(s, 0.05), torch.ones_like(s)) for s in scores)  # MONAI's
+                assert float(adversarial) == pytest.approx(float(expected), rel=1e-5)
+                assert float(total) > float(adversarial + 10 * cycle)

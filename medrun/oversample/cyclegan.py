@@ -1,6 +1,7 @@
 """CycleGAN (Zhu et al.) between two classes, as MelaNet uses it: two U-Net generators (MONAI), two PatchGAN
-discriminators with instance norm (MONAI), least-squares adversarial loss (MONAI), cycle-consistency L1 with
-lambda 10 and the reference's identity loss, Adam 2e-4 with beta1 0.5. Manual optimisation: Lightning does
+discriminators with instance norm (MONAI), an adversarial loss from MONAI (`adversarial_loss`: the thesis'
+log-likelihood `bce`, or the reference code's `least_squares`), cycle-consistency L1 with lambda 10 and an
+optional identity loss (`lambda_identity`, a multiple of lambda), Adam 2e-4 with beta1 0.5. Manual optimisation: Lightning does
 not step schedulers here, and `global_step` counts both optimisers' steps (two per batch)."""
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ class CycleGAN(pl.LightningModule):
         self.g_ab, self.g_ba = Generator(c, cfg.generator.widths), Generator(c, cfg.generator.widths)
         self.d_a = discriminator(c, int(cfg.discriminator.width), int(cfg.discriminator.layers))
         self.d_b = discriminator(c, int(cfg.discriminator.width), int(cfg.discriminator.layers))
-        self.adversarial = PatchAdversarialLoss(criterion="least_squares")
+        self.adversarial = PatchAdversarialLoss(criterion=str(cfg.get("adversarial_loss") or "least_squares"))
         self.l1 = nn.L1Loss()
 
     def configure_optimizers(self):
@@ -67,7 +68,7 @@ class CycleGAN(pl.LightningModule):
         return self.l1(self.g_ba(self.g_ab(real_a)), real_a) + self.l1(self.g_ab(self.g_ba(real_b)), real_b)
 
     def generator_loss(self, real_a, real_b):
-        """(total, adversarial, cycle, fake_a, fake_b): LSGAN + lambda * cycle L1 (+ identity L1)."""
+        """(total, adversarial, cycle, fake_a, fake_b): adversarial + lambda * cycle L1 (+ identity L1)."""
         lam, lam_id = float(self.cfg.lambda_cycle), float(self.cfg.lambda_identity)
         fake_b, fake_a = self.g_ab(real_a), self.g_ba(real_b)
         adversarial = self._fools(self.d_b, fake_b) + self._fools(self.d_a, fake_a)

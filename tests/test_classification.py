@@ -55,7 +55,7 @@ def test_class_folders_and_csv_errors(shared_data, tmp_path):
     ds = build_dataset(compose("experiment=densenet121_folder", f"data.root={tmp_path}").data)
     assert ds.classes == ["a", "b"] and [s.label for s in ds.samples] == [0, 0, 0, 1, 1, 1]
     # trains on the real slices; the pooled metrics agree with scikit-learn on the saved predictions
-    run_dir, summary = medrun.train(compose("experiment=densenet121_folder", f"data.root={tmp_path}", *FAST,
+    run_dir, summary = medrun.train(compose("experiment=densenet121_folder", f"data.root={tmp_path}", *FAST, "cv=kfold",
                                             "cv.folds=3", "cv.val_fraction=0.34", "task.scheduler.name=onecycle",
                                             f"paths.output_dir={tmp_path / 'out'}"))
     rows = oof(run_dir, [0, 1, 2])
@@ -132,7 +132,7 @@ def test_multilabel_csv_on_real_images(shared_data, tmp_path):
     table.write_text("\n".join(lines) + "\n")
     (tmp_path / "Imgs").symlink_to(src / "Imgs")
     cfg = compose("experiment=densenet121_multilabel", f"data.csv={table}", "data.label_columns=[infection,large]",
-                  "cv.folds=2", *FAST, f"paths.output_dir={tmp_path / 'out'}")
+                  "cv=kfold", "cv.folds=2", *FAST, f"paths.output_dir={tmp_path / 'out'}")
     run_dir, summary = medrun.train(cfg)
     assert cfg.data.mode == "multilabel"
     rows = oof(run_dir, [0, 1])
@@ -320,3 +320,14 @@ def test_focal_loss_weights_each_class_as_the_text_and_the_reference_code_do():
     assert float(ref(logits, target)) == pytest.approx((fl(p0, 0.5) + fl(p1, 0.5)) / 2, rel=1e-4)
     with pytest.raises(MedrunError, match="task.loss.positive='x' is not a class; valid: a, b"):
         build_classification_loss({**spec, "positive": "x"}, False, class_names=["a", "b"])
+
+
+def test_aucmedi_configs_start_from_imagenet_on_a_stratified_70_10_20_split():
+    cfg = compose("experiment=densenet121_folder", "data.root=/nowhere")
+    assert cfg.model.pretrained == "imagenet" and cfg.cv.name == "holdout" and not cfg.cv.use_fixed_test
+    assert (cfg.cv.test_fraction, cfg.cv.val_fraction, cfg.trainer.max_epochs) == (0.2, 0.125, 500)
+    assert cfg.task.scheduler.name == "plateau" and cfg.callbacks.early_stopping.enabled
+    from medrun.models import build_network
+
+    with pytest.raises(MedrunError, match="model.pretrained='imagenet' needs a local file"):
+        build_network(cfg.model, 3, 2)

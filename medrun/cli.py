@@ -194,7 +194,7 @@ def _explain(args: list[str]) -> int:
     from medrun.config import compose
 
     # `clusters=k-means,birch` reads as a list here (Hydra would take a comma list for a sweep)
-    args = [f"{a.split('=', 1)[0]}=[{a.split('=', 1)[1]}]" if a.startswith(("clusters=", "compare=")) and "[" not in a
+    args = [f"{a.split('=', 1)[0]}=[{a.split('=', 1)[1]}]" if a.startswith(("clusters=", "compare=", "classes=")) and "[" not in a
             else a for a in args]
     opts = compose("explain", args)
     from medrun.explain.command import explain_run
@@ -203,6 +203,7 @@ def _explain(args: list[str]) -> int:
                              compare=list(opts.compare), clusters=list(opts.clusters), k=int(opts.k),
                              embed=opts.embed, dim=opts.dim, pool=opts.pool, feature_layer=opts.feature_layer,
                              fold=int(opts.fold), device=opts.device, seed=int(opts.seed),
+                             cluster_classes=list(opts.classes) if opts.get("classes") else None,
                              allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
     print((out_dir / "summary.md").read_text())
     print(f"explanation folder: {out_dir}")

@@ -2,6 +2,7 @@
 class, explained through the generator's bottleneck and the discriminator's Grad-CAM."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -18,9 +19,19 @@ def test_the_networks_have_the_paper_shapes():
     x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         assert net(x).shape == (2, 1) and net.generate(x).shape == x.shape
-    bottleneck = net.generator.encoder[-1][-2]  # the last conv of the deepest stage
+    bottleneck = [m for m in net.generator.encoder[-1] if isinstance(m, torch.nn.Conv2d)][-1]  # the deepest conv
     assert bottleneck.out_channels == 1024
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in net.discriminator.features) == 13  # VGG16-BN
+    # the generator has batch norm after each of its 3x3 convolutions, as the paper's
+    convs = [m for m in net.generator.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (3, 3)]
+    norms = [m for m in net.generator.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(norms) == len(convs) == 18
+    stage = list(net.generator.encoder[0])
+    assert [type(m).__name__ for m in stage] == ["Conv2d", "BatchNorm2d", "ReLU"] * 2
+    # the embedding length is a layer's width, not a projection afterwards
+    for width in (256, 512):
+        small = AdversarialNet(3, filters=(8, 16, 32, 64, 1024), embedding=width)
+        assert [m for m in small.generator.encoder[-1] if isinstance(m, torch.nn.Conv2d)][-1].out_channels == width
 
 
 def test_generator_trains_on_one_class_and_explain_uses_its_bottleneck(shared_data, tmp_path, monkeypatch):
@@ -49,6 +60,13 @@ def test_generator_trains_on_one_class_and_explain_uses_its_bottleneck(shared_da
     assert result["clusters"]["feature_layer"] == "generator.encoder.4" and result["clusters"]["dims"] == 128
     assert all(0 <= r["score"] <= 1 for r in result["images"])
     assert (out_dir / "montage_all.png").is_file() and (out_dir / "tsne.png").is_file()
+    # the paper clusters the images of one class: here the trained class's held-out images only
+    _, one = explain_run(run_dir, n=2, compare=["gradcam"], clusters=["k-means"], k=2,
+                         cluster_classes=["normal_or_benign"])
+    held = json.loads((run_dir / "splits.json").read_text())["fixed_test"]
+    labels = dict(zip(held, np.load(shared_data / "medmnist" / "breastmnist.npz")["test_labels"].ravel().tolist()))
+    assert one["clusters"]["classes"] == ["normal_or_benign"]
+    assert sum(one["clusters"]["sizes"]["k-means"]) == sum(v == 1 for v in labels.values())
     assert json.loads((out_dir / "explain.json").read_text())["faithfulness"]["gradcam"]
 
 

@@ -59,9 +59,10 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
                 compare=("gradcam", "gradcam++", "eigencam", "layercam"), clusters=(), k: int = 4,
                 embed: str = "tsne", dim: int | None = None, pool: int | None = None, feature_layer: str | None = None,
                 fold: int = 0, device: str = "auto", allow_unsafe_checkpoints: bool = False,
-                seed: int = 0) -> tuple[Path, dict]:
+                seed: int = 0, cluster_classes: list[str] | None = None) -> tuple[Path, dict]:
     """Heatmaps of `method` on `n` held-out images of fold `fold`'s model, the faithfulness of every method in
-    `compare`, and (with `clusters`) clusterings of the bottleneck features of all held-out images."""
+    `compare`, and (with `clusters`) clusterings of the bottleneck features of all held-out images (or of those of
+    `cluster_classes`)."""
     METHODS.get(method)
     for m in compare:
         METHODS.get(m)
@@ -129,8 +130,18 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
         c = cams if m == method else compute_cams(net, cam_layer, m, x[chosen], targets)
         result["faithfulness"][m] = faithfulness(net, x[chosen], c, targets)
     if clusters:
+        if cluster_classes:  # cluster the images of the chosen classes only
+            unknown = [c for c in cluster_classes if c not in classes]
+            if spatial or unknown:
+                raise MedrunError(f"classes={','.join(cluster_classes)}: give classes of this classifier "
+                                  f"({', '.join(classes)})" if unknown else "classes= applies to classification runs")
+            labels = truth if truth.ndim == 1 else truth.argmax(1)
+            keep = [k for k, t in enumerate(labels) if classes[int(t)] in cluster_classes]
+            x, outputs, truth = x[keep], outputs[keep], truth[keep]
+            ids, shown = [ids[k] for k in keep], [shown[k] for k in keep]
         result["clusters"] = _cluster(net, x, outputs, truth, ids, shown, spatial, clusters, k, embed, dim, pool,
                                       feature_layer, cam_layer, method, out_dir, seed, target_class)
+        result["clusters"]["classes"] = list(cluster_classes) if cluster_classes else None
     write_json(out_dir / "explain.json", result)
     _table(result, out_dir)
     return out_dir, result

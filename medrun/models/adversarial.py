@@ -1,5 +1,6 @@
-"""Corizzo et al.'s explainable setup: a U-Net generator trained adversarially against a VGG16-BN
-discriminator; the generator's 1024-channel bottleneck gives the features that are clustered."""
+"""Corizzo et al.'s explainable setup: a U-Net generator with batch normalisation after its convolutions, trained
+adversarially against a VGG16-BN discriminator; the generator's bottleneck (1024 channels, or `embedding`) gives the
+features that are clustered."""
 from __future__ import annotations
 
 import torch
@@ -35,9 +36,12 @@ class AdversarialNet(nn.Module):
     """forward(x) -> the discriminator's logit that `x` is a real image of the trained class (N, 1);
     generate(x) -> the generator's image; feature_forward runs the generator (whose bottleneck is explained)."""
 
-    def __init__(self, in_channels: int, filters=(64, 128, 256, 512, 1024), discriminator_weights_path=None):
+    def __init__(self, in_channels: int, filters=(64, 128, 256, 512, 1024), discriminator_weights_path=None,
+                 embedding: int | None = None):
         super().__init__()
-        self.generator = SharpUNet(in_channels, in_channels, filters=filters, sharp=False)
+        # the embedding length (256 / 512 / 1024 in the paper) is the width of the generator's bottleneck layer
+        filters = [*list(filters)[:-1], int(embedding or list(filters)[-1])]
+        self.generator = SharpUNet(in_channels, in_channels, filters=filters, sharp=False, batch_norm=True)
         self.discriminator = VGG16BNDiscriminator(in_channels, discriminator_weights_path)
 
     def generate(self, x: torch.Tensor) -> torch.Tensor:

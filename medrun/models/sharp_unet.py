@@ -2,7 +2,8 @@
 
 Encoder: per stage two 3x3 conv + ReLU, 2x2 max-pooling between stages. Decoder: 2x2 transposed conv,
 concatenation with the (sharpened) skip, two 3x3 conv + ReLU. A 1x1 conv gives logits; sigmoid or
-softmax is applied by the loss and at inference. No batch normalisation.
+softmax is applied by the loss and at inference. No batch normalisation (`batch_norm=True` adds it after every
+3x3 conv, as Corizzo et al.'s generator has it).
 """
 from __future__ import annotations
 
@@ -12,25 +13,26 @@ from torch import nn
 from medrun.models.sharp import skip_block
 
 
-def double_conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1), nn.ReLU(inplace=True),
-    )
+def double_conv(cin: int, cout: int, batch_norm: bool = False) -> nn.Sequential:
+    def conv(a: int, b: int) -> list[nn.Module]:
+        return [nn.Conv2d(a, b, 3, padding=1), *([nn.BatchNorm2d(b)] if batch_norm else []), nn.ReLU(inplace=True)]
+
+    return nn.Sequential(*conv(cin, cout), *conv(cout, cout))
 
 
 class SharpUNet(nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, filters=(32, 64, 128, 256, 512), sharp: bool = True):
+    def __init__(self, in_channels: int, out_channels: int, filters=(32, 64, 128, 256, 512), sharp: bool = True,
+                 batch_norm: bool = False):
         super().__init__()
         filters = [int(f) for f in filters]
         self.encoder = nn.ModuleList(
-            double_conv(cin, cout) for cin, cout in zip([in_channels, *filters[:-1]], filters)
+            double_conv(cin, cout, batch_norm) for cin, cout in zip([in_channels, *filters[:-1]], filters)
         )
         self.pool = nn.MaxPool2d(2)
         skips = filters[:-1][::-1]  # 256, 128, 64, 32
         self.skips = nn.ModuleList(skip_block(c, sharp) for c in skips)
         self.up = nn.ModuleList(nn.ConvTranspose2d(cin, c, 2, stride=2) for cin, c in zip(filters[::-1], skips))
-        self.decoder = nn.ModuleList(double_conv(2 * c, c) for c in skips)
+        self.decoder = nn.ModuleList(double_conv(2 * c, c, batch_norm) for c in skips)
         self.head = nn.Conv2d(filters[0], out_channels, 1)
         self.depth = len(filters) - 1
 

@@ -1,5 +1,5 @@
 """`medrun compare RUN RUN ...`: finished runs side by side on the same folds (the cascade against its
-baseline for Table 5.1, an oversampling ablation): their mean ± std and their post-processing tables."""
+baseline for Table 5.1, oversampling choices): their mean ± std and their post-processing tables."""
 from __future__ import annotations
 
 import json

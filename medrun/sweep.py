@@ -20,7 +20,7 @@ from medrun.runs import write_json, write_text
 
 RECORD = "medrun_job.json"
 # the columns of a sweep's table when its runs have them: segmentation, then classification (MelaNet's
-# Table 2.1 ablation: AUC, sensitivity, specificity, false negatives, balanced accuracy)
+# Table 2.1 columns: AUC, sensitivity, specificity, false negatives, balanced accuracy)
 HEADLINE = ("dice", "jaccard", "dice_micro", "auc_macro", "sensitivity_macro", "specificity_macro", "fn_total",
             "balanced_accuracy", "accuracy")
 

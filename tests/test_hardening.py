@@ -302,6 +302,10 @@ def test_melanet_classifier_config_matches_the_paper(capsys):
     assert list(cfg.data.image_size) == [256, 256] and cfg.callbacks.early_stopping.patience == 8
     assert cfg.model.pretrained == "imagenet" and cfg.data.batch_size == 16
     assert cfg.task.optimizer.name == "adadelta" and cfg.task.scheduler.plateau.factor == 0.1
+    assert cfg.cv.name == "holdout" and cfg.data.pad_to_square and cfg.data.normalize.normalization == "min_max"
+    assert (cfg.task.loss.weighting, cfg.task.loss.positive) == ("alpha_t", "malignant")
+    melanet = medrun.compose("train", ["experiment=melanet_isic2016", "data.root=x", "data.csv=y"])
+    assert (melanet.oversample.adversarial_loss, melanet.oversample.lambda_identity) == ("bce", 0.0)
     with pytest.raises(MedrunError, match="needs a local file"):
         medrun.build_model(OmegaConf.merge(cfg, {"data": {"classes": ["benign", "malignant"], "mode": "multiclass"}}))
     scratch = medrun.compose("train", ["experiment=vgg_gap_focal_isic2016_scratch", "data.root=x", "data.csv=y"])

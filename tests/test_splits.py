@@ -65,6 +65,16 @@ def test_splits_file_is_reused_and_checked(shared_data, tmp_path):
     path.write_text(__import__("json").dumps(sp))
     with pytest.raises(MedrunError, match="names samples not in the dataset"):
         load_splits(path, st.samples)
+    # a fold whose test ids also train (or validate) is refused, naming them
+    sp["folds"][0]["test"].pop()
+    sp["folds"][0]["train"].append(sp["folds"][0]["test"][0])
+    path.write_text(__import__("json").dumps(sp))
+    first = sp["folds"][0]["test"][0]
+    with pytest.raises(MedrunError, match=rf"fold 0 has 1 test sample\(s\) in its train part, e.g. \['{first}'\]"):
+        load_splits(path, st.samples)
+    leaky, _ = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", "cv=repeated_holdout")
+    path.write_text(__import__("json").dumps(leaky))
+    assert load_splits(path, st.samples)["folds"] == leaky["folds"]  # a declared leak (val = test) loads
 
 
 def test_repeated_kfold_is_the_texts_protocol_with_new_splits_per_repeat(shared_data):

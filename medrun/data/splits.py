@@ -170,4 +170,14 @@ def load_splits(path: str | Path, samples: list[Sample]) -> dict:
             if unknown:
                 raise MedrunError(f"{path}: fold {f.get('fold')} {part} names samples not in the dataset, "
                                   f"e.g. {unknown[:3]}; was it made for another data.root?")
+        # a test image in the same fold's training or validation part would be scored after being learnt
+        # (a protocol that validates on its test part says so with test_used_for_model_selection)
+        test = set(f.get("test", []))
+        for part in ("train", "val"):
+            if part == "val" and splits.get("test_used_for_model_selection"):
+                continue
+            shared = sorted(test & set(f.get(part, [])))
+            if shared:
+                raise MedrunError(f"{path}: fold {f.get('fold')} has {len(shared)} test sample(s) in its {part} part, "
+                                  f"e.g. {shared[:3]}; fix the file so that no test id is also a {part} id")
     return splits

@@ -30,8 +30,13 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
         if p != reference:
             raise MedrunError(f"{d} was scored on other test parts than {dirs[0]}; train the runs with the same seed "
                               f"and cv, or cv.splits_file={dirs[0]}/splits.json")
-    summaries = {f"{json.loads((d / 'cv_summary.json').read_text())['experiment']} ({d.name})":
-                 json.loads((d / "cv_summary.json").read_text()) for d in dirs}
+    loaded = [json.loads((d / "cv_summary.json").read_text()) for d in dirs]
+    names = [f"{s['experiment']} ({d.name})" for s, d in zip(loaded, dirs)]
+    if len(set(names)) < len(names):  # copies, run_dir= folders or one run twice: one row per folder, always
+        names = [f"{s['experiment']} ({d})" if names.count(n) > 1 else n for s, d, n in zip(loaded, dirs, names)]
+    if len(set(names)) < len(names):
+        names = [f"{n} #{k + 1}" for k, n in enumerate(names)]
+    summaries = dict(zip(names, loaded))
     configs = [saved_config(d) for d in dirs]
     wanted = list(dict.fromkeys(m for c in configs for m in c.get("report") or [])) or METRICS
     metrics = [m for m in wanted if any(m in s["mean"] for s in summaries.values())]

@@ -363,6 +363,11 @@ def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared
     out = capsys.readouterr().out
     assert "cascade_busi" in out and "unet_resnet34_siim" in out
     assert "cascade, searched threshold" in out and "unet_resnet34_siim" in out and ": searched threshold" in out
+    assert "| *reference: all-empty* |" in out  # the trivial row of the same test parts, marked as a reference
+    from medrun.compare import compare_runs
+
+    _, twice = compare_runs([baseline_dir, baseline_dir], tmp_path / "cmp")
+    assert len(twice["metrics"]) == 2  # one row per run folder, even for the same name twice
     other = medrun.train(medrun.compose("train", [*[o for o in baseline.overrides if not o.startswith("cv.splits_file")],
                                                   "seed=7"]))[0]
     assert main(["compare", str(cascade_dir), str(other)]) == 2

@@ -103,6 +103,9 @@ def score_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
                                             device, bool(cfg.save_probabilities))
     record = {"fold": k, "metrics": metrics, **extras, **trained,
               "sizes": {part: len(fold[part]) for part in ("train", "val", "test")}}
+    validation = task.validation_metrics(datamodule, device)
+    if validation is not None:  # what a sweep selects on by default (never the test part)
+        record["validation"] = validation
     trivial = TASKS.get(cfg.task.name).trivial_rows(cfg, store, fold)
     if trivial:  # reference rows on the same test part, under their own key: never a method's metrics
         record["trivial"] = trivial
@@ -148,6 +151,9 @@ def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
     summary = aggregate(cfg.name, splits["protocol"],
                         [{"fold": r["fold"], **({"repeat": repeats[r["fold"]]} if r["fold"] in repeats else {}),
                           "metrics": r["metrics"]} for r in records], note)
+    if all("validation" in r for r in records):
+        summary["validation"] = {k: v for k, v in aggregate(cfg.name, splits["protocol"], [
+            {"fold": r["fold"], "metrics": r["validation"]} for r in records]).items() if k in ("mean", "std")}
     if all("trivial" in r for r in records):
         summary["trivial"] = {name: {k: v for k, v in aggregate(cfg.name, splits["protocol"], [
             {"fold": r["fold"], "metrics": r["trivial"][name]} for r in records]).items() if k in ("mean", "std")}

@@ -30,6 +30,20 @@ def one_line(e: Exception) -> str:
     return text if isinstance(e, MedrunError) else f"{type(e).__name__}: {text}"
 
 
+def objective(summary: dict, metric: str, parts: str) -> float:
+    """The CV mean of `metric` on the folds' validation parts, or on their test parts when asked by name (then the
+    sweep selects on the test set, and says so)."""
+    if parts not in ("validation", "test"):
+        raise MedrunError(f"optimize_on={parts!r}; valid: validation, test")
+    means = summary["mean"] if parts == "test" else (summary.get("validation") or {}).get("mean")
+    if means is None:
+        raise MedrunError("this task scores no validation part: optimize_on=test selects on the test parts "
+                          "(labelled: test set used for model selection)")
+    if metric not in means:
+        raise MedrunError(f"optimize={metric!r} is not a metric of this run; valid: {', '.join(sorted(means))}")
+    return float(means[metric])
+
+
 def job(cfg: DictConfig) -> float:
     """Hydra's task function (module level, so launchers can pickle it): train, record, return the objective."""
     import medrun
@@ -39,7 +53,7 @@ def job(cfg: DictConfig) -> float:
     hydra = HydraConfig.get()
     overrides = list(hydra.overrides.task)
     record = {"job": int(hydra.job.num), "overrides": overrides, "status": "failed",
-              "report": list(cfg.get("report") or [])}
+              "report": list(cfg.get("report") or []), "optimize_on": str(cfg.get("optimize_on") or "validation")}
     value = math.nan
     try:
         cfg = finish(cfg, overrides)
@@ -49,10 +63,7 @@ def job(cfg: DictConfig) -> float:
             record.update(mean=summary["mean"], std=summary["std"], not_beaten=not_beaten(summary))
             metric = cfg.get("optimize")
             if metric:
-                if metric not in summary["mean"]:
-                    raise MedrunError(f"optimize={metric!r} is not a metric of this run; valid: "
-                                      f"{', '.join(sorted(summary['mean']))}")
-                value = float(summary["mean"][metric])
+                value = objective(summary, str(metric), str(cfg.get("optimize_on") or "validation"))
     except Exception as e:  # one failing job must not stop the others
         record.update(status="failed", error=one_line(e))
         print(f"medrun: error: job {record['job']} ({' '.join(overrides)}) failed: {record['error']}", file=sys.stderr)
@@ -118,7 +129,8 @@ def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
         raise MedrunError(f"the sweep in {sweep_dir} ran no job; see the messages above")
     sign = -1 if optimize and "loss" not in str(optimize) else 1
     records.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0), r["job"]))
-    summary = {"sweep_dir": str(sweep_dir), "optimize": optimize, "jobs": records,
+    optimize_on = next((r.get("optimize_on") for r in records if r.get("optimize_on")), "validation")
+    summary = {"sweep_dir": str(sweep_dir), "optimize": optimize, "optimize_on": optimize_on, "jobs": records,
                "failed": [r["job"] for r in records if r["status"] != "ok"]}
     optuna = sweep_dir / "optimization_results.yaml"
     if optuna.is_file():
@@ -127,7 +139,12 @@ def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
     wanted = list(dict.fromkeys(m for r in records for m in r.get("report") or [])) or HEADLINE
     metrics = [m for m in wanted if any(m in (r.get("mean") or {}) for r in records)]
     lines = [f"# Sweep {sweep_dir.name}: {len(records)} job(s), {len(summary['failed'])} failed"
-             + (f", sorted by {optimize}" if optimize else ""), "",
+             + (f", sorted by {optimize}" if optimize else ""), ""]
+    if optimize:
+        lines += [f"> Objective: the CV mean of {optimize} on the folds' **{optimize_on}** parts"
+                  + (": test set used for model selection." if optimize_on == "test" else
+                     " (the table shows the test parts, scored once).") + "", ""]
+    lines += [
              "| job | overrides | status | " + " | ".join(metrics) + " | run folder |",
              "|---|---|---|" + "---|" * len(metrics) + "---|"]
     for r in records:

@@ -26,6 +26,29 @@ def test_optuna_sweep_reports_its_best_trial(tmp_path, monkeypatch, capsys):
     lr = float(next(o for o in summary["jobs"][0]["overrides"] if o.startswith("task.optimizer.lr=")).split("=")[1])
     assert summary["optuna"]["best_params"]["task.optimizer.lr"] == pytest.approx(lr)
     assert len({r["run_dir"] for r in summary["jobs"]}) == 3
+    # the objective is each job's validation-part Dice, never its test part's
+    for r in summary["jobs"]:
+        saved = json.loads((__import__("pathlib").Path(r["run_dir"]) / "cv_summary.json").read_text())
+        assert r["objective"] == pytest.approx(saved["validation"]["mean"]["dice"])
+    assert summary["optimize_on"] == "validation"
+    assert "on the folds' **validation** parts" in next((tmp_path / "outputs" / "multirun").glob("*/multirun_summary.md")).read_text()
+
+
+def test_optimising_on_the_test_parts_is_a_named_choice_that_says_so(tmp_path, monkeypatch):
+    from medrun.sweep import objective
+
+    summary = {"mean": {"dice": 0.7}, "validation": {"mean": {"dice": 0.6}}}
+    assert objective(summary, "dice", "validation") == 0.6 and objective(summary, "dice", "test") == 0.7
+    with pytest.raises(medrun.errors.MedrunError, match="this task scores no validation part: optimize_on=test"):
+        objective({"mean": {"auc": 0.5}}, "auc", "validation")
+    monkeypatch.chdir(tmp_path)
+    assert main(["-m", "train", *TINY, "cv=holdout", "name=ontest", "seed=1,2", "optimize=dice", "optimize_on=test"]) == 0
+    summary = sweep_summary(tmp_path)
+    for r in summary["jobs"]:
+        saved = json.loads((__import__("pathlib").Path(r["run_dir"]) / "cv_summary.json").read_text())
+        assert r["objective"] == pytest.approx(saved["mean"]["dice"])
+    md = next((tmp_path / "outputs" / "multirun").glob("*/multirun_summary.md")).read_text()
+    assert "**test** parts: test set used for model selection" in md
 
 
 @pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local"], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])

@@ -109,6 +109,11 @@ class ConfiguredTask(pl.LightningModule):
         """Run-level outputs after the last fold (extra keys for cv_summary.json)."""
         return {}
 
+    def validation_metrics(self, datamodule, device) -> dict[str, float] | None:
+        """The held-out metrics computed on the fold's validation part (what a sweep may select on), or None
+        when the task has none."""
+        return None
+
     @classmethod
     def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:
         """Reference rows for a fold's test part: what trivial predictors score with the same metric code."""

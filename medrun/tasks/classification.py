@@ -64,6 +64,11 @@ class ClassificationTask(ConfiguredTask):
         save_plots(targets, probs, self.class_names, self.multilabel, out_dir, thresholds=self.thresholds)
         return metrics, ({"confusion_matrix": cm} if cm else {})
 
+    def validation_metrics(self, datamodule, device) -> dict[str, float]:
+        probs, targets, _ = self.collect_probabilities(datamodule.val_dataloader(), device)
+        return classification_scores(targets.numpy(), probs.numpy(), self.class_names, self.multilabel,
+                                     self.thresholds)[0]
+
     @classmethod
     def finish_run(cls, cfg, run_dir: Path, splits: dict) -> dict:
         """Pooled out-of-fold metrics and plots, when every sample was held out exactly once (k-fold)."""

@@ -55,6 +55,9 @@ class SegmentationTask(ConfiguredTask):
             return metrics, {}
         return metrics, self.postprocessing_table(datamodule, device)
 
+    def validation_metrics(self, datamodule, device) -> dict[str, float]:
+        return evaluate_segmentation(self, datamodule.val_dataloader(), [], None, device=device)
+
     def postprocessing_table(self, datamodule, device) -> dict:
         """{"table": rows x (Dice, dataset Dice, IoU), "postprocessing": the search} for one fold."""
         task = self.cfg.task

@@ -47,14 +47,20 @@ def lower_is_better(metric: str) -> bool:
     return "loss" in metric or metric.startswith("fn")
 
 
+# Metrics a trivial predictor can really compete on; precision, specificity or sensitivity alone are maximised by
+# predicting nothing (or everything), so a trivial row "winning" them says nothing.
+COMPARED = ("dice", "jaccard", "dice_micro", "jaccard_micro", "accuracy", "balanced_accuracy", "auc_macro", "f1_macro",
+            "auc_positive", "f1_positive", "auc")
+
+
 def not_beaten(summary: dict, metrics=None) -> list[tuple[str, str, float, float]]:
-    """(metric, trivial row, its mean, the method's mean) for each metric where a trivial row scores at least as
-    well as the method."""
+    """(metric, trivial row, its mean, the method's mean) for each compared metric where a trivial row scores at
+    least as well as the method."""
     from medrun.evaluation.trivial import best_trivial
 
     trivial = {name: row["mean"] for name, row in (summary.get("trivial") or {}).items()}
     out = []
-    for m in metrics or _ordered(summary["mean"]):
+    for m in [m for m in metrics or _ordered(summary["mean"]) if m in COMPARED]:
         best = best_trivial(trivial, m, not lower_is_better(m)) if m in summary["mean"] else None
         ours = summary["mean"].get(m)
         if best and (best[1] <= ours if lower_is_better(m) else best[1] >= ours):

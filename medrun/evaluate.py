@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from medrun.data.build import build_store
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
+from medrun.evaluation.reports import not_beaten
+from medrun.evaluation.trivial import classification_baselines_by_fold, segmentation_baselines
 from medrun.evaluation.tta import TTA
 from medrun.inference import Run, load_run, with_data_overrides
 from medrun.runs import create_run_dir, write_json, write_text
@@ -65,6 +68,7 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
         (e_plain, e_tta, e_target), owner = _fold_predictions(run, store, search_part, tta)
         e_ids, e_fold, evaluated_on = [i for i, _ in owner], [str(k) for _, k in owner], "out_of_fold"
 
+    trivial = _reference_rows(run, store, e_target, e_fold)
     out_dir = create_run_dir(run.dir, "eval")
     result = run.task.evaluate_predictions(run.config, out_dir, test_store, search, (e_plain, e_tta, e_target),
                                            e_ids, e_fold, tta=tta, threshold=threshold, objective=objective,
@@ -77,11 +81,29 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
                      "row is optimistic; give a test set with data.root=... for an unbiased number")
     result = {"run": str(run.dir), "evaluated_on": evaluated_on, "n": len(e_ids),
               "search_set": (search_part if search_part == "val" else "out_of_fold") if search else None,
-              "ensemble": ensemble, "notes": notes, **result}
+              "ensemble": ensemble, "notes": notes, **result, "trivial": trivial}
     write_json(out_dir / "metrics.json", result)
     write_json(out_dir / "postprocessing.json", result["postprocessing"])
     write_text(out_dir / "summary.md", _table(result))
     return out_dir, result
+
+
+def _reference_rows(run: Run, store: SampleStore, target: torch.Tensor, owner: list[str]) -> dict:
+    """What trivial predictors score on the evaluated images (all-empty / all-foreground masks; the majority class
+    of the training part of the fold behind each prediction, fold 0's for an ensemble)."""
+    cfg = run.config
+    classes = [str(c) for c in cfg.data.classes]
+    if run.spatial:
+        rows = segmentation_baselines(target, classes, float(cfg.task.empty_score),
+                                      str(cfg.task.get("absent_classes", "ignore")))
+        return {"all-empty": rows["all-empty"]} if cfg.task.name == "cascade" else rows
+    if cfg.task.name != "classification":
+        return {}
+    folds = {str(f["fold"]): f for f in run.splits["folds"]}
+    train = {k: np.stack([np.asarray(store.get(store.index[i])[1]) for i in f["train"]]) for k, f in folds.items()}
+    train["ensemble"] = train[str(run.splits["folds"][0]["fold"])]
+    return classification_baselines_by_fold(train, list(owner), target.numpy(), classes,
+                                            cfg.data.get("mode") == "multilabel")
 
 
 def _check_options(cfg, tta, threshold, ensemble) -> None:
@@ -117,4 +139,11 @@ def _table(result: dict) -> str:
     names = {"argmax": "ArgMax", "threshold": "searched threshold", "tta": f"TTA ({post['tta']})"}
     for name, m in rows.items():
         lines.append(f"| {names[name]} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + " |")
+    for name, m in (result.get("trivial") or {}).items():  # references on the same images, never methods
+        lines.append(f"| *reference: {name}* | " + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols) + " |")
+    final = rows[list(rows)[-1]]
+    beaten = not_beaten({"mean": final, "trivial": {n: {"mean": m} for n, m in (result.get("trivial") or {}).items()}},
+                        cols)
+    lines += ["", *(f"> The last row does not beat the trivial row {name} on {m} ({value:.4f} vs {ours:.4f})."
+                    for m, name, value, ours in beaten)] if beaten else []
     return "\n".join(lines) + "\n"

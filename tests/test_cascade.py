@@ -107,7 +107,8 @@ def test_reader_on_a_generated_siim_folder_merges_objects_and_lists_problems(sha
 
 
 def test_only_positive_images_train_the_segmenter(tmp_path):
-    cfg = medrun.compose("train", ["experiment=cascade_siim", "data.root=x", *TINY_CASCADE])
+    cfg = medrun.compose("train", ["experiment=cascade_siim", "data.root=x", *TINY_CASCADE, "model.classifier.pretrained=null",
+                                   "model.segmenter.encoder_weights=null"])
     task = CascadeTask(to_plain(cfg))
     seen = []
     segment = task.net.segment

@@ -106,6 +106,9 @@ def test_eval_on_the_fixed_test_set_never_searches_on_it(covid_run):
     assert 0 < result["postprocessing"]["threshold"] < 1
     table = (out_dir / "summary.md").read_text()
     assert "| searched threshold |" in table and "| TTA (flips) |" in table and "Dice (dataset)" in table
+    # the reference rows on the same 48 test images, marked as references in the table
+    assert {"all-empty", "all-foreground"} <= set(result["trivial"]) and result["trivial"]["all-empty"]["dice_micro"] == 0
+    assert "| *reference: all-empty* |" in table and "| *reference: all-foreground* |" in table
     rows = list(csv.DictReader(open(out_dir / "per_sample.csv")))
     assert {r["id"] for r in rows} == test_ids and all(r["fold"] == "ensemble" for r in rows)
     dice = np.array([float(r["dice"]) for r in rows])
@@ -148,6 +151,20 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
     assert "optimistic" in result["notes"][0] and "optimistic" in (out_dir / "summary.md").read_text()
     assert 0 <= result["postprocessing"]["threshold"] <= 1 and set(result["rows"]) == {"argmax", "threshold", "tta"}
     assert (out_dir / "roc.png").is_file() and (out_dir / "precision_recall.png").is_file()
+    # the majority-class row: each out-of-fold prediction gets its own fold's DummyClassifier
+    from sklearn.dummy import DummyClassifier
+    from sklearn.metrics import accuracy_score
+
+    splits = json.loads((run_dir / "splits.json").read_text())
+    store = medrun.api.build_store(cfg, preload=False)
+    label = {s.id: s.label for s in store.samples}
+    truth, expected = [], []
+    for f in splits["folds"]:
+        y = [label[i] for i in f["train"]]
+        dummy = DummyClassifier(strategy="most_frequent").fit(np.zeros((len(y), 1)), y)
+        truth += [label[i] for i in f["test"]]
+        expected += list(dummy.predict(np.zeros((len(f["test"]), 1))))
+    assert result["trivial"]["majority class"]["accuracy"] == pytest.approx(accuracy_score(truth, expected))
     report = predict_files(run_dir, shared_data / "dicom_ct" / "dicom_dir", tmp_path / "pred")
     rows = list(csv.DictReader(open(tmp_path / "pred" / "predictions.csv")))
     files = sorted(p.name for p in (shared_data / "dicom_ct/dicom_dir").glob("*.dcm"))

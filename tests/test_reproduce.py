@@ -114,12 +114,14 @@ def test_a_failing_row_and_a_missing_dataset_never_lose_the_other_rows(tmp_path,
     assert "test part drives early stopping" in md and "made up" in md
     assert (report["dir"] / "report.png").stat().st_size > 5000
 
-    # runs=: the finished runs are collected instead of trained, with the same numbers
-    assert main(["reproduce", str(table), f"runs={out}", f"paths.output_dir={tmp_path / 'again'}"]) == 0
+    # runs=: the finished runs are collected instead of trained, with the same numbers; quick runs only by quick=true
+    assert main(["reproduce", str(table), f"runs={out}", "quick=true", f"paths.output_dir={tmp_path / 'again'}"]) == 0
     again = {(r["row"], r["protocol"]): r for r in report_of(capsys)["rows"]}
     for protocol in ("paper", "leak_free"):
         assert again[("tiny", protocol)]["metrics"] == jobs[("tiny", protocol)]["metrics"]
-        assert again[("too small", protocol)]["status"].startswith("not run: no finished run of quickstart")
+        assert again[("too small", protocol)]["status"].startswith("not run: no finished run of quickstart_quick")
+    assert main(["reproduce", str(table), f"runs={out}", f"paths.output_dir={tmp_path / 'full'}"]) == 0
+    assert all(r["status"].startswith("not run") for r in report_of(capsys)["rows"])  # full never takes quick runs
     (tmp_path / "empty").mkdir()
     assert main(["reproduce", str(table), f"runs={tmp_path / 'empty'}", f"paths.output_dir={tmp_path / 'none'}"]) == 0
     nothing = report_of(capsys)
@@ -171,3 +173,33 @@ def test_sharp_unet_table_quick_on_real_data_under_every_protocol(shared_data, t
     assert source["remaining_gap"] == pytest.approx(at_code["ours"] - 0.8739)
     gaps = {(g["row"], g["metric"], g["protocols"][0]): g["gap"] for g in report["protocol_gaps"]}
     assert gaps[(row, "jaccard", "paper_text")] == pytest.approx(measured[(row, "paper_text")]["ours"] - clean["ours"])
+
+
+def test_collecting_runs_takes_the_last_finished_and_skips_unreadable_folders(tmp_path):
+    import os
+
+    from medrun.reproduce.command import collect, plan
+
+    table_file = tmp_path / "t.yaml"
+    OmegaConf.save(OmegaConf.create({**TABLE, "Models": TABLE["Models"][:1]}), table_file)
+    table = load_table(str(table_file))
+
+    def run(folder, name, finished, mean=0.5):
+        d = tmp_path / "runs" / folder
+        d.mkdir(parents=True)
+        OmegaConf.save(OmegaConf.create({"name": name, "cv": {"name": "kfold"}, "overrides": TINY}), d / "config.yaml")
+        (d / "cv_summary.json").write_text(json.dumps({"mean": {"dice": mean}, "std": {"dice": 0.0}, "folds": [{}]}))
+        os.utime(d / "cv_summary.json", (finished, finished))
+        return d
+
+    newer = run("2020-01-01_00-00-00", "quickstart", 2_000_000_000)
+    run("my_old_run", "quickstart", 1_000_000_000)  # sorts after by name, finished earlier
+    run("zz_quick", "quickstart_quick", 2_100_000_000)  # a quick run never stands in for a full one
+    broken = tmp_path / "runs" / "broken"
+    broken.mkdir()
+    (broken / "config.yaml").write_text("name: [unclosed\n")
+    (broken / "cv_summary.json").write_text("{}")
+    jobs = plan(table, {}, False, ["leak_free"], tmp_path / "out")
+    skipped = collect(jobs, table, [str(tmp_path / "runs")])
+    assert jobs[0]["status"] == "ok" and jobs[0]["run_dir"] == str(newer) and jobs[0]["quick"] is False
+    assert len(skipped) == 1 and skipped[0].startswith(str(broken))

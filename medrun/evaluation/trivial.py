@@ -75,6 +75,24 @@ def classification_baselines(train_labels: np.ndarray, test_labels: np.ndarray, 
     return {"majority class": classification_scores(test_labels, probs, class_names, multilabel)[0]}
 
 
+def classification_baselines_by_fold(train_labels: dict[str, np.ndarray], owner: list[str], test_labels: np.ndarray,
+                                     class_names: list[str], multilabel: bool) -> dict[str, dict[str, float]]:
+    """The majority-class row of predictions made by several folds' models (out-of-fold): each prediction gets the
+    DummyClassifier of the fold that made it (`owner`, a key of `train_labels`)."""
+    probs = np.zeros((len(test_labels), len(class_names)))
+    for fold, labels in train_labels.items():
+        rows = [i for i, o in enumerate(owner) if o == fold]
+        if rows:
+            dummy = DummyClassifier(strategy="prior").fit(np.zeros((len(labels), 1)), labels)
+            proba = dummy.predict_proba(np.zeros((len(rows), 1)))
+            if multilabel:
+                probs[rows] = np.stack([p[:, list(c).index(1)] if 1 in c else np.zeros(len(rows))
+                                        for p, c in zip(proba, dummy.classes_)], 1)
+            else:
+                probs[np.ix_(rows, dummy.classes_.astype(int))] = proba
+    return {"majority class": classification_scores(test_labels, probs, class_names, multilabel)[0]}
+
+
 def best_trivial(trivial: dict[str, dict[str, float]], metric: str, higher_is_better: bool = True):
     """(name, value) of the trivial row scoring best on `metric`, or None when no row has it."""
     rows = [(name, values[metric]) for name, values in trivial.items() if metric in values]

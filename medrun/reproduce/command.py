@@ -129,32 +129,40 @@ def _settings(overrides: list[str], keys: set[str] | None = None) -> dict:
     return out
 
 
-def collect(jobs: list[dict], table: Table, folders: list[str]) -> None:
-    """Match finished runs under `folders` to rows: same experiment name and protocol, and the same values for the
-    keys that tell apart rows sharing an experiment (their `overrides`); the newest matching run wins."""
-    runs = []
+def collect(jobs: list[dict], table: Table, folders: list[str]) -> list[str]:
+    """Match finished runs under `folders` to rows: the same run name (a quick job only `<name>_quick` runs, a full job
+    never them), protocol, and values of the keys that tell apart rows sharing an experiment (their `overrides`); the
+    run that finished last (its cv_summary.json's time, not its folder name) wins. Returns the folders skipped as
+    unreadable, which never stop the collection."""
+    runs, skipped = [], []
     for folder in folders:
         root = Path(folder).expanduser()
         if not root.is_dir():
             raise MedrunError(f"runs={folder}: no such folder")
         for summary in sorted(root.rglob("cv_summary.json")):
-            if (summary.parent / "config.yaml").is_file():
-                runs.append((summary.parent, OmegaConf.load(summary.parent / "config.yaml")))
+            run = summary.parent
+            if not (run / "config.yaml").is_file():
+                continue
+            try:
+                config = OmegaConf.load(run / "config.yaml")
+                json.loads(summary.read_text())["mean"]
+                runs.append((run, str(config.name), str(config.cv.name), list(config.get("overrides") or []),
+                             summary.stat().st_mtime))
+            except Exception as e:  # one stray folder must not abort the others
+                skipped.append(f"{run}: {' '.join(str(e).split())[:120]}")
     for job in jobs:
         if job["status"] == REFERENCE:
             continue
         row, cv = table.row(job["row"]), table.protocols[job["protocol"]]["cv"]
         keys = {k for r in table.rows if r.experiment == row.experiment for k in _settings(r.overrides)}
         wanted = _settings(row.overrides, keys)
-        base = job["name"].removesuffix(QUICK_SUFFIX)
-        found = [(d, str(c.name) != base) for d, c in runs
-                 if str(c.name) in (base, base + QUICK_SUFFIX) and str(c.cv.name) == cv
-                 and _settings(list(c.get("overrides") or []), keys) == wanted]
+        found = [(finished, run) for run, name, protocol, overrides, finished in runs
+                 if name == job["name"] and protocol == cv and _settings(overrides, keys) == wanted]
         if found:
-            run_dir, quick = max(found, key=lambda f: f[0].name)
-            job.update(status="ok", run_dir=str(run_dir), quick=quick)
+            job.update(status="ok", run_dir=str(max(found)[1]), quick=job["name"].endswith(QUICK_SUFFIX))
         else:
-            job.update(status=f"not run: no finished run of {base} with cv={cv} under {', '.join(folders)}")
+            job.update(status=f"not run: no finished run of {job['name']} with cv={cv} under {', '.join(folders)}")
+    return skipped
 
 
 def measure(summary: dict, key: str) -> tuple[float, float, int]:
@@ -216,11 +224,12 @@ def reproduce(table_name: str, inputs: dict | None = None, *, runs: list[str] | 
     jobs = plan(table, dict(inputs or {}), quick, protocols, output_dir)
     report_dir = create_run_dir(output_dir / "reproduce", table.key)
     started = datetime.now().isoformat(timespec="seconds")
+    skipped = []
     if runs:
-        collect(jobs, table, runs)
+        skipped = collect(jobs, table, runs)
     else:
         launch(jobs, report_dir, list(hydra_overrides))
     score(jobs, table)
     write_report(report_dir, table, jobs, {"started": started, "quick": quick, "runs": runs or None,
-                                           "protocols": protocols})
+                                           "protocols": protocols, "skipped": skipped})
     return report_dir

@@ -189,6 +189,9 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
     lines += [f"- **{k}** (`cv={table.protocols[k]['cv']}`): {table.protocols[k]['label']}" for k in info["protocols"]]
     lines += ["", "## Caveats", ""]
     lines += [f"- **{r.name}** ({r.dataset}): {c}" for r in table.rows for c in r.caveats] or ["- none recorded"]
+    if info.get("skipped"):
+        lines += ["", "## Skipped folders", "", "Unreadable run folders under `runs=`, left out of the collection:", ""]
+        lines += [f"- {line}" for line in info["skipped"]]
     lines += ["", "## Run folders", ""]
     lines += [f"- {j['row']}, {j['protocol']}: [{j['run_dir']}]({os.path.relpath(j['run_dir'], report_dir)})"
               for j in jobs if j.get("run_dir")] or ["- none"]

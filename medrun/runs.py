@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import warnings
 from datetime import datetime
@@ -91,15 +92,29 @@ def load_checkpoint(path: str | Path, allow_unsafe: bool = False) -> dict:
         raise MedrunError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
+    except pickle.UnpicklingError as e:
+        # torch's weights_only refusal; any other failure means the file itself is damaged (below)
+        if "weights only load failed" not in str(e).lower():
+            raise _damaged(path, e) from None
         if not allow_unsafe:
             first = str(e).strip().splitlines()[0][:200]
             raise MedrunError(
                 f"refusing to load {path}: it holds objects beyond tensors and plain containers, and unpickling "
                 f"them could run code ({first}). If you trust its source, pass allow_unsafe_checkpoints=true"
             ) from None
+    except Exception as e:
+        raise _damaged(path, e) from None
     warnings.warn(f"loading {path} with full unpickling (allow_unsafe_checkpoints=true)")
-    return torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise _damaged(path, e) from None
+
+
+def _damaged(path: Path, e: Exception) -> MedrunError:
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+    return MedrunError(f"{path} is damaged or not a PyTorch checkpoint ({first}); re-create it, or delete it so that "
+                       "a resumed fold restarts")
 
 
 def read_state_dict(path, key: str) -> dict:

@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medrun.config import compose, to_plain
+from medrun.config_values import check_run_values
 from medrun.crossval import run_folds, summarize
 from medrun.data.build import build_splits, build_store
 from medrun.data.datamodule import FoldDataModule
@@ -81,6 +82,7 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     if cfg.get("resume"):
         return resume(cfg.resume, bool(cfg.allow_unsafe_checkpoints))
     check_name(cfg.name)
+    check_run_values(cfg)
     check_input_size(cfg)
     distributed = is_distributed(cfg)
     if distributed and (cfg.get("oversample") or {}).get("name", "none") != "none":

@@ -39,3 +39,29 @@ def get_float(cfg: DictConfig, key: str, low: float | None = None, high: float |
     if (low is not None and value <= low) or (high is not None and value >= high):
         raise MedrunError(f"{key}={value} must lie strictly between {low} and {high}")
     return value
+
+
+def check_run_values(cfg: DictConfig) -> None:
+    """The values every training run reads, checked before anything is built or written: a bad one ends in one
+    line naming the key, not in a traceback from deep inside a library."""
+    size = cfg.data.get("image_size")
+    try:
+        ok = len(size) == 2 and all(int(str(v)) > 0 for v in size)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise MedrunError(f"data.image_size={size!r}: give [height, width] in pixels, e.g. data.image_size=[256,256]")
+    get_int(cfg, "seed")
+    get_int(cfg.data, "batch_size", minimum=1, prefix="data.")
+    get_int(cfg.data, "num_workers", minimum=0, prefix="data.")
+    epochs = get_int(cfg.trainer, "max_epochs", minimum=-1, prefix="trainer.")
+    if epochs == 0:
+        raise MedrunError("trainer.max_epochs=0 trains nothing; give at least 1 (-1: until early stopping)")
+    for key in ("task.optimizer.lr", "task.classifier.optimizer.lr", "task.segmenter.optimizer.lr"):
+        node = cfg
+        for part in key.split(".")[:-1]:
+            node = node.get(part) if node is not None else None
+        if node is not None and "lr" in node:
+            lr = get_float(node, "lr", prefix=key.removesuffix("lr"))
+            if lr <= 0:
+                raise MedrunError(f"{key}={lr} must be positive, e.g. {key}=1e-4")

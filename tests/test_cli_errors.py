@@ -136,3 +136,20 @@ def test_bad_csv(edit, expected, shared_data, tmp_path, capsys):
 ])
 def test_bad_command_lines(argv, expected, capsys):
     assert expected in one_line_error(capsys, argv)
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("data.image_size=abc", "data.image_size='abc': give [height, width] in pixels"),
+    ("data.image_size=[32]", "data.image_size=[32]: give [height, width]"),
+    ("trainer.max_epochs=abc", "trainer.max_epochs='abc' is not an integer"),
+    ("trainer.max_epochs=0", "trainer.max_epochs=0 trains nothing"),
+    ("seed=abc", "seed='abc' is not an integer"),
+    ("data.batch_size=0", "data.batch_size=0 must be at least 1"),
+    ("data.num_workers=-1", "data.num_workers=-1 must be at least 0"),
+    ("task.optimizer.lr=-1", "task.optimizer.lr=-1.0 must be positive"),
+])
+def test_bad_run_values_end_in_one_line_naming_the_key(override, expected, tmp_path, capsys):
+    from tests.conftest import TINY
+
+    assert expected in one_line_error(capsys, ["train", *TINY, override, f"paths.output_dir={tmp_path}"])
+    assert not (tmp_path / "quickstart").exists() and not any(tmp_path.iterdir())  # nothing written

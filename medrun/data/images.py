@@ -52,8 +52,22 @@ def to_channels(image: np.ndarray, channels: int, path: Path) -> np.ndarray:
     raise MedrunError(f"{path}: has {c} channels, data.channels={channels}")
 
 
+def to_uint8(image: np.ndarray, path: Path) -> np.ndarray:
+    """8-bit pixels, as every pipeline downstream expects: 16-bit images (PNG, TIFF; PIL may hand them over as
+    32-bit integers) are scaled by their bit depth, 65535 -> 255, instead of reaching the model as 0-65535 / 255."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.bool_:
+        return image.astype(np.uint8) * 255
+    if np.issubdtype(image.dtype, np.integer) and image.size and image.min() >= 0 and image.max() <= 65535:
+        return np.round(image.astype(np.float32) * (255.0 / 65535.0)).astype(np.uint8)
+    low, high = (image.min(), image.max()) if image.size else (0, 0)
+    raise MedrunError(f"{path}: {image.dtype} pixels (values {low}..{high}) have no bit depth to scale by; "
+                      "save the image as 8- or 16-bit unsigned integers")
+
+
 def read_image(path: Path, channels: int, dicom: dict | None = None) -> np.ndarray:
-    return to_channels(read_array(path, dicom), channels, path)
+    return to_channels(to_uint8(read_array(path, dicom), path), channels, path)
 
 
 def read_mask(path: Path, num_classes: int, threshold: int | None, values: list[int] | None) -> np.ndarray:

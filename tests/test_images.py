@@ -1,0 +1,38 @@
+"""medrun/data/images.py: 16-bit images are scaled by their bit depth, in training and predict alike."""
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from medrun.data.images import read_image
+from medrun.errors import MedrunError
+
+
+def test_16_bit_png_and_tiff_are_scaled_by_their_bit_depth(tmp_path):
+    pixels = np.array([[0, 257, 32768], [65535, 1000, 4095]], dtype=np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "a.png")
+    tifffile.imwrite(tmp_path / "a.tif", pixels)
+    for name in ("a.png", "a.tif"):
+        image = read_image(tmp_path / name, 1)
+        assert image.dtype == np.uint8 and image.shape == (2, 3, 1)
+        assert image[..., 0].tolist() == [[0, 1, 128], [255, 4, 16]]  # value * 255 / 65535, rounded
+    assert read_image(tmp_path / "a.png", 3).shape == (2, 3, 3)
+    tifffile.imwrite(tmp_path / "f.tif", pixels.astype(np.float32) / 7)
+    with pytest.raises(MedrunError, match=r"f.tif: float32 pixels .* have no bit depth to scale by"):
+        read_image(tmp_path / "f.tif", 1)
+
+
+def test_a_16_bit_dataset_trains_on_0_1_inputs(tmp_path):
+    import medrun
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 65535, (32, 32), dtype=np.uint16)).save(tmp_path / "images" / f"{i}.png")
+        Image.fromarray((rng.random((32, 32)) > 0.5).astype(np.uint8) * 255).save(tmp_path / "masks" / f"{i}.png")
+    cfg = medrun.compose("train", ["data=folders", f"data.root={tmp_path}", "data.channels=1", "data.image_size=[32,32]", "cv.folds=2"])
+    dm = medrun.build_datamodule(cfg, fold=0)
+    dm.setup("fit")
+    x = next(iter(dm.train_dataloader()))["image"]
+    assert 0 <= float(x.min()) and float(x.max()) <= 1 and float(x.max()) > 0.5

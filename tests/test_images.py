@@ -36,3 +36,31 @@ def test_a_16_bit_dataset_trains_on_0_1_inputs(tmp_path):
     dm.setup("fit")
     x = next(iter(dm.train_dataloader()))["image"]
     assert 0 <= float(x.min()) and float(x.max()) <= 1 and float(x.max()) > 0.5
+
+
+def test_a_decompression_bomb_is_refused_from_its_header_in_every_format(tmp_path, monkeypatch):
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    from medrun.data.images import MAX_PIXELS_ENV
+
+    big = np.zeros((300, 400), dtype=np.uint8)
+    Image.fromarray(big).save(tmp_path / "a.png")
+    Image.fromarray(big).save(tmp_path / "a.jpg")
+    tifffile.imwrite(tmp_path / "a.tif", big, compression="zlib")
+    ds = pydicom.Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID, ds.SOPInstanceUID = "1.2.840.10008.5.1.4.1.1.2", generate_uid()
+    ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = 300, 400, 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = big.tobytes()
+    ds.save_as(tmp_path / "a.dcm", enforce_file_format=True)
+    for name in ("a.png", "a.jpg", "a.tif", "a.dcm"):
+        assert read_image(tmp_path / name, 1).shape == (300, 400, 1)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "100000")  # 120,000 pixels each: over the limit
+    for name in ("a.png", "a.jpg", "a.tif", "a.dcm"):
+        with pytest.raises(MedrunError, match=rf"{name}: 120,000 pixels is more than the limit of 100,000 .* "
+                                              rf"raise it with {MAX_PIXELS_ENV}="):
+            read_image(tmp_path / name, 1)

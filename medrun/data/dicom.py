@@ -9,6 +9,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
+from medrun.data.images import check_pixel_count
 from medrun.errors import MedrunError
 
 DECODER_HINT = "install a decoder: pip install 'medrun[dicom]' (pylibjpeg with its libjpeg and openjpeg plugins)"
@@ -35,7 +36,10 @@ def hounsfield(ds: pydicom.Dataset, path: Path, frames: str = "reject", frame: i
     """
     if "PixelData" not in ds:
         raise MedrunError(f"{path}: DICOM has no pixel data (PixelData tag missing); remove it from the dataset")
+    if ds.get("Rows") is None or ds.get("Columns") is None:
+        raise MedrunError(f"{path}: DICOM has no Rows / Columns: its pixel data cannot be read")
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+    check_pixel_count(path, int(ds.Rows) * int(ds.Columns) * (1 if frame is not None or frames == "first" else n_frames))
     if n_frames > 1 and frame is None and frames not in ("first",):
         raise MedrunError(f"{path}: multi-frame DICOM ({n_frames} frames); set data.dicom.frames=first, or "
                           "data.dicom.frames=split for one sample per frame")

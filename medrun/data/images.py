@@ -1,6 +1,7 @@
 """Decoding image and mask files into numpy arrays, with errors that name the file."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import cv2
@@ -11,6 +12,16 @@ from PIL import Image
 from medrun.errors import MedrunError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MAX_PIXELS_ENV = "MEDRUN_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 100_000_000  # 10,000 x 10,000: a 245 KB compressed TIFF can otherwise decode to gigabytes
+
+
+def check_pixel_count(path: Path, count: int) -> None:
+    """Refuse, from the header and before decoding, an image of more pixels than the limit (any format)."""
+    limit = int(os.environ.get(MAX_PIXELS_ENV) or DEFAULT_MAX_PIXELS)
+    if count > limit:
+        raise MedrunError(f"{path}: {count:,} pixels is more than the limit of {limit:,} (checked before decoding: "
+                          f"a decompression bomb or a whole-slide image); raise it with {MAX_PIXELS_ENV}=<pixels>")
 CLASSIFICATION_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm")
 
 
@@ -24,12 +35,18 @@ def read_array(path: Path, dicom: dict | None = None) -> np.ndarray:
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             # PIL mis-reads the RGB TIFFs of CVC-ClinicDB; tifffile reads them as stored.
-            return np.asarray(tifffile.imread(path))
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                check_pixel_count(path, int(np.prod(page.shape[:2])))
+                return np.asarray(tif.asarray())
         with Image.open(path) as im:
+            check_pixel_count(path, im.size[0] * im.size[1])
             im.load()
             return np.asarray(im)
     except FileNotFoundError:
         raise MedrunError(f"file not found: {path}") from None
+    except MedrunError:
+        raise
     except Exception as e:  # PIL/tifffile raise many types for truncated or foreign files
         raise MedrunError(f"cannot read {path}: {type(e).__name__}: {e}; replace or remove the file") from None
 

@@ -150,18 +150,30 @@ def build_logger(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int | str
     return LOGGERS.get(cfg.logger.name)(cfg, fold_dir, run_dir, fold, config, wandb_id)
 
 
-PATH_KEYS = {"root", "csv", "image_dir", "output_dir", "resume", "weights_path", "encoder_weights_path", "splits_file"}
+PATH_KEYS = {"root", "csv", "image_dir", "output_dir", "resume", "weights_path", "encoder_weights_path", "splits_file",
+             "test_csv", "test_image_dir", "discriminator_weights_path", "baseline_run", "run_dir", "duplicate_pairs"}
+
+
+def _cut(value: str) -> str:
+    """A path as its last part; `key=path` (a recorded override) as key=.../last part; anything else unchanged."""
+    key, sep, rest = value.partition("=")
+    if sep and "/" not in key and key.rsplit(".", 1)[-1] in PATH_KEYS | {"data.root"} and rest:
+        return f"{key}=.../{Path(rest).name}"
+    if value.startswith(("/", "~", "./", "../")) or ":\\" in value or (sep and rest.startswith(("/", "~"))):
+        return f"{key}=.../{Path(rest).name}" if sep else f".../{Path(value).name}"
+    return value
 
 
 def without_paths(config):
-    """The config for W&B with file paths cut to their last part: folder names on a user's machine can name
-    patients or sites, and W&B may sync them to a server."""
+    """The config any logger receives, with file paths cut to their last part (also inside recorded overrides such
+    as `data.root=/home/...`): folder names on a user's machine can name patients or sites, and trackers may sync
+    them to a server."""
     if isinstance(config, dict):
         return {k: (f".../{Path(str(v)).name}" if k in PATH_KEYS and v else without_paths(v)) for k, v in config.items()}
     if isinstance(config, list):
         return [without_paths(v) for v in config]
-    if isinstance(config, str) and (config.startswith(("/", "~")) or ":\\" in config):
-        return f".../{Path(config).name}"
+    if isinstance(config, str):
+        return _cut(config)
     return config
 
 

@@ -155,6 +155,23 @@ def test_wandb_config_carries_no_absolute_paths():
     out = without_paths(config)
     assert "/home/alice" not in json.dumps(out) and "/srv" not in json.dumps(out) and "/abs" not in json.dumps(out)
     assert out["data"]["root"] == ".../site_b" and out["data"]["batch_size"] == 8
+    # recorded overrides and the other path keys too: everything a logger receives
+    more = without_paths({"overrides": ["data.root=/home/alice/site_b", "data.test_csv=/home/alice/t.csv", "seed=1"],
+                          "data": {"test_image_dir": "/home/alice/test"}})
+    assert "/home/alice" not in json.dumps(more) and more["overrides"][2] == "seed=1"
+    assert more["overrides"][0] == "data.root=.../site_b"
+
+
+def test_loggers_never_receive_the_raw_config_with_paths(tiny, tmp_path):
+    import csv as csv_module
+
+    run_dir, _ = medrun.train(medrun.compose("train", [*tiny, "logger=csv", f"data.root={tmp_path}"]))
+    logs = run_dir / "fold_0" / "logs"
+    assert (logs / "metrics.csv").is_file() and next(csv_module.reader(open(logs / "metrics.csv")))
+    hparams = logs / "hparams.yaml"
+    assert not hparams.exists() or str(tmp_path) not in hparams.read_text()
+    task = medrun.build_model(medrun.compose("train", tiny))
+    assert task._log_hyperparams is False  # Lightning's own hyperparameter logging is off
 
 
 def test_eval_on_another_test_set_searches_on_the_run_own_data(tmp_path):

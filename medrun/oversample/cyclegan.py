@@ -39,7 +39,8 @@ class CycleGAN(pl.LightningModule):
 
     def __init__(self, config: dict):
         super().__init__()
-        self.save_hyperparameters({"config": config})  # plain values: checkpoints load with weights_only=True
+        # plain values, so checkpoints load with weights_only=True; not sent to loggers (paths)
+        self.save_hyperparameters({"config": config}, logger=False)
         cfg = OmegaConf.create(config)
         self.cfg = cfg
         self.automatic_optimization = False

@@ -28,7 +28,8 @@ class ConfiguredTask(pl.LightningModule):
 
     def __init__(self, config: dict, out_channels: int):
         super().__init__()
-        self.save_hyperparameters({"config": config})
+        # kept in checkpoints, but not sent to loggers: they get the config without paths (training.without_paths)
+        self.save_hyperparameters({"config": config}, logger=False)
         self.cfg = OmegaConf.create(config)
         self.channels_last = bool((self.cfg.get("performance") or {}).get("channels_last"))
         self.net = build_network(self.cfg.model, int(self.cfg.data.channels), out_channels)

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from medrun.data.build import anonymous_id
 from medrun.data.images import CLASSIFICATION_SUFFIXES, read_image
 from medrun.data.rle import encode
 from medrun.data.transforms import pipeline, resize
@@ -67,6 +68,9 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
     h, w = (int(v) for v in cfg.data.image_size)
     post = {**chosen, "threshold": threshold, "min_fraction": float(chosen.get("min_area") or 0) / (h * w)}
     files = list_inputs(Path(str(input_path)).expanduser())
+    # a run trained with anonymised ids names its outputs by the same keyed hashes, never by the file names
+    anonymous = bool(cfg.data.get("anonymize_ids"))
+    name = (lambda p: anonymous_id(p.stem)) if anonymous else (lambda p: p.name)  # noqa: E731
     dicom = dict(cfg.data.get("dicom") or {})
     size, to_tensor = resize(cfg.data.image_size, bool(cfg.data.get("pad_to_square"))), pipeline(cfg.data, train=False)
     classes = [str(c) for c in cfg.data.classes]
@@ -76,23 +80,23 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
         try:
             image = read_image(path, int(cfg.data.channels), dicom)
         except MedrunError as e:
-            failed.append({"file": path.name, "error": str(e)})
+            failed.append({"file": name(path), "error": str(e).replace(str(path), name(path)) if anonymous else str(e)})
             continue
         x = to_tensor(image=size(image=image)["image"])["image"].float()[None]
         probs = run.predict(x, tta)[0].cpu()
         if run.spatial:
-            mask = _write_mask(output, path.stem, probs.numpy(), image.shape[:2], run.task, post, cfg,
-                               save_probabilities)
-            rle_rows.append((path.stem, encode(mask)))
+            stem = name(path) if anonymous else path.stem
+            mask = _write_mask(output, stem, probs.numpy(), image.shape[:2], run.task, post, cfg, save_probabilities)
+            rle_rows.append((stem, encode(mask)))
         else:
-            rows.append((path.name, probs.numpy()))
+            rows.append((name(path), probs.numpy()))
     if not run.spatial and rows:
         multilabel = cfg.data.mode == "multilabel"
         probs = np.stack([p for _, p in rows])
         labels = predict_labels(probs, multilabel, threshold)
         with open(output / "predictions.csv", "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["file", *(f"prob_{c}" for c in classes), "prediction"])
+            w.writerow(["id" if anonymous else "file", *(f"prob_{c}" for c in classes), "prediction"])
             for (name, p), lab in zip(rows, labels):
                 pred = ";".join(c for c, on in zip(classes, lab) if on) if multilabel else classes[int(lab)]
                 w.writerow([name, *(f"{v:.6f}" for v in p), pred])

@@ -145,6 +145,14 @@ def test_anonymized_ids_keep_file_names_out_of_the_run(shared_data, tmp_path, mo
     ids = sorted(i for fold in json.loads((run_dir / "splits.json").read_text())["folds"] for i in fold["test"])
     again = medrun.api.build_store(medrun.compose("train", overrides), preload=False)
     assert sorted(s.id for s in again.samples) == ids  # the same key gives the same ids
+    # predict on the same files names its rows by those ids, never by the file names
+    from medrun.predict import predict_files
+
+    predict_files(run_dir, shared_data / "dicom_ct" / "dicom_dir", tmp_path / "pred")
+    text = (tmp_path / "pred" / "predictions.csv").read_text() + (tmp_path / "pred" / "report.json").read_text()
+    assert not any(s in text for s in stems)
+    rows = list(__import__("csv").DictReader(open(tmp_path / "pred" / "predictions.csv")))
+    assert sorted(r["id"] for r in rows) == sorted(s.id for s in again.samples)
 
 
 def test_wandb_config_carries_no_absolute_paths():

@@ -44,12 +44,15 @@ def id_key() -> bytes:
     return key.encode()
 
 
+def anonymous_id(name: str, key: bytes | None = None) -> str:
+    """The keyed hash (HMAC-SHA256) that stands for a file-name id: stable for one key, not reversible without it."""
+    return "s" + hmac.new(key or id_key(), name.encode(), hashlib.sha256).hexdigest()[:16]
+
+
 def anonymize(dataset: Dataset) -> Dataset:
-    """Replace file-name ids with a keyed hash (HMAC-SHA256): stable for one key, not reversible without it."""
+    """Replace file-name ids with their keyed hashes (`anonymous_id`)."""
     key = id_key()
-    samples = [replace(s, id="s" + hmac.new(key, s.id.encode(), hashlib.sha256).hexdigest()[:16])
-               for s in dataset.samples]
-    return replace(dataset, samples=samples)
+    return replace(dataset, samples=[replace(s, id=anonymous_id(s.id, key)) for s in dataset.samples])
 
 
 def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:

@@ -48,7 +48,8 @@ def test_rle_codec_round_trips_every_real_row(shared_data):
     start = int(rows[3][1].split()[0])
     assert decode(rows[3][1], 1024, 1024)[start % 1024, start // 1024] == 1
     for bad, message in (("1 2 3", "odd number"), ("5 -2", "negative"), ("1048570 20", "runs past the image"),
-                         ("1 x", "other than integers")):
+                         ("1 x", "other than integers"),
+                         (f"{2**64 - 10} 5 5 5", "larger than any image's pixel count")):  # would wrap round
         with pytest.raises(MedrunError, match=message):
             decode(bad, 1024, 1024)
 
@@ -104,6 +105,18 @@ def test_reader_on_a_generated_siim_folder_merges_objects_and_lists_problems(sha
     assert "1 malformed RLE row(s) in train-rle.csv" in problems and "negative" in problems
     with pytest.raises(MedrunError, match="image\\(s\\) without a row"):
         medrun.api.build_store(medrun.compose("train", ["experiment=cascade_siim", f"data.root={tmp_path}/bad"]))
+    # an ImageId both empty (' -1') and with an object row; one SOP file name in two series
+    positive = next(r for r in rows if r[1].strip() != "-1")
+    others = [r for r in rows if r[0] != positive[0]][:3]
+    write_siim(tmp_path / "mixed", [*others, (positive[0], "-1"), positive])
+    copy = next((tmp_path / "mixed" / "dicom-images-train").rglob(f"{others[0][0]}.dcm"))
+    other = tmp_path / "mixed" / "dicom-images-train" / "studyX" / "seriesX"
+    other.mkdir(parents=True)
+    __import__("shutil").copy(copy, other / copy.name)
+    report = check_data(medrun.compose("train", ["experiment=cascade_siim", f"data.root={tmp_path}/mixed"]).data)
+    problems = "\n".join(report["problems"])
+    assert f"1 ImageId(s) with several DICOM files under dicom-images-train: {others[0][0]}" in problems
+    assert f"{positive[0]} (an empty-mask row ' -1' beside object rows" in problems
 
 
 def test_only_positive_images_train_the_segmenter(tmp_path):

@@ -7,6 +7,7 @@ import numpy as np
 from medrun.errors import MedrunError
 
 EMPTY = "-1"
+MAX_VALUE = 2**40  # far beyond any image's pixel count, far below where int64 sums wrap
 
 
 def parse(rle: str) -> np.ndarray:
@@ -15,9 +16,13 @@ def parse(rle: str) -> np.ndarray:
     if text == EMPTY:
         return np.zeros((0, 2), dtype=np.int64)
     try:
-        values = np.array([int(v) for v in text.split()], dtype=np.int64)
+        numbers = [int(v) for v in text.split()]
     except ValueError:
         raise MedrunError(f"RLE {text[:40]!r} holds something other than integers") from None
+    too_big = [v for v in numbers if v > MAX_VALUE]
+    if too_big:  # would wrap around in 64-bit arithmetic and land inside the image
+        raise MedrunError(f"RLE value {too_big[0]} is larger than any image's pixel count")
+    values = np.array(numbers, dtype=np.int64)
     if values.size == 0 or values.size % 2:
         raise MedrunError(f"RLE has an odd number of values ({values.size}); it must be pairs 'start length'")
     if (values < 0).any():

@@ -60,9 +60,15 @@ def read_siim(cfg) -> Dataset:
     root = require_dir(cfg.root, "data.root", " (the folder holding dicom-images-train/ and train-rle.csv)")
     images_dir = require_dir(root / cfg.images, "data.images", f" ({cfg.images} under data.root)")
     rles = read_rle_csv(root / cfg.csv)
-    files = {p.stem: p for p in sorted(images_dir.rglob("*.dcm"))}
-    if not files:
+    found = sorted(images_dir.rglob("*.dcm"))
+    if not found:
         raise MedrunError(f"no .dcm files under {images_dir}")
+    stems = [p.stem for p in found]
+    twice = sorted({s for s in stems if stems.count(s) > 1})
+    _report(f"ImageId(s) with several DICOM files under {cfg.images}",
+            [f"{s} ({', '.join(str(p.relative_to(images_dir)) for p in found if p.stem == s)})" for s in twice],
+            "keep one file per ImageId")
+    files = {p.stem: p for p in found if p.stem not in twice}
     _report(f"image(s) without a row in {cfg.csv}", sorted(set(files) - set(rles)),
             "add their rows (' -1' for an empty mask) or remove the files")
     _report(f"row(s) of {cfg.csv} without a DICOM under {cfg.images}", sorted(set(rles) - set(files)),
@@ -73,6 +79,9 @@ def read_siim(cfg) -> Dataset:
         ds = pydicom.dcmread(files[i], stop_before_pixels=True)
         shapes[i] = (int(ds.Rows), int(ds.Columns))
         patient[i] = str(ds.get("PatientID") or i)  # in memory only: becomes a group pseudonym
+        if "-1" in [r.strip() for r in rles[i]] and len(rles[i]) > 1:
+            malformed.append(f"{i} (an empty-mask row ' -1' beside object rows: empty or not?)")
+            continue
         for rle in rles[i]:
             try:
                 parse(rle) if rle.strip() == "-1" else decode(rle, *shapes[i])

@@ -15,7 +15,7 @@ from medrun.data.datamodule import FoldDataModule
 from medrun.evaluation.reports import markdown
 from medrun.errors import MedrunError
 from medrun.inference import saved_config
-from medrun.runs import RUN_DIR_ENV, check_name, create_run_dir, is_ddp_child, require_run_dir, write_json, write_text
+from medrun.runs import RUN_DIR_ENV, FolderLock, check_name, create_run_dir, is_ddp_child, require_run_dir, write_json, write_text
 from medrun.tasks import TASKS
 from medrun.training import is_distributed
 
@@ -98,11 +98,15 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
         store = build_store(cfg)
         splits = build_splits(cfg, store)
         TASKS.get(cfg.task.name).check_splits(cfg, splits)
-        run_dir = _open_run_dir(cfg, splits)
+        run_dir, lock = _open_run_dir(cfg, splits)
     os.environ[RUN_DIR_ENV] = str(run_dir)
-    summary = run_folds(cfg, to_plain(cfg), run_dir, store, splits, only=only)
-    if summary is not None:
-        write_summary(run_dir, cfg, summary)
+    try:
+        summary = run_folds(cfg, to_plain(cfg), run_dir, store, splits, only=only)
+        if summary is not None:
+            write_summary(run_dir, cfg, summary)
+    finally:
+        if not is_ddp_child():
+            lock.release()
     return run_dir, summary
 
 
@@ -114,12 +118,16 @@ def _saved(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(config))
 
 
-def _open_run_dir(cfg: DictConfig, splits: dict) -> Path:
-    """A new timestamped folder, or `run_dir=`: new, or (folds as jobs) one holding this same run."""
+def _open_run_dir(cfg: DictConfig, splits: dict) -> tuple[Path, FolderLock]:
+    """A new timestamped folder, or `run_dir=`: new, or (folds as jobs) one holding this same run; with the lock this
+    process holds while it writes there (the run folder, or a fold job's own fold folder)."""
     if not cfg.get("run_dir"):
         run_dir = create_run_dir(cfg.paths.output_dir, cfg.name)
+        lock = FolderLock(run_dir, "run folder")
     else:
         run_dir = Path(str(cfg.run_dir)).expanduser().resolve()
+        # held while claiming, so two processes never both write config.yaml; fold jobs wait for each other's claims
+        lock = FolderLock(run_dir, "run_dir=", wait=cfg.cv.get("fold") is not None)
         if (run_dir / "config.yaml").is_file():
             if cfg.cv.get("fold") is None:
                 raise MedrunError(f"run_dir={run_dir} already holds a run; runs never overwrite each other "
@@ -128,12 +136,21 @@ def _open_run_dir(cfg: DictConfig, splits: dict) -> Path:
                     json.loads((run_dir / "splits.json").read_text()) != splits:
                 raise MedrunError(f"run_dir={run_dir} holds a run of another configuration or split; "
                                   "every fold job of one run must share all overrides but cv.fold")
-            return run_dir
-        run_dir.mkdir(parents=True, exist_ok=True)
+            return run_dir, _fold_lock(run_dir, lock, cfg.cv.get("fold"))
     write_text(run_dir / "config.yaml", _saved(cfg))
     write_text(run_dir / "overrides.txt", "".join(f"{o}\n" for o in cfg.get("overrides", []) if not o.startswith("cv.fold=")))
     write_json(run_dir / "splits.json", splits)
-    return run_dir
+    return run_dir, _fold_lock(run_dir, lock, cfg.cv.get("fold"))
+
+
+def _fold_lock(run_dir: Path, run_lock: FolderLock, fold) -> FolderLock:
+    """A fold job writes its own fold folder only: it trades the run folder's lock for that fold's."""
+    if fold is None:
+        return run_lock
+    try:
+        return FolderLock(run_dir / f"fold_{int(fold)}", f"fold {int(fold)} of")
+    finally:
+        run_lock.release()
 
 
 def _wait_for_run_dir(cfg: DictConfig, timeout_s: float = 600) -> Path:
@@ -207,10 +224,16 @@ def resume(run_dir: str | Path, allow_unsafe_checkpoints: bool = False) -> tuple
     cfg = saved_config(run_dir, allow_unsafe_checkpoints)
     with open_dict(cfg):
         cfg.resume = None
-    store = build_store(cfg)
-    os.environ[RUN_DIR_ENV] = str(run_dir)
-    summary = run_folds(cfg, to_plain(cfg), run_dir, store, json.loads((run_dir / "splits.json").read_text()),
-                        only=cfg.cv.get("fold"))
-    if summary is not None:
-        write_summary(run_dir, cfg, summary)
+    fold = cfg.cv.get("fold")
+    lock = FolderLock(run_dir / f"fold_{int(fold)}" if fold is not None else run_dir,
+                      f"fold {fold} of" if fold is not None else "run folder")
+    try:
+        store = build_store(cfg)
+        os.environ[RUN_DIR_ENV] = str(run_dir)
+        summary = run_folds(cfg, to_plain(cfg), run_dir, store, json.loads((run_dir / "splits.json").read_text()),
+                            only=fold)
+        if summary is not None:
+            write_summary(run_dir, cfg, summary)
+    finally:
+        lock.release()
     return run_dir, summary

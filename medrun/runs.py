@@ -138,3 +138,35 @@ def require_run_dir(path: str | Path) -> Path:
         raise MedrunError(f"{path} is not a medrun run folder (missing {', '.join(missing) or 'folder'}); "
                           "pass a folder under outputs/<experiment>/")
     return path
+
+
+LOCK_NAME = ".medrun.lock"
+
+
+class FolderLock:
+    """An exclusive lock on a folder, held while one process writes into it (flock on `<folder>/.medrun.lock`,
+    released when the process ends, even when it is killed). A second writer fails at once, naming the holder."""
+
+    def __init__(self, folder: Path, what: str, wait: bool = False):
+        import fcntl
+        import socket
+
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = folder / LOCK_NAME
+        self.file = open(self.path, "a+")
+        try:  # `wait`: a short claim another job may hold (fold jobs claiming one run folder), not a writer's
+            fcntl.flock(self.file, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.seek(0)
+            holder = self.file.read().strip() or "another process"
+            self.file.close()
+            raise MedrunError(f"{what} {folder} is being written by {holder}; wait for it to finish, or use another "
+                              "folder (runs never share a writer)") from None
+        self.file.seek(0)
+        self.file.truncate()
+        self.file.write(f"process {os.getpid()} on {socket.gethostname()}")
+        self.file.flush()
+
+    def release(self) -> None:
+        if not self.file.closed:
+            self.file.close()  # closing the descriptor releases the flock

@@ -19,3 +19,41 @@ def test_a_truncated_checkpoint_is_reported_as_damaged_never_as_unsafe(tmp_path)
     (tmp_path / "empty.ckpt").write_bytes(b"")
     with pytest.raises(MedrunError, match="empty.ckpt is damaged"):
         load_checkpoint(tmp_path / "empty.ckpt")
+
+
+def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from medrun.runs import FolderLock
+
+    lock = FolderLock(tmp_path / "run", "run folder")
+    with pytest.raises(MedrunError, match=rf"run folder .*run is being written by process {os.getpid()} on "
+                                          rf"{socket.gethostname()}"):
+        FolderLock(tmp_path / "run", "run folder")
+    # another process too (flock is per open file, so this is what two `medrun resume RUN` see)
+    probe = ("from pathlib import Path; from medrun.runs import FolderLock; from medrun.errors import MedrunError\n"
+             f"try:\n    FolderLock(Path({str(tmp_path / 'run')!r}), 'run folder')\nexcept MedrunError as e:\n"
+             "    print(e)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout
+    assert f"being written by process {os.getpid()}" in out
+    lock.release()
+    FolderLock(tmp_path / "run", "run folder").release()  # free again once the holder is done
+
+
+def test_two_runs_into_one_run_dir_never_both_claim_it(tmp_path):
+    import medrun
+    from tests.conftest import TINY
+
+    from medrun.runs import FolderLock
+
+    holder = FolderLock(tmp_path / "shared", "run_dir=")  # another process training into it right now
+    with pytest.raises(MedrunError, match="run_dir= .*shared is being written by process"):
+        medrun.train(medrun.compose("train", [*TINY, f"run_dir={tmp_path / 'shared'}"]))
+    assert not (tmp_path / "shared" / "config.yaml").exists()
+    holder.release()
+    run_dir, summary = medrun.train(medrun.compose("train", [*TINY, f"run_dir={tmp_path / 'shared'}"]))
+    assert summary is not None
+    FolderLock(run_dir, "run folder").release()  # released at the end of the run

@@ -156,3 +156,28 @@ def test_cyclegan_objective_is_the_texts_and_the_notebooks_by_name():
                 expected = sum(F.mse_loss(F.leaky_relu(s, 0.05), torch.ones_like(s)) for s in scores)  # MONAI's
                 assert float(adversarial) == pytest.approx(float(expected), rel=1e-5)
                 assert float(total) > float(adversarial + 10 * cycle)
+
+
+def test_manifest_quotes_file_names_and_keeps_its_paths_inside_the_run(shared_data, tmp_path, monkeypatch):
+    from medrun.api import build_splits, build_store
+    from medrun.errors import MedrunError
+    from medrun.oversample import registry
+    from medrun.oversample.registry import oversample_fold
+
+    cfg = medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist", "oversample=duplicate"])
+    store = build_store(cfg, preload=False)
+    fold = build_splits(cfg, store)["folds"][0]
+    image = store.get(0)[0]
+    monkeypatch.setitem(registry.OVERSAMPLERS._entries, "duplicate",
+                        lambda *a: [("odd, \"name\"", image), ("plain", image)])
+    fold_dir = tmp_path / "fold_0"
+    out_store, out_fold = oversample_fold(cfg, store, fold, fold_dir)
+    rows = list(csv.DictReader(open(fold_dir / "oversampling" / "manifest.csv")))
+    assert [r["source_id"] for r in rows] == ["odd, \"name\"", "plain"]  # one field each, read back as written
+    assert len(out_fold["train"]) == len(fold["train"]) + 2
+    again = oversample_fold(cfg, store, fold, fold_dir)[1]  # a resumed fold reads the same manifest
+    assert again["train"] == out_fold["train"]
+    text = (fold_dir / "oversampling" / "manifest.csv").read_text().replace(rows[1]["file"], "../../../outside.png")
+    (fold_dir / "oversampling" / "manifest.csv").write_text(text)
+    with pytest.raises(MedrunError, match="'../../../outside.png' points outside"):
+        oversample_fold(cfg, store, fold, fold_dir)

@@ -4,6 +4,7 @@ Validation and test parts stay real; a fold that is resumed reuses its manifest.
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from medrun.data.samples import Sample
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.registry import Registry
-from medrun.runs import write_text
+from medrun.runs import resolve_inside, write_text
 
 # name -> (cfg, store, fold, out_dir, majority ids, minority ids) -> [(source id, HxWxC uint8 image)]
 OVERSAMPLERS: Registry = Registry("oversampler", "oversample.name")
@@ -100,13 +101,16 @@ def oversample_fold(cfg, store: SampleStore, fold: dict, fold_dir: Path) -> tupl
             Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(out_dir / "synthetic" / f"{sid}.png")
             rows.append({"synthetic_id": sid, "source_id": source, "method": name, "class": minority_class,
                          "file": f"synthetic/{sid}.png"})
-        lines = ["synthetic_id,source_id,method,class,file"] + [",".join(r.values()) for r in rows]
-        write_text(out_dir / "manifest.csv", "\n".join(lines) + "\n")  # written last: it marks the step done
+        text = io.StringIO()  # csv quoting: a file name with a comma or quote stays one field
+        writer = csv.DictWriter(text, fieldnames=["synthetic_id", "source_id", "method", "class", "file"])
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(out_dir / "manifest.csv", text.getvalue())  # written last: it marks the step done
     rows = _read_manifest(out_dir)
     channels = int(cfg.data.channels)
     extra = []
-    for r in rows:
-        image = np.asarray(Image.open(out_dir / r["file"]))
+    for r in rows:  # a manifest read back may be crafted: its files must lie inside the fold's folder
+        image = np.asarray(Image.open(resolve_inside(out_dir, r["file"], f"{out_dir / 'manifest.csv'} file")))
         image = image[:, :, None] if image.ndim == 2 else image
         if image.shape[2] != channels:
             image = np.repeat(image[:, :, :1], channels, axis=2) if channels == 3 else image[:, :, :1]

@@ -40,9 +40,22 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
     _check_options(run.config, tta, threshold, ensemble)
     store = build_store(run.config)
     splits = run.splits
+    left_out = 0
     if data_overrides:
         test_store = build_store(with_data_overrides(run.config, data_overrides))
         test_ids = [s.id for s in test_store.samples]
+        # the same files as the run's own data (e.g. data.root= its training folder): only the ids no fold trained or
+        # validated on are a test set; the others are left out and counted
+        seen = {i for f in splits["folds"] for part in ("train", "val") for i in f[part]}
+        own = {s.id: s.image for s in store.samples}
+        trained = {s.id for s in test_store.samples if s.id in seen and s.image is not None and own.get(s.id) == s.image}
+        if trained:
+            kept = [i for i in test_ids if i not in trained]
+            left_out = len(test_ids) - len(kept)
+            if not kept:
+                raise MedrunError(f"every sample of {' '.join(data_overrides)} was trained or validated on by this run: "
+                                  "it is not a test set; give data that the run has not seen")
+            test_ids = kept
     else:
         test_store = store
         test_ids = splits.get("fixed_test", [])
@@ -74,6 +87,9 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
                                            e_ids, e_fold, tta=tta, threshold=threshold, objective=objective,
                                            target_sensitivity=target_sensitivity, min_areas=min_areas)
     notes = []
+    if left_out:
+        notes.append(f"{left_out} sample(s) of the given data were in the run's training or validation parts and are "
+                     f"left out; scored on the other {len(e_ids)}")
     if splits["test_used_for_model_selection"]:
         notes.append("test set used for model selection (the run's protocol)")
     if evaluated_on != "test" and threshold == "search":

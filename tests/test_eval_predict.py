@@ -184,3 +184,12 @@ def test_eval_options_fail_before_anything_is_written(covid_run, capsys):
         assert expected in capsys.readouterr().err
     after = sorted((covid_run / "eval").iterdir()) if (covid_run / "eval").is_dir() else []
     assert after == before
+
+
+def test_eval_on_the_runs_own_training_data_scores_only_unseen_samples(covid_run, shared_data):
+    splits = json.loads((covid_run / "splits.json").read_text())
+    own = f"data.root={shared_data}/covid19_ct_seg"
+    _, result = evaluate_run(covid_run, data_overrides=[own])
+    seen = {i for f in splits["folds"] for part in ("train", "val") for i in f[part]}
+    assert result["n"] == 98 - len(seen) == 48  # the fixed test images only: the 50 training images are left out
+    assert result["notes"][0].startswith(f"{len(seen)} sample(s) of the given data were in the run's training")

@@ -54,12 +54,22 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
     """
     if format not in FORMATS:
         raise MedrunError(f"format={format!r}; valid: {', '.join(FORMATS)}")
+    if threshold is not None and not isinstance(threshold, (list, tuple)):
+        try:
+            threshold = float(threshold)
+        except (TypeError, ValueError):
+            raise MedrunError(f"threshold={threshold!r} is not a number; pass e.g. threshold=0.5") from None
     run_dir = require_run_dir(run_dir)
     output = Path(str(output)).expanduser()
+    if output.exists() and not output.is_dir():
+        raise MedrunError(f"output={output} is a file: give a new folder for the predictions")
     if output.exists() and any(output.iterdir()):
         raise MedrunError(f"output={output} is not empty: choose a new folder (earlier outputs are never overwritten)")
     run = load_run(run_dir, device=device, allow_unsafe_checkpoints=allow_unsafe_checkpoints)
     cfg = run.config
+    if format == "siim_rle" and not run.spatial:
+        raise MedrunError("format=siim_rle writes segmentation masks; this run is a classifier (use format=png, "
+                          "which writes predictions.csv)")
     chosen = latest_postprocessing(run_dir)
     tta = tta or chosen.get("tta") or "none"
     threshold = threshold if threshold is not None else chosen.get("threshold")

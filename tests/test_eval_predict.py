@@ -165,6 +165,10 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
         truth += [label[i] for i in f["test"]]
         expected += list(dummy.predict(np.zeros((len(f["test"]), 1))))
     assert result["trivial"]["majority class"]["accuracy"] == pytest.approx(accuracy_score(truth, expected))
+    from medrun.errors import MedrunError
+
+    with pytest.raises(MedrunError, match="format=siim_rle writes segmentation masks; this run is a classifier"):
+        predict_files(run_dir, shared_data / "dicom_ct" / "dicom_dir", tmp_path / "rle", format="siim_rle")
     report = predict_files(run_dir, shared_data / "dicom_ct" / "dicom_dir", tmp_path / "pred")
     rows = list(csv.DictReader(open(tmp_path / "pred" / "predictions.csv")))
     files = sorted(p.name for p in (shared_data / "dicom_ct/dicom_dir").glob("*.dcm"))
@@ -193,3 +197,15 @@ def test_eval_on_the_runs_own_training_data_scores_only_unseen_samples(covid_run
     seen = {i for f in splits["folds"] for part in ("train", "val") for i in f[part]}
     assert result["n"] == 98 - len(seen) == 48  # the fixed test images only: the 50 training images are left out
     assert result["notes"][0].startswith(f"{len(seen)} sample(s) of the given data were in the run's training")
+
+
+def test_predict_refuses_bad_options_before_writing(covid_run, shared_data, tmp_path):
+    from medrun.errors import MedrunError
+
+    images = shared_data / "covid19_ct_seg" / "Dataset" / "TestingSet" / "LungInfection-Test" / "Imgs"
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(MedrunError, match="output=.*a_file is a file: give a new folder"):
+        predict_files(covid_run, images, tmp_path / "a_file")
+    with pytest.raises(MedrunError, match="threshold='abc' is not a number"):
+        predict_files(covid_run, images, tmp_path / "p", threshold="abc")
+    assert not (tmp_path / "p").exists()

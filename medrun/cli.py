@@ -157,14 +157,20 @@ def _summary(overrides: list[str]) -> int:
 
 
 def _eval(args: list[str]) -> int:
+    from omegaconf import ListConfig, OmegaConf
+
     from medrun.config import compose
+    from medrun.config_values import get_float, get_int
 
     data = [a for a in args if a.startswith("data.")]
     opts = compose("eval", [a for a in args if not a.startswith("data.")])
     from medrun.evaluate import evaluate_run
 
+    areas = opts.min_areas if isinstance(opts.min_areas, (list, ListConfig)) else [opts.min_areas]
+    min_areas = [get_int(OmegaConf.create({"min_areas": a}), "min_areas", minimum=0) for a in areas]
+    sensitivity = get_float(opts, "target_sensitivity", 0, 1.0000001)
     out_dir, result = evaluate_run(opts.run, tta=opts.tta, threshold=opts.threshold, objective=opts.objective,
-                                   target_sensitivity=float(opts.target_sensitivity), min_areas=list(opts.min_areas),
+                                   target_sensitivity=sensitivity, min_areas=min_areas,
                                    ensemble=opts.ensemble, data_overrides=data, device=opts.device,
                                    allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
     print((out_dir / "summary.md").read_text())
@@ -192,6 +198,7 @@ def _predict(args: list[str]) -> int:
 
 def _explain(args: list[str]) -> int:
     from medrun.config import compose
+    from medrun.config_values import get_int
 
     # `clusters=k-means,birch` reads as a list here (Hydra would take a comma list for a sweep)
     args = [f"{a.split('=', 1)[0]}=[{a.split('=', 1)[1]}]" if a.startswith(("clusters=", "compare=", "classes=")) and "[" not in a
@@ -199,8 +206,9 @@ def _explain(args: list[str]) -> int:
     opts = compose("explain", args)
     from medrun.explain.command import explain_run
 
-    out_dir, _ = explain_run(opts.run, method=opts.method, layer=opts.layer, n=int(opts.n), target=opts.target,
-                             compare=list(opts.compare), clusters=list(opts.clusters), k=int(opts.k),
+    out_dir, _ = explain_run(opts.run, method=opts.method, layer=opts.layer, n=get_int(opts, "n", minimum=1),
+                             target=opts.target, compare=list(opts.compare), clusters=list(opts.clusters),
+                             k=get_int(opts, "k", minimum=2),
                              embed=opts.embed, dim=opts.dim, pool=opts.pool, feature_layer=opts.feature_layer,
                              fold=int(opts.fold), device=opts.device, seed=int(opts.seed),
                              cluster_classes=list(opts.classes) if opts.get("classes") else None,

@@ -34,6 +34,8 @@ def unsafe_checkpoints_allowed(flag: bool | None = None) -> bool:
 def resolve_device(device: str = "auto") -> str:
     if device not in ("auto", "cpu", "cuda") and not str(device).startswith("cuda:"):
         raise MedrunError(f"device={device!r}; valid: auto, cpu, cuda")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise MedrunError(f"device={device}: no CUDA GPU is visible to this process; use device=cpu (or auto)")
     return ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
 
 

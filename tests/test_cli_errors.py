@@ -153,3 +153,28 @@ def test_bad_run_values_end_in_one_line_naming_the_key(override, expected, tmp_p
 
     assert expected in one_line_error(capsys, ["train", *TINY, override, f"paths.output_dir={tmp_path}"])
     assert not (tmp_path / "quickstart").exists() and not any(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["eval", "run=nowhere", "min_areas=abc"], "min_areas='abc' is not an integer"),
+    (["eval", "run=nowhere", "target_sensitivity=abc"], "target_sensitivity='abc' is not a number"),
+    (["explain", "run=nowhere", "n=0"], "n=0 must be at least 1"),
+    (["explain", "run=nowhere", "n=-3"], "n=-3 must be at least 1"),
+    (["explain", "run=nowhere", "n=abc"], "n='abc' is not an integer"),
+    (["explain", "run=nowhere", "k=0"], "k=0 must be at least 2"),
+])
+def test_bad_eval_and_explain_options(argv, expected, capsys):
+    assert expected in one_line_error(capsys, argv)
+
+
+def test_a_gpu_device_without_a_gpu_is_one_line():
+    import torch
+
+    from medrun.errors import MedrunError
+    from medrun.inference import resolve_device
+
+    if torch.cuda.is_available():
+        assert resolve_device("cuda") == "cuda"
+    else:
+        with pytest.raises(MedrunError, match="device=cuda: no CUDA GPU is visible"):
+            resolve_device("cuda")

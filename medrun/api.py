@@ -132,8 +132,14 @@ def _open_run_dir(cfg: DictConfig, splits: dict) -> tuple[Path, FolderLock]:
             if cfg.cv.get("fold") is None:
                 raise MedrunError(f"run_dir={run_dir} already holds a run; runs never overwrite each other "
                                   "(choose a new folder, or cv.fold=k to add a fold to it)")
-            if (run_dir / "config.yaml").read_text() != _saved(cfg) or \
-                    json.loads((run_dir / "splits.json").read_text()) != splits:
+            # the composed configs, not the override strings: order and spelling (True / true) do not matter, nor
+            # where outputs would go (the folder is given) or how its path was spelt
+            def run_config(config: dict) -> dict:
+                return {k: v for k, v in config.items() if k not in ("overrides", "run_dir", "paths")}
+
+            theirs = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"))
+            ours = OmegaConf.to_container(OmegaConf.create(_saved(cfg)))
+            if run_config(theirs) != run_config(ours) or json.loads((run_dir / "splits.json").read_text()) != splits:
                 raise MedrunError(f"run_dir={run_dir} holds a run of another configuration or split; "
                                   "every fold job of one run must share all overrides but cv.fold")
             return run_dir, _fold_lock(run_dir, lock, cfg.cv.get("fold"))

@@ -77,6 +77,12 @@ def test_folds_as_jobs_then_aggregate_equal_a_one_process_run(tmp_path, monkeypa
     assert aggregated == written == single
     with pytest.raises(medrun.api.MedrunError, match="holds a run of another configuration"):
         medrun.train(medrun.compose("train", [*common, "seed=3", "cv.fold=0", f"run_dir={shared}"]))
+    # the same configuration spelt otherwise (overrides in another order, True for true) is the same run: fold 1
+    # is re-joined (already finished, so nothing is retrained) instead of being refused
+    (shared / "cv_summary.json").unlink()
+    respelt = ["name=folds", *(o.replace("=true", "=True") for o in common if o != "name=folds")]
+    again_dir, again = medrun.train(medrun.compose("train", [*respelt, "cv.fold=1", f"run_dir={shared}"]))
+    assert again_dir == shared and again == written
     with pytest.raises(medrun.api.MedrunError, match="cv.fold=k trains one fold into a shared folder"):
         medrun.train(medrun.compose("train", [*common, "cv.fold=0"]))
 

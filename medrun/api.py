@@ -15,7 +15,8 @@ from medrun.data.datamodule import FoldDataModule
 from medrun.evaluation.reports import markdown
 from medrun.errors import MedrunError
 from medrun.inference import saved_config
-from medrun.runs import RUN_DIR_ENV, FolderLock, check_name, create_run_dir, is_ddp_child, require_run_dir, write_json, write_text
+from medrun.runs import (RUN_DIR_ENV, FolderLock, check_name, create_run_dir, is_ddp_child, read_json, require_run_dir,
+                         write_json, write_text)
 from medrun.tasks import TASKS
 from medrun.training import is_distributed
 
@@ -93,7 +94,7 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     if is_ddp_child():
         run_dir = _wait_for_run_dir(cfg)
         store = build_store(cfg, preload=False)  # rank 0 already checked every file; decode lazily
-        splits = json.loads((run_dir / "splits.json").read_text())
+        splits = read_json(run_dir / "splits.json", ("folds",))
     else:
         store = build_store(cfg)
         splits = build_splits(cfg, store)
@@ -180,7 +181,7 @@ def aggregate_run(run_dir: str | Path) -> dict:
     """cv_summary.json and summary.md of a run whose folds were trained as separate jobs."""
     run_dir = require_run_dir(run_dir)
     cfg = saved_config(run_dir)
-    splits = json.loads((run_dir / "splits.json").read_text())
+    splits = read_json(run_dir / "splits.json", ("folds",))
     missing = [f["fold"] for f in splits["folds"] if not (run_dir / f"fold_{f['fold']}" / "metrics.json").is_file()]
     if missing:
         raise MedrunError(f"{run_dir}: fold(s) {missing} have not finished; run them with cv.fold=k run_dir={run_dir}")

@@ -2,14 +2,13 @@
 baseline for Table 5.1, oversampling choices): their mean ± std and their post-processing tables."""
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown
 from medrun.inference import saved_config
-from medrun.runs import create_run_dir, require_run_dir, test_parts, write_json, write_text
+from medrun.runs import create_run_dir, read_json, require_run_dir, test_parts, write_json, write_text
 
 TABLE_KEYS = ("table_5_1", "postprocessing_table")
 METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_macro", "specificity_macro", "fn_total",
@@ -24,13 +23,13 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     for d in dirs:
         if not (d / "cv_summary.json").is_file():
             raise MedrunError(f"{d} has not finished (no cv_summary.json)")
-    parts = [test_parts(json.loads((d / "splits.json").read_text())) for d in dirs]
+    parts = [test_parts(read_json(d / "splits.json", ("folds",))) for d in dirs]
     reference = parts[0]
     for d, p in zip(dirs[1:], parts[1:]):
         if p != reference:
             raise MedrunError(f"{d} was scored on other test parts than {dirs[0]}; train the runs with the same seed "
                               f"and cv, or cv.splits_file={dirs[0]}/splits.json")
-    loaded = [json.loads((d / "cv_summary.json").read_text()) for d in dirs]
+    loaded = [read_json(d / "cv_summary.json", ("experiment", "mean", "std")) for d in dirs]
     names = [f"{s['experiment']} ({d.name})" for s, d in zip(loaded, dirs)]
     if len(set(names)) < len(names):  # copies, run_dir= folders or one run twice: one row per folder, always
         names = [f"{s['experiment']} ({d})" if names.count(n) > 1 else n for s, d, n in zip(loaded, dirs, names)]

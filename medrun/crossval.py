@@ -18,7 +18,7 @@ from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import aggregate
 from medrun.oversample import oversample_fold
-from medrun.runs import is_ddp_child, load_checkpoint, resolve_inside, write_json, write_text
+from medrun.runs import is_ddp_child, load_checkpoint, read_json, resolve_inside, write_json, write_text
 from medrun.tasks import TASKS
 from medrun.training import (NonFiniteLossError, build_callbacks, build_logger, build_trainer, close_logger,
                              is_distributed)
@@ -144,7 +144,7 @@ def run_folds(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, 
 
 def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
     """The cv_summary from every fold's metrics.json: mean, std, the protocol's note, the task's extras."""
-    records = [json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text()) for f in splits["folds"]]
+    records = [read_json(run_dir / f"fold_{f['fold']}" / "metrics.json", ("fold", "metrics")) for f in splits["folds"]]
     (run_dir / "failed.json").unlink(missing_ok=True)  # a resumed run that completes is no longer failed
     note = LEAK_NOTE if splits["test_used_for_model_selection"] else None
     repeats = {f["fold"]: f["repeat"] for f in splits["folds"] if "repeat" in f}

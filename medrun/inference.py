@@ -6,7 +6,6 @@ command (`allow_unsafe_checkpoints=true`) or the environment (`MEDRUN_ALLOW_UNSA
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ from medrun.data.transforms import pipeline
 from medrun.errors import MedrunError
 from medrun.evaluation.metrics import compact
 from medrun.evaluation.tta import tta_probabilities
-from medrun.runs import load_checkpoint, require_run_dir, resolve_inside
+from medrun.runs import load_checkpoint, read_json, require_run_dir, resolve_inside
 from medrun.tasks import TASKS
 
 UNSAFE_ENV = "MEDRUN_ALLOW_UNSAFE_CHECKPOINTS"
@@ -41,7 +40,11 @@ def resolve_device(device: str = "auto") -> str:
 
 def saved_config(run_dir: Path, allow_unsafe: bool = False) -> DictConfig:
     """The run's config.yaml with the trust setting replaced by the caller's."""
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    try:
+        cfg = OmegaConf.load(run_dir / "config.yaml")
+    except Exception as e:  # a copied or edited run folder
+        raise MedrunError(f"{run_dir / 'config.yaml'} is damaged ({' '.join(str(e).split())[:100]}); restore it or "
+                          "re-create the run") from None
     with open_dict(cfg):
         cfg.allow_unsafe_checkpoints = unsafe_checkpoints_allowed(allow_unsafe)
     return cfg
@@ -61,7 +64,7 @@ def with_data_overrides(cfg: DictConfig, data_overrides=()) -> DictConfig:
 
 def fold_checkpoint(run_dir: Path, fold: int) -> Path:
     """The checkpoint a finished fold recorded in metrics.json; it must lie inside the run folder."""
-    record = json.loads((run_dir / f"fold_{fold}" / "metrics.json").read_text())
+    record = read_json(run_dir / f"fold_{fold}" / "metrics.json", ("metrics",))
     return resolve_inside(run_dir, record["checkpoint"], f"fold_{fold}/metrics.json checkpoint")
 
 
@@ -123,7 +126,7 @@ def load_run(run_dir, data_overrides=(), device: str = "auto", allow_unsafe_chec
     if not (run_dir / "cv_summary.json").is_file():
         raise MedrunError(f"{run_dir} has not finished training (no cv_summary.json): run `medrun resume {run_dir}` first")
     cfg = with_data_overrides(saved_config(run_dir, bool(allow_unsafe_checkpoints)), data_overrides)
-    splits = json.loads((run_dir / "splits.json").read_text())
+    splits = read_json(run_dir / "splits.json", ("folds",))
     device = resolve_device(device)
     config = to_plain(cfg)
     models = []

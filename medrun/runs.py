@@ -170,3 +170,19 @@ class FolderLock:
     def release(self) -> None:
         if not self.file.closed:
             self.file.close()  # closing the descriptor releases the flock
+
+
+def read_json(path: Path, need: tuple[str, ...] = ()) -> dict:
+    """A JSON file of a run folder; a missing, damaged or incomplete one is one line naming it (a run folder may
+    be copied, edited or cut short)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise MedrunError(f"{path} is missing: the run folder is incomplete") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise MedrunError(f"{path} is damaged (not JSON: {' '.join(str(e).split())[:80]}); restore it or "
+                          "re-create the run") from None
+    missing = [k for k in need if not isinstance(data, dict) or k not in data]
+    if missing:
+        raise MedrunError(f"{path} lacks {', '.join(repr(k) for k in missing)}: it is not a complete medrun file")
+    return data

@@ -57,3 +57,25 @@ def test_two_runs_into_one_run_dir_never_both_claim_it(tmp_path):
     run_dir, summary = medrun.train(medrun.compose("train", [*TINY, f"run_dir={tmp_path / 'shared'}"]))
     assert summary is not None
     FolderLock(run_dir, "run folder").release()  # released at the end of the run
+
+
+def test_damaged_run_folder_files_are_one_line_naming_the_file(tmp_path, capsys):
+    import json
+
+    import medrun
+    from medrun.cli import main
+    from medrun.runs import read_json
+    from tests.conftest import TINY
+
+    run_dir, _ = medrun.train(medrun.compose("train", [*TINY, "cv.folds=2", f"paths.output_dir={tmp_path}"]))
+    (run_dir / "fold_0" / "metrics.json").write_text("{not json")
+    assert main(["aggregate", str(run_dir)]) == 2
+    assert "fold_0/metrics.json is damaged (not JSON" in capsys.readouterr().err
+    (run_dir / "cv_summary.json").write_text(json.dumps({"experiment": "x", "std": {}}))
+    assert main(["compare", str(run_dir), str(run_dir)]) == 2
+    assert "cv_summary.json lacks 'mean'" in capsys.readouterr().err
+    (run_dir / "config.yaml").write_text("a: [unclosed\n")
+    assert main(["eval", f"run={run_dir}"]) == 2
+    assert "config.yaml is damaged" in capsys.readouterr().err
+    with pytest.raises(MedrunError, match="nothing.json is missing"):
+        read_json(tmp_path / "nothing.json")

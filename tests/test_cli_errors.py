@@ -178,3 +178,10 @@ def test_a_gpu_device_without_a_gpu_is_one_line():
     else:
         with pytest.raises(MedrunError, match="device=cuda: no CUDA GPU is visible"):
             resolve_device("cuda")
+
+
+def test_a_csv_that_is_not_utf8_is_one_line(shared_data, tmp_path, capsys):
+    argv = dicom_table(tmp_path, shared_data, None)
+    table = tmp_path / "labels.csv"
+    table.write_bytes(table.read_bytes() + "caf\u00e9.dcm,1\n".encode("latin-1"))
+    assert "is not UTF-8 text" in one_line_error(capsys, ["train", *argv])

@@ -20,9 +20,12 @@ def _rows(cfg, path: Path, key: str = "data.csv") -> tuple[list[str], list[dict]
     data.label_aliases says (ISIC-2016's test CSV writes 0.0 / 1.0 for benign / malignant)."""
     if not path.is_file():
         raise MedrunError(f"{key}={path} does not exist")
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f, fieldnames=None if cfg.get("header", True) else list(cfg.columns))
-        rows = list(reader)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a BOM from Excel is not a column name
+            reader = csv.DictReader(f, fieldnames=None if cfg.get("header", True) else list(cfg.columns))
+            rows = list(reader)
+    except UnicodeDecodeError as e:
+        raise MedrunError(f"{key}={path} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
     aliases = {str(k): str(v) for k, v in (cfg.get("label_aliases") or {}).items()}
     column = cfg.get("label_column")
     if aliases and column:

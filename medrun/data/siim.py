@@ -24,15 +24,18 @@ def read_rle_csv(path: Path) -> dict[str, list[str]]:
     if not path.is_file():
         raise MedrunError(f"{path} does not exist: the SIIM layout needs train-rle.csv next to dicom-images-train "
                           "(data.csv renames it)")
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = [h.strip() for h in next(reader, [])]
-        if header[:2] != ["ImageId", "EncodedPixels"]:
-            raise MedrunError(f"{path}: header {header} is not 'ImageId, EncodedPixels'")
-        out: dict[str, list[str]] = {}
-        for row in reader:
-            if row:
-                out.setdefault(row[0].strip(), []).append(row[1].strip() if len(row) > 1 else "")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            header = [h.strip() for h in next(reader, [])]
+            if header[:2] != ["ImageId", "EncodedPixels"]:
+                raise MedrunError(f"{path}: header {header} is not 'ImageId, EncodedPixels'")
+            out: dict[str, list[str]] = {}
+            for row in reader:
+                if row:
+                    out.setdefault(row[0].strip(), []).append(row[1].strip() if len(row) > 1 else "")
+    except UnicodeDecodeError as e:
+        raise MedrunError(f"{path} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
     return out
 
 

@@ -185,3 +185,15 @@ def test_a_csv_that_is_not_utf8_is_one_line(shared_data, tmp_path, capsys):
     table = tmp_path / "labels.csv"
     table.write_bytes(table.read_bytes() + "caf\u00e9.dcm,1\n".encode("latin-1"))
     assert "is not UTF-8 text" in one_line_error(capsys, ["train", *argv])
+
+
+def test_a_dcm_that_is_not_dicom_is_listed_by_data_check_and_one_line_in_train(shared_data, tmp_path, capsys):
+    argv = dicom_table(tmp_path, shared_data, None)
+    (tmp_path / "dicom" / "fake.dcm").write_text("not a DICOM file")
+    with open(tmp_path / "labels.csv", "a") as f:
+        f.write("fake.dcm,1\n")
+    assert "fake.dcm is not a readable DICOM file" in one_line_error(capsys, ["train", *argv])
+    code = main(["data", "check", *[a for a in argv if a.startswith(("data", "task"))]])
+    out = capsys.readouterr()
+    assert code != 0 and "fake.dcm is not a readable DICOM file" in out.out + out.err
+    assert "Traceback" not in out.err

@@ -65,3 +65,14 @@ def check_run_values(cfg: DictConfig) -> None:
             lr = get_float(node, "lr", prefix=key.removesuffix("lr"))
             if lr <= 0:
                 raise MedrunError(f"{key}={lr} must be positive, e.g. {key}=1e-4")
+    over = cfg.get("oversample") or {}
+    if over.get("name") == "cyclegan":
+        # the generators halve the image len(widths) - 1 times, and instance norm needs more than one value at the
+        # bottom: each side must be a multiple of 2**(len - 1) and at least 2**len
+        depth = len(list(over.generator.widths))
+        step, smallest = 2 ** (depth - 1), 2**depth
+        size = [int(str(v)) for v in over.size]
+        if any(v % step or v < smallest for v in size):
+            raise MedrunError(f"oversample.size={size} does not fit the generator's {depth} levels "
+                              f"(oversample.generator.widths): use multiples of {step} from {smallest}, e.g. "
+                              f"oversample.size=[{max(smallest, 256)},{max(smallest, 256)}], or fewer widths")

@@ -197,3 +197,11 @@ def test_a_dcm_that_is_not_dicom_is_listed_by_data_check_and_one_line_in_train(s
     out = capsys.readouterr()
     assert code != 0 and "fake.dcm is not a readable DICOM file" in out.out + out.err
     assert "Traceback" not in out.err
+
+
+def test_a_gan_size_too_small_for_the_generator_names_sizes_that_work(shared_data, tmp_path, capsys):
+    argv = ["train", "experiment=melanet_breastmnist", f"data.root={shared_data}/medmnist", "oversample.size=[32,32]",
+            f"paths.output_dir={tmp_path}"]
+    message = one_line_error(capsys, argv)
+    assert "oversample.size=[32, 32] does not fit the generator's 8 levels" in message
+    assert "multiples of 128 from 256" in message

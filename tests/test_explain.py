@@ -105,3 +105,8 @@ def test_classifier_explain_on_real_dicom_keeps_tags_out(shared_data, tmp_path, 
         explain_run(run_dir, target="Maybe")
     with pytest.raises(MedrunError, match="unknown CAM method 'magic'"):
         explain_run(run_dir, method="magic")
+    # a failure after the folder was made (k larger than the held-out part) leaves no partial folder behind
+    before = sorted((run_dir / "explain").iterdir())
+    with pytest.raises(MedrunError, match="clusters need more than"):
+        explain_run(run_dir, n=2, compare=["gradcam"], clusters=["k-means"], k=500)
+    assert sorted((run_dir / "explain").iterdir()) == before

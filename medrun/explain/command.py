@@ -2,6 +2,7 @@
 its bottleneck features. Writes <run>/explain/<time>/."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -87,64 +88,68 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
     with torch.no_grad():
         outputs = torch.cat([net(x[i: i + 16]).float() for i in range(0, len(x), 16)])
     out_dir = create_run_dir(run.dir, "explain")
-    chosen = slice(0, n)
-    targets = targets_for(outputs[chosen], spatial, target_class)
-    cams = compute_cams(net, cam_layer, method, x[chosen], targets)
-    result = {"run": str(run.dir), "fold": fold, "method": method, "layer": layer or default_cam_layer(net),
-              "images": [], "faithfulness": {}}
-    panels = {}
-    for i, sid in enumerate(ids[chosen]):
-        overlay = show_cam_on_image(_rgb(shown[i]), cams[i], use_rgb=True)
-        plt.imsave(out_dir / f"cam_{sid}.png", overlay)
-        record = {"id": sid}
+    try:  # a failed explanation leaves no partial folder behind
+        chosen = slice(0, n)
+        targets = targets_for(outputs[chosen], spatial, target_class)
+        cams = compute_cams(net, cam_layer, method, x[chosen], targets)
+        result = {"run": str(run.dir), "fold": fold, "method": method, "layer": layer or default_cam_layer(net),
+                  "images": [], "faithfulness": {}}
+        panels = {}
+        for i, sid in enumerate(ids[chosen]):
+            overlay = show_cam_on_image(_rgb(shown[i]), cams[i], use_rgb=True)
+            plt.imsave(out_dir / f"cam_{sid}.png", overlay)
+            record = {"id": sid}
+            if spatial:
+                record["mask_pixels"] = int((truth[i] > 0).sum())
+            elif outputs.shape[1] == 1:  # a discriminator's score, no class prediction
+                record.update(score=float(torch.sigmoid(outputs[i, 0])), true=classes[int(truth[i])])
+                panels.setdefault("all", []).append((overlay, f"{classes[int(truth[i])]} {sid} "
+                                                              f"({record['score']:.2f})"))
+            else:
+                pred, true = int(outputs[i].argmax()), int(truth[i]) if truth[i].ndim == 0 else None
+                record.update(predicted=classes[pred], true=classes[true] if true is not None else None)
+                for c, name in enumerate(classes):
+                    kind = ("TP" if pred == c and true == c else "FP" if pred == c else "FN" if true == c else None)
+                    if kind:
+                        panels.setdefault(name, []).append((overlay, f"{kind} {sid}"))
+            result["images"].append(record)
         if spatial:
-            record["mask_pixels"] = int((truth[i] > 0).sum())
-        elif outputs.shape[1] == 1:  # a discriminator's score, no class prediction
-            record.update(score=float(torch.sigmoid(outputs[i, 0])), true=classes[int(truth[i])])
-            panels.setdefault("all", []).append((overlay, f"{classes[int(truth[i])]} {sid} "
-                                                          f"({record['score']:.2f})"))
+            masks = (truth[chosen] > 0).numpy()
+            has = masks.reshape(len(masks), -1).any(1)
+            inside = mass_inside(cams, masks)
+            for rec, v, h in zip(result["images"], inside, has):
+                rec["cam_mass_in_mask"] = float(v) if h else None
+            result["cam_mass_in_mask"] = float(inside[has].mean()) if has.any() else None
+            result["mask_area_fraction"] = float(masks[has].mean()) if has.any() else None
+            _montage([(show_cam_on_image(_rgb(shown[i]), cams[i], use_rgb=True), sid) for i, sid in enumerate(ids[chosen])],
+                     out_dir / "montage.png", f"{method} on {result['layer']}")
         else:
-            pred, true = int(outputs[i].argmax()), int(truth[i]) if truth[i].ndim == 0 else None
-            record.update(predicted=classes[pred], true=classes[true] if true is not None else None)
-            for c, name in enumerate(classes):
-                kind = ("TP" if pred == c and true == c else "FP" if pred == c else "FN" if true == c else None)
-                if kind:
-                    panels.setdefault(name, []).append((overlay, f"{kind} {sid}"))
-        result["images"].append(record)
-    if spatial:
-        masks = (truth[chosen] > 0).numpy()
-        has = masks.reshape(len(masks), -1).any(1)
-        inside = mass_inside(cams, masks)
-        for rec, v, h in zip(result["images"], inside, has):
-            rec["cam_mass_in_mask"] = float(v) if h else None
-        result["cam_mass_in_mask"] = float(inside[has].mean()) if has.any() else None
-        result["mask_area_fraction"] = float(masks[has].mean()) if has.any() else None
-        _montage([(show_cam_on_image(_rgb(shown[i]), cams[i], use_rgb=True), sid) for i, sid in enumerate(ids[chosen])],
-                 out_dir / "montage.png", f"{method} on {result['layer']}")
-    else:
-        for name, items in panels.items():
-            order = sorted(items, key=lambda p: {"TP": 0, "FP": 1, "FN": 2}.get(p[1].split()[0], 0))
-            title = f"{method}: class {name} (TP / FP / FN)" if name != "all" else f"{method} on the discriminator"
-            _montage(order[:16], out_dir / f"montage_{name}.png", title)
-    for m in compare:
-        c = cams if m == method else compute_cams(net, cam_layer, m, x[chosen], targets)
-        result["faithfulness"][m] = faithfulness(net, x[chosen], c, targets)
-    if clusters:
-        if cluster_classes:  # cluster the images of the chosen classes only
-            unknown = [c for c in cluster_classes if c not in classes]
-            if spatial or unknown:
-                raise MedrunError(f"classes={','.join(cluster_classes)}: give classes of this classifier "
-                                  f"({', '.join(classes)})" if unknown else "classes= applies to classification runs")
-            labels = truth if truth.ndim == 1 else truth.argmax(1)
-            keep = [k for k, t in enumerate(labels) if classes[int(t)] in cluster_classes]
-            x, outputs, truth = x[keep], outputs[keep], truth[keep]
-            ids, shown = [ids[k] for k in keep], [shown[k] for k in keep]
-        result["clusters"] = _cluster(net, x, outputs, truth, ids, shown, spatial, clusters, k, embed, dim, pool,
-                                      feature_layer, cam_layer, method, out_dir, seed, target_class)
-        result["clusters"]["classes"] = list(cluster_classes) if cluster_classes else None
-    write_json(out_dir / "explain.json", result)
-    _table(result, out_dir)
-    return out_dir, result
+            for name, items in panels.items():
+                order = sorted(items, key=lambda p: {"TP": 0, "FP": 1, "FN": 2}.get(p[1].split()[0], 0))
+                title = f"{method}: class {name} (TP / FP / FN)" if name != "all" else f"{method} on the discriminator"
+                _montage(order[:16], out_dir / f"montage_{name}.png", title)
+        for m in compare:
+            c = cams if m == method else compute_cams(net, cam_layer, m, x[chosen], targets)
+            result["faithfulness"][m] = faithfulness(net, x[chosen], c, targets)
+        if clusters:
+            if cluster_classes:  # cluster the images of the chosen classes only
+                unknown = [c for c in cluster_classes if c not in classes]
+                if spatial or unknown:
+                    raise MedrunError(f"classes={','.join(cluster_classes)}: give classes of this classifier "
+                                      f"({', '.join(classes)})" if unknown else "classes= applies to classification runs")
+                labels = truth if truth.ndim == 1 else truth.argmax(1)
+                keep = [k for k, t in enumerate(labels) if classes[int(t)] in cluster_classes]
+                x, outputs, truth = x[keep], outputs[keep], truth[keep]
+                ids, shown = [ids[k] for k in keep], [shown[k] for k in keep]
+            result["clusters"] = _cluster(net, x, outputs, truth, ids, shown, spatial, clusters, k, embed, dim, pool,
+                                          feature_layer, cam_layer, method, out_dir, seed, target_class)
+            result["clusters"]["classes"] = list(cluster_classes) if cluster_classes else None
+        write_json(out_dir / "explain.json", result)
+        _table(result, out_dir)
+        return out_dir, result
+    except BaseException:
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
 
 
 def _cluster(net, x, outputs, truth, ids, shown, spatial, methods, k, embed, dim, pool, feature_layer, cam_layer,

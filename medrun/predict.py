@@ -111,10 +111,14 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
                 pred = ";".join(c for c, on in zip(classes, lab) if on) if multilabel else classes[int(lab)]
                 w.writerow([name, *(f"{v:.6f}" for v in p), pred])
     if format == "siim_rle" and run.spatial:
+        # every input has a row: an unreadable one is written empty (-1), and said so in report.json and on stderr
+        for item in failed:
+            rle_rows.append((Path(item["file"]).stem, "-1"))
+            item["submission"] = "-1 (unreadable: written as an empty mask)"
         with open(output / "submission.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["ImageId", "EncodedPixels"])
-            w.writerows(rle_rows)
+            w.writerows(sorted(rle_rows))
     report = {"run": str(run_dir), "tta": tta, "threshold": threshold, "min_area_fraction": post["min_fraction"],
               "processed": len(files) - len(failed), "failed": failed}
     write_json(output / "report.json", report)

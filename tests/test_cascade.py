@@ -271,6 +271,17 @@ def test_eval_and_predict_work_on_a_cascade_run(busi_run, shared_data, tmp_path)
 
     png = np.array(Image.open(tmp_path / "pred" / f"{rows[1][0]}.png")) > 0
     assert np.array_equal(decode(rows[1][1], int(ds.Rows), int(ds.Columns)), png.astype(np.uint8))
+    # an unreadable input still gets its row (empty), and the command says so with exit code 1
+    some = tmp_path / "some"
+    some.mkdir()
+    for p in sorted(inputs.rglob("*.dcm"))[:2]:
+        (some / p.name).write_bytes(p.read_bytes())
+    (some / "broken.dcm").write_text("not DICOM")
+    assert main(["predict", f"run={run_dir}", f"input={some}", f"output={tmp_path / 'pred2'}", "format=siim_rle"]) == 1
+    rows = list(csv.reader(open(tmp_path / "pred2" / "submission.csv")))
+    assert len(rows) == 4 and ["broken", "-1"] in rows
+    report = json.loads((tmp_path / "pred2" / "report.json").read_text())
+    assert report["failed"][0]["submission"].startswith("-1 (unreadable")
 
 
 def test_baseline_freezes_the_loaded_pretrained_encoder_with_backbone_finetuning(shared_data, tmp_path):

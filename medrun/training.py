@@ -1,6 +1,7 @@
 """Per-fold Lightning machinery built from config: trainer, callbacks, logger."""
 from __future__ import annotations
 
+import csv
 import random
 from pathlib import Path
 
@@ -124,9 +125,26 @@ def _no_logger(cfg, fold_dir, run_dir, fold, config, wandb_id):
     return False
 
 
+class ResumableCSVLogger(CSVLogger):
+    """Lightning's CSVLogger, keeping the rows of the epochs before a resume: its writer deletes an existing
+    metrics.csv when it starts, so the file is put back and the writer appends to it."""
+
+    @property
+    def experiment(self):
+        if self._experiment is not None:
+            return self._experiment
+        path = Path(self.log_dir) / "metrics.csv"
+        old = path.read_text() if path.is_file() else ""
+        writer = super().experiment
+        if writer is not None and old.strip():
+            path.write_text(old)
+            writer.metrics_keys = next(csv.reader([old.splitlines()[0]]))  # new columns rewrite the header
+        return writer
+
+
 @LOGGERS.register("csv")
 def _csv_logger(cfg, fold_dir, run_dir, fold, config, wandb_id):
-    return CSVLogger(save_dir=fold_dir, name="logs", version="")
+    return ResumableCSVLogger(save_dir=fold_dir, name="logs", version="")
 
 
 @LOGGERS.register("wandb")

@@ -83,7 +83,9 @@ def test_an_interrupted_gan_resumes(shared_data, tmp_path, monkeypatch):
     from medrun.runs import load_checkpoint
 
     overrides = [*TINY_MELANET, f"data.root={shared_data}/medmnist", "oversample.epochs=2", "cv.use_fixed_test=true",
-                 f"paths.output_dir={tmp_path}"]
+                 "trainer.deterministic=true", "logger=csv", f"paths.output_dir={tmp_path}"]
+    # the same run uninterrupted: the resumed one must make the same synthetic images
+    whole_dir, _ = medrun.train(medrun.compose("train", [*overrides[:-1], f"paths.output_dir={tmp_path / 'whole'}"]))
     step = CycleGAN.training_step
 
     def dies_in_epoch_two(self, batch, batch_idx):
@@ -102,6 +104,16 @@ def test_an_interrupted_gan_resumes(shared_data, tmp_path, monkeypatch):
     done = load_checkpoint(last)
     assert done["epoch"] == 1 and done["global_step"] == 2 * 2 * 4  # 2 epochs x 4 batches x 2 optimisers
     assert summary is not None and (run_dir / "fold_0" / "oversampling" / "manifest.csv").is_file()
+    # the GAN's RNG state came back with its checkpoint: the same synthetic images as the uninterrupted run
+    resumed = sorted((run_dir / "fold_0" / "oversampling" / "synthetic").glob("*.png"))
+    whole = sorted((whole_dir / "fold_0" / "oversampling" / "synthetic").glob("*.png"))
+    assert [p.name for p in resumed] == [p.name for p in whole] and resumed
+    same = [np.array_equal(np.asarray(__import__("PIL.Image").Image.open(a)), np.asarray(__import__("PIL.Image").Image.open(b)))
+            for a, b in zip(resumed, whole)]
+    assert all(same), f"{sum(same)} of {len(same)} synthetic images equal"
+    # and the GAN's curves keep the epoch before the interruption
+    epochs = {r["epoch"] for r in csv.DictReader(open(run_dir / "fold_0" / "oversampling" / "logs" / "metrics.csv"))}
+    assert {"0", "1"} <= epochs
 
 
 def test_duplicate_oversampling_is_the_control(shared_data, tmp_path):

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from medrun.data.store import SampleStore  # noqa: E402
 from medrun.oversample.cyclegan import CycleGAN  # noqa: E402
 from medrun.runs import load_checkpoint  # noqa: E402
-from medrun.training import build_logger, close_logger  # noqa: E402
+from medrun.training import RngState, build_logger, close_logger  # noqa: E402
 
 
 class GanImages:
@@ -82,8 +82,9 @@ def train_and_translate(cfg, store: SampleStore, fold: dict, out_dir: Path, majo
         logger=build_logger(cfg, out_dir, out_dir.parents[1], f"{fold['fold']}_cyclegan", config),
         default_root_dir=str(out_dir),
         # each epoch: gan.ckpt, and last.ckpt as a link to it (a full-size CycleGAN checkpoint is large)
+        # RngState: a resumed GAN draws the same shuffles as an uninterrupted one
         callbacks=[ModelCheckpoint(dirpath=out_dir / "checkpoints", filename="gan", save_last="link",
-                                   enable_version_counter=False)],
+                                   enable_version_counter=False), RngState()],
         enable_progress_bar=cfg.callbacks.progress != "none", enable_model_summary=False,
         limit_train_batches=ocfg.get("limit_batches") or 1.0, deterministic=bool(cfg.trainer.deterministic),
         log_every_n_steps=1)  # the GAN curves (generator, discriminator, cycle) in logs/metrics.csv

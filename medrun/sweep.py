@@ -69,6 +69,10 @@ def job(cfg: DictConfig) -> float:
         print(f"medrun: error: job {record['job']} ({' '.join(overrides)}) failed: {record['error']}", file=sys.stderr)
     record["objective"] = None if math.isnan(value) else value
     write_json(Path(hydra.runtime.output_dir) / RECORD, record)
+    if record["status"] == "failed" and "optuna" in str(hydra.sweeper.get("_target_", "")).lower():
+        # Optuna's sweeper cannot be told a NaN objective; an exception makes the trial a failed one, and
+        # max_failure_rate=1.0 (set by run_sweep) lets the study go on
+        raise MedrunError(f"job {record['job']} failed: {record['error']}")
     return value
 
 
@@ -108,10 +112,13 @@ def run_sweep(overrides: list[str]) -> Path:
     if not any(o.startswith("paths.output_dir=") for o in overrides):
         # joblib's worker processes outlive one sweep and keep the cwd they started in: pin the runs' folder
         extra.append(f"paths.output_dir={Path(str(first.paths.output_dir)).resolve()}")
-    if any(o.startswith(("hydra/sweeper=optuna", "hydra.sweeper=optuna")) for o in overrides) and first.optimize \
-            and not any(o.startswith("hydra.sweeper.direction") for o in overrides):
+    optuna = any(o.startswith(("hydra/sweeper=optuna", "hydra.sweeper=optuna")) for o in overrides)
+    if optuna and first.optimize and not any(o.startswith("hydra.sweeper.direction") for o in overrides):
         # optimize=jaccard means the higher the better; a loss is minimised
         extra.append(f"hydra.sweeper.direction={'minimize' if 'loss' in str(first.optimize) else 'maximize'}")
+    if optuna and not any(o.startswith("hydra.sweeper.max_failure_rate") for o in overrides):
+        # a failed job is a failed trial (its objective is NaN): the study goes on, as any other sweep does
+        extra.append("hydra.sweeper.max_failure_rate=1.0")
     argv = sys.argv
     sys.argv = [argv[0] if argv else "medrun", "--multirun", *overrides, *extra]
     try:

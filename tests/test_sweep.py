@@ -104,3 +104,17 @@ def test_sweep_table_shows_the_runs_report_columns(tmp_path):
     assert header == "| job | overrides | status | " + " | ".join(report) + " | run folder |"
     rows = json.loads((tmp_path / "multirun_summary.json").read_text())["jobs"]
     assert [r["overrides"][0] for r in rows] == ["oversample=cyclegan", "oversample=duplicate", "oversample=none"]
+
+
+def test_a_failed_optuna_trial_does_not_stop_the_study(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["-m", "train", *TINY, "cv=holdout", "name=failing", "hydra/sweeper=optuna",
+                 "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2", "task.optimizer.lr=choice(0.001,-1)",
+                 "optimize=dice"])
+    assert code == 1  # a job failed: reported, and the study finished
+    summary = sweep_summary(tmp_path)
+    status = sorted(r["status"] for r in summary["jobs"])
+    assert status == ["failed", "ok"] and len(summary["failed"]) == 1
+    failed = next(r for r in summary["jobs"] if r["status"] == "failed")
+    assert failed["objective"] is None and "task.optimizer.lr=-1.0 must be positive" in failed["error"]
+    assert "optuna" in summary

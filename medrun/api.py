@@ -16,7 +16,7 @@ from medrun.evaluation.reports import markdown
 from medrun.errors import MedrunError
 from medrun.inference import saved_config
 from medrun.runs import (RUN_DIR_ENV, FolderLock, check_name, create_run_dir, is_ddp_child, read_json, require_run_dir,
-                         write_json, write_text)
+                         writable, write_json, write_text)
 from medrun.tasks import TASKS
 from medrun.training import is_distributed
 
@@ -84,6 +84,9 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
         return resume(cfg.resume, bool(cfg.allow_unsafe_checkpoints))
     check_name(cfg.name)
     check_run_values(cfg)
+    if not is_ddp_child():
+        writable(cfg.run_dir if cfg.get("run_dir") else cfg.paths.output_dir,
+                 "run_dir" if cfg.get("run_dir") else "paths.output_dir")
     check_input_size(cfg)
     distributed = is_distributed(cfg)
     if distributed and (cfg.get("oversample") or {}).get("name", "none") != "none":

@@ -44,9 +44,22 @@ def resolve_inside(root: Path, relative: str | Path, what: str) -> Path:
     return path
 
 
+def writable(folder: str | Path, key: str) -> Path:
+    """`folder`, made if needed; one line naming `key` when it cannot be made or written (checked before any
+    decoding or training, so a long run never fails at its first write)."""
+    path = Path(str(folder)).expanduser().resolve()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MedrunError(f"{key}={path} cannot be created ({e.strerror or e}); choose a folder you can write") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise MedrunError(f"{key}={path} is not writable; choose a folder you can write")
+    return path
+
+
 def create_run_dir(output_dir: str | Path, experiment: str) -> Path:
     """Make `<output_dir>/<experiment>/<YYYY-MM-DD_HH-MM-SS>[_n]`; never reuses an existing folder."""
-    parent = Path(output_dir).resolve() / check_name(experiment)
+    parent = writable(output_dir, "paths.output_dir") / check_name(experiment)
     parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     for n in range(1000):

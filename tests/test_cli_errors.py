@@ -205,3 +205,11 @@ def test_a_gan_size_too_small_for_the_generator_names_sizes_that_work(shared_dat
     message = one_line_error(capsys, argv)
     assert "oversample.size=[32, 32] does not fit the generator's 8 levels" in message
     assert "multiples of 128 from 256" in message
+
+
+def test_an_unwritable_output_folder_is_one_line_before_any_work(tmp_path, capsys):
+    from tests.conftest import TINY
+
+    (tmp_path / "a_file").write_text("x")
+    message = one_line_error(capsys, ["train", *TINY, f"paths.output_dir={tmp_path / 'a_file' / 'runs'}"])
+    assert "paths.output_dir=" in message and "cannot be created" in message

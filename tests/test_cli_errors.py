@@ -86,6 +86,8 @@ def dicom_table(tmp_path, shared_data, damage):
         ds = pydicom.dcmread(p)
         if i == 0 and damage == "no_pixels":
             del ds.PixelData
+        if i == 0 and damage == "no_rows":
+            del ds.Rows
         ds.save_as(tmp_path / "dicom" / p.name)
         rows.append(f"{p.name},{i % 2}")
     if damage == "compressed":
@@ -100,6 +102,7 @@ def dicom_table(tmp_path, shared_data, damage):
 
 
 @pytest.mark.parametrize("damage,expected", [("no_pixels", "DICOM has no pixel data"),
+                                             ("no_rows", "DICOM has no Rows / Columns"),
                                              ("compressed", "no decoder installed")])
 def test_bad_dicom(damage, expected, shared_data, tmp_path, capsys, monkeypatch):
     if damage == "compressed":  # the decoders are installed with medrun[dev]: take them away for this case

@@ -45,15 +45,17 @@ def resolve_inside(root: Path, relative: str | Path, what: str) -> Path:
 
 
 def writable(folder: str | Path, key: str) -> Path:
-    """`folder`, made if needed; one line naming `key` when it cannot be made or written (checked before any
-    decoding or training, so a long run never fails at its first write)."""
+    """`folder` as an absolute path, refused in one line naming `key` when it could not be made or written: its
+    nearest existing ancestor must be a writable folder (checked before any decoding or training, so a long run
+    never fails at its first write; nothing is created here)."""
     path = Path(str(folder)).expanduser().resolve()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise MedrunError(f"{key}={path} cannot be created ({e.strerror or e}); choose a folder you can write") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise MedrunError(f"{key}={path} is not writable; choose a folder you can write")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise MedrunError(f"{key}={path} cannot be created: {existing} is a file; choose a folder you can write")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise MedrunError(f"{key}={path} is not writable ({existing}); choose a folder you can write")
     return path
 
 

@@ -3,6 +3,7 @@ SIIM-layout folders, positive-only segmenter training, the blanking rule, thresh
 part, and the cascade end to end on the real BUSI images in the SIIM layout."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pydicom
@@ -112,7 +113,7 @@ def test_reader_on_a_generated_siim_folder_merges_objects_and_lists_problems(sha
     copy = next((tmp_path / "mixed" / "dicom-images-train").rglob(f"{others[0][0]}.dcm"))
     other = tmp_path / "mixed" / "dicom-images-train" / "studyX" / "seriesX"
     other.mkdir(parents=True)
-    __import__("shutil").copy(copy, other / copy.name)
+    shutil.copy(copy, other / copy.name)
     report = check_data(medrun.compose("train", ["experiment=cascade_siim", f"data.root={tmp_path}/mixed"]).data)
     problems = "\n".join(report["problems"])
     assert f"1 ImageId(s) with several DICOM files under dicom-images-train: {others[0][0]}" in problems

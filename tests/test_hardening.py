@@ -1,5 +1,6 @@
 """Issue #10: a crafted run folder cannot run code, paths stay inside their folders, documented features work,
 and the correctness fixes (absent classes, frame groups, contiguous ISBI folds, DICOM VOI, DDP ranks, sizes)."""
+import csv
 import json
 import os
 import pickle
@@ -151,7 +152,7 @@ def test_anonymized_ids_keep_file_names_out_of_the_run(shared_data, tmp_path, mo
     predict_files(run_dir, shared_data / "dicom_ct" / "dicom_dir", tmp_path / "pred")
     text = (tmp_path / "pred" / "predictions.csv").read_text() + (tmp_path / "pred" / "report.json").read_text()
     assert not any(s in text for s in stems)
-    rows = list(__import__("csv").DictReader(open(tmp_path / "pred" / "predictions.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "pred" / "predictions.csv")))
     assert sorted(r["id"] for r in rows) == sorted(s.id for s in again.samples)
 
 

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import medrun
 from medrun.oversample.cyclegan import CycleGAN, Generator, discriminator
@@ -108,8 +109,7 @@ def test_an_interrupted_gan_resumes(shared_data, tmp_path, monkeypatch):
     resumed = sorted((run_dir / "fold_0" / "oversampling" / "synthetic").glob("*.png"))
     whole = sorted((whole_dir / "fold_0" / "oversampling" / "synthetic").glob("*.png"))
     assert [p.name for p in resumed] == [p.name for p in whole] and resumed
-    same = [np.array_equal(np.asarray(__import__("PIL.Image").Image.open(a)), np.asarray(__import__("PIL.Image").Image.open(b)))
-            for a, b in zip(resumed, whole)]
+    same = [np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b))) for a, b in zip(resumed, whole)]
     assert all(same), f"{sum(same)} of {len(same)} synthetic images equal"
     # and the GAN's curves keep the epoch before the interruption
     epochs = {r["epoch"] for r in csv.DictReader(open(run_dir / "fold_0" / "oversampling" / "logs" / "metrics.csv"))}

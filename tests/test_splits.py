@@ -1,4 +1,6 @@
-"""Split invariants of the three protocols, on real files."""
+"""Split invariants of the protocols, on real files."""
+import json
+
 import pytest
 
 import medrun
@@ -57,23 +59,23 @@ def test_holdout_uses_the_fixed_test_set(shared_data):
 def test_splits_file_is_reused_and_checked(shared_data, tmp_path):
     sp, st = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012")
     path = tmp_path / "splits.json"
-    path.write_text(__import__("json").dumps(sp))
+    path.write_text(json.dumps(sp))
     again, _ = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", f"cv.splits_file={path}",
                       "seed=3")
     assert again["folds"] == sp["folds"]
     sp["folds"][0]["test"].append("not-a-sample")
-    path.write_text(__import__("json").dumps(sp))
+    path.write_text(json.dumps(sp))
     with pytest.raises(MedrunError, match="names samples not in the dataset"):
         load_splits(path, st.samples)
     # a fold whose test ids also train (or validate) is refused, naming them
     sp["folds"][0]["test"].pop()
     sp["folds"][0]["train"].append(sp["folds"][0]["test"][0])
-    path.write_text(__import__("json").dumps(sp))
+    path.write_text(json.dumps(sp))
     first = sp["folds"][0]["test"][0]
     with pytest.raises(MedrunError, match=rf"fold 0 has 1 test sample\(s\) in its train part, e.g. \['{first}'\]"):
         load_splits(path, st.samples)
     leaky, _ = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", "cv=repeated_holdout")
-    path.write_text(__import__("json").dumps(leaky))
+    path.write_text(json.dumps(leaky))
     assert load_splits(path, st.samples)["folds"] == leaky["folds"]  # a declared leak (val = test) loads
 
 

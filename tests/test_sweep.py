@@ -1,6 +1,7 @@
 """Sweeps through Hydra's sweeper and launcher plugins (#16): Optuna, submitit and joblib, folds as jobs,
 and the multirun summary."""
 import json
+from pathlib import Path
 
 import pytest
 
@@ -28,7 +29,7 @@ def test_optuna_sweep_reports_its_best_trial(tmp_path, monkeypatch, capsys):
     assert len({r["run_dir"] for r in summary["jobs"]}) == 3
     # the objective is each job's validation-part Dice, never its test part's
     for r in summary["jobs"]:
-        saved = json.loads((__import__("pathlib").Path(r["run_dir"]) / "cv_summary.json").read_text())
+        saved = json.loads((Path(r["run_dir"]) / "cv_summary.json").read_text())
         assert r["objective"] == pytest.approx(saved["validation"]["mean"]["dice"])
     assert summary["optimize_on"] == "validation"
     assert "on the folds' **validation** parts" in next((tmp_path / "outputs" / "multirun").glob("*/multirun_summary.md")).read_text()
@@ -45,7 +46,7 @@ def test_optimising_on_the_test_parts_is_a_named_choice_that_says_so(tmp_path, m
     assert main(["-m", "train", *TINY, "cv=holdout", "name=ontest", "seed=1,2", "optimize=dice", "optimize_on=test"]) == 0
     summary = sweep_summary(tmp_path)
     for r in summary["jobs"]:
-        saved = json.loads((__import__("pathlib").Path(r["run_dir"]) / "cv_summary.json").read_text())
+        saved = json.loads((Path(r["run_dir"]) / "cv_summary.json").read_text())
         assert r["objective"] == pytest.approx(saved["mean"]["dice"])
     md = next((tmp_path / "outputs" / "multirun").glob("*/multirun_summary.md")).read_text()
     assert "**test** parts: test set used for model selection" in md

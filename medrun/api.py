@@ -193,6 +193,27 @@ def aggregate_run(run_dir: str | Path) -> dict:
     return summary
 
 
+def composed_config(cfg: DictConfig) -> tuple[str, str | None]:
+    """What config.yaml will hold (YAML), with the label facts (classes, mode) filled from the data when it can be
+    listed; and why they could not be, else None."""
+    from medrun.data import build_dataset
+    from medrun.data.build import fill_labels
+
+    note = None
+    try:
+        fill_labels(cfg, build_dataset(cfg.data))
+    except MedrunError as e:
+        note = str(e)
+    return OmegaConf.to_yaml(cfg), note
+
+
+def summary_table(summary: dict):
+    """The cv_summary as a rich table (mean ± std per metric), as the CLI prints it."""
+    from medrun.evaluation.reports import rich_table
+
+    return rich_table(summary)
+
+
 def write_summary(run_dir: Path, cfg: DictConfig, summary: dict) -> None:
     """cv_summary.json and summary.md (the mean ± std table and the task's own sections)."""
     write_json(run_dir / "cv_summary.json", summary)

@@ -50,31 +50,27 @@ def _train_help() -> str:
 def _print_train_result(run_dir, summary) -> None:
     from rich.console import Console
 
-    from medrun.evaluation.reports import rich_table
+    from medrun.api import summary_table
 
     console = Console()
     if summary is not None:
-        console.print(rich_table(summary))
+        console.print(summary_table(summary))
         console.print(f"run folder: {run_dir}")
 
 
 def _train(overrides: list[str], print_cfg: bool) -> int:
-    from omegaconf import OmegaConf
 
     from medrun.config import compose
 
     cfg = compose("train", overrides)  # before the heavy imports: config mistakes fail fast
     if print_cfg:
-        # What config.yaml will hold: label facts (classes, mode) come from the data when it can be listed.
-        from medrun.data import build_dataset
-        from medrun.data.build import fill_labels
+        from medrun.api import composed_config
 
-        try:
-            fill_labels(cfg, build_dataset(cfg.data))
-        except MedrunError as e:
-            print(f"medrun: note: data not listed ({e}); data.classes and data.mode are filled from the data "
+        text, note = composed_config(cfg)
+        if note:
+            print(f"medrun: note: data not listed ({note}); data.classes and data.mode are filled from the data "
                   "when training starts", file=sys.stderr)
-        print(OmegaConf.to_yaml(cfg))
+        print(text)
         return 0
     from medrun.api import train
 

@@ -63,16 +63,8 @@ def segmentation_baselines(target: torch.Tensor, class_names: list[str], empty_s
 def classification_baselines(train_labels: np.ndarray, test_labels: np.ndarray, class_names: list[str],
                              multilabel: bool) -> dict[str, dict[str, float]]:
     """The majority-class row: DummyClassifier(prior) fitted on the training part, scored on the test part."""
-    n = len(class_names)
-    dummy = DummyClassifier(strategy="prior").fit(np.zeros((len(train_labels), 1)), train_labels)
-    proba = dummy.predict_proba(np.zeros((len(test_labels), 1)))
-    if multilabel:  # one (N, 2) array per label: keep P(label present), 0 for a label never present in training
-        probs = np.stack([p[:, list(c).index(1)] if 1 in c else np.zeros(len(test_labels))
-                          for p, c in zip(proba, dummy.classes_)], 1)
-    else:  # columns for every class, those absent from the training part at 0
-        probs = np.zeros((len(test_labels), n))
-        probs[:, dummy.classes_.astype(int)] = proba
-    return {"majority class": classification_scores(test_labels, probs, class_names, multilabel)[0]}
+    return classification_baselines_by_fold({"train": train_labels}, ["train"] * len(test_labels), test_labels,
+                                            class_names, multilabel)
 
 
 def classification_baselines_by_fold(train_labels: dict[str, np.ndarray], owner: list[str], test_labels: np.ndarray,
@@ -85,10 +77,10 @@ def classification_baselines_by_fold(train_labels: dict[str, np.ndarray], owner:
         if rows:
             dummy = DummyClassifier(strategy="prior").fit(np.zeros((len(labels), 1)), labels)
             proba = dummy.predict_proba(np.zeros((len(rows), 1)))
-            if multilabel:
+            if multilabel:  # one (N, 2) array per label: P(label present), 0 for a label never seen in training
                 probs[rows] = np.stack([p[:, list(c).index(1)] if 1 in c else np.zeros(len(rows))
                                         for p, c in zip(proba, dummy.classes_)], 1)
-            else:
+            else:  # classes absent from the training part keep probability 0
                 probs[np.ix_(rows, dummy.classes_.astype(int))] = proba
     return {"majority class": classification_scores(test_labels, probs, class_names, multilabel)[0]}
 

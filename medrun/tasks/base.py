@@ -115,6 +115,11 @@ class ConfiguredTask(pl.LightningModule):
         when the task has none."""
         return None
 
+    @staticmethod
+    def test_targets(store, fold: dict) -> torch.Tensor:
+        """The fold's test-part masks (N, H, W) as compact class indices, for the reference rows."""
+        return compact(torch.stack([torch.as_tensor(store.get(i)[1]).long() for i in store.indices(fold["test"])]))
+
     @classmethod
     def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:
         """Reference rows for a fold's test part: what trivial predictors score with the same metric code."""

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
-from medrun.evaluation.metrics import SegmentationScores, compact, confusion, per_image, scores
+from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
 from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, search_cascade, search_triplet
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.thresholds import search_pixel_threshold
@@ -214,8 +214,7 @@ class CascadeTask(ConfiguredTask):
     @classmethod
     def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:
         """All-empty masks on the fold's test part (the segmenter-alone rows are in Table 5.1)."""
-        target = compact(torch.stack([torch.as_tensor(store.get(i)[1]).long() for i in store.indices(fold["test"])]))
-        return {"all-empty": segmentation_baselines(target, [str(c) for c in cfg.data.classes],
+        return {"all-empty": segmentation_baselines(cls.test_targets(store, fold), [str(c) for c in cfg.data.classes],
                                                     float(cfg.task.empty_score))["all-empty"]}
 
     @classmethod

@@ -9,7 +9,7 @@ import torch
 
 from medrun.evaluation import overlays
 from medrun.evaluation.heldout import evaluate_segmentation
-from medrun.evaluation.metrics import SegmentationScores, compact, confusion, per_image, scores
+from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
 from medrun.evaluation.trivial import segmentation_baselines
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.thresholds import binarize, search_pixel_threshold
@@ -96,8 +96,7 @@ class SegmentationTask(ConfiguredTask):
     @classmethod
     def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:
         """All-empty and all-foreground masks on the fold's test part."""
-        target = compact(torch.stack([torch.as_tensor(store.get(i)[1]).long() for i in store.indices(fold["test"])]))
-        return segmentation_baselines(target, [str(c) for c in cfg.data.classes], float(cfg.task.empty_score),
+        return segmentation_baselines(cls.test_targets(store, fold), [str(c) for c in cfg.data.classes], float(cfg.task.empty_score),
                                       str(cfg.task.get("absent_classes", "ignore")))
 
     @classmethod

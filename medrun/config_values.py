@@ -1,7 +1,7 @@
 """Typed reads of config values, failing with the key's full name instead of a TypeError."""
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from medrun.errors import MedrunError
 
@@ -57,14 +57,12 @@ def check_run_values(cfg: DictConfig) -> None:
     epochs = get_int(cfg.trainer, "max_epochs", minimum=-1, prefix="trainer.")
     if epochs == 0:
         raise MedrunError("trainer.max_epochs=0 trains nothing; give at least 1 (-1: until early stopping)")
-    for key in ("task.optimizer.lr", "task.classifier.optimizer.lr", "task.segmenter.optimizer.lr"):
-        node = cfg
-        for part in key.split(".")[:-1]:
-            node = node.get(part) if node is not None else None
+    for key in ("task.optimizer", "task.classifier.optimizer", "task.segmenter.optimizer"):
+        node = OmegaConf.select(cfg, key)
         if node is not None and "lr" in node:
-            lr = get_float(node, "lr", prefix=key.removesuffix("lr"))
+            lr = get_float(node, "lr", prefix=f"{key}.")
             if lr <= 0:
-                raise MedrunError(f"{key}={lr} must be positive, e.g. {key}=1e-4")
+                raise MedrunError(f"{key}.lr={lr} must be positive, e.g. {key}.lr=1e-4")
     over = cfg.get("oversample") or {}
     if over.get("name") == "cyclegan":
         # the generators halve the image len(widths) - 1 times, and instance norm needs more than one value at the

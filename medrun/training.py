@@ -91,8 +91,11 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl
     cb = cfg.callbacks
     out: list[pl.Callback] = [
         FiniteLossGuard(), RngState(),
+        # best.ckpt holds weights only: it is what eval, predict and explain load, never what a resume continues
+        # from, and an optimizer's state would double or triple its size
         ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="best", monitor=cb.checkpoint.monitor,
-                        mode=cb.checkpoint.mode, auto_insert_metric_name=False, enable_version_counter=False),
+                        mode=cb.checkpoint.mode, auto_insert_metric_name=False, enable_version_counter=False,
+                        save_weights_only=True),
         # last.ckpt from a checkpoint of its own, written every epoch: Lightning's save_last writes it only in an
         # epoch that improved the monitored metric, so a resume would restart from the last improvement
         ModelCheckpoint(dirpath=fold_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,14 @@ def shared_data() -> Path:
         pytest.fail(f"real data folder {SHARED_DATA} is missing: check out ../shared next to the repo "
                     "or set MEDRUN_SHARED_DATA")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def module_tmp(tmp_path_factory, request):
+    """A folder for the run a module's tests share, removed when the module ends (trained runs are large)."""
+    path = tmp_path_factory.mktemp(request.module.__name__.rsplit(".", 1)[-1])
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -181,8 +181,8 @@ def test_cascade_search_matches_brute_force_and_triplet_search_finds_the_rule():
 
 
 @pytest.fixture(scope="module")
-def busi_run(shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("cascade")
+def busi_run(shared_data, module_tmp):
+    out = module_tmp
     cfg = medrun.compose("train", ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "cv.folds=2",
                                    *TINY_CASCADE, f"paths.output_dir={out}"])
     return medrun.train(cfg)

@@ -86,8 +86,8 @@ def test_decision_threshold_objectives():
 
 
 @pytest.fixture(scope="module")
-def covid_run(shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("covid")
+def covid_run(shared_data, module_tmp):
+    out = module_tmp
     cfg = medrun.compose("train", ["data=covid_ct", f"data.root={shared_data}/covid19_ct_seg", *TINY_MODEL,
                                    "cv.folds=2", "name=covid", f"paths.output_dir={out}"])
     return medrun.train(cfg)[0]

@@ -20,9 +20,9 @@ LEARNS = ["experiment=quickstart", "cv=holdout", "trainer.max_epochs=25", "data.
 
 
 @pytest.fixture(scope="module")
-def lesion_run(tmp_path_factory):
+def lesion_run(module_tmp):
     """A small Sharp U-Net that has learnt the synthetic lesions (Dice about 0.6 after 25 epochs)."""
-    out = tmp_path_factory.mktemp("explain")
+    out = module_tmp
     return medrun.train(medrun.compose("train", [*LEARNS, f"paths.output_dir={out}"]))[0]
 
 

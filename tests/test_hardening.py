@@ -27,8 +27,8 @@ class Payload:
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("hardening")
+def finished_run(module_tmp):
+    out = module_tmp
     cfg = medrun.compose("train", [*TINY, "cv=holdout", "name=victim", f"paths.output_dir={out}"])
     return medrun.train(cfg)[0]
 

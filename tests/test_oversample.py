@@ -56,8 +56,8 @@ def test_a_few_gan_steps_reduce_the_cycle_loss_on_real_images(shared_data):
 
 
 @pytest.fixture(scope="module")
-def melanet_run(shared_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("melanet")
+def melanet_run(shared_data, module_tmp):
+    out = module_tmp
     cfg = medrun.compose("train", [*TINY_MELANET, f"data.root={shared_data}/medmnist", "oversample.epochs=1",
                                    "logger=csv", f"paths.output_dir={out}"])
     return medrun.train(cfg)

@@ -115,6 +115,8 @@ def test_malicious_checkpoint_is_refused_and_never_runs(tmp_path, monkeypatch):
 
 def test_checkpoints_written_by_medrun_load_with_weights_only(tiny):
     run_dir, _ = medrun.train(medrun.compose("train", [*tiny, "cv=holdout"]))
-    for ckpt in (run_dir / "fold_0" / "checkpoints").glob("*.ckpt"):
-        state = torch.load(ckpt, weights_only=True)
-        assert "RngState" in "".join(state["callbacks"])
+    checkpoints = sorted((run_dir / "fold_0" / "checkpoints").glob("*.ckpt"))
+    assert [c.name for c in checkpoints] == ["best.ckpt", "last.ckpt"]
+    states = {c.name: torch.load(c, weights_only=True) for c in checkpoints}
+    assert "RngState" in "".join(states["last.ckpt"]["callbacks"])  # what a resume restores
+    assert states["best.ckpt"]["state_dict"].keys() == states["last.ckpt"]["state_dict"].keys()

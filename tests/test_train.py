@@ -10,8 +10,8 @@ from medrun.runs import load_checkpoint
 
 
 @pytest.fixture(scope="module")
-def kfold_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
+def kfold_run(module_tmp):
+    out = module_tmp
     from tests.conftest import TINY
 
     cfg = medrun.compose("train", [*TINY, "cv.folds=3", "name=contract", f"paths.output_dir={out}"])
@@ -33,7 +33,10 @@ def test_run_folder_contract(kfold_run):
     splits = json.loads((run_dir / "splits.json").read_text())
     for f in splits["folds"]:
         fold_dir = run_dir / f"fold_{f['fold']}"
-        assert (fold_dir / "checkpoints" / "best.ckpt").is_file() and (fold_dir / "checkpoints" / "last.ckpt").is_file()
+        best, last = (load_checkpoint(fold_dir / "checkpoints" / n) for n in ("best.ckpt", "last.ckpt"))
+        # best.ckpt is weights only (what eval loads); last.ckpt carries what a resume needs
+        assert "optimizer_states" not in best and best["state_dict"].keys() == last["state_dict"].keys()
+        assert last["optimizer_states"] and last["loops"]
         metrics = json.loads((fold_dir / "metrics.json").read_text())
         assert metrics["metrics"] == saved["folds"][f["fold"]]["metrics"]
         # Predictions exist for exactly the held-out samples, by sample id.

@@ -247,6 +247,28 @@ def _reproduce(args: list[str]) -> int:
     return 1 if any(r["status"].startswith("failed") for r in rows) else 0
 
 
+def _cache(args: list[str]) -> int:
+    from medrun.data.disk_cache import cache_root, clear_caches, list_caches
+
+    usage_line = "usage: medrun cache list|clear [key=KEY] [paths.cache_dir=DIR]"
+    if not args or args[0] not in ("list", "clear"):
+        raise MedrunError(usage_line)
+    opts = dict(a.partition("=")[::2] for a in args[1:])
+    if any(k not in ("key", "paths.cache_dir") or not v for k, v in opts.items()) or (args[0] == "list" and "key" in opts):
+        raise MedrunError(usage_line)
+    root = cache_root(opts.get("paths.cache_dir") or os.environ.get("MEDRUN_CACHE_DIR"))
+    if args[0] == "clear":
+        gone = clear_caches(root, opts.get("key"))
+        print(f"deleted {len(gone)} cache(s) from {root}")
+        return 0
+    caches = list_caches(root)
+    print(f"{len(caches)} cache(s) in {root}, {sum(c['megabytes'] for c in caches):.1f} MB")
+    for c in caches:
+        print(f"  {c['key']}  {c['samples']} samples  {c['megabytes']} MB  {c['reader']} {c['image_size']}  "
+              f"created {c['created']}, last used {c['last_used']}")
+    return 0
+
+
 def _resume(args: list[str]) -> int:
     trust = {"allow_unsafe_checkpoints=true": True, "allow_unsafe_checkpoints=false": False}
     folders = [a for a in args if a not in trust]
@@ -270,6 +292,7 @@ COMMANDS = {
               "train [overrides]            train every fold of an experiment into a new run folder"),
     "list": (_list, "list [GROUP]                 config options: experiment, data, model, trainer, logger, cv"),
     "data": (_data, "data check [overrides]       read every sample of data=<name> data.root=<path>; list bad files"),
+    "cache": (_cache, "cache list|clear [key=KEY]     the persistent data caches (data.cache=disk) and their sizes"),
     "summary": (_summary, "summary [overrides]          layer table with trainable and frozen parameter counts"),
     "resume": (_resume, "resume RUN_FOLDER            continue an interrupted run (also: train resume=RUN_FOLDER)"),
     "eval": (_eval, "eval run=RUN [tta=flips|d4] [threshold=search] [data.root=TEST]\n"

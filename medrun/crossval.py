@@ -52,10 +52,10 @@ def _explain(e: Exception) -> str | None:
         return text
     if isinstance(e, torch.OutOfMemoryError) or "out of memory" in text.lower():
         return ("out of memory; lower data.batch_size or data.image_size, use trainer.precision=16-mixed "
-                "(bf16-mixed on CPU), or set data.cache=false")
+                "(bf16-mixed on CPU), or set data.cache=disk (memory-mapped, shared by workers) or off")
     if "DataLoader worker" in text:
         return (f"a data loader worker crashed ({text.splitlines()[0][:120]}); set data.num_workers=0 to see the "
-                "underlying error, or lower memory use with fewer workers or data.cache=false")
+                "underlying error, or lower memory use with fewer workers or data.cache=disk")
     return None
 
 

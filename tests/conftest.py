@@ -3,12 +3,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# data.cache=disk writes here, never into the user's ~/.cache (tests that check the cache pass their own folder)
+os.environ.setdefault("MEDRUN_CACHE_DIR", tempfile.mkdtemp(prefix="medrun-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDRUN_SHARED_DATA", REPO.parent / "shared" / "data"))

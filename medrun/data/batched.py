@@ -111,7 +111,7 @@ def use_batched(cfg: DictConfig, store: SampleStore, device_type: str = "cpu") -
         raise MedrunError(f"data.batched={mode!r}; valid: auto, true, false")
     if mode == "false" or (mode == "auto" and device_type != "cuda"):
         return False
-    why = "data.cache=false" if not store.cached else unsupported(cfg)
+    why = "data.cache=off" if not store.cached else unsupported(cfg)
     if why and mode == "true":
         raise MedrunError(f"data.batched=true cannot be used: {why}")
     return why is None

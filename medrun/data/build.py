@@ -14,7 +14,8 @@ from omegaconf import DictConfig, open_dict
 from medrun.data import build_dataset
 from medrun.data.samples import Dataset
 from medrun.data.splits import load_splits, make_splits
-from medrun.data.store import SampleStore
+from medrun.data.disk_cache import cache_key, cache_root, open_or_build
+from medrun.data.store import SampleStore, decode_workers
 from medrun.errors import MedrunError
 
 ID_KEY_ENV = "MEDRUN_ID_KEY_FILE"
@@ -56,7 +57,11 @@ def anonymize(dataset: Dataset) -> Dataset:
 
 
 def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
-    """List the dataset and (with `preload`) decode every sample, so bad files fail before training."""
+    """List the dataset and (with `preload`) decode every sample, so bad files fail before training.
+
+    `data.cache=disk` reuses the persistent cache of the same data and options, or (with `preload`) builds it;
+    without `preload` a missing cache is not built and samples decode when read.
+    """
     dataset = build_dataset(cfg.data)
     if cfg.data.get("anonymize_ids"):
         dataset = anonymize(dataset)
@@ -64,13 +69,18 @@ def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
     pad = bool(cfg.data.get("pad_to_square"))
     if pad and dataset.kind == "segmentation":
         raise MedrunError("data.pad_to_square applies to classification; segmentation masks are resized as they are")
-    store = SampleStore(dataset, cfg.data.image_size, cache=bool(cfg.data.cache), pad=pad)
+    store = SampleStore(dataset, cfg.data.image_size, cache=cfg.data.get("cache", "memory"), pad=pad)
+    workers = decode_workers(cfg.data.get("decode_workers", "auto"), len(store))
+    if store.mode == "disk":
+        every = list(range(len(store)))
+        arrays = open_or_build(cache_root(cfg.paths.get("cache_dir")), cache_key(cfg.data, dataset, store.size, pad),
+                               len(store), lambda: store.decoded(every, workers),
+                               lambda i: f"sample {store.samples[i].id}",
+                               {"reader": str(cfg.data.reader), "image_size": list(store.size)}, build=preload)
+        if arrays is not None:
+            store.attach(arrays)
     if preload:
-        if store.cached:
-            store.preload()
-        else:  # no cache: decode once to validate, keep nothing
-            for s in store.samples:
-                store.dataset.load(s)
+        store.preload(workers)  # off: decodes to validate and keeps nothing; disk: only what the arrays lack
     return store
 
 

@@ -1,0 +1,179 @@
+"""medrun/data/disk_cache.py and the parallel decode of medrun/data/store.py: the persistent preprocessed
+cache is reused, rebuilt when its inputs change or it is damaged, built once under concurrency, and holds
+pixels only."""
+from __future__ import annotations
+
+import multiprocessing
+import shutil
+
+import numpy as np
+import pytest
+
+import medrun
+from medrun.cli import run as cli
+from medrun.data.build import build_store
+from medrun.data.store import SampleStore
+from medrun.errors import MedrunError
+from tests.conftest import TINY
+
+ISBI = ["data=isbi2012", "data.image_size=[32,32]"]
+
+
+@pytest.fixture
+def isbi_copy(shared_data, tmp_path):
+    """A private copy of the 30 real ISBI-2012 slices, so that tests may change files."""
+    root = tmp_path / "isbi"
+    shutil.copytree(shared_data / "isbi2012", root)
+    return root
+
+
+def store_of(root, cache_dir, *overrides, workers=1):
+    cfg = medrun.compose("train", [*ISBI, f"data.root={root}", "data.cache=disk", f"data.decode_workers={workers}",
+                                   f"paths.cache_dir={cache_dir}", *overrides])
+    return build_store(cfg)
+
+
+@pytest.fixture
+def decodes(monkeypatch):
+    """Counts SampleStore.decode calls (the readers plus the resize) made in this process."""
+    calls = []
+    decode = SampleStore.decode
+    monkeypatch.setattr(SampleStore, "decode", lambda self, i: calls.append(i) or decode(self, i))
+    return calls
+
+
+def folders(cache_dir):
+    return sorted(p.name for p in cache_dir.iterdir() if p.is_dir())
+
+
+def test_reuse_and_every_change_that_rebuilds(isbi_copy, tmp_path, decodes):
+    cache = tmp_path / "cache"
+    first = store_of(isbi_copy, cache)
+    assert len(decodes) == 30 and len(folders(cache)) == 1
+    decodes.clear()
+    again = store_of(isbi_copy, cache, "data.batch_size=2", "data.augment=[]")  # options after the cache
+    assert decodes == []  # the readers were not called
+    assert all(np.array_equal(first.get(i)[0], again.get(i)[0]) and np.array_equal(first.get(i)[1], again.get(i)[1])
+               for i in range(30))
+    # the arrays equal a fresh decode (the memory cache's content)
+    memory = build_store(medrun.compose("train", [*ISBI, f"data.root={isbi_copy}", "data.cache=memory"]))
+    assert all(np.array_equal(memory.get(i)[0], again.get(i)[0]) for i in range(30))
+    decodes.clear()
+    store_of(isbi_copy, cache, "data.mask.invert=true")  # a reader option
+    assert len(decodes) == 30 and len(folders(cache)) == 2
+    decodes.clear()
+    store_of(isbi_copy, cache, "data.image_size=[64,64]")  # the size
+    assert len(decodes) == 30 and len(folders(cache)) == 3
+    decodes.clear()
+    image = isbi_copy / "membrane" / "train" / "image" / "0.png"
+    image.write_bytes((isbi_copy / "membrane" / "train" / "image" / "1.png").read_bytes())  # a changed file
+    changed = store_of(isbi_copy, cache)
+    assert len(decodes) == 30 and len(folders(cache)) == 4
+    assert np.array_equal(changed.get(changed.index["0"])[0], changed.get(changed.index["1"])[0])
+
+
+def rewrite(path, data: bytes) -> None:
+    """Replace a file by a new one: `good` still maps the old file, which must not change under it."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+def test_a_damaged_cache_is_detected_and_rebuilt(isbi_copy, tmp_path, decodes, caplog):
+    cache = tmp_path / "cache"
+    good = store_of(isbi_copy, cache)
+    (key,) = folders(cache)
+    images = cache / key / "images.npy"
+    rewrite(images, images.read_bytes()[:-100])  # truncated
+    decodes.clear()
+    rebuilt = store_of(isbi_copy, cache)
+    assert len(decodes) == 30 and "(images.npy is missing or truncated); rebuilding" in caplog.text
+    assert all(np.array_equal(good.get(i)[0], rebuilt.get(i)[0]) for i in range(30))
+    data = bytearray(images.read_bytes())
+    data[-1] ^= 0xFF  # same size, one flipped pixel
+    rewrite(images, bytes(data))
+    decodes.clear()
+    store_of(isbi_copy, cache)
+    assert len(decodes) == 30 and "does not match its checksum" in caplog.text
+    assert folders(cache) == [key] and not list(cache.glob(".*partial"))
+
+
+def _build_in_child(root, cache, queue):
+    calls = []
+    decode = SampleStore.decode
+    SampleStore.decode = lambda self, i: calls.append(i) or decode(self, i)
+    store = store_of(root, cache)
+    queue.put((len(calls), int(np.asarray(store.get(5)[0], dtype=np.int64).sum())))
+
+
+def test_two_processes_building_one_key_end_with_one_cache(isbi_copy, tmp_path):
+    cache = tmp_path / "cache"
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_build_in_child, args=(isbi_copy, cache, queue)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert all(p.exitcode == 0 for p in procs)
+    assert sorted(n for n, _ in results) == [0, 30]  # one built, the other waited and read
+    assert results[0][1] == results[1][1]
+    assert len(folders(cache)) == 1 and not list(cache.glob(".*partial"))
+
+
+def test_parallel_decode_matches_one_process_and_a_bad_file_fails_by_name(isbi_copy, tmp_path):
+    one = store_of(isbi_copy, tmp_path / "a", workers=1)
+    two = store_of(isbi_copy, tmp_path / "b", workers=2)
+    assert all(np.array_equal(one.get(i)[0], two.get(i)[0]) and np.array_equal(one.get(i)[1], two.get(i)[1])
+               for i in range(30))
+    memory = build_store(medrun.compose("train", [*ISBI, f"data.root={isbi_copy}", "data.decode_workers=2"]))
+    assert all(np.array_equal(one.get(i)[0], memory.get(i)[0]) for i in range(30))
+    (isbi_copy / "membrane" / "train" / "image" / "7.png").write_bytes(b"not a png")
+    with pytest.raises(MedrunError, match="7.png"):
+        store_of(isbi_copy, tmp_path / "c", workers=2)
+    assert not any((tmp_path / "c").iterdir()) or folders(tmp_path / "c") == []  # nothing half-built is left
+    with pytest.raises(MedrunError, match="data.decode_workers=0 is not valid"):
+        store_of(isbi_copy, tmp_path / "d", workers=0)
+
+
+def test_anonymised_cache_holds_no_file_names(shared_data, tmp_path):
+    cache = tmp_path / "cache"
+    cfg = medrun.compose("train", ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim",
+                                   "data.image_size=[32,32]", "data.cache=disk", "data.anonymize_ids=true",
+                                   f"paths.cache_dir={cache}"])
+    store = build_store(cfg)
+    assert all(s.id.startswith("s") and len(s.id) == 17 for s in store.samples)  # keyed hashes
+    names = [line.split(",")[0].strip() for line in
+             (shared_data / "busi_siim" / "train-rle.csv").read_text().splitlines()[1:]]
+    everything = b"".join(p.read_bytes() for p in cache.rglob("*") if p.is_file())
+    everything += " ".join(p.name for p in cache.rglob("*")).encode()
+    assert names and not any(n.encode() in everything for n in set(names))
+    assert str(shared_data).encode() not in everything and b"busi" not in everything
+
+
+def test_memory_and_disk_give_identical_results(tmp_path):
+    base = [*TINY, "cv=holdout", "trainer.deterministic=true", "trainer.max_epochs=2",
+            f"paths.cache_dir={tmp_path / 'cache'}"]
+    summaries = [medrun.train(medrun.compose("train", [*base, f"data.cache={mode}",
+                                                       f"paths.output_dir={tmp_path / mode}"]))[1]
+                 for mode in ("memory", "disk")]
+    assert summaries[0]["folds"][0]["metrics"] == summaries[1]["folds"][0]["metrics"]
+    assert len(folders(tmp_path / "cache")) == 1
+
+
+def test_cache_command_lists_and_clears(isbi_copy, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    store_of(isbi_copy, cache)
+    store_of(isbi_copy, cache, "data.image_size=[64,64]")
+    assert cli(["cache", "list", f"paths.cache_dir={cache}"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"2 cache(s) in {cache}") and out.count("30 samples") == 2 and "isbi" in out
+    key = folders(cache)[0]
+    assert cli(["cache", "clear", f"key={key}", f"paths.cache_dir={cache}"]) == 0
+    assert key not in folders(cache) and len(folders(cache)) == 1
+    with pytest.raises(MedrunError, match="no cache 'nope'"):
+        cli(["cache", "clear", "key=nope", f"paths.cache_dir={cache}"])
+    assert cli(["cache", "clear", f"paths.cache_dir={cache}"]) == 0
+    assert folders(cache) == []
+    with pytest.raises(MedrunError, match="data.cache='ram' is not valid; valid: memory, disk, off"):
+        build_store(medrun.compose("train", [*ISBI, f"data.root={isbi_copy}", "data.cache=ram"]))

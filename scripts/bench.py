@@ -1,9 +1,10 @@
 """medrun benchmarks: training-loop overhead against a hand-written loop, data pipeline, evaluation speed,
-and (on a GPU) throughput, peak memory and model FLOPs utilisation. Writes benchmarks/<name>.md.
+the data cache, and (on a GPU) throughput, peak memory and model FLOPs utilisation. Writes benchmarks/<name>.md.
 
     python scripts/bench.py                      # CPU table -> benchmarks/cpu.md
     python scripts/bench.py --gpu --name gpu     # on a CUDA machine -> benchmarks/gpu.md
     python scripts/bench.py --quick --out /tmp   # tiny sizes (what the tests run)
+    python scripts/bench.py --only cache --merge # re-measure one section inside benchmarks/cpu.md
 """
 from __future__ import annotations
 
@@ -488,6 +489,148 @@ def versions() -> str:
             f"{albumentations.__version__}")
 
 
+def _pss_mb(pid: int) -> float:
+    """Proportional set size: shared pages count once across processes (RSS would count them per process)."""
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def cache_rows(quick: bool):
+    """Decode once and share (data.cache): parallel decode, first vs second run, loader-worker memory, and
+    MONAI's PersistentDataset / CacheDataset on the same decode + resize."""
+    import shutil
+    import tempfile
+
+    from monai.data import CacheDataset, PersistentDataset
+    from monai.transforms import Lambda
+
+    import medrun
+    from medrun.data import build_dataset
+    from medrun.data.build import build_store
+    from medrun.data.datamodule import FoldDataModule
+    from medrun.tasks.segmentation import SegmentationTask
+
+    root = SHARED / "busi_siim"
+    if not root.is_dir():
+        return [("BUSI (SIIM layout)", f"skipped: {root} missing")]
+    size = 64 if quick else 256
+    cores = len(os.sched_getaffinity(0))
+    tmp = Path(tempfile.mkdtemp(prefix="medrun-bench-cache-"))
+    base = ["experiment=cascade_busi", f"data.root={root}", f"data.image_size=[{size},{size}]",
+            f"paths.cache_dir={tmp / 'medrun'}"]
+    label = f"BUSI, 267 DICOM + RLE, {size}x{size}"
+    rows = []
+    try:
+        store = build_store(medrun.compose("train", base), preload=False)
+        n = len(store)
+        for workers in sorted({1, cores}):
+            rates = []
+            for _ in range(1 if quick else 3):
+                fresh = build_store(medrun.compose("train", base), preload=False)
+                t = time.perf_counter()
+                fresh.preload(workers)
+                rates.append(n / (time.perf_counter() - t))
+            rows.append((f"{label}: preload into memory, decode_workers={workers}, samples/s", spread(rates)))
+        for workers in sorted({1, cores}):
+            rates = []
+            for k in range(1 if quick else 3):
+                cfg = medrun.compose("train", [*base, "data.cache=disk", f"data.decode_workers={workers}",
+                                               f"paths.cache_dir={tmp / f'build_{workers}_{k}'}"])
+                t = time.perf_counter()
+                build_store(cfg)
+                rates.append(n / (time.perf_counter() - t))
+            rows.append((f"{label}: build the disk cache (list + decode + write + checksum), decode_workers={workers},"
+                         " samples/s", spread(rates)))
+
+        # time from medrun.train() to its first training step (same process, imports done): cold cache, warm cache
+        seen = {}
+        step = SegmentationTask.training_step
+
+        def first_step(self, batch, batch_idx):
+            seen.setdefault("t", time.perf_counter())
+            return step(self, batch, batch_idx)
+
+        SegmentationTask.training_step = first_step
+        run = ["data=busi_siim", *base[1:], "model.filters=[8,16,32,64,128]", "cv=holdout",
+               "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
+               "logger=none", "callbacks.progress=none", f"data.decode_workers={cores}",
+               f"paths.output_dir={tmp / 'runs'}"]
+        try:
+            for name, mode in (("memory (decodes every run)", "memory"), ("disk, first run (builds)", "disk"),
+                               ("disk, second run (reuses)", "disk")):
+                seen.clear()
+                t = time.perf_counter()
+                medrun.train(medrun.compose("train", [*run, f"data.cache={mode}"]))
+                rows.append((f"{label}: time to the first training step, data.cache={name}, s",
+                             f"{seen['t'] - t:.2f}"))
+        finally:
+            SegmentationTask.training_step = step
+
+        # memory of the loader: this process plus its workers, proportional set size, while a pass is under way
+        for mode in ("memory", "disk"):
+            cfg = medrun.compose("train", [*base, f"data.cache={mode}", "data.batched=false", "data.batch_size=8"])
+            st = build_store(cfg)
+            ids = [s.id for s in st.samples]
+            for workers in (0, 2):
+                cfg.data.num_workers = workers
+                loader = FoldDataModule(st, {"train": ids, "val": ids, "test": ids}, cfg.data, 0).train_dataloader()
+                peak = 0.0
+                for _ in range(2):  # the second pass: every worker has read every sample once
+                    for k, _batch in enumerate(loader):
+                        if k % 5 == 0:
+                            peak = max(peak, _pss_mb(os.getpid()) + sum(_pss_mb(c) for c in _children(os.getpid())))
+                rows.append((f"{label}: loader memory (PSS of the process and its workers), data.cache={mode}, "
+                             f"num_workers={workers}, MB", f"{peak:.0f}"))
+                del loader
+            del st
+
+        # MONAI on the same decode + resize
+        decode = Lambda(lambda i: store.decode(int(i)))
+        items = list(range(n))
+        for k in (1, 2):
+            ds = PersistentDataset(items, transform=decode, cache_dir=tmp / "monai_persistent")
+            t = time.perf_counter()
+            for i in range(n):
+                ds[i]
+            rows.append((f"{label}: MONAI PersistentDataset, {'first' if k == 1 else 'second'} pass over a "
+                         "new instance, s", f"{time.perf_counter() - t:.2f}"))
+        for workers in sorted({1, cores}):
+            t = time.perf_counter()
+            CacheDataset(items, transform=decode, num_workers=workers, progress=False)
+            rows.append((f"{label}: MONAI CacheDataset fill (every run), num_workers={workers}, s",
+                         f"{time.perf_counter() - t:.2f}"))
+        for k in (1, 2):
+            t = time.perf_counter()
+            build_store(medrun.compose("train", [*base, "data.cache=disk", f"data.decode_workers={cores}"]))
+            rows.append((f"{label}: medrun data.cache=disk, {'first (builds)' if k == 1 else 'second (reuses)'} "
+                         "build_store, s", f"{time.perf_counter() - t:.2f}"))
+        t = time.perf_counter()
+        build_dataset(medrun.compose("train", base).data)
+        rows.append((f"{label}: of which listing the dataset (the reader: DICOM headers, RLE table), s",
+                     f"{time.perf_counter() - t:.2f}"))
+        reused = build_store(medrun.compose("train", [*base, "data.cache=disk"]), preload=False)
+        t = time.perf_counter()
+        for i in range(n):
+            reused.get(i)
+        rows.append((f"{label}: medrun data.cache=disk, a pass over every sample of the reused cache, s",
+                     f"{time.perf_counter() - t:.2f}"))
+        rows.append((f"{label}: disk used, medrun cache / MONAI PersistentDataset, MB",
+                     f"{sum(f.stat().st_size for f in (tmp / 'medrun').rglob('*') if f.is_file()) / 2**20:.1f} / "
+                     f"{sum(f.stat().st_size for f in (tmp / 'monai_persistent').rglob('*') if f.is_file()) / 2**20:.1f}"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
 def previous_values(path: Path) -> tuple[str, dict]:
     """(date, {measurement: value}) of the table a new run replaces, to show the two side by side."""
     if not path.is_file():
@@ -496,6 +639,22 @@ def previous_values(path: Path) -> tuple[str, dict]:
     date = next((ln.split(": ", 1)[1] for ln in text.splitlines() if ln.startswith("- date: ")), "")
     rows = (ln.strip("|").split(" | ") for ln in text.splitlines() if ln.startswith("| ") and " | " in ln)
     return date, {r[0].strip(): r[1].strip() for r in rows if len(r) >= 2 and r[0].strip() != "measurement"}
+
+
+def merge_section(path: Path, sections: dict, command: str) -> None:
+    """Replace (or add) these sections inside an existing table, noting when and how they were re-measured."""
+    text = path.read_text()
+    for title, rows in sections.items():
+        block = "\n".join([f"## {title}", "", f"Re-measured {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} "
+                           f"by `{command}` ({platform.machine()}, {os.cpu_count()} CPU cores).", "",
+                           "| measurement | value |", "|---|---|", *[f"| {k} | {v} |" for k, v in rows], ""])
+        start = text.find(f"## {title}\n")
+        if start < 0:
+            text = text.rstrip("\n") + "\n\n" + block
+        else:
+            end = text.find("\n## ", start + 1)
+            text = text[:start] + block + (text[end:] if end >= 0 else "")
+    path.write_text(text)
 
 
 def write_table(path: Path, sections: dict, command: str, device: str) -> None:
@@ -528,8 +687,9 @@ def main(argv=None) -> Path:
     ap.add_argument("--gpu", action="store_true", help="also the GPU section (CUDA if available)")
     ap.add_argument("--name", default="cpu")
     ap.add_argument("--out", default=str(REPO / "benchmarks"))
-    ap.add_argument("--only", choices=["overhead", "data", "evaluation", "cascade", "explain", "gan"],
+    ap.add_argument("--only", choices=["overhead", "data", "evaluation", "cascade", "explain", "gan", "cache"],
                     help="one section only (written to benchmarks/<name>_<section>.md)")
+    ap.add_argument("--merge", action="store_true", help="with --only: replace that section in <name>.md instead")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -547,10 +707,17 @@ def main(argv=None) -> Path:
         "cascade": ("Cascade evaluation (One Case): what the classifier adds", lambda: cascade_evaluation(q)),
         "explain": ("Explanation (CPU)", lambda: explanation(q)),
         "gan": ("CycleGAN oversampling (MelaNet)", lambda: gan_rate(q)),
+        "cache": ("Decode once and share (data.cache, real BUSI DICOMs)", lambda: cache_rows(q)),
     }
     chosen = [args.only] if args.only else list(builders)
     sections = {builders[k][0]: builders[k][1]() for k in chosen}
     device = "cuda" if args.gpu and torch.cuda.is_available() else "cpu"
+    command = " ".join(["python scripts/bench.py", *(argv if argv is not None else sys.argv[1:])])
+    out = Path(args.out) / f"{args.name}.md"
+    if args.only and args.merge and out.is_file():
+        merge_section(out, sections, command)
+        print(out.read_text())
+        return out
     if args.only:
         args.name = f"{args.name}_{args.only}"
     elif args.gpu:
@@ -558,8 +725,7 @@ def main(argv=None) -> Path:
         sections[f"Throughput on {device}, {gsize[0]}x{gsize[1]}, batch {gbatch}"] = gpu_throughput(
             gsize, gbatch, steps, warmup, device, q) + reproduction_time(device, q or device == "cpu")
     out = Path(args.out) / f"{args.name}.md"
-    write_table(out, sections, " ".join(["python scripts/bench.py", *(argv if argv is not None else sys.argv[1:])]),
-                device)
+    write_table(out, sections, command, device)
     print(out.read_text())
     return out
 

@@ -17,7 +17,10 @@ def test_bench_writes_a_table_with_every_measurement(tmp_path):
                 "threshold search, 100 thresholds", "TTA cost factor", "measured bf16 matmul rate",
                 "Sharp U-Net 32x32 bf16-mixed + channels_last", "U-Net 32x32 fp32", "5-fold sharp_unet_isbi",
                 "search time the cascade adds", "network time the classifier adds", "Grad-CAM, ResNet18 classifier",
-                "tsne of 100 x 64 features", "umap of 100 x 64 features", "CycleGAN training, 32x32"):
+                "tsne of 100 x 64 features", "umap of 100 x 64 features", "CycleGAN training, 32x32",
+                "time to the first training step, data.cache=disk, second run (reuses)",
+                "loader memory (PSS of the process and its workers), data.cache=disk, num_workers=2",
+                "MONAI PersistentDataset, second pass", "MONAI CacheDataset fill"):
         assert row in text, row
     ratio = float(re.search(r"\| medrun / hand-written \| ([0-9.]+) \|", text).group(1))
     assert 0.2 < ratio < 20

@@ -177,3 +177,17 @@ def test_cache_command_lists_and_clears(isbi_copy, tmp_path, capsys):
     assert folders(cache) == []
     with pytest.raises(MedrunError, match="data.cache='ram' is not valid; valid: memory, disk, off"):
         build_store(medrun.compose("train", [*ISBI, f"data.root={isbi_copy}", "data.cache=ram"]))
+
+
+def test_samples_of_another_shape_or_type_are_refused_by_name(tmp_path):
+    from medrun.data.disk_cache import open_or_build
+    from medrun.data.samples import Dataset, Sample
+
+    images = [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8, 3), np.float32)]
+    dataset = Dataset([Sample(id=f"case{i}", extra={"i": i}) for i in range(3)],
+                      lambda s: (images[s.extra["i"]], np.zeros((8, 8), np.uint8)))
+    store = SampleStore(dataset, (8, 8), cache="disk")
+    with pytest.raises(MedrunError, match=r"the image of sample case2 is float32 \[8, 8, 3\] where the first was "
+                                          r"uint8 \[8, 8, 3\]; use data.cache=memory"):
+        open_or_build(tmp_path, "k", 3, lambda: store.decode(0), lambda p: store.fill(p, [1, 2]), {})
+    assert list(tmp_path.iterdir()) == [tmp_path / "k.lock"]  # the partial build was removed

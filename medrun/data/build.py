@@ -72,10 +72,11 @@ def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
     store = SampleStore(dataset, cfg.data.image_size, cache=cfg.data.get("cache", "memory"), pad=pad)
     workers = decode_workers(cfg.data.get("decode_workers", "auto"), len(store))
     if store.mode == "disk":
-        every = list(range(len(store)))
+        if not len(store):
+            raise MedrunError(f"data.cache=disk: data.root={cfg.data.root} has no samples to cache")
         arrays = open_or_build(cache_root(cfg.paths.get("cache_dir")), cache_key(cfg.data, dataset, store.size, pad),
-                               len(store), lambda: store.decoded(every, workers),
-                               lambda i: f"sample {store.samples[i].id}",
+                               len(store), lambda: store.decode(0),
+                               lambda paths: store.fill(paths, list(range(1, len(store))), workers),
                                {"reader": str(cfg.data.reader), "image_size": list(store.size)}, build=preload)
         if arrays is not None:
             store.attach(arrays)

@@ -20,7 +20,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 from filelock import FileLock
@@ -108,28 +108,20 @@ def _open(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     return arrays[0], arrays[1]
 
 
-def _build(folder: Path, n: int, items: Iterable[tuple[int, tuple]], describe: Callable[[int], str],
+def _build(folder: Path, n: int, first: Callable[[], tuple], fill: Callable[[tuple[Path, Path]], None],
            facts: dict) -> None:
     partial = folder.parent / f".{folder.name}.{os.getpid()}.partial"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     try:
-        images = targets = None
-        for i, (image, target) in items:
-            image, target = np.asarray(image), np.asarray(target)
-            if images is None:
-                images = np.lib.format.open_memmap(partial / FILES[0], "w+", image.dtype, (n, *image.shape))
-                targets = np.lib.format.open_memmap(partial / FILES[1], "w+", target.dtype, (n, *target.shape))
-            for array, value, what in ((images, image, "image"), (targets, target, "target")):
-                if value.shape != array.shape[1:] or value.dtype != array.dtype:
-                    raise MedrunError(f"data.cache=disk keeps every sample at one shape and type, but the {what} of "
-                                      f"{describe(i)} is {value.dtype} {list(value.shape)} where the first was "
-                                      f"{array.dtype} {list(array.shape[1:])}; use data.cache=memory")
-            images[i], targets[i] = image, target
-        if images is None:
-            raise MedrunError("data.cache=disk: the dataset has no samples to cache")
-        images.flush(), targets.flush()
-        del images, targets  # close the maps before hashing and renaming
+        image, target = (np.asarray(v) for v in first())  # sample 0 sets every row's shape and type
+        paths = (partial / FILES[0], partial / FILES[1])
+        for path, value in zip(paths, (image, target)):
+            array = np.lib.format.open_memmap(path, "w+", value.dtype, (n, *value.shape))
+            array[0] = value
+            array.flush()
+            del array
+        fill(paths)
         files = {}
         for name in FILES:
             array = np.load(partial / name, mmap_mode="r")
@@ -144,10 +136,11 @@ def _build(folder: Path, n: int, items: Iterable[tuple[int, tuple]], describe: C
         shutil.rmtree(partial, ignore_errors=True)
 
 
-def open_or_build(root: Path, key: str, n: int, items: Callable[[], Iterable[tuple[int, tuple]]],
-                  describe: Callable[[int], str], facts: dict, build: bool = True):
-    """The arrays of cache `key` under `root`: reused when complete and intact, else built from `items()`
-    (unless `build` is false: then None). One process per key builds; the others wait, then read."""
+def open_or_build(root: Path, key: str, n: int, first: Callable[[], tuple],
+                  fill: Callable[[tuple[Path, Path]], None], facts: dict, build: bool = True):
+    """The arrays of cache `key` under `root`: reused when complete and intact, else built (unless `build` is
+    false: then None) from `first()`, sample 0, and `fill(paths)`, which writes rows 1..n-1 into the .npy
+    files at `paths`. One process per key builds; the others wait, then read."""
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -168,7 +161,7 @@ def open_or_build(root: Path, key: str, n: int, items: Callable[[], Iterable[tup
         if not build:
             return None
         start = time.perf_counter()
-        _build(folder, n, items(), describe, facts)
+        _build(folder, n, first, fill, facts)
         arrays = _open(folder, n)
         size = sum((folder / f).stat().st_size for f in FILES) / 2**20
         log.info("data cache: built %s (%d samples, %.1f MB) in %.1f s", folder, n, size, time.perf_counter() - start)

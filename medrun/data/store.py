@@ -7,7 +7,9 @@ import os
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
-from typing import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -19,7 +21,8 @@ from medrun.data.transforms import resize
 from medrun.errors import MedrunError
 
 CACHE_MODES = ("memory", "disk", "off")
-_FORKED: "SampleStore | None" = None  # the store a decode pool's forked workers read (inherited, never pickled)
+_FORKED: Callable[[int], object] | None = None  # what a decode pool's forked workers call
+_ROWS: dict = {}  # per process: the cache arrays being filled, opened once (see SampleStore.fill)
 
 
 def cache_mode(value) -> str:
@@ -45,8 +48,36 @@ def decode_workers(value, n: int) -> int:
     return workers
 
 
-def _decode_forked(i: int):
-    return _FORKED.decode(i)
+def _call_forked(i: int):
+    return _FORKED(i)
+
+
+def _map(fn: Callable[[int], object], indices: list[int], workers: int) -> Iterator:
+    """fn(i) for `indices` in order, with a progress bar; in `workers` forked processes when more than one (fn is
+    inherited by the fork, never pickled). A bad file fails with its reader's message; a worker that dies ends
+    the pool instead of hanging it."""
+    bar = tqdm(total=len(indices), desc="decoding", unit="image", leave=False, disable=None)
+    try:
+        if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
+            for i in indices:
+                yield fn(i)
+                bar.update()
+            return
+        global _FORKED
+        _FORKED = fn
+        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+        try:
+            for out in pool.map(_call_forked, indices, chunksize=max(1, min(32, len(indices) // (workers * 4)))):
+                yield out
+                bar.update()
+        except BrokenProcessPool:
+            raise MedrunError("a decode worker died (out of memory, or a crash in a decoder); set "
+                              "data.decode_workers=1 to see the error, or lower it") from None
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            _FORKED = None
+    finally:
+        bar.close()
 
 
 class SampleStore:
@@ -98,30 +129,27 @@ class SampleStore:
         return item
 
     def decoded(self, indices: list[int], workers: int = 1) -> Iterator[tuple[int, tuple]]:
-        """(i, decoded sample i) for `indices` in order, decoded in `workers` forked processes when more than one.
-        A bad file fails with its reader's message; a worker that dies ends the pool instead of hanging it."""
-        bar = tqdm(total=len(indices), desc="decoding", unit="image", leave=False, disable=None)
-        if workers <= 1 or "fork" not in multiprocessing.get_all_start_methods():
-            for i in indices:
-                yield i, self.decode(i)
-                bar.update()
-            bar.close()
-            return
-        global _FORKED
-        _FORKED = self
-        pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-        try:
-            chunk = max(1, min(32, len(indices) // (workers * 4)))
-            for i, item in zip(indices, pool.map(_decode_forked, indices, chunksize=chunk)):
-                yield i, item
-                bar.update()
-        except BrokenProcessPool:
-            raise MedrunError("a decode worker died (out of memory, or a crash in a decoder); set "
-                              "data.decode_workers=1 to see the error, or lower it") from None
-        finally:
-            bar.close()
-            pool.shutdown(wait=True, cancel_futures=True)
-            _FORKED = None
+        """(i, decoded sample i) for `indices` in order, decoded in `workers` forked processes when more than one."""
+        return zip(indices, _map(self.decode, indices, workers))
+
+    def fill(self, paths: tuple[Path, Path], indices: list[int], workers: int = 1) -> None:
+        """Decode `indices` into their rows of the .npy image and target arrays at `paths`, in place: workers
+        write to the shared file, so no decoded image travels between processes."""
+        for i, wrong in zip(indices, _map(partial(self._write_row, paths), indices, workers)):
+            if wrong:
+                raise MedrunError(f"data.cache=disk keeps every sample at one shape and type, but the {wrong[0]} of "
+                                  f"sample {self.samples[i].id} is {wrong[1]} where the first was {wrong[2]}; use "
+                                  "data.cache=memory")
+        _ROWS.clear()
+
+    def _write_row(self, paths: tuple[Path, Path], i: int) -> tuple | None:
+        if paths not in _ROWS:
+            _ROWS[paths] = tuple(np.load(p, mmap_mode="r+") for p in paths)
+        for array, value, what in zip(_ROWS[paths], map(np.asarray, self.decode(i)), ("image", "target")):
+            if value.shape != array.shape[1:] or value.dtype != array.dtype:
+                return what, f"{value.dtype} {list(value.shape)}", f"{array.dtype} {list(array.shape[1:])}"
+            array[i] = value
+        return None
 
     def preload(self, workers: int = 1) -> None:
         """Decode every sample now, so bad files fail before training starts (and keep them unless cache=off)."""

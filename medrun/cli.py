@@ -181,8 +181,9 @@ def _predict(args: list[str]) -> int:
     from medrun.predict import predict_files
 
     report = predict_files(opts.run, opts.input, opts.output, bool(opts.save_probabilities), opts.tta, opts.threshold,
-                           opts.device, bool(opts.allow_unsafe_checkpoints), opts.format)
-    print(f"{report['processed']} input(s) predicted into {opts.output}")
+                           opts.device, bool(opts.allow_unsafe_checkpoints), opts.format,
+                           None if opts.postprocessing is None else str(opts.postprocessing))
+    print(f"{report['processed']} input(s) predicted into {opts.output}; post-processing: {report['postprocessing']}")
     if report["failed"]:
         print(f"medrun: error: {len(report['failed'])} input(s) could not be read (listed in report.json):",
               file=sys.stderr)

@@ -99,7 +99,11 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
               "search_set": (search_part if search_part == "val" else "out_of_fold") if search else None,
               "ensemble": ensemble, "notes": notes, **result, "trivial": trivial}
     write_json(out_dir / "metrics.json", result)
-    write_json(out_dir / "postprocessing.json", result["postprocessing"])
+    # where the decision comes from: predict takes it by default only from an eval of the run on its own data
+    write_json(out_dir / "postprocessing.json",
+               {**result["postprocessing"],
+                "provenance": {"eval": out_dir.name, "scored_on": list(data_overrides) or "the run's own data",
+                               "searched_on": result["search_set"], "folds": [f["fold"] for f in splits["folds"]]}})
     write_text(out_dir / "summary.md", _table(result))
     return out_dir, result
 

@@ -1,5 +1,5 @@
 """`medrun predict`: a finished run's fold ensemble on new images or DICOM files, preprocessed exactly as
-in training (the run's own config) and post-processed as its latest `medrun eval` chose."""
+in training (the run's own config) and post-processed as an eval of the run chose (see choose_postprocessing)."""
 from __future__ import annotations
 
 import csv
@@ -17,12 +17,42 @@ from medrun.data.transforms import pipeline, resize
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import predict_labels
 from medrun.inference import load_run
-from medrun.runs import require_run_dir, write_json
+from medrun.runs import read_json, require_run_dir, write_json
 
 
-def latest_postprocessing(run_dir: Path) -> dict:
-    found = sorted((run_dir / "eval").glob("*/postprocessing.json")) if (run_dir / "eval").is_dir() else []
-    return json.loads(found[-1].read_text()) if found else {}
+def choose_postprocessing(run_dir: Path, name: str | None) -> tuple[dict, str]:
+    """(decision, what it is) for predict: `name` = an eval folder of the run, or none (the task's defaults);
+    by default the newest eval of the run on its own data (an eval on another data root is used only when
+    named, as is one from before medrun recorded where a decision came from)."""
+    evals = sorted((run_dir / "eval").glob("*/postprocessing.json")) if (run_dir / "eval").is_dir() else []
+    if name in ("none", "null"):
+        return {}, "none: the task's defaults (postprocessing=none)"
+    if name:
+        path = run_dir / "eval" / Path(str(name)).name / "postprocessing.json"
+        if not path.is_file():
+            valid = ", ".join(p.parent.name for p in evals) or "none (run medrun eval first)"
+            raise MedrunError(f"postprocessing={name}: no eval/{Path(str(name)).name}/postprocessing.json in "
+                              f"{run_dir}; valid: {valid}, or none")
+        return _decision(path)
+    for path in reversed(evals):
+        decision, what = _decision(path)
+        if decision.get("provenance", {}).get("scored_on") == "the run's own data":
+            return decision, what
+    return {}, ("none: the task's defaults (no eval of this run on its own data"
+                + (f"; name one of {', '.join(p.parent.name for p in evals)} with postprocessing=<folder>)"
+                   if evals else ")"))
+
+
+def _decision(path: Path) -> tuple[dict, str]:
+    decision = read_json(path)
+    origin = decision.get("provenance")
+    if origin is None:
+        return decision, f"eval/{path.parent.name} (its origin was not recorded)"
+    searched = {"val": "searched on the validation parts", "out_of_fold": "searched on out-of-fold predictions",
+                None: "not searched"}.get(origin.get("searched_on"), f"searched on {origin.get('searched_on')}")
+    scored = origin["scored_on"]
+    scored = scored if isinstance(scored, str) else " ".join(scored)
+    return decision, f"eval/{origin['eval']} ({searched}; scored on {scored})"
 
 
 def list_inputs(path: Path) -> list[Path]:
@@ -46,8 +76,12 @@ FORMATS = ("png", "siim_rle")
 
 
 def predict_files(run_dir, input_path, output, save_probabilities=False, tta=None, threshold=None,
-                  device: str = "auto", allow_unsafe_checkpoints: bool = False, format: str = "png") -> dict:
+                  device: str = "auto", allow_unsafe_checkpoints: bool = False, format: str = "png",
+                  postprocessing: str | None = None) -> dict:
     """Write one output per readable input; returns the report (also saved as report.json).
+
+    The TTA, threshold and minimum area come from `choose_postprocessing(run, postprocessing)`; `tta` and
+    `threshold` given here take precedence. The report says which decision was used.
 
     Masks: `format=png` writes `<name>.png`; `format=siim_rle` also writes `submission.csv` (ImageId, EncodedPixels)
     in the SIIM-ACR run-length encoding, one row per image, `-1` for an empty mask.
@@ -70,7 +104,7 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
     if format == "siim_rle" and not run.spatial:
         raise MedrunError("format=siim_rle writes segmentation masks; this run is a classifier (use format=png, "
                           "which writes predictions.csv)")
-    chosen = latest_postprocessing(run_dir)
+    chosen, chosen_from = choose_postprocessing(run_dir, postprocessing)
     tta = tta or chosen.get("tta") or "none"
     threshold = threshold if threshold is not None else chosen.get("threshold")
     if threshold is None and cfg.data.get("mode") == "multilabel" and cfg.task.get("thresholds"):
@@ -119,7 +153,8 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
             w = csv.writer(f)
             w.writerow(["ImageId", "EncodedPixels"])
             w.writerows(sorted(rle_rows))
-    report = {"run": str(run_dir), "tta": tta, "threshold": threshold, "min_area_fraction": post["min_fraction"],
+    report = {"run": str(run_dir), "postprocessing": chosen_from, "tta": tta, "threshold": threshold,
+              "min_area_fraction": post["min_fraction"],
               "processed": len(files) - len(failed), "failed": failed}
     write_json(output / "report.json", report)
     return report

@@ -140,6 +140,31 @@ def test_predict_on_real_images_at_their_size(covid_run, shared_data, tmp_path, 
         predict_files(covid_run, inputs, tmp_path / "out")
 
 
+def test_predict_uses_the_runs_own_decision_unless_another_is_named(covid_run, shared_data, tmp_path):
+    own, _ = evaluate_run(covid_run, tta="flips", threshold="search")
+    other_site = tmp_path / "other_site"
+    other_site.symlink_to(shared_data / "covid19_ct_seg", target_is_directory=True)  # the same layout elsewhere
+    other, result = evaluate_run(covid_run, tta="d4", data_overrides=[f"data.root={other_site}"])
+    assert result["evaluated_on"] == "test" and other.name > own.name  # the newest eval is the other site's
+    decision = json.loads((other / "postprocessing.json").read_text())
+    assert decision["provenance"]["scored_on"] == [f"data.root={other_site}"]
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    image = next((shared_data / "covid19_ct_seg/Dataset/TestingSet/LungInfection-Test/Imgs").glob("*.jpg"))
+    (inputs / image.name).symlink_to(image)
+    default = predict_files(covid_run, inputs, tmp_path / "default")
+    assert default["tta"] == "flips" and default["postprocessing"] == (
+        f"eval/{own.name} (searched on out-of-fold predictions; scored on the run's own data)")
+    assert json.loads((tmp_path / "default" / "report.json").read_text())["postprocessing"] == default["postprocessing"]
+    named = predict_files(covid_run, inputs, tmp_path / "named", postprocessing=other.name)
+    assert named["tta"] == "d4" and named["postprocessing"].startswith(f"eval/{other.name} (not searched; scored on "
+                                                                       f"data.root={other_site})")
+    plain = predict_files(covid_run, inputs, tmp_path / "plain", postprocessing="none")
+    assert plain["tta"] == "none" and plain["threshold"] is None and plain["postprocessing"].startswith("none")
+    with pytest.raises(MedrunError, match=f"postprocessing=nope: no eval/nope/postprocessing.json in .*valid: .*{own.name}"):
+        predict_files(covid_run, inputs, tmp_path / "bad", postprocessing="nope")
+
+
 def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
     cfg = medrun.compose("train", ["experiment=resnext50_dicom_contrast", f"data.root={shared_data}/dicom_ct",
                                    "cv.folds=2", "data.image_size=[32,32]", "trainer.max_epochs=1", "logger=none",

@@ -3,7 +3,6 @@ in training (the run's own config) and post-processed as an eval of the run chos
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import cv2

@@ -3,9 +3,13 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 
 import bench  # noqa: E402
+
+pytestmark = pytest.mark.slow  # every benchmark section end to end
 
 
 def test_bench_writes_a_table_with_every_measurement(tmp_path):

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import TINY
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
@@ -15,6 +17,7 @@ def medrun(*args, cwd):
                           capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_help_list_and_user_errors(tmp_path):
     r = medrun("--help", cwd=tmp_path)
     assert r.returncode == 0 and "medrun train experiment=quickstart" in r.stdout
@@ -52,6 +55,7 @@ def test_data_check_on_real_files_and_a_bad_copy(shared_data, tmp_path):
     assert r.returncode == 2 and "1 bad sample(s)" in r.stderr and "images/1.png" in r.stderr
 
 
+@pytest.mark.slow
 def test_multirun_gives_each_job_its_own_run_folder(tmp_path):
     r = medrun("-m", "train", *TINY, "cv=holdout", "name=sweep", "seed=1,2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -62,6 +66,7 @@ def test_multirun_gives_each_job_its_own_run_folder(tmp_path):
     assert all((d / "cv_summary.json").is_file() for d in runs)
 
 
+@pytest.mark.slow
 def test_a_failing_multirun_job_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
     from medrun.cli import main
 
@@ -73,6 +78,7 @@ def test_a_failing_multirun_job_does_not_stop_the_others(tmp_path, capsys, monke
     assert len(list((tmp_path / "outputs" / "sweep").iterdir())) == 2
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes_makes_one_run_folder(tmp_path):
     # The console script, as a user starts it: Lightning re-runs this command line in the second process.
     exe = Path(sys.executable).with_name("medrun")

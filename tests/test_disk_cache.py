@@ -105,6 +105,7 @@ def _build_in_child(root, cache, queue):
     queue.put((len(calls), int(np.asarray(store.get(5)[0], dtype=np.int64).sum())))
 
 
+@pytest.mark.slow
 def test_two_processes_building_one_key_end_with_one_cache(isbi_copy, tmp_path):
     cache = tmp_path / "cache"
     ctx = multiprocessing.get_context("fork")

@@ -3,9 +3,12 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from tests.conftest import REPO
 
 
+@pytest.mark.slow
 def test_the_wheel_holds_every_subpackage_and_the_configs(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
                     str(tmp_path), str(REPO)], check=True, capture_output=True)

@@ -20,6 +20,7 @@ RESUMABLE = [*TINY, "data.count=48", "cv.folds=3", "trainer.max_epochs=6", "trai
              "callbacks.early_stopping.enabled=false", "name=resume"]
 
 
+@pytest.mark.slow
 def test_kill_9_in_fold_2_then_resume_equals_an_uninterrupted_run(tmp_path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-m", "medrun.cli", "train", *RESUMABLE],

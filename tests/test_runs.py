@@ -21,6 +21,7 @@ def test_a_truncated_checkpoint_is_reported_as_damaged_never_as_unsafe(tmp_path)
         load_checkpoint(tmp_path / "empty.ckpt")
 
 
+@pytest.mark.slow
 def test_a_second_writer_of_a_run_folder_is_refused_naming_the_holder(tmp_path):
     import os
     import socket

@@ -9,6 +9,8 @@ import medrun
 from medrun.cli import main
 from tests.conftest import TINY
 
+pytestmark = pytest.mark.slow  # Hydra multiruns and sweeps: several runs each
+
 
 def sweep_summary(tmp_path) -> dict:
     return json.loads(next((tmp_path / "outputs" / "multirun").glob("*/multirun_summary.json")).read_text())

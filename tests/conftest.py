@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
-# data.cache=disk writes here, never into the user's ~/.cache (tests that check the cache pass their own folder)
-os.environ.setdefault("MEDRUN_CACHE_DIR", tempfile.mkdtemp(prefix="medrun-test-cache-"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDRUN_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -20,6 +17,12 @@ SHARED_DATA = Path(os.environ.get("MEDRUN_SHARED_DATA", REPO.parent / "shared" /
 TINY_MODEL = ["data.image_size=[32,32]", "data.batch_size=4", "model.filters=[4,8,16,32,64]",
               "trainer.max_epochs=1", "logger=none", "callbacks.progress=none"]
 TINY = ["data=synthetic", "data.count=12", "data.source_size=[32,32]", *TINY_MODEL]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def data_cache_dir(tmp_path_factory):
+    """data.cache=disk writes here, never into the user's ~/.cache (tests of the cache pass their own folder)."""
+    os.environ.setdefault("MEDRUN_CACHE_DIR", str(tmp_path_factory.mktemp("data-cache")))
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from medrun.data.datamodule import FoldDataModule
 from medrun.evaluation.reports import markdown
 from medrun.errors import MedrunError
 from medrun.inference import saved_config
-from medrun.runs import (RUN_DIR_ENV, FolderLock, check_name, create_run_dir, is_ddp_child, read_json, require_run_dir,
-                         writable, write_json, write_text)
+from medrun.runs import (RUN_DIR_ENV, FolderLock, check_name, create_run_dir, fold_folder, is_ddp_child, read_json,
+                         require_run_dir, unfinished_folds, writable, write_json, write_text)
 from medrun.tasks import TASKS
 from medrun.training import is_distributed
 
@@ -158,7 +158,7 @@ def _fold_lock(run_dir: Path, run_lock: FolderLock, fold) -> FolderLock:
     if fold is None:
         return run_lock
     try:
-        return FolderLock(run_dir / f"fold_{int(fold)}", f"fold {int(fold)} of")
+        return FolderLock(fold_folder(run_dir, fold), f"fold {int(fold)} of")
     finally:
         run_lock.release()
 
@@ -185,7 +185,7 @@ def aggregate_run(run_dir: str | Path) -> dict:
     run_dir = require_run_dir(run_dir)
     cfg = saved_config(run_dir)
     splits = read_json(run_dir / "splits.json", ("folds",))
-    missing = [f["fold"] for f in splits["folds"] if not (run_dir / f"fold_{f['fold']}" / "metrics.json").is_file()]
+    missing = unfinished_folds(run_dir, splits)
     if missing:
         raise MedrunError(f"{run_dir}: fold(s) {missing} have not finished; run them with cv.fold=k run_dir={run_dir}")
     summary = summarize(cfg, run_dir, splits)
@@ -256,7 +256,7 @@ def resume(run_dir: str | Path, allow_unsafe_checkpoints: bool = False) -> tuple
     with open_dict(cfg):
         cfg.resume = None
     fold = cfg.cv.get("fold")
-    lock = FolderLock(run_dir / f"fold_{int(fold)}" if fold is not None else run_dir,
+    lock = FolderLock(fold_folder(run_dir, fold) if fold is not None else run_dir,
                       f"fold {fold} of" if fold is not None else "run folder")
     try:
         store = build_store(cfg)

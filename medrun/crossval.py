@@ -18,7 +18,8 @@ from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import aggregate
 from medrun.oversample import oversample_fold
-from medrun.runs import is_ddp_child, load_checkpoint, read_json, resolve_inside, write_json, write_text
+from medrun.runs import (fold_folder, fold_records, is_ddp_child, load_checkpoint, resolve_inside,
+                         unfinished_folds, write_json, write_text)
 from medrun.tasks import TASKS
 from medrun.training import (NonFiniteLossError, build_callbacks, build_logger, build_trainer, close_logger,
                              is_distributed)
@@ -62,7 +63,7 @@ def _explain(e: Exception) -> str | None:
 def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, fold: dict, n_folds: int) -> bool:
     """Train one fold unless it has trained before; returns whether this process should score it (rank 0)."""
     k = fold["fold"]
-    fold_dir = run_dir / f"fold_{k}"
+    fold_dir = fold_folder(run_dir, k)
     if (fold_dir / "metrics.json").is_file() or (fold_dir / "trained.json").is_file():
         return not is_ddp_child()
     seed = int(cfg.seed) + k
@@ -90,7 +91,7 @@ def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
 def score_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, fold: dict) -> dict:
     """Score a trained fold's held-out part once (rank 0) and write fold_<k>/metrics.json."""
     k = fold["fold"]
-    fold_dir = run_dir / f"fold_{k}"
+    fold_dir = fold_folder(run_dir, k)
     if (fold_dir / "metrics.json").is_file():  # finished before an interruption: keep it as it is
         return json.loads((fold_dir / "metrics.json").read_text())
     trained = json.loads((fold_dir / "trained.json").read_text())
@@ -137,14 +138,14 @@ def run_folds(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore, 
         return None
     for f in folds:
         score_fold(cfg, config, run_dir, store, f)
-    if any(not (run_dir / f"fold_{f['fold']}" / "metrics.json").is_file() for f in splits["folds"]):
+    if unfinished_folds(run_dir, splits):
         return None  # folds as jobs: the last one to finish (or `medrun aggregate`) writes the summary
     return summarize(cfg, run_dir, splits)
 
 
 def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
     """The cv_summary from every fold's metrics.json: mean, std, the protocol's note, the task's extras."""
-    records = [read_json(run_dir / f"fold_{f['fold']}" / "metrics.json", ("fold", "metrics")) for f in splits["folds"]]
+    records = fold_records(run_dir, splits, ("fold", "metrics"))
     (run_dir / "failed.json").unlink(missing_ok=True)  # a resumed run that completes is no longer failed
     note = LEAK_NOTE if splits["test_used_for_model_selection"] else None
     repeats = {f["fold"]: f["repeat"] for f in splits["folds"] if "repeat" in f}

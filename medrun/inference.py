@@ -19,7 +19,7 @@ from medrun.data.transforms import pipeline
 from medrun.errors import MedrunError
 from medrun.evaluation.metrics import compact
 from medrun.evaluation.tta import tta_probabilities
-from medrun.runs import load_checkpoint, read_json, require_run_dir, resolve_inside
+from medrun.runs import fold_metrics_file, load_checkpoint, read_json, require_run_dir, resolve_inside
 from medrun.tasks import TASKS
 
 UNSAFE_ENV = "MEDRUN_ALLOW_UNSAFE_CHECKPOINTS"
@@ -64,7 +64,7 @@ def with_data_overrides(cfg: DictConfig, data_overrides=()) -> DictConfig:
 
 def fold_checkpoint(run_dir: Path, fold: int) -> Path:
     """The checkpoint a finished fold recorded in metrics.json; it must lie inside the run folder."""
-    record = read_json(run_dir / f"fold_{fold}" / "metrics.json", ("metrics",))
+    record = read_json(fold_metrics_file(run_dir, fold), ("metrics",))
     return resolve_inside(run_dir, record["checkpoint"], f"fold_{fold}/metrics.json checkpoint")
 
 

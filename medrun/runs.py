@@ -74,6 +74,25 @@ def create_run_dir(output_dir: str | Path, experiment: str) -> Path:
     raise MedrunError(f"cannot create a new run folder under {parent}")
 
 
+def fold_folder(run_dir: str | Path, fold: int) -> Path:
+    """The folder of fold `fold` inside a run folder."""
+    return Path(run_dir) / f"fold_{int(fold)}"
+
+
+def fold_metrics_file(run_dir: str | Path, fold: int) -> Path:
+    """A fold's metrics.json: written once its held-out part is scored (a finished fold)."""
+    return fold_folder(run_dir, fold) / "metrics.json"
+
+
+def unfinished_folds(run_dir: str | Path, splits: dict) -> list[int]:
+    return [f["fold"] for f in splits["folds"] if not fold_metrics_file(run_dir, f["fold"]).is_file()]
+
+
+def fold_records(run_dir: str | Path, splits: dict, need: tuple[str, ...] = ()) -> list[dict]:
+    """Every fold's metrics.json, in fold order."""
+    return [read_json(fold_metrics_file(run_dir, f["fold"]), need) for f in splits["folds"]]
+
+
 def test_parts(splits: dict) -> list:
     """Each fold's test ids and the fixed test set of a splits.json: equal lists mean comparable runs."""
     return [sorted(f["test"]) for f in splits["folds"]] + [sorted(splits.get("fixed_test", []))]

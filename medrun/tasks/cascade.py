@@ -23,7 +23,7 @@ from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, 
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.thresholds import search_pixel_threshold
 from medrun.evaluation.trivial import segmentation_baselines
-from medrun.runs import require_run_dir, test_parts
+from medrun.runs import fold_records, require_run_dir, test_parts
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.classification_losses import build_classification_loss
 from medrun.tasks.optim import build_optimization
@@ -242,7 +242,7 @@ class CascadeTask(ConfiguredTask):
     def finish_run(cls, cfg, run_dir: Path, splits: dict) -> dict:
         """The thesis' Table 5.1 over folds, mean ± std of each row and column (cv_summary["table_5_1"]), with
         the U-Net baseline's rows of task.baseline_run (a finished run on the same test parts) beside them."""
-        records = [json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text()) for f in splits["folds"]]
+        records = fold_records(run_dir, splits)
         table = table_over_folds([r["table"] for r in records])
         if cfg.task.get("baseline_run"):
             baseline = cls._baseline_table(str(cfg.task.baseline_run), splits)

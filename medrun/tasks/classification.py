@@ -14,7 +14,7 @@ from medrun.errors import MedrunError
 from medrun.evaluation.classification import classification_scores, predict_labels, save_curves, save_plots
 from medrun.evaluation.thresholds import search_decision_threshold
 from medrun.evaluation.trivial import classification_baselines
-from medrun.runs import write_json
+from medrun.runs import fold_folder, write_json
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.classification_losses import build_classification_loss
 
@@ -75,7 +75,7 @@ class ClassificationTask(ConfiguredTask):
         if splits["protocol"] != "kfold":
             return {}
         classes, multilabel = [str(c) for c in cfg.data.classes], cfg.data.mode == "multilabel"
-        targets, probs = read_predictions([run_dir / f"fold_{f['fold']}" / "predictions.csv" for f in splits["folds"]],
+        targets, probs = read_predictions([fold_folder(run_dir, f["fold"]) / "predictions.csv" for f in splits["folds"]],
                                           classes, multilabel)
         metrics, cm = classification_scores(targets, probs, classes, multilabel, cfg.task.get("thresholds"))
         save_plots(targets, probs, classes, multilabel, run_dir, prefix="oof_", thresholds=cfg.task.get("thresholds"))

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 
 import numpy as np
 import torch
@@ -13,6 +12,7 @@ from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, 
 from medrun.evaluation.trivial import segmentation_baselines
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.thresholds import binarize, search_pixel_threshold
+from medrun.runs import fold_records
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.segmentation_losses import build_loss
 
@@ -88,7 +88,7 @@ class SegmentationTask(ConfiguredTask):
         """With task.table: the post-processing rows over folds (cv_summary["postprocessing_table"])."""
         if not cfg.task.get("table"):
             return {}
-        records = [json.loads((run_dir / f"fold_{f['fold']}" / "metrics.json").read_text()) for f in splits["folds"]]
+        records = fold_records(run_dir, splits)
         if not all("table" in r for r in records):
             return {}
         return {"postprocessing_table": table_over_folds([r["table"] for r in records])}

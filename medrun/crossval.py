@@ -69,8 +69,8 @@ def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
     seed = int(cfg.seed) + k
     train_store, train_fold_split = oversample_fold(cfg, store, fold, fold_dir)  # synthetic images: training only
     pl.seed_everything(seed, workers=True, verbose=False)
-    datamodule = FoldDataModule(train_store, train_fold_split, cfg.data, seed)
     task = TASKS.get(cfg.task.name)(config)
+    datamodule = FoldDataModule(train_store, task.training_split(train_store, train_fold_split), cfg.data, seed)
     try:
         trainer = _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule)
     except Exception as e:
@@ -147,7 +147,8 @@ def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
     """The cv_summary from every fold's metrics.json: mean, std, the protocol's note, the task's extras."""
     records = fold_records(run_dir, splits, ("fold", "metrics"))
     (run_dir / "failed.json").unlink(missing_ok=True)  # a resumed run that completes is no longer failed
-    note = LEAK_NOTE if splits["test_used_for_model_selection"] else None
+    notes = [LEAK_NOTE if splits["test_used_for_model_selection"] else None, TASKS.get(cfg.task.name).leak_note(cfg)]
+    note = "; ".join(n for n in notes if n) or None
     repeats = {f["fold"]: f["repeat"] for f in splits["folds"] if "repeat" in f}
     summary = aggregate(cfg.name, splits["protocol"],
                         [{"fold": r["fold"], **({"repeat": repeats[r["fold"]]} if r["fold"] in repeats else {}),

@@ -16,6 +16,7 @@ import medrun
 import medrun.tasks.cascade as cascade
 from medrun.cli import main
 from medrun.config import to_plain
+from medrun.data.build import build_store
 from medrun.data.check import check_data
 from medrun.data.rle import decode, encode
 from medrun.errors import MedrunError
@@ -410,3 +411,44 @@ def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared
     assert {f"baseline U-Net, {row}": v for row, v in base.items()}.items() <= joined["table_5_1"].items()
     assert "cascade, searched threshold" in joined["table_5_1"]
     assert "| baseline U-Net, searched threshold |" in (joined_dir / "summary.md").read_text()
+
+
+def test_the_thesis_whole_training_set_classifier_is_a_named_leak(shared_data, tmp_path, monkeypatch):
+    from medrun.tasks.cascade import CascadeTask as Task
+
+    seen = {"classifier": set(), "segmenter": set()}
+    losses = Task._losses
+
+    def recording(self, x, target, classifier=True, segmenter=True, index=None):
+        if index is not None:  # training batches only
+            seen["classifier"] |= set(index.tolist())
+            allowed = self.segmenter_indices
+            positive = target.flatten(1).any(1)
+            chosen = positive if allowed is None else positive & torch.isin(index, allowed)
+            seen["segmenter"] |= set(index[chosen].tolist())
+        return losses(self, x, target, classifier, segmenter, index)
+
+    monkeypatch.setattr(Task, "_losses", recording)
+    base = ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "cv=holdout", *TINY_CASCADE,
+            "+trainer.limit_val_batches=1", "++trainer.limit_train_batches=1.0", "data.batch_size=32",
+            f"paths.output_dir={tmp_path}"]
+    runs = {}
+    for train_on in ("fold", "whole_training_set_leaks"):
+        for part in seen.values():
+            part.clear()
+        cfg = medrun.compose("train", [*base, f"task.classifier.train_on={train_on}"])
+        run_dir, summary = medrun.train(cfg)
+        fold = json.loads((run_dir / "splits.json").read_text())["folds"][0]
+        store = build_store(cfg, preload=False)
+        parts = {k: set(store.indices(fold[k])) for k in ("train", "val", "test")}
+        runs[train_on] = ({k: set(v) for k, v in seen.items()}, parts, summary, run_dir)
+    saw, parts, summary, _ = runs["fold"]
+    assert saw["classifier"] == parts["train"] and saw["segmenter"] <= parts["train"]  # the leak-free default
+    assert "note" not in summary
+    saw, parts, summary, run_dir = runs["whole_training_set_leaks"]
+    assert saw["classifier"] == parts["train"] | parts["val"] | parts["test"]  # the thesis: every image of the fold
+    assert saw["segmenter"] and saw["segmenter"] <= parts["train"]  # the segmenter: the training part only
+    assert "task.classifier.train_on=whole_training_set_leaks" in summary["note"]
+    assert "classifier trained on each fold's validation and test images" in (run_dir / "summary.md").read_text()
+    with pytest.raises(MedrunError, match="task.classifier.train_on='all'; valid: fold, whole_training_set_leaks"):
+        medrun.train(medrun.compose("train", [*base, "task.classifier.train_on=all"]))

@@ -110,6 +110,15 @@ class ConfiguredTask(pl.LightningModule):
         """Run-level outputs after the last fold (extra keys for cv_summary.json)."""
         return {}
 
+    def training_split(self, store, fold: dict) -> dict:
+        """The parts this task trains on in `fold`: the fold itself (the cascade can widen its classifier's)."""
+        return fold
+
+    @classmethod
+    def leak_note(cls, cfg) -> str | None:
+        """What a leaking option of this task's config lets into training, for the summary's note (else None)."""
+        return None
+
     def validation_metrics(self, datamodule, device) -> dict[str, float] | None:
         """The held-out metrics computed on the fold's validation part (what a sweep may select on), or None
         when the task has none."""

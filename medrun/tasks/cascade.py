@@ -52,6 +52,9 @@ def mask_scores(masks: torch.Tensor, target: torch.Tensor, cfg) -> tuple[dict[st
 TABLE_COLUMNS = tuple(POSTPROCESSING_COLUMNS)
 
 
+CLASSIFIER_TRAIN_ON = ("fold", "whole_training_set_leaks")
+
+
 @TASKS.register("cascade")
 class CascadeTask(ConfiguredTask):
     spatial = True
@@ -65,6 +68,26 @@ class CascadeTask(ConfiguredTask):
         self.segmenter_loss = build_loss(task.segmenter.loss, binary=True)
         self.val_scores = SegmentationScores(self.class_names, float(task.threshold), float(task.empty_score))
         self.val_auc = AUROC(task="binary")
+        self.segmenter_indices: torch.Tensor | None = None  # with a widened classifier: what the segmenter may use
+
+    def training_split(self, store, fold: dict) -> dict:
+        """task.classifier.train_on=whole_training_set_leaks (the thesis): the classifier trains on every image of
+        the fold, its validation and test parts included; the segmenter still on the training part only."""
+        train_on = str(self.cfg.task.classifier.get("train_on", "fold"))
+        if train_on not in CLASSIFIER_TRAIN_ON:
+            raise MedrunError(f"task.classifier.train_on={train_on!r}; valid: {', '.join(CLASSIFIER_TRAIN_ON)}")
+        if train_on == "fold":
+            self.segmenter_indices = None
+            return fold
+        self.segmenter_indices = torch.as_tensor(store.indices(fold["train"]))
+        return {**fold, "train": [*fold["train"], *fold["val"], *fold["test"]]}
+
+    @classmethod
+    def leak_note(cls, cfg) -> str | None:
+        if str(cfg.task.classifier.get("train_on", "fold")) == "whole_training_set_leaks":
+            return ("the classifier trained on each fold's validation and test images too "
+                    "(task.classifier.train_on=whole_training_set_leaks, the thesis' choice)")
+        return None
 
     @classmethod
     def output_channels(cls, n_classes: int) -> int:
@@ -98,11 +121,13 @@ class CascadeTask(ConfiguredTask):
         return (e < limit(task.classifier), e < limit(task.segmenter),
                 e < int(task.segmenter.get("freeze_encoder_epochs") or 0))
 
-    def _losses(self, x, target, classifier: bool = True, segmenter: bool = True):
+    def _losses(self, x, target, classifier: bool = True, segmenter: bool = True, index=None):
         positive = target.flatten(1).any(1)
         loss_c = self.classifier_loss(self.net.classify(x), positive.long()) if classifier else None
-        loss_s = self.segmenter_loss(self.net.segment(x[positive]), target[positive]) \
-            if segmenter and positive.any() else None
+        seg = positive
+        if index is not None and self.segmenter_indices is not None:  # images only the classifier may learn from
+            seg = positive & torch.isin(index, self.segmenter_indices.to(index.device))
+        loss_s = self.segmenter_loss(self.net.segment(x[seg]), target[seg]) if segmenter and seg.any() else None
         return loss_c, loss_s
 
     def training_step(self, batch, batch_idx):
@@ -114,7 +139,7 @@ class CascadeTask(ConfiguredTask):
         schedulers = self.lr_schedulers() or [None, None]
         schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
         n = len(batch["image"])
-        loss_c, loss_s = self._losses(batch["image"], batch["target"], train_c, train_s)
+        loss_c, loss_s = self._losses(batch["image"], batch["target"], train_c, train_s, batch.get("index"))
         loss = torch.zeros((), device=batch["image"].device)
         # the segmenter learns from positive images only; each network only in its own stage's epochs
         for k, (name, part) in enumerate((("classifier", loss_c), ("segmenter", loss_s))):

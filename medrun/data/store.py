@@ -135,12 +135,14 @@ class SampleStore:
     def fill(self, paths: tuple[Path, Path], indices: list[int], workers: int = 1) -> None:
         """Decode `indices` into their rows of the .npy image and target arrays at `paths`, in place: workers
         write to the shared file, so no decoded image travels between processes."""
-        for i, wrong in zip(indices, _map(partial(self._write_row, paths), indices, workers)):
-            if wrong:
-                raise MedrunError(f"data.cache=disk keeps every sample at one shape and type, but the {wrong[0]} of "
-                                  f"sample {self.samples[i].id} is {wrong[1]} where the first was {wrong[2]}; use "
-                                  "data.cache=memory")
-        _ROWS.clear()
+        try:
+            for i, wrong in zip(indices, _map(partial(self._write_row, paths), indices, workers)):
+                if wrong:
+                    raise MedrunError(f"data.cache=disk keeps every sample at one shape and type, but the {wrong[0]} "
+                                      f"of sample {self.samples[i].id} is {wrong[1]} where the first was {wrong[2]}; "
+                                      "use data.cache=memory")
+        finally:
+            _ROWS.clear()  # close this process's maps of the files
 
     def _write_row(self, paths: tuple[Path, Path], i: int) -> tuple | None:
         if paths not in _ROWS:

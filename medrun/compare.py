@@ -9,8 +9,8 @@ from medrun.errors import MedrunError
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown
 from medrun.inference import saved_config
 from medrun.runs import create_run_dir, read_json, require_run_dir, test_parts, write_json, write_text
+from medrun.tasks import TASKS
 
-TABLE_KEYS = ("table_5_1", "postprocessing_table")
 METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_macro", "specificity_macro", "fn_total",
            "balanced_accuracy", "classifier_auc", "auc")
 
@@ -49,8 +49,8 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     for name, row in trivial.items():
         lines.append(f"| *reference: {name}* | " + " | ".join(
             f"{row['mean'][m]:.4f} ± {row['std'][m]:.4f}" if m in row["mean"] else "-" for m in metrics) + " |")
-    table = {f"{name}: {row}": values for name, s in summaries.items() for key in TABLE_KEYS
-             for row, values in s.get(key, {}).items()}
+    table = {f"{name}: {row}": values for (name, s), c in zip(summaries.items(), configs)
+             for key in TASKS.get(c.task.name).summary_tables for row, values in s.get(key, {}).items()}
     text = "\n".join(lines) + "\n"
     if table:
         text += table_markdown(table, "Post-processing side by side (mean ± std over folds)",

@@ -25,6 +25,7 @@ class ConfiguredTask(pl.LightningModule):
     """
 
     spatial = False  # whether a prediction is a map (segmentation) rather than one score vector per image
+    summary_tables: tuple[str, ...] = ()  # cv_summary keys holding post-processing tables (rows x columns) to compare
 
     def __init__(self, config: dict, out_channels: int):
         super().__init__()

@@ -58,6 +58,7 @@ CLASSIFIER_TRAIN_ON = ("fold", "whole_training_set_leaks")
 @TASKS.register("cascade")
 class CascadeTask(ConfiguredTask):
     spatial = True
+    summary_tables = ("table_5_1",)
 
     def __init__(self, config: dict):
         self.class_names = [str(c) for c in config["data"]["classes"]]

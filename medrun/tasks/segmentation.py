@@ -23,6 +23,7 @@ ALL_EMPTY = "all-empty (reference, not a method)"
 @TASKS.register("segmentation")
 class SegmentationTask(ConfiguredTask):
     spatial = True
+    summary_tables = ("postprocessing_table",)
 
     def __init__(self, config: dict):
         classes = list(config["data"]["classes"])

@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from medrun.config import compose, to_plain
 from medrun.config_values import check_run_values
 from medrun.crossval import run_folds, summarize
-from medrun.data.build import build_splits, build_store
+from medrun.data.build import build_splits, build_store, list_dataset
 from medrun.data.datamodule import FoldDataModule
 from medrun.evaluation.reports import markdown
 from medrun.errors import MedrunError
@@ -87,6 +87,7 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     if not is_ddp_child():
         writable(cfg.run_dir if cfg.get("run_dir") else cfg.paths.output_dir,
                  "run_dir" if cfg.get("run_dir") else "paths.output_dir")
+    dataset = list_dataset(cfg)  # the label facts (classes, mode) enter the config here, before the size check
     check_input_size(cfg)
     distributed = is_distributed(cfg)
     if distributed and (cfg.get("oversample") or {}).get("name", "none") != "none":
@@ -96,10 +97,10 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
         raise MedrunError("cv.fold=k trains one fold into a shared folder: also pass run_dir=<folder>")
     if is_ddp_child():
         run_dir = _wait_for_run_dir(cfg)
-        store = build_store(cfg, preload=False)  # rank 0 already checked every file; decode lazily
+        store = build_store(cfg, preload=False, dataset=dataset)  # rank 0 already checked every file
         splits = read_json(run_dir / "splits.json", ("folds",))
     else:
-        store = build_store(cfg)
+        store = build_store(cfg, dataset=dataset)
         splits = build_splits(cfg, store)
         TASKS.get(cfg.task.name).check_splits(cfg, splits)
         run_dir, lock = _open_run_dir(cfg, splits)
@@ -196,12 +197,9 @@ def aggregate_run(run_dir: str | Path) -> dict:
 def composed_config(cfg: DictConfig) -> tuple[str, str | None]:
     """What config.yaml will hold (YAML), with the label facts (classes, mode) filled from the data when it can be
     listed; and why they could not be, else None."""
-    from medrun.data import build_dataset
-    from medrun.data.build import fill_labels
-
     note = None
     try:
-        fill_labels(cfg, build_dataset(cfg.data))
+        list_dataset(cfg)
     except MedrunError as e:
         note = str(e)
     return OmegaConf.to_yaml(cfg), note

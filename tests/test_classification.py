@@ -331,3 +331,19 @@ def test_aucmedi_configs_start_from_imagenet_on_a_stratified_70_10_20_split():
 
     with pytest.raises(MedrunError, match="model.pretrained='imagenet' needs a local file"):
         build_network(cfg.model, 3, 2)
+
+
+def test_label_facts_reach_the_config_before_the_input_size_check(shared_data, monkeypatch):
+    import medrun.api as api
+
+    seen = []
+
+    def stop(cfg):  # record what the size check sees, then end the run before any training
+        seen.append((list(cfg.data.classes), cfg.data.mode))
+        raise MedrunError("stopped after the size check")
+
+    monkeypatch.setattr(api, "check_input_size", stop)
+    cfg = compose("experiment=densenet121_retinamnist", f"data.root={shared_data}/medmnist", "data.classes=null")
+    with pytest.raises(MedrunError, match="stopped after the size check"):
+        medrun.train(cfg)
+    assert seen == [(["0", "1", "2", "3", "4"], "multiclass")]  # the five grades, listed from the file

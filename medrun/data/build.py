@@ -56,16 +56,24 @@ def anonymize(dataset: Dataset) -> Dataset:
     return replace(dataset, samples=[replace(s, id=anonymous_id(s.id, key)) for s in dataset.samples])
 
 
-def build_store(cfg: DictConfig, preload: bool = True) -> SampleStore:
-    """List the dataset and (with `preload`) decode every sample, so bad files fail before training.
-
-    `data.cache=disk` reuses the persistent cache of the same data and options, or (with `preload`) builds it;
-    without `preload` a missing cache is not built and samples decode when read.
-    """
+def list_dataset(cfg: DictConfig) -> Dataset:
+    """List the samples of `cfg.data` (ids anonymised when asked) and fill the label facts (classes, mode) into
+    the config: the one place they come from."""
     dataset = build_dataset(cfg.data)
     if cfg.data.get("anonymize_ids"):
         dataset = anonymize(dataset)
     fill_labels(cfg, dataset)
+    return dataset
+
+
+def build_store(cfg: DictConfig, preload: bool = True, dataset: Dataset | None = None) -> SampleStore:
+    """List the dataset and (with `preload`) decode every sample, so bad files fail before training.
+
+    `data.cache=disk` reuses the persistent cache of the same data and options, or (with `preload`) builds it;
+    without `preload` a missing cache is not built and samples decode when read. `dataset`: already listed
+    (`list_dataset`).
+    """
+    dataset = dataset or list_dataset(cfg)
     pad = bool(cfg.data.get("pad_to_square"))
     if pad and dataset.kind == "segmentation":
         raise MedrunError("data.pad_to_square applies to classification; segmentation masks are resized as they are")

@@ -94,11 +94,10 @@ class ClassificationTask(ConfiguredTask):
     def complete_config(cls, cfg) -> None:
         """Class names from the data when the config has none; the mode (the network is the same for both;
         training reads the mode from the data)."""
-        from medrun.data import build_dataset
-        from medrun.data.build import fill_labels
+        from medrun.data.build import list_dataset
 
         if not cfg.data.get("classes"):
-            fill_labels(cfg, build_dataset(cfg.data))
+            list_dataset(cfg)
         elif cfg.data.get("mode") in (None, "auto"):
             with open_dict(cfg):
                 cfg.data.mode = "multilabel" if cfg.data.get("label_columns") else "multiclass"

@@ -12,7 +12,8 @@ from medrun.errors import MedrunError
 from medrun.explain.cam import compute_cams, faithfulness, mass_inside, targets_for
 from medrun.explain.clusters import agreement
 from medrun.explain.command import explain_run
-from medrun.explain.layers import default_cam_layer, find_layer
+from medrun.explain.layers import find_layer
+from medrun.models.layers import default_cam_layer
 
 LEARNS = ["experiment=quickstart", "cv=holdout", "trainer.max_epochs=25", "data.count=48", "data.batch_size=4",
           "data.image_size=[32,32]", "data.source_size=[32,32]", "model.filters=[8,16,32,64,128]",

@@ -69,3 +69,23 @@ def test_pretrained_weights_need_a_local_file(tmp_path):
     torch.save({"wrong": torch.zeros(1)}, path)
     with pytest.raises(MedrunError, match="does not fit encoder"):
         EncoderUNet(3, 1, "resnet18", encoder_weights_path=str(path))
+
+
+@pytest.mark.parametrize("overrides,cam,feature", [
+    (["experiment=quickstart"], "decoder.3", "encoder.4"),
+    (["experiment=unet_resnet34_siim", "model.encoder_weights=null", "model.encoder=resnet18"],
+     "net.decoder.blocks.4", "net.encoder"),
+    (["experiment=cascade_busi", "model.classifier.backbone=resnet18", "model.segmenter.encoder=resnet18"],
+     "segmenter.net.decoder.blocks.4", "segmenter.net.encoder"),
+    (["experiment=corizzo_adversarial_breastmnist"], "discriminator.features.40", "generator.encoder.4"),
+    (["experiment=densenet121_breastmnist", "model.pretrained=null"], "features.norm5", "classifier"),
+])
+def test_each_network_names_its_cam_and_feature_layers(overrides, cam, feature):
+    from medrun.models import build_network
+    from medrun.models.layers import default_cam_layer, default_feature_layer
+
+    cfg = medrun.compose("train", overrides)
+    net = build_network(cfg.model, int(cfg.data.channels), 2)
+    modules = dict(net.named_modules())
+    assert (default_cam_layer(net), default_feature_layer(net)) == (cam, feature)
+    assert cam in modules and feature in modules

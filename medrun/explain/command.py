@@ -19,7 +19,8 @@ from medrun.data.transforms import pipeline  # noqa: E402
 from medrun.errors import MedrunError  # noqa: E402
 from medrun.explain import clusters as cl  # noqa: E402
 from medrun.explain.cam import METHODS, compute_cams, faithfulness, mass_inside, targets_for  # noqa: E402
-from medrun.explain.layers import default_cam_layer, default_feature_layer, find_layer  # noqa: E402
+from medrun.explain.layers import find_layer  # noqa: E402
+from medrun.models.layers import default_cam_layer, default_feature_layer  # noqa: E402
 from medrun.inference import load_run  # noqa: E402
 from medrun.runs import create_run_dir, write_json, write_text  # noqa: E402
 

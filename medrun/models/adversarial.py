@@ -7,6 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
+from medrun.models.layers import last_module
 from medrun.models.sharp_unet import SharpUNet
 from medrun.runs import read_state_dict
 
@@ -49,6 +50,14 @@ class AdversarialNet(nn.Module):
 
     def feature_forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.generator(x)
+
+    def cam_layer(self) -> str:
+        """Corizzo et al.: Grad-CAM on the discriminator's last convolution."""
+        return "discriminator." + last_module(self.discriminator, nn.Conv2d)
+
+    def feature_layer(self) -> str:
+        """The generator's bottleneck (the embedding)."""
+        return "generator." + self.generator.feature_layer()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.discriminator(x)

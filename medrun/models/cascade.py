@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from medrun.models.layers import default_cam_layer, default_feature_layer
+
 
 class CascadeNet(nn.Module):
     """forward(x) -> (N, 2, H, W): channel 0 the segmenter's logits, channel 1 the classifier's logit of
@@ -26,6 +28,13 @@ class CascadeNet(nn.Module):
     def segment(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, H, W) foreground logits."""
         return self.segmenter(x)
+
+    def cam_layer(self) -> str:
+        """The segmenter's layer: the cascade explains its masks."""
+        return "segmenter." + default_cam_layer(self.segmenter)
+
+    def feature_layer(self) -> str:
+        return "segmenter." + default_feature_layer(self.segmenter)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.classify(x)

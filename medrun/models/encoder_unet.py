@@ -43,6 +43,14 @@ class EncoderUNet(nn.Module):
         """The smp encoder (what BackboneFinetuning freezes)."""
         return self.net.encoder
 
+    def cam_layer(self) -> str:
+        """Grad-CAM on the last decoder block: the map has the mask's resolution."""
+        return f"net.decoder.blocks.{len(self.net.decoder.blocks) - 1}"
+
+    def feature_layer(self) -> str:
+        """The encoder: its output is the list of stages, of which the last is taken."""
+        return "net.encoder"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stride = self.net.encoder.output_stride
         if x.shape[-2] % stride or x.shape[-1] % stride:

@@ -36,6 +36,14 @@ class SharpUNet(nn.Module):
         self.head = nn.Conv2d(filters[0], out_channels, 1)
         self.depth = len(filters) - 1
 
+    def cam_layer(self) -> str:
+        """Grad-CAM on the last decoder block: the map has the mask's resolution."""
+        return f"decoder.{len(self.decoder) - 1}"
+
+    def feature_layer(self) -> str:
+        """The bottleneck: the encoder's last stage."""
+        return f"encoder.{len(self.encoder) - 1}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         factor = 2**self.depth
         if x.shape[-2] % factor or x.shape[-1] % factor:

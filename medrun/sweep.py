@@ -12,10 +12,11 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from medrun.config import CONFIG_DIR, check_choices, finish
+from medrun.config import check_choices, finish
 from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import not_beaten
+from medrun.multirun import one_line, run_multirun
 from medrun.runs import write_json, write_text
 
 RECORD = "medrun_job.json"
@@ -23,11 +24,6 @@ RECORD = "medrun_job.json"
 # Table 2.1 columns: AUC, sensitivity, specificity, false negatives, balanced accuracy)
 HEADLINE = ("dice", "jaccard", "dice_micro", "auc_macro", "sensitivity_macro", "specificity_macro", "fn_total",
             "balanced_accuracy", "accuracy")
-
-
-def one_line(e: Exception) -> str:
-    text = " ".join(str(e).split())
-    return text if isinstance(e, MedrunError) else f"{type(e).__name__}: {text}"
 
 
 def objective(summary: dict, metric: str, parts: str) -> float:
@@ -46,8 +42,9 @@ def objective(summary: dict, metric: str, parts: str) -> float:
 
 def job(cfg: DictConfig) -> float:
     """Hydra's task function (module level, so launchers can pickle it): train, record, return the objective."""
-    import medrun
     from hydra.core.hydra_config import HydraConfig
+
+    from medrun.api import train
 
     quiet_known_noise()  # launchers run jobs in fresh processes
     hydra = HydraConfig.get()
@@ -57,7 +54,7 @@ def job(cfg: DictConfig) -> float:
     value = math.nan
     try:
         cfg = finish(cfg, overrides)
-        run_dir, summary = medrun.train(cfg)
+        run_dir, summary = train(cfg)
         record.update(status="ok", run_dir=str(run_dir))
         if summary is not None:
             record.update(mean=summary["mean"], std=summary["std"], not_beaten=not_beaten(summary))
@@ -97,9 +94,6 @@ def _first_values(overrides: list[str]) -> list[str]:
 
 def run_sweep(overrides: list[str]) -> Path:
     """Run the sweep through hydra.main and return its folder (with multirun_summary.json)."""
-    import hydra
-    from hydra.core.global_hydra import GlobalHydra
-
     from medrun.config import compose
 
     first = compose("train", _first_values(overrides))
@@ -119,13 +113,7 @@ def run_sweep(overrides: list[str]) -> Path:
     if optuna and not any(o.startswith("hydra.sweeper.max_failure_rate") for o in overrides):
         # a failed job is a failed trial (its objective is NaN): the study goes on, as any other sweep does
         extra.append("hydra.sweeper.max_failure_rate=1.0")
-    argv = sys.argv
-    sys.argv = [argv[0] if argv else "medrun", "--multirun", *overrides, *extra]
-    try:
-        hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(job)()
-    finally:
-        sys.argv = argv
-        GlobalHydra.instance().clear()
+    run_multirun("train", job, [*overrides, *extra])
     return summarize_sweep(sweep_dir, first.optimize)
 
 

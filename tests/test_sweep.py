@@ -55,9 +55,11 @@ def test_optimising_on_the_test_parts_is_a_named_choice_that_says_so(tmp_path, m
 
 
 @pytest.mark.parametrize("launcher", [["hydra/launcher=submitit_local"], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
-def test_launcher_plugins_run_each_job_in_its_own_folder(launcher, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    assert main(["-m", "train", *TINY, "cv=holdout", "name=launched", *launcher, "seed=1,2"]) == 0
+def test_launcher_plugins_run_each_job_in_its_own_folder(launcher, tmp_path):
+    # no chdir: joblib's worker processes outlive the test and keep the folder they started in, which a
+    # passing test's tmp_path removal would pull from under the next joblib sweep
+    assert main(["-m", "train", *TINY, "cv=holdout", "name=launched", *launcher, "seed=1,2",
+                 f"paths.output_dir={tmp_path / 'outputs'}"]) == 0
     summary = sweep_summary(tmp_path)
     runs = [r["run_dir"] for r in summary["jobs"]]
     assert len(set(runs)) == 2 and all(r["status"] == "ok" for r in summary["jobs"])

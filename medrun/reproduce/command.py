@@ -17,9 +17,9 @@ from medrun.reproduce.statistics import compare_values
 from medrun.reproduce.tables import REFERENCE, Table, load_table
 from medrun.evaluation.reports import lower_is_better
 from medrun.evaluation.trivial import best_trivial
+from medrun.multirun import one_line, run_multirun
 from medrun.runs import check_name, create_run_dir, write_json
 from medrun.tasks.segmentation import ALL_EMPTY
-from medrun.sweep import one_line
 
 QUICK_SUFFIX = "_quick"  # quick runs get their own run folders: never mixed with full-size runs of a row
 
@@ -76,7 +76,7 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
 
 def run_job(cfg: DictConfig) -> None:
     """Hydra's task function for one row x protocol: train it, record the run folder or the error."""
-    import medrun
+    from medrun.api import train
     from medrun.config import compose
 
     quiet_known_noise()
@@ -84,7 +84,7 @@ def run_job(cfg: DictConfig) -> None:
     job = json.loads(jobs_file.read_text())[int(cfg.job)]
     record = {"status": "failed"}
     try:
-        run_dir, summary = medrun.train(compose("train", job["overrides"]))
+        run_dir, summary = train(compose("train", job["overrides"]))
         record = {"status": "ok" if summary is not None else "failed: the run wrote no cv_summary.json",
                   "run_dir": str(run_dir)}
     except Exception as e:  # one failing row must not stop the others
@@ -95,22 +95,13 @@ def run_job(cfg: DictConfig) -> None:
 
 def launch(jobs: list[dict], report_dir: Path, hydra_overrides: list[str]) -> None:
     """The planned jobs as one Hydra multirun (any launcher plugin); results land in report_dir/results/."""
-    import hydra
-    from hydra.core.global_hydra import GlobalHydra
-
     todo = [i for i, j in enumerate(jobs) if j["status"] == "planned"]
     if not todo:
         return
     jobs_file = report_dir / "jobs.json"
     write_json(jobs_file, jobs)
-    argv = sys.argv
-    sys.argv = ["medrun", "--multirun", f"job={','.join(map(str, todo))}", f"jobs_file={jobs_file}",
-                f"hydra.sweep.dir={report_dir / 'hydra'}", *hydra_overrides]
-    try:
-        hydra.main(config_path=str(CONFIG_DIR), config_name="reproduce", version_base="1.3")(run_job)()
-    finally:
-        sys.argv = argv
-        GlobalHydra.instance().clear()
+    run_multirun("reproduce", run_job, [f"job={','.join(map(str, todo))}", f"jobs_file={jobs_file}",
+                                        f"hydra.sweep.dir={report_dir / 'hydra'}", *hydra_overrides])
     for i in todo:
         result = report_dir / "results" / f"{i}.json"
         jobs[i].update(json.loads(result.read_text()) if result.is_file()

@@ -133,7 +133,8 @@ def test_duplicate_oversampling_is_the_control(shared_data, tmp_path):
 @pytest.mark.parametrize("choice,factor", [("augment_5x", 5), ("augment_10x", 10)])
 def test_augment_baselines_copy_each_minority_training_image_factor_times(shared_data, tmp_path, choice, factor):
     from medrun.api import build_splits, build_store
-    from medrun.oversample.registry import OVERSAMPLERS, split_classes
+    from medrun.oversample.fold import split_classes
+    from medrun.oversample.methods import OVERSAMPLERS
 
     cfg = medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist", f"oversample={choice}"])
     store = build_store(cfg, preload=False)
@@ -173,14 +174,14 @@ def test_cyclegan_objective_is_the_texts_and_the_notebooks_by_name():
 def test_manifest_quotes_file_names_and_keeps_its_paths_inside_the_run(shared_data, tmp_path, monkeypatch):
     from medrun.api import build_splits, build_store
     from medrun.errors import MedrunError
-    from medrun.oversample import registry
-    from medrun.oversample.registry import oversample_fold
+    from medrun.oversample.methods import OVERSAMPLERS
+    from medrun.oversample.fold import oversample_fold
 
     cfg = medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist", "oversample=duplicate"])
     store = build_store(cfg, preload=False)
     fold = build_splits(cfg, store)["folds"][0]
     image = store.get(0)[0]
-    monkeypatch.setitem(registry.OVERSAMPLERS._entries, "duplicate",
+    monkeypatch.setitem(OVERSAMPLERS._entries, "duplicate",
                         lambda *a: [("odd, \"name\"", image), ("plain", image)])
     fold_dir = tmp_path / "fold_0"
     out_store, out_fold = oversample_fold(cfg, store, fold, fold_dir)

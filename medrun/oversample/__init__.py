@@ -1,4 +1,5 @@
-"""Synthetic training data made inside a fold from its training part only: `oversample=none|duplicate|cyclegan`."""
-from medrun.oversample.registry import OVERSAMPLERS, oversample_fold
+"""Synthetic training data made inside a fold from its training part only: `oversample=` one of configs/oversample (none, duplicate, augment_5x, augment_10x, cyclegan, ...)."""
+from medrun.oversample.fold import oversample_fold
+from medrun.oversample.methods import OVERSAMPLERS
 
 __all__ = ["OVERSAMPLERS", "oversample_fold"]

@@ -10,44 +10,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from medrun.data.images import read_image
 from medrun.data.samples import Sample
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
-from medrun.registry import Registry
+from medrun.oversample.methods import OVERSAMPLERS
 from medrun.runs import resolve_inside, write_text
-
-# name -> (cfg, store, fold, out_dir, majority ids, minority ids) -> [(source id, HxWxC uint8 image)]
-OVERSAMPLERS: Registry = Registry("oversampler", "oversample.name")
-
-
-@OVERSAMPLERS.register("duplicate")
-def duplicate(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list[str], minority: list[str]):
-    """Plain random oversampling, the control: minority images drawn with replacement until the classes match."""
-    rng = np.random.default_rng(int(cfg.seed) + fold["fold"])
-    picks = rng.choice(minority, size=max(0, len(majority) - len(minority)), replace=True)
-    return [(str(i), store.get(store.index[str(i)])[0]) for i in picks]
-
-
-@OVERSAMPLERS.register("augment")
-def augment(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list[str], minority: list[str]):
-    """Classic augmentation, MelaNet Table 2.1's Augment-5x / 10x baselines: `oversample.factor` augmented copies of
-    every minority training image, each drawn through `oversample.augment` (albumentations transforms)."""
-    import albumentations as A
-
-    from medrun.data.transforms import augmentations
-
-    factor = int(cfg.oversample.factor)
-    if factor < 1:
-        raise MedrunError(f"oversample.factor={factor}: give the number of augmented copies per image (>= 1)")
-    transform = A.Compose(augmentations(cfg.oversample), seed=int(cfg.seed) + fold["fold"])
-    return [(i, transform(image=store.get(store.index[i])[0])["image"]) for i in minority for _ in range(factor)]
-
-
-@OVERSAMPLERS.register("cyclegan")
-def cyclegan(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list[str], minority: list[str]):
-    from medrun.oversample.translate import train_and_translate
-
-    return train_and_translate(cfg, store, fold, out_dir, majority, minority)
 
 
 def split_classes(cfg, store: SampleStore, train_ids: list[str]) -> tuple[str, list[str], list[str]]:
@@ -110,10 +78,8 @@ def oversample_fold(cfg, store: SampleStore, fold: dict, fold_dir: Path) -> tupl
     channels = int(cfg.data.channels)
     extra = []
     for r in rows:  # a manifest read back may be crafted: its files must lie inside the fold's folder
-        image = np.asarray(Image.open(resolve_inside(out_dir, r["file"], f"{out_dir / 'manifest.csv'} file")))
-        image = image[:, :, None] if image.ndim == 2 else image
-        if image.shape[2] != channels:
-            image = np.repeat(image[:, :, :1], channels, axis=2) if channels == 3 else image[:, :, :1]
+        # read as a real PNG is (channels, bit depth); the store resizes it with the real images
+        image = read_image(resolve_inside(out_dir, r["file"], f"{out_dir / 'manifest.csv'} file"), channels, {})
         extra.append(Sample(id=r["synthetic_id"], label=label, extra={"array": image, "source": r["source_id"]}))
     return store.with_samples(extra), {**fold, "train": [*fold["train"], *(s.id for s in extra)]}
 

@@ -344,7 +344,8 @@ def explanation(quick: bool):
 
     from medrun.explain.cam import compute_cams, targets_for
     from medrun.explain.clusters import EMBEDDINGS, cluster
-    from medrun.explain.layers import default_cam_layer, find_layer
+    from medrun.explain.layers import find_layer
+    from medrun.models.layers import default_cam_layer
     from medrun.models.sharp_unet import SharpUNet
 
     rows = []

@@ -20,7 +20,9 @@ from medrun.runs import (RUN_DIR_ENV, FolderLock, check_name, create_run_dir, fo
 from medrun.tasks import TASKS
 from medrun.training import is_distributed
 
-__all__ = ["compose", "build_model", "build_datamodule", "build_store", "train", "resume"]
+__all__ = ["compose", "build_model", "build_datamodule", "build_store", "train", "resume", "aggregate_run", "sweep",
+           "compare", "evaluate", "predict", "explain", "reproduce", "reproduce_tables", "check_data", "caches",
+           "clear_caches", "model_summary"]
 
 
 def build_model(cfg: DictConfig):
@@ -266,3 +268,78 @@ def resume(run_dir: str | Path, allow_unsafe_checkpoints: bool = False) -> tuple
     finally:
         lock.release()
     return run_dir, summary
+
+
+# The Python face of the other commands: the CLI calls these, and so can a notebook. Each imports its room
+# when called, so that `import medrun.api` does not load Grad-CAM, UMAP or Hydra's plugins.
+
+def sweep(overrides: list[str]) -> Path:
+    """`medrun -m train ...`: the Hydra multirun; returns the sweep folder (multirun_summary.json/.md)."""
+    from medrun.sweep import run_sweep
+
+    return run_sweep(overrides)
+
+
+def compare(runs: list, output_dir: str | Path | None = None) -> tuple[Path, dict]:
+    """`medrun compare`: finished runs side by side on the same folds; returns (folder, compare.json)."""
+    from medrun.compare import compare_runs
+
+    return compare_runs(runs, output_dir)
+
+
+def evaluate(run_dir, **options) -> tuple[Path, dict]:
+    """`medrun eval`: see medrun.evaluate.evaluate_run for the options."""
+    from medrun.evaluate import evaluate_run
+
+    return evaluate_run(run_dir, **options)
+
+
+def predict(run_dir, input_path, output, **options) -> dict:
+    """`medrun predict`: see medrun.predict.predict_files for the options."""
+    from medrun.predict import predict_files
+
+    return predict_files(run_dir, input_path, output, **options)
+
+
+def explain(run_dir, **options) -> tuple[Path, dict]:
+    """`medrun explain`: see medrun.explain.command.explain_run for the options."""
+    from medrun.explain.command import explain_run
+
+    return explain_run(run_dir, **options)
+
+
+def reproduce(table: str, inputs: dict | None = None, **options) -> Path:
+    """`medrun reproduce TABLE`: see medrun.reproduce.reproduce; returns the report folder."""
+    from medrun.reproduce import reproduce as run_table
+
+    return run_table(table, inputs, **options)
+
+
+def reproduce_tables() -> list[str]:
+    """`medrun reproduce list`: each paper table described (rows, inputs, protocols, paper values)."""
+    from medrun.reproduce import describe, load_table, table_names
+
+    return [describe(load_table(t)) for t in table_names()]
+
+
+def check_data(cfg: DictConfig) -> dict:
+    """`medrun data check`: read every sample of `cfg.data`; the report lists bad files under "problems"."""
+    from medrun.data.check import check_data as check
+
+    return check(cfg.data)
+
+
+def caches(cache_dir: str | None = None) -> tuple[Path, list[dict]]:
+    """`medrun cache list`: the persistent data caches (data.cache=disk) under `cache_dir` (or the default)."""
+    from medrun.data.disk_cache import cache_root, list_caches
+
+    root = cache_root(cache_dir)
+    return root, list_caches(root)
+
+
+def clear_caches(cache_dir: str | None = None, key: str | None = None) -> tuple[Path, list[str]]:
+    """`medrun cache clear`: delete every cache (or the one `key`); returns the keys deleted."""
+    from medrun.data.disk_cache import cache_root, clear_caches as clear
+
+    root = cache_root(cache_dir)
+    return root, clear(root, key)

@@ -81,9 +81,9 @@ def _train(overrides: list[str], print_cfg: bool) -> int:
 def _multirun(command: str, overrides: list[str]) -> int:
     if command != "train":
         raise MedrunError(f"-m works with train only, not {command!r}")
-    from medrun.sweep import run_sweep
+    from medrun.api import sweep
 
-    sweep_dir = run_sweep(overrides)
+    sweep_dir = sweep(overrides)
     summary = json.loads((sweep_dir / "multirun_summary.json").read_text())
     print((sweep_dir / "multirun_summary.md").read_text())
     print(f"sweep folder: {sweep_dir}")
@@ -97,9 +97,9 @@ def _multirun(command: str, overrides: list[str]) -> int:
 
 
 def _compare(args: list[str]) -> int:
-    from medrun.compare import compare_runs
+    from medrun.api import compare
 
-    out, _ = compare_runs(args)
+    out, _ = compare(args)
     print((out / "compare.md").read_text())
     print(f"comparison folder: {out}")
     return 0
@@ -127,12 +127,11 @@ def _list(args: list[str]) -> int:
 
 
 def _data_check(overrides: list[str]) -> int:
-    import medrun.data  # noqa: F401  (registers the readers)
+    from medrun.api import check_data
     from medrun.config import compose
-    from medrun.data.check import check_data
 
     cfg = compose("train", overrides)
-    report = check_data(cfg.data)
+    report = check_data(cfg)
     problems = report.pop("problems")
     print(json.dumps(report, indent=2))
     if problems:
@@ -145,10 +144,9 @@ def _data_check(overrides: list[str]) -> int:
 
 
 def _summary(overrides: list[str]) -> int:
-    import medrun
-    from medrun.api import model_summary
+    from medrun.api import compose, model_summary
 
-    print(model_summary(medrun.compose("train", overrides)))
+    print(model_summary(compose("train", overrides)))
     return 0
 
 
@@ -160,15 +158,15 @@ def _eval(args: list[str]) -> int:
 
     data = [a for a in args if a.startswith("data.")]
     opts = compose("eval", [a for a in args if not a.startswith("data.")])
-    from medrun.evaluate import evaluate_run
+    from medrun.api import evaluate
 
     areas = opts.min_areas if isinstance(opts.min_areas, (list, ListConfig)) else [opts.min_areas]
     min_areas = [get_int(OmegaConf.create({"min_areas": a}), "min_areas", minimum=0) for a in areas]
     sensitivity = get_float(opts, "target_sensitivity", 0, 1.0000001)
-    out_dir, result = evaluate_run(opts.run, tta=opts.tta, threshold=opts.threshold, objective=opts.objective,
-                                   target_sensitivity=sensitivity, min_areas=min_areas,
-                                   ensemble=opts.ensemble, data_overrides=data, device=opts.device,
-                                   allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
+    out_dir, result = evaluate(opts.run, tta=opts.tta, threshold=opts.threshold, objective=opts.objective,
+                               target_sensitivity=sensitivity, min_areas=min_areas,
+                               ensemble=opts.ensemble, data_overrides=data, device=opts.device,
+                               allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
     print((out_dir / "summary.md").read_text())
     print(f"evaluation folder: {out_dir}")
     return 0
@@ -178,11 +176,12 @@ def _predict(args: list[str]) -> int:
     from medrun.config import compose
 
     opts = compose("predict", args)
-    from medrun.predict import predict_files
+    from medrun.api import predict
 
-    report = predict_files(opts.run, opts.input, opts.output, bool(opts.save_probabilities), opts.tta, opts.threshold,
-                           opts.device, bool(opts.allow_unsafe_checkpoints), opts.format,
-                           None if opts.postprocessing is None else str(opts.postprocessing))
+    report = predict(opts.run, opts.input, opts.output, save_probabilities=bool(opts.save_probabilities),
+                     tta=opts.tta, threshold=opts.threshold, device=opts.device,
+                     allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints), format=opts.format,
+                     postprocessing=None if opts.postprocessing is None else str(opts.postprocessing))
     print(f"{report['processed']} input(s) predicted into {opts.output}; post-processing: {report['postprocessing']}")
     if report["failed"]:
         print(f"medrun: error: {len(report['failed'])} input(s) could not be read (listed in report.json):",
@@ -201,25 +200,25 @@ def _explain(args: list[str]) -> int:
     args = [f"{a.split('=', 1)[0]}=[{a.split('=', 1)[1]}]" if a.startswith(("clusters=", "compare=", "classes=")) and "[" not in a
             else a for a in args]
     opts = compose("explain", args)
-    from medrun.explain.command import explain_run
+    from medrun.api import explain
 
-    out_dir, _ = explain_run(opts.run, method=opts.method, layer=opts.layer, n=get_int(opts, "n", minimum=1),
-                             target=opts.target, compare=list(opts.compare), clusters=list(opts.clusters),
-                             k=get_int(opts, "k", minimum=2),
-                             embed=opts.embed, dim=opts.dim, pool=opts.pool, feature_layer=opts.feature_layer,
-                             fold=int(opts.fold), device=opts.device, seed=int(opts.seed),
-                             cluster_classes=list(opts.classes) if opts.get("classes") else None,
-                             allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
+    out_dir, _ = explain(opts.run, method=opts.method, layer=opts.layer, n=get_int(opts, "n", minimum=1),
+                         target=opts.target, compare=list(opts.compare), clusters=list(opts.clusters),
+                         k=get_int(opts, "k", minimum=2),
+                         embed=opts.embed, dim=opts.dim, pool=opts.pool, feature_layer=opts.feature_layer,
+                         fold=int(opts.fold), device=opts.device, seed=int(opts.seed),
+                         cluster_classes=list(opts.classes) if opts.get("classes") else None,
+                         allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
     print((out_dir / "summary.md").read_text())
     print(f"explanation folder: {out_dir}")
     return 0
 
 
 def _reproduce(args: list[str]) -> int:
-    from medrun.reproduce import describe, load_table, reproduce, table_names
+    from medrun.api import reproduce, reproduce_tables
 
     if not args or args[0] == "list":
-        print("\n\n".join(describe(load_table(t)) for t in table_names()))
+        print("\n\n".join(reproduce_tables()))
         return 0
     table, opts, inputs, hydra_overrides = args[0], {}, {}, []
     for a in args[1:]:
@@ -249,7 +248,7 @@ def _reproduce(args: list[str]) -> int:
 
 
 def _cache(args: list[str]) -> int:
-    from medrun.data.disk_cache import cache_root, clear_caches, list_caches
+    from medrun.api import caches, clear_caches
 
     usage_line = "usage: medrun cache list|clear [key=KEY] [paths.cache_dir=DIR]"
     if not args or args[0] not in ("list", "clear"):
@@ -257,14 +256,14 @@ def _cache(args: list[str]) -> int:
     opts = dict(a.partition("=")[::2] for a in args[1:])
     if any(k not in ("key", "paths.cache_dir") or not v for k, v in opts.items()) or (args[0] == "list" and "key" in opts):
         raise MedrunError(usage_line)
-    root = cache_root(opts.get("paths.cache_dir") or os.environ.get("MEDRUN_CACHE_DIR"))
+    cache_dir = opts.get("paths.cache_dir") or os.environ.get("MEDRUN_CACHE_DIR")
     if args[0] == "clear":
-        gone = clear_caches(root, opts.get("key"))
+        root, gone = clear_caches(cache_dir, opts.get("key"))
         print(f"deleted {len(gone)} cache(s) from {root}")
         return 0
-    caches = list_caches(root)
-    print(f"{len(caches)} cache(s) in {root}, {sum(c['megabytes'] for c in caches):.1f} MB")
-    for c in caches:
+    root, found = caches(cache_dir)
+    print(f"{len(found)} cache(s) in {root}, {sum(c['megabytes'] for c in found):.1f} MB")
+    for c in found:
         print(f"  {c['key']}  {c['samples']} samples  {c['megabytes']} MB  {c['reader']} {c['image_size']}  "
               f"created {c['created']}, last used {c['last_used']}")
     return 0

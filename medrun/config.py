@@ -36,8 +36,12 @@ def check_choices(overrides: list[str]) -> None:
     for o in overrides:
         key, sep, value = o.lstrip("+~").partition("=")
         key = key.removeprefix("override ").strip()
-        if sep and key in known and value not in ("", "null") and not (CONFIG_DIR / key / f"{value}.yaml").is_file():
-            raise MedrunError(f"unknown {key} {value!r}; valid: {', '.join(options(key))}")
+        if not sep or key not in known:
+            continue
+        chosen = value.strip("[]").split(",") if value.startswith("[") else [value]  # logger=[csv,mlflow]
+        for name in (c.strip() for c in chosen):
+            if name not in ("", "null") and not (CONFIG_DIR / key / f"{name}.yaml").is_file():
+                raise MedrunError(f"unknown {key} {name!r}; valid: {', '.join(options(key))}")
 
 
 def compose(command: str = "train", overrides: list[str] | tuple = ()) -> DictConfig:

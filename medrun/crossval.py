@@ -19,10 +19,19 @@ from medrun.errors import MedrunError
 from medrun.evaluation.reports import aggregate
 from medrun.oversample import oversample_fold
 from medrun.runs import (fold_folder, fold_records, is_ddp_child, load_checkpoint, resolve_inside,
-                         unfinished_folds, write_json, write_text)
+                         unfinished_folds, write_json)
 from medrun.tasks import TASKS
-from medrun.training import (NonFiniteLossError, build_callbacks, build_logger, build_trainer, close_logger,
-                             is_distributed)
+from medrun.training import (NonFiniteLossError, build_callbacks, build_loggers, build_trainer, chosen_loggers,
+                             close_loggers, is_distributed, tracker_id)
+
+
+def tracker_ids(fold_dir: Path) -> dict:
+    """The tracker runs (name -> id) a fold logged to before, so that a resume continues them."""
+    path = fold_dir / "trackers.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    legacy = fold_dir / "wandb_id.txt"  # runs from before trackers.json
+    return {"wandb": legacy.read_text().strip()} if legacy.is_file() else {}
 
 
 def _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule) -> pl.Trainer:
@@ -32,17 +41,16 @@ def _fit(cfg, config, run_dir, fold_dir, fold, n_folds, task, datamodule) -> pl.
     if last.is_file():
         load_checkpoint(last, bool(cfg.allow_unsafe_checkpoints))  # refuse unsafe files before Lightning opens them
         resume_from = str(last)
-    id_file = fold_dir / "wandb_id.txt"
-    wandb_id = id_file.read_text().strip() if id_file.is_file() else None
-    logger = build_logger(cfg, fold_dir, run_dir, k, config, wandb_id)
+    loggers = build_loggers(cfg, fold_dir, run_dir, k, config, tracker_ids(fold_dir))
     try:
-        if logger and type(logger).__name__ == "WandbLogger" and not is_ddp_child():
-            write_text(id_file, logger.experiment.id)
-        trainer = build_trainer(cfg, fold_dir, build_callbacks(cfg, fold_dir, f"{k + 1}/{n_folds}"), logger)
+        ids = {name: tracker_id(lg) for name, lg in zip(chosen_loggers(cfg), loggers)}
+        if any(ids.values()) and not is_ddp_child():
+            write_json(fold_dir / "trackers.json", {name: i for name, i in ids.items() if i})
+        trainer = build_trainer(cfg, fold_dir, build_callbacks(cfg, fold_dir, f"{k + 1}/{n_folds}"), loggers)
         trainer.fit(task, datamodule=datamodule, ckpt_path=resume_from,
                     weights_only=not cfg.allow_unsafe_checkpoints if resume_from else None)
     finally:
-        close_logger(logger)
+        close_loggers(loggers)
     return trainer
 
 

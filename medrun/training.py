@@ -1,4 +1,4 @@
-"""Per-fold Lightning machinery built from config: trainer, callbacks, logger."""
+"""Per-fold Lightning machinery built from config: trainer, callbacks, loggers."""
 from __future__ import annotations
 
 import csv
@@ -119,13 +119,19 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl
     return out
 
 
-# name -> (cfg, fold_dir, run_dir, fold, config, wandb_id) -> a Lightning logger, or False for none
-LOGGERS: Registry = Registry("logger", "logger.name")
+# name -> (options, cfg, fold_dir, run_dir, fold, config, resume_id) -> a Lightning logger
+LOGGERS: Registry = Registry("logger", "logger")
 
 
-@LOGGERS.register("none")
-def _no_logger(cfg, fold_dir, run_dir, fold, config, wandb_id):
-    return False
+def chosen_loggers(cfg: DictConfig) -> dict[str, dict]:
+    """The loggers a config picks, name -> options: `logger=[csv,mlflow]` composes {csv: {}, mlflow: {...}}; run
+    configs saved before several loggers could be chosen hold {name: csv, ...}."""
+    node = cfg.get("logger") or {}
+    plain = OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else dict(node)
+    if isinstance(plain.get("name"), str):
+        name = plain.pop("name")
+        return {} if name == "none" else {name: plain}
+    return {name: options or {} for name, options in plain.items()}
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -146,29 +152,72 @@ class ResumableCSVLogger(CSVLogger):
 
 
 @LOGGERS.register("csv")
-def _csv_logger(cfg, fold_dir, run_dir, fold, config, wandb_id):
+def _csv_logger(options, cfg, fold_dir, run_dir, fold, config, resume_id):
     return ResumableCSVLogger(save_dir=fold_dir, name="logs", version="")
 
 
+@LOGGERS.register("tensorboard")
+def _tensorboard_logger(options, cfg, fold_dir, run_dir, fold, config, resume_id):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    # one fixed folder per fold: a resumed fold writes a new event file beside the old ones, which TensorBoard
+    # shows as one run
+    logger = TensorBoardLogger(save_dir=str(fold_dir), name="tensorboard", version="", default_hp_metric=False)
+    if resume_id is None:
+        logger.log_hyperparams(without_paths(config))
+    return logger
+
+
+@LOGGERS.register("mlflow")
+def _mlflow_logger(options, cfg, fold_dir, run_dir, fold, config, resume_id):
+    from pytorch_lightning.loggers import MLFlowLogger
+
+    local = Path(str(cfg.paths.output_dir)).expanduser().resolve()
+    uri = options.get("tracking_uri") or f"sqlite:///{local / 'mlflow.db'}"
+    # MLflow tags every run with the user name and the command's full path: blanked, like W&B's metadata
+    private = {"mlflow.user": "", "mlflow.source.name": "medrun", "mlflow.source.git.repoURL": ""}
+    logger = MLFlowLogger(experiment_name=options.get("experiment") or str(cfg.name),
+                          run_name=f"{run_dir.name}/fold_{fold}", tracking_uri=uri, run_id=resume_id,
+                          tags={**private, "run_folder": run_dir.name, "fold": str(fold)},
+                          artifact_location=None if options.get("tracking_uri") else (local / "mlartifacts").as_uri(),
+                          log_model=False)
+    if resume_id is None:
+        logger.log_hyperparams(without_paths(config))
+    return logger
+
+
 @LOGGERS.register("wandb")
-def _wandb_logger(cfg, fold_dir, run_dir, fold, config, wandb_id):
+def _wandb_logger(options, cfg, fold_dir, run_dir, fold, config, resume_id):
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
     # No code, git or host metadata: runs may sit next to patient data.
     settings = wandb.Settings(save_code=False, disable_code=True, disable_git=True, x_disable_meta=True,
                               x_disable_machine_info=True, console="off", silent=True)
-    return WandbLogger(project=cfg.logger.project, entity=cfg.logger.get("entity"),
+    return WandbLogger(project=options.get("project", "medrun"), entity=options.get("entity"),
                        group=f"{cfg.name}/{run_dir.name}", name=f"fold_{fold}", job_type="train",
-                       save_dir=str(run_dir), mode=cfg.logger.get("mode"), config=without_paths(config),
+                       save_dir=str(run_dir), mode=options.get("mode"), config=without_paths(config),
                        settings=settings, reinit="finish_previous", log_model=False,
-                       id=wandb_id, resume="allow" if wandb_id else None)
+                       id=resume_id, resume="allow" if resume_id else None)
 
 
-def build_logger(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int | str, config: dict,
-                 wandb_id: str | None = None) -> Logger | bool:
-    """The fold's logger (`logger.name`); W&B resumes the fold's run when `wandb_id` is given."""
-    return LOGGERS.get(cfg.logger.name)(cfg, fold_dir, run_dir, fold, config, wandb_id)
+def tracker_id(logger: Logger) -> str | None:
+    """The id that lets a resumed fold continue the same tracker run (W&B, MLflow); None for file loggers."""
+    name = type(logger).__name__
+    if name == "WandbLogger":
+        return logger.experiment.id
+    if name == "MLFlowLogger":
+        return logger.run_id
+    return None
+
+
+def build_loggers(cfg: DictConfig, fold_dir: Path, run_dir: Path, fold: int | str, config: dict,
+                  resume_ids: dict | None = None) -> list[Logger]:
+    """The fold's loggers (`logger=csv`, `logger=[csv,mlflow]`, ...); `resume_ids` (name -> id) continue a
+    fold's earlier tracker runs."""
+    resume_ids = resume_ids or {}
+    return [LOGGERS.get(name)(options, cfg, fold_dir, run_dir, fold, config, resume_ids.get(name))
+            for name, options in chosen_loggers(cfg).items()]
 
 
 PATH_KEYS = {"root", "csv", "image_dir", "output_dir", "resume", "weights_path", "encoder_weights_path", "splits_file",
@@ -198,19 +247,19 @@ def without_paths(config):
     return config
 
 
-def close_logger(logger) -> None:
+def close_loggers(loggers: list[Logger]) -> None:
     """Always end the W&B run, even after an error, so the next fold gets its own run."""
-    if logger and type(logger).__name__ == "WandbLogger":
+    if any(type(logger).__name__ == "WandbLogger" for logger in loggers):
         import wandb
 
         wandb.finish()
 
 
-def build_trainer(cfg: DictConfig, fold_dir: Path, callbacks, logger) -> pl.Trainer:
+def build_trainer(cfg: DictConfig, fold_dir: Path, callbacks, loggers: list[Logger]) -> pl.Trainer:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:
         kwargs.setdefault("enable_progress_bar", cfg.callbacks.progress != "none")
-        return pl.Trainer(**kwargs, callbacks=callbacks, logger=logger, default_root_dir=str(fold_dir),
+        return pl.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(fold_dir),
                           enable_model_summary=False)
     except (TypeError, ValueError) as e:
         raise MedrunError(f"invalid trainer settings (trainer.*): {e}") from None

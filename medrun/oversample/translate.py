@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, Dataset  # noqa: E402
 from medrun.data.store import SampleStore  # noqa: E402
 from medrun.oversample.cyclegan import CycleGAN  # noqa: E402
 from medrun.runs import load_checkpoint  # noqa: E402
-from medrun.training import RngState, build_logger, close_logger  # noqa: E402
+from medrun.training import RngState, build_loggers, close_loggers  # noqa: E402
 
 
 class GanImages:
@@ -78,8 +78,8 @@ def train_and_translate(cfg, store: SampleStore, fold: dict, out_dir: Path, majo
         load_checkpoint(last, bool(cfg.allow_unsafe_checkpoints))
     trainer = pl.Trainer(
         max_epochs=int(ocfg.epochs), accelerator=cfg.trainer.accelerator, devices=1, precision="32-true",
-        # the run's logger (logger=csv|wandb|none): logs/metrics.csv here, or a W&B run "fold_<k>_cyclegan"
-        logger=build_logger(cfg, out_dir, out_dir.parents[1], f"{fold['fold']}_cyclegan", config),
+        # the run's loggers (logger=csv, [csv,mlflow], ...): logs/metrics.csv here, a W&B run "fold_<k>_cyclegan"
+        logger=build_loggers(cfg, out_dir, out_dir.parents[1], f"{fold['fold']}_cyclegan", config) or False,
         default_root_dir=str(out_dir),
         # each epoch: gan.ckpt, and last.ckpt as a link to it (a full-size CycleGAN checkpoint is large)
         # RngState: a resumed GAN draws the same shuffles as an uninterrupted one
@@ -92,7 +92,7 @@ def train_and_translate(cfg, store: SampleStore, fold: dict, out_dir: Path, majo
         trainer.fit(gan, loader, ckpt_path=str(last) if last.is_file() else None,
                     weights_only=None if not last.is_file() else not cfg.allow_unsafe_checkpoints)
     finally:
-        close_logger(trainer.logger)
+        close_loggers(trainer.loggers)
     gan = gan.eval().to(trainer.strategy.root_device)
     made, shown = [], []
     with torch.inference_mode():

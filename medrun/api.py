@@ -21,7 +21,7 @@ from medrun.tasks import TASKS
 from medrun.training import is_distributed
 
 __all__ = ["compose", "build_model", "build_datamodule", "build_store", "train", "resume", "aggregate_run", "sweep",
-           "compare", "evaluate", "predict", "explain", "reproduce", "reproduce_tables", "check_data", "caches",
+           "compare", "evaluate", "predict", "export", "explain", "reproduce", "reproduce_tables", "check_data", "caches",
            "clear_caches", "model_summary"]
 
 
@@ -299,6 +299,13 @@ def predict(run_dir, input_path, output, **options) -> dict:
     from medrun.predict import predict_files
 
     return predict_files(run_dir, input_path, output, **options)
+
+
+def export(run_dir, **options) -> dict:
+    """`medrun export`: see medrun.export.export_run for the options; returns serving.json (and the folder)."""
+    from medrun.export import export_run
+
+    return export_run(run_dir, **options)
 
 
 def explain(run_dir, **options) -> tuple[Path, dict]:

@@ -192,6 +192,20 @@ def _predict(args: list[str]) -> int:
     return 0
 
 
+def _export(args: list[str]) -> int:
+    from medrun.api import export
+    from medrun.config import compose
+
+    opts = compose("export", args)
+    serving = export(opts.run, format=str(opts.format), fold=opts.fold, output=opts.output,
+                     postprocessing=None if opts.postprocessing is None else str(opts.postprocessing),
+                     allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
+    check = serving["check"]
+    print(f"exported folds {serving['folds']} as {serving['format']} to {serving['folder']} (serving.json says how to "
+          f"call it); outputs match PyTorch within {check['max_abs_difference']:.1g} on {check['images']} images")
+    return 0
+
+
 def _explain(args: list[str]) -> int:
     from medrun.config import compose
     from medrun.config_values import get_int
@@ -299,6 +313,8 @@ COMMANDS = {
                     "                               score a run: out-of-fold, test set, TTA, thresholds"),
     "predict": (_predict, "predict run=RUN input=PATH output=DIR\n"
                           "                               the run's fold ensemble on new images or DICOM files"),
+    "export": (_export, "export run=RUN format=onnx|torchscript [fold=k|ensemble] [output=DIR]\n"
+                        "                               the model for serving stacks, with serving.json"),
     "aggregate": (_aggregate, "aggregate RUN_FOLDER         cv_summary of a run whose folds ran as separate jobs (cv.fold=k)"),
     "compare": (_compare, "compare RUN RUN ...           finished runs side by side on the same folds"),
     "reproduce": (_reproduce, "reproduce TABLE [data.<input>=PATH ...] [quick=true] [runs=FOLDER]\n"

@@ -82,7 +82,16 @@ class ConfiguredTask(pl.LightningModule):
             index += batch["index"].tolist()
         return torch.cat(probs), torch.cat(targets), index
 
+    def serving_output(self, probs: torch.Tensor, decision: dict) -> torch.Tensor:
+        """What `medrun export`'s graph returns from the mean probabilities (a task may fold a decision in)."""
+        return probs
+
     # Hooks a task defines; shared code calls these instead of asking which task it is.
+    @classmethod
+    def serving_meaning(cls, cfg) -> str:
+        """What the exported model's output holds, for serving.json."""
+        return "the task's probabilities, one row per image"
+
     @classmethod
     def output_channels(cls, n_classes: int) -> int:
         """Network outputs for `n_classes` classes."""

@@ -102,6 +102,17 @@ class CascadeTask(ConfiguredTask):
         """(N, 2, H, W): foreground probability, and the classifier's probability of "mask not empty"."""
         return torch.sigmoid(logits)
 
+    def serving_output(self, probs: torch.Tensor, decision: dict) -> torch.Tensor:
+        """The blanking inside the exported graph: channel 0 is zero where the classifier says "empty"."""
+        keep = probs[:, 1:2].mean(dim=(2, 3), keepdim=True) >= float(decision["decision_threshold"])
+        return torch.cat([probs[:, :1] * keep, probs[:, 1:]], dim=1)
+
+    @classmethod
+    def serving_meaning(cls, cfg) -> str:
+        return ("(N, 2, H, W): channel 0 the segmenter's foreground probability, set to 0 in images whose "
+                "classifier probability is below decision_threshold (the cascade's blanking, inside the graph); "
+                "channel 1 the classifier's probability that the mask is not empty")
+
     def configure_optimizers(self):
         out = []
         for name in ("classifier", "segmenter"):

@@ -47,6 +47,12 @@ class ClassificationTask(ConfiguredTask):
     def probabilities(self, logits):
         return torch.sigmoid(logits) if self.multilabel else torch.softmax(logits, dim=1)
 
+    @classmethod
+    def serving_meaning(cls, cfg) -> str:
+        if cfg.data.get("mode") == "multilabel":
+            return "(N, K) probability per class (sigmoid); a class is present when >= its threshold"
+        return "(N, K) class probabilities (softmax); prediction = argmax"
+
     def validation_scores(self, probs, target):
         self.val_auc.update(probs, target.long())
 

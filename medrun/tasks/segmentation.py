@@ -39,6 +39,12 @@ class SegmentationTask(ConfiguredTask):
     def validation_scores(self, probs, target):
         self.val_scores.update(probs, target)
 
+    @classmethod
+    def serving_meaning(cls, cfg) -> str:
+        if len(cfg.data.classes) == 2:
+            return "(N, 1, H, W) foreground probability per pixel (sigmoid); mask = probability >= threshold"
+        return "(N, C, H, W) class probabilities per pixel (softmax); mask = argmax over C"
+
     def on_validation_epoch_end(self):
         values = self.val_scores.compute()
         self.val_scores.reset()

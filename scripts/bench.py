@@ -634,6 +634,85 @@ def cache_rows(quick: bool):
     return rows
 
 
+def write_dicom_set(root: Path, n: int, side: int = 1024) -> None:
+    """A SIIM-layout set of `n` generated 12-bit `side`x`side` DICOMs (from a real BUSI file's header) with an
+    RLE table, one in four with a square mask."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    template = pydicom.dcmread(next((SHARED / "busi_siim" / "dicom-images-train").rglob("*.dcm")))
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:side, :side]
+    rows = ["ImageId, EncodedPixels"]
+    for k in range(n):
+        uid = generate_uid()
+        pixels = ((np.sin(xx / (40 + k % 17)) + np.cos(yy / (30 + k % 13)) + 2) * 1000
+                  + rng.integers(0, 96, (side, side))).astype(np.uint16)
+        ds = template.copy()
+        ds.Rows, ds.Columns = side, side
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+        for tag in ("PlanarConfiguration", "WindowCenter", "WindowWidth"):
+            if tag in ds:
+                delattr(ds, tag)
+        ds.PixelData = pixels.tobytes()
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = uid
+        ds.PatientID = f"GEN-{k // 2:05d}"
+        folder = root / "dicom-images-train" / uid / uid
+        folder.mkdir(parents=True)
+        ds.save_as(folder / f"{uid}.dcm")
+        start = (k * 7919) % (side * side - side * 64)
+        rows.append(f"{uid}, {start} {side * 8}" if k % 4 == 0 else f"{uid}, -1")
+    (root / "train-rle.csv").write_text("\n".join(rows) + "\n")
+
+
+def large_dicom_rows(quick: bool):
+    """Time to the first training step on a generated SIIM-sized set: first run (decodes and builds the disk
+    cache) vs a second run (reuses it), and the same with data.cache=memory."""
+    import shutil
+    import tempfile
+
+    import medrun
+    from medrun.tasks.segmentation import SegmentationTask
+
+    n, side = (40, 256) if quick else (2000, 1024)
+    cores = len(os.sched_getaffinity(0))
+    tmp = Path(tempfile.mkdtemp(prefix="medrun-bench-dicom-"))
+    label = f"generated SIIM layout, {n} DICOMs of {side}x{side}, 12-bit, to 256x256"
+    rows = []
+    seen = {}
+    step = SegmentationTask.training_step
+
+    def first_step(self, batch, batch_idx):
+        seen.setdefault("t", time.perf_counter())
+        return step(self, batch, batch_idx)
+
+    try:
+        t = time.perf_counter()
+        write_dicom_set(tmp / "data", n, side)
+        rows.append((f"{label}: writing the set (not part of a run), s", f"{time.perf_counter() - t:.1f}"))
+        SegmentationTask.training_step = first_step
+        run = ["data=siim_acr", f"data.root={tmp / 'data'}", "data.image_size=[256,256]", "data.channels=1",
+               "model.filters=[8,16,32,64,128]", "cv=holdout", "trainer.max_epochs=1",
+               "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "logger=none",
+               "callbacks.progress=none", f"data.decode_workers={cores}", f"paths.cache_dir={tmp / 'cache'}",
+               f"paths.output_dir={tmp / 'runs'}"]
+        medrun.train(medrun.compose("train", [*run, "data.cache=off"]))  # warm-up: first-call costs, unrecorded
+        for name, mode in (("memory (decodes every run)", "memory"), ("disk, first run (builds)", "disk"),
+                           ("disk, second run (reuses)", "disk")):
+            seen.clear()
+            t = time.perf_counter()
+            medrun.train(medrun.compose("train", [*run, f"data.cache={mode}"]))
+            rows.append((f"{label}: time to the first training step, data.cache={name}, decode_workers={cores}, s",
+                         f"{seen['t'] - t:.2f}"))
+        first, second = (float(v) for _, v in rows[-2:])
+        rows.append((f"{label}: second run / first run, data.cache=disk", f"{second / first:.1%}"))
+    finally:
+        SegmentationTask.training_step = step
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
 def previous_values(path: Path) -> tuple[str, dict]:
     """(date, {measurement: value}) of the table a new run replaces, to show the two side by side."""
     if not path.is_file():
@@ -690,7 +769,7 @@ def main(argv=None) -> Path:
     ap.add_argument("--gpu", action="store_true", help="also the GPU section (CUDA if available)")
     ap.add_argument("--name", default="cpu")
     ap.add_argument("--out", default=str(REPO / "benchmarks"))
-    ap.add_argument("--only", choices=["overhead", "data", "evaluation", "cascade", "explain", "gan", "cache"],
+    ap.add_argument("--only", choices=["overhead", "data", "evaluation", "cascade", "explain", "gan", "cache", "dicom"],
                     help="one section only (written to benchmarks/<name>_<section>.md)")
     ap.add_argument("--merge", action="store_true", help="with --only: replace that section in <name>.md instead")
     args = ap.parse_args(argv)
@@ -711,6 +790,8 @@ def main(argv=None) -> Path:
         "explain": ("Explanation (CPU)", lambda: explanation(q)),
         "gan": ("CycleGAN oversampling (MelaNet)", lambda: gan_rate(q)),
         "cache": ("Decode once and share (data.cache, real BUSI DICOMs)", lambda: cache_rows(q)),
+        "dicom": ("Decode once and share at scale (data.cache, generated SIIM-sized DICOMs)",
+                  lambda: large_dicom_rows(q)),
     }
     chosen = [args.only] if args.only else list(builders)
     sections = {builders[k][0]: builders[k][1]() for k in chosen}

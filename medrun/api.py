@@ -13,6 +13,7 @@ from medrun.crossval import run_folds, summarize
 from medrun.data.build import build_splits, build_store, list_dataset
 from medrun.data.datamodule import FoldDataModule
 from medrun.evaluation.reports import markdown
+from medrun.report import write_page
 from medrun.errors import MedrunError
 from medrun.inference import saved_config
 from medrun.runs import (RUN_DIR_ENV, FolderLock, check_name, create_run_dir, fold_folder, is_ddp_child, read_json,
@@ -110,7 +111,7 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     try:
         summary = run_folds(cfg, to_plain(cfg), run_dir, store, splits, only=only)
         if summary is not None:
-            write_summary(run_dir, cfg, summary)
+            write_summary(run_dir, cfg, summary, store)
     finally:
         if not is_ddp_child():
             lock.release()
@@ -214,10 +215,12 @@ def summary_table(summary: dict):
     return rich_table(summary)
 
 
-def write_summary(run_dir: Path, cfg: DictConfig, summary: dict) -> None:
-    """cv_summary.json and summary.md (the mean ± std table and the task's own sections)."""
+def write_summary(run_dir: Path, cfg: DictConfig, summary: dict, store=None) -> None:
+    """cv_summary.json, summary.md (the mean ± std table and the task's own sections) and report.html (`store`:
+    the run's samples, for its montage of held-out images)."""
     write_json(run_dir / "cv_summary.json", summary)
     write_text(run_dir / "summary.md", markdown(summary) + TASKS.get(cfg.task.name).summary_markdown(summary))
+    write_page("run", run_dir, store)
 
 
 def model_summary(cfg: DictConfig) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown
 from medrun.inference import saved_config
+from medrun.report import write_page
 from medrun.runs import create_run_dir, read_json, require_run_dir, test_parts, write_json, write_text
 from medrun.tasks import TASKS
 
@@ -61,4 +62,5 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
               "postprocessing": table, "columns": list(POSTPROCESSING_COLUMNS), "trivial": trivial}
     write_json(out / "compare.json", result)
     write_text(out / "compare.md", text)
+    write_page("compare", out, result)
     return out, result

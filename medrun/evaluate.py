@@ -15,6 +15,7 @@ from medrun.evaluation.reports import not_beaten
 from medrun.evaluation.trivial import classification_baselines_by_fold, segmentation_baselines
 from medrun.evaluation.tta import TTA
 from medrun.inference import Run, load_run, with_data_overrides
+from medrun.report import write_page
 from medrun.runs import create_run_dir, write_json, write_text
 from medrun.tasks import TASKS
 
@@ -105,6 +106,7 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
                 "provenance": {"eval": out_dir.name, "scored_on": list(data_overrides) or "the run's own data",
                                "searched_on": result["search_set"], "folds": [f["fold"] for f in splits["folds"]]}})
     write_text(out_dir / "summary.md", _table(result))
+    write_page("run", run.dir)
     return out_dir, result
 
 

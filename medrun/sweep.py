@@ -17,6 +17,7 @@ from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import not_beaten
 from medrun.multirun import one_line, run_multirun
+from medrun.report import write_page
 from medrun.runs import write_json, write_text
 
 RECORD = "medrun_job.json"
@@ -155,4 +156,5 @@ def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
         lines += ["", f"Optuna best parameters: {summary['optuna'].get('best_params')} "
                       f"(value {summary['optuna'].get('best_value')})"]
     write_text(sweep_dir / "multirun_summary.md", "\n".join(lines) + "\n")
+    write_page("sweep", sweep_dir)
     return sweep_dir

@@ -10,7 +10,8 @@ import torch
 
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import BackboneFinetuning, EarlyStopping, ModelCheckpoint, RichProgressBar, TQDMProgressBar
+from pytorch_lightning.callbacks import (BackboneFinetuning, EarlyStopping, LearningRateMonitor, ModelCheckpoint,
+                                         RichProgressBar, TQDMProgressBar)
 from pytorch_lightning.loggers import CSVLogger, Logger
 
 from medrun.errors import MedrunError
@@ -259,6 +260,8 @@ def build_trainer(cfg: DictConfig, fold_dir: Path, callbacks, loggers: list[Logg
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:
         kwargs.setdefault("enable_progress_bar", cfg.callbacks.progress != "none")
+        if loggers:  # the learning rate beside the losses, for every tracker and the report's curves
+            callbacks = [*callbacks, LearningRateMonitor(logging_interval="epoch")]
         return pl.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(fold_dir),
                           enable_model_summary=False)
     except (TypeError, ValueError) as e:

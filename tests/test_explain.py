@@ -38,6 +38,8 @@ def test_gradcam_of_a_trained_segmenter_peaks_on_the_lesion(lesion_run):
     assert (out_dir / "clusters_gradcam.png").is_file() and "| gradcam |" in (out_dir / "summary.md").read_text()
     saved = json.loads((out_dir / "explain.json").read_text())
     assert saved["layer"] == "decoder.3" and set(saved["clusters"]["sizes"]) == {"k-means", "agglomerative"}
+    page = (lesion_run / "report.html").read_text()  # explain refreshed the run's page with its figures
+    assert f"Explanation {out_dir.name}" in page and 'alt="montage"' in page and 'alt="tsne"' in page
 
 
 def test_road_separates_a_trained_model_from_a_random_one(lesion_run):

@@ -113,6 +113,8 @@ def test_a_failing_row_and_a_missing_dataset_never_lose_the_other_rows(tmp_path,
     assert "| tiny | synthetic | paper | dice | 0.5000 ± 0.1000 (5) |" in md and "failed: data.image_size" in md
     assert "test part drives early stopping" in md and "made up" in md
     assert (report["dir"] / "report.png").stat().st_size > 5000
+    page = (report["dir"] / "report.html").read_text()  # the table and paper-vs-ours figure in one page
+    assert "<td>tiny</td>" in page and 'alt="paper vs measured (mean ± std)"' in page
 
     # runs=: the finished runs are collected instead of trained, with the same numbers; quick runs only by quick=true
     assert main(["reproduce", str(table), f"runs={out}", "quick=true", f"paths.output_dir={tmp_path / 'again'}"]) == 0

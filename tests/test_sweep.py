@@ -35,6 +35,8 @@ def test_optuna_sweep_reports_its_best_trial(tmp_path, monkeypatch, capsys):
         assert r["objective"] == pytest.approx(saved["validation"]["mean"]["dice"])
     assert summary["optimize_on"] == "validation"
     assert "on the folds' **validation** parts" in next((tmp_path / "outputs" / "multirun").glob("*/multirun_summary.md")).read_text()
+    page = (Path(summary["sweep_dir"]) / "report.html").read_text()  # with the optimisation history
+    assert 'alt="optimisation history"' in page and 'alt="each parameter against the objective"' in page
 
 
 def test_optimising_on_the_test_parts_is_a_named_choice_that_says_so(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from medrun.explain.cam import METHODS, compute_cams, faithfulness, mass_inside,
 from medrun.explain.layers import find_layer  # noqa: E402
 from medrun.models.layers import default_cam_layer, default_feature_layer  # noqa: E402
 from medrun.inference import load_run  # noqa: E402
+from medrun.report import write_page  # noqa: E402
 from medrun.runs import create_run_dir, write_json, write_text  # noqa: E402
 
 
@@ -147,6 +148,7 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
             result["clusters"]["classes"] = list(cluster_classes) if cluster_classes else None
         write_json(out_dir / "explain.json", result)
         _table(result, out_dir)
+        write_page("run", run.dir)
         return out_dir, result
     except BaseException:
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -18,6 +18,7 @@ from medrun.reproduce.tables import REFERENCE, Table, load_table
 from medrun.evaluation.reports import lower_is_better
 from medrun.evaluation.trivial import best_trivial
 from medrun.multirun import one_line, run_multirun
+from medrun.report import write_page
 from medrun.runs import check_name, create_run_dir, write_json
 from medrun.tasks.segmentation import ALL_EMPTY
 
@@ -223,4 +224,5 @@ def reproduce(table_name: str, inputs: dict | None = None, *, runs: list[str] | 
     score(jobs, table)
     write_report(report_dir, table, jobs, {"started": started, "quick": quick, "runs": runs or None,
                                            "protocols": protocols, "skipped": skipped})
+    write_page("reproduce", report_dir)
     return report_dir

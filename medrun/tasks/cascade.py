@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
+from medrun.evaluation.heldout import write_per_image
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
 from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, search_cascade, search_triplet
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
@@ -241,11 +242,15 @@ class CascadeTask(ConfiguredTask):
             table[name] = {k: row[k] for k in TABLE_COLUMNS if k in row}
         masks = {name: m for name, (m, _) in rows.items()}
         final = masks["cascade, searched threshold"]
-        metrics = {**mask_scores(final, target, cfg)[0], **classifier_scores(cls, c["decision_threshold"], positive)}
+        final_scores, each = mask_scores(final, target, cfg)
+        metrics = {**final_scores, **classifier_scores(cls, c["decision_threshold"], positive)}
         pred_dir = out_dir / "predictions"
         pred_dir.mkdir(parents=True, exist_ok=True)
         for i, idx in enumerate(index):
             Image.fromarray(final[i].numpy().astype(np.uint8) * 255).save(pred_dir / f"{sample_ids[idx]}.png")
+        # with the classifier's probability and the truth, for the report's classifier ROC
+        write_per_image(pred_dir, [sample_ids[i] for i in index], each, mask_present=positive.tolist(),
+                        classifier_probability=cls.tolist())
         return metrics, {"table": table, "postprocessing": post}
 
     @classmethod

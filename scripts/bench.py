@@ -81,7 +81,7 @@ def interleaved_steps(size, batch, steps, warmup, seed, overrides=()):
     from medrun.api import build_splits, build_store
     from medrun.data.datamodule import FoldDataModule
     from medrun.tasks import TASKS
-    from medrun.training import build_callbacks, build_logger, build_trainer
+    from medrun.training import build_callbacks, build_loggers, build_trainer
 
     h, w = size
     # One epoch holds every timed step (about 81 % of the samples train), so validation is never timed.
@@ -112,7 +112,7 @@ def interleaved_steps(size, batch, steps, warmup, seed, overrides=()):
     pl.seed_everything(seed, verbose=False)
     task = TASKS.get("segmentation")(medrun.api.to_plain(cfg))
     trainer = build_trainer(cfg, out, [*build_callbacks(cfg, out, "1/1"), Alternate()],
-                            build_logger(cfg, out, out, 0, {}))
+                            build_loggers(cfg, out, out, 0, {}))
     trainer.fit(task, datamodule=FoldDataModule(store, fold, cfg.data, seed))
     return med_times[warmup:], hand_times[warmup:]
 

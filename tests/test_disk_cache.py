@@ -11,7 +11,7 @@ import pytest
 
 import medrun
 from medrun.cli import run as cli
-from medrun.data.build import build_store
+from medrun.data.build import build_store, list_dataset
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from tests.conftest import TINY
@@ -95,6 +95,23 @@ def test_a_damaged_cache_is_detected_and_rebuilt(isbi_copy, tmp_path, decodes, c
     store_of(isbi_copy, cache)
     assert len(decodes) == 30 and "does not match its checksum" in caplog.text
     assert folders(cache) == [key] and not list(cache.glob(".*partial"))
+    # a file checked once and not written since is not hashed again: a reuse costs a stat
+    import medrun.data.disk_cache as disk_cache
+
+    hashed = []
+    sha256 = disk_cache._sha256
+    disk_cache._sha256 = lambda path: hashed.append(path.name) or sha256(path)
+    try:
+        store_of(isbi_copy, cache)
+        assert hashed == []
+        data = bytearray(images.read_bytes())
+        data[-2] ^= 0xFF
+        images.write_bytes(bytes(data))  # written in place: same size and inode, a new modification time
+        decodes.clear()
+        store_of(isbi_copy, cache)
+        assert "images.npy" in hashed and len(decodes) == 30  # detected and rebuilt
+    finally:
+        disk_cache._sha256 = sha256
 
 
 def _build_in_child(root, cache, queue):
@@ -150,6 +167,40 @@ def test_anonymised_cache_holds_no_file_names(shared_data, tmp_path):
     everything += " ".join(p.name for p in cache.rglob("*")).encode()
     assert names and not any(n.encode() in everything for n in set(names))
     assert str(shared_data).encode() not in everything and b"busi" not in everything
+
+
+def test_a_dicom_listing_is_stored_and_redone_when_a_file_changes(shared_data, tmp_path, monkeypatch):
+    import os
+
+    import pydicom
+
+    root = tmp_path / "busi"
+    shutil.copytree(shared_data / "busi_siim", root)
+    cache = tmp_path / "cache"
+    overrides = ["experiment=cascade_busi", f"data.root={root}", "data.image_size=[32,32]", "data.cache=disk",
+                 f"paths.cache_dir={cache}"]
+    headers = []
+    read = pydicom.dcmread
+    monkeypatch.setattr(pydicom, "dcmread", lambda *a, **k: headers.append(a[0]) or read(*a, **k))
+    first = list_dataset(medrun.compose("train", overrides))
+    assert len(headers) == 267 and len(list((cache / "listings").glob("*.json"))) == 1
+    headers.clear()
+    again = list_dataset(medrun.compose("train", [*overrides, "data.image_size=[64,64]"]))
+    assert headers == []  # no DICOM header read: the stored listing, whatever the size
+    assert [(s.id, s.image, s.group, s.label, s.extra) for s in again.samples] == \
+        [(s.id, s.image, s.group, s.label, s.extra) for s in first.samples]
+    assert np.array_equal(again.load(again.samples[5])[1], first.load(first.samples[5])[1])
+    stored = (next((cache / "listings").glob("*.json"))).read_text()
+    assert "PatientID" not in stored and "ANON-" not in stored  # patients only as pseudonymous groups
+    touched = first.samples[0].image
+    headers.clear()
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    list_dataset(medrun.compose("train", overrides))
+    assert len(headers) == 267  # a changed file: listed again
+    headers.clear()
+    list_dataset(medrun.compose("train", [*overrides, "data.anonymize_ids=true"]))
+    assert len(headers) == 267 and len(list((cache / "listings").glob("*.json"))) == 2  # never stored anonymised
+    assert cli(["cache", "clear", f"paths.cache_dir={cache}"]) == 0 and not (cache / "listings").exists()
 
 
 def test_memory_and_disk_give_identical_results(tmp_path):

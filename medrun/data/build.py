@@ -12,9 +12,9 @@ from pathlib import Path
 from omegaconf import DictConfig, open_dict
 
 from medrun.data import build_dataset
-from medrun.data.samples import Dataset
+from medrun.data.samples import LOADERS, Dataset
 from medrun.data.splits import load_splits, make_splits
-from medrun.data.disk_cache import cache_key, cache_root, open_or_build
+from medrun.data.disk_cache import cache_key, cache_root, listing_key, open_or_build, read_listing, write_listing
 from medrun.data.store import SampleStore, decode_workers
 from medrun.errors import MedrunError
 
@@ -56,10 +56,27 @@ def anonymize(dataset: Dataset) -> Dataset:
     return replace(dataset, samples=[replace(s, id=anonymous_id(s.id, key)) for s in dataset.samples])
 
 
+def _stored_listing(cfg: DictConfig) -> Dataset | None:
+    """With data.cache=disk, a reader in LOADERS lists a dataset once: later runs on unchanged files read the
+    stored listing (not with data.anonymize_ids: it holds file paths)."""
+    data = cfg.data
+    if data.get("cache") != "disk" or data.get("anonymize_ids") or str(data.reader) not in LOADERS.names():
+        return None
+    key = listing_key(data)
+    if key is None:
+        return None
+    root = cache_root(cfg.paths.get("cache_dir"))
+    dataset = read_listing(root, key, LOADERS.get(str(data.reader))(data))
+    if dataset is None:
+        dataset = build_dataset(data)
+        write_listing(root, key, dataset)
+    return dataset
+
+
 def list_dataset(cfg: DictConfig) -> Dataset:
     """List the samples of `cfg.data` (ids anonymised when asked) and fill the label facts (classes, mode) into
     the config: the one place they come from."""
-    dataset = build_dataset(cfg.data)
+    dataset = _stored_listing(cfg) or build_dataset(cfg.data)
     if cfg.data.get("anonymize_ids"):
         dataset = anonymize(dataset)
     fill_labels(cfg, dataset)

@@ -7,8 +7,9 @@ the file (later runs, sweep jobs, DDP ranks, loader workers) shares one copy in 
 what nnU-Net's preprocessed folders do with `np.load(..., mmap_mode="r")`; zarr or LMDB would add a
 dependency and a decode step per read, and LitData's chunks a streaming layer a local folder does not need.
 
-A folder holds `images.npy`, `targets.npy` and `meta.json` (shapes, dtypes, SHA-256 of each file): pixels
-and targets only, no DICOM tags, no file names. It appears by an atomic rename once complete, under a file
+A folder holds `images.npy`, `targets.npy`, `meta.json` (shapes, dtypes, SHA-256 of each file) and
+`verified.json` (each file's size, modification time and inode when its checksum last matched): pixels and
+targets only, no DICOM tags, no file names. It appears by an atomic rename once complete, under a file
 lock per key, so a half-written cache is never read and concurrent builders of one key end with one copy.
 """
 from __future__ import annotations
@@ -26,8 +27,9 @@ import numpy as np
 from filelock import FileLock
 from omegaconf import DictConfig, OmegaConf
 
-from medrun.data.samples import Dataset
+from medrun.data.samples import Dataset, Sample
 from medrun.errors import MedrunError
+from medrun.runs import write_text
 
 log = logging.getLogger("medrun")
 
@@ -59,19 +61,27 @@ def _value_facts(value):
     return repr(value)
 
 
-def cache_key(data: DictConfig, dataset: Dataset, size, pad: bool) -> str:
-    """Hash of what decides the cached arrays: reader options, target size, and every sample with the size and
-    modification time of its files (and of the files at the top of `data.root`: label tables, RLE files)."""
-    options = {k: v for k, v in OmegaConf.to_container(data, resolve=True).items() if k not in NOT_PIXELS}
-    h = hashlib.sha256(json.dumps({"format": FORMAT, "data": options, "size": list(size), "pad": pad},
-                                  sort_keys=True, default=str).encode())
-    named = [Path(v).expanduser() for v in options.values() if isinstance(v, str) and v]  # csv tables and the like
-    root = data.get("root")
+def _options(data: DictConfig) -> dict:
+    return {k: v for k, v in OmegaConf.to_container(data, resolve=True).items() if k not in NOT_PIXELS}
+
+
+def _named_files(h, options: dict, root) -> None:
+    """Hash the facts of the files the options name (csv tables and the like) and those at the top of root."""
+    named = [Path(v).expanduser() for v in options.values() if isinstance(v, str) and v]
     if root and Path(str(root)).expanduser().is_dir():
         named += sorted(Path(str(root)).expanduser().iterdir())
     for p in named:
         if p.is_file():
             h.update(json.dumps(_file_facts(p)).encode())
+
+
+def cache_key(data: DictConfig, dataset: Dataset, size, pad: bool) -> str:
+    """Hash of what decides the cached arrays: reader options, target size, and every sample with the size and
+    modification time of its files (and of the files at the top of `data.root`: label tables, RLE files)."""
+    options = _options(data)
+    h = hashlib.sha256(json.dumps({"format": FORMAT, "data": options, "size": list(size), "pad": pad},
+                                  sort_keys=True, default=str).encode())
+    _named_files(h, options, data.get("root"))
     for s in dataset.samples:
         facts = [s.id, repr(s.label), s.subset, _file_facts(s.image) if s.image else None,
                  _file_facts(s.mask) if s.mask else None, {k: _value_facts(v) for k, v in sorted(s.extra.items())}]
@@ -79,31 +89,93 @@ def cache_key(data: DictConfig, dataset: Dataset, size, pad: bool) -> str:
     return h.hexdigest()[:24]
 
 
+LISTINGS = "listings"  # <cache root>/listings/<key>.json: stored dataset listings
+
+
+def listing_key(data: DictConfig) -> str | None:
+    """Hash of what decides a reader's listing: its options and every file under `data.root` with its size and
+    modification time (a walk and a stat each: no file is opened). None when there is no root to walk."""
+    root = Path(str(data.get("root") or "")).expanduser()
+    if not root.is_dir():
+        return None
+    options = {k: v for k, v in _options(data).items() if k != "image_size"}
+    h = hashlib.sha256(json.dumps({"format": FORMAT, "listing": options}, sort_keys=True, default=str).encode())
+    for folder, subfolders, names in os.walk(root):
+        subfolders.sort()
+        for name in sorted(names):
+            st = os.stat(os.path.join(folder, name))
+            h.update(f"{os.path.relpath(os.path.join(folder, name), root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    _named_files(h, options, None)
+    return h.hexdigest()[:24]
+
+
+def read_listing(root: Path, key: str, load: Callable) -> Dataset | None:
+    """The stored listing of `key` with the reader's `load`, or None when there is none (or it is unreadable)."""
+    try:
+        stored = json.loads((root / LISTINGS / f"{key}.json").read_text())
+        samples = [Sample(id=s["id"], image=Path(s["image"]) if s["image"] else None,
+                          mask=Path(s["mask"]) if s["mask"] else None, group=s["group"], subset=s["subset"],
+                          label=s["label"], extra=s["extra"]) for s in stored["samples"]]
+        return Dataset(samples, load, **stored["dataset"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def write_listing(root: Path, key: str, dataset: Dataset) -> None:
+    """Store a listing whose samples are plain data (paths, ids, pseudonymous groups, labels; no DICOM tags)."""
+    record = {"dataset": {"kind": dataset.kind, "ordered": dataset.ordered, "classes": dataset.classes,
+                          "multilabel": dataset.multilabel},
+              "samples": [{"id": s.id, "image": str(s.image) if s.image else None,
+                           "mask": str(s.mask) if s.mask else None, "group": s.group, "subset": s.subset,
+                           "label": s.label, "extra": s.extra} for s in dataset.samples]}
+    try:
+        text = json.dumps(record)
+    except TypeError:  # a reader that keeps arrays in its samples: listing it again is cheap anyway
+        return
+    (root / LISTINGS).mkdir(parents=True, exist_ok=True)
+    write_text(root / LISTINGS / f"{key}.json", text)
+
+
 def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def _stamp(path: Path) -> list:
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns, st.st_ino]
+
+
 def _open(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The verified arrays of a complete cache folder; raises ValueError saying what is wrong."""
+    """The verified arrays of a complete cache folder; raises ValueError saying what is wrong.
+
+    A file is hashed when it is new to this check or has been written or replaced since (size, modification
+    time, inode differ from `verified.json`): a reuse then costs a stat, not a read of every byte."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError) as e:
         raise ValueError(f"meta.json unreadable ({e})") from None
     if meta.get("format") != FORMAT or meta.get("samples") != n:
         raise ValueError(f"format {meta.get('format')} with {meta.get('samples')} samples, expected {FORMAT} and {n}")
-    arrays = []
+    try:
+        verified = json.loads((folder / "verified.json").read_text())
+    except (OSError, ValueError):
+        verified = {}
+    arrays, stamps = [], {}
     for name in FILES:
         facts = meta["files"][name]
         path = folder / name
         if not path.is_file() or path.stat().st_size != facts["bytes"]:
             raise ValueError(f"{name} is missing or truncated")
-        if _sha256(path) != facts["sha256"]:
+        stamps[name] = _stamp(path)
+        if verified.get(name) != stamps[name] and _sha256(path) != facts["sha256"]:
             raise ValueError(f"{name} does not match its checksum")
         array = np.load(path, mmap_mode="r")
         if list(array.shape) != facts["shape"] or array.dtype.str != facts["dtype"]:
             raise ValueError(f"{name} holds {array.dtype.str} {list(array.shape)}, meta.json says otherwise")
         arrays.append(array)
+    if stamps != verified:
+        write_text(folder / "verified.json", json.dumps(stamps))
     os.utime(folder / "meta.json")  # last use, for `medrun cache list`
     return arrays[0], arrays[1]
 
@@ -171,7 +243,7 @@ def open_or_build(root: Path, key: str, n: int, first: Callable[[], tuple],
 def list_caches(root: Path) -> list[dict]:
     """Every complete cache folder under `root`: key, samples, size on disk, reader, created, last used."""
     out = []
-    for meta_file in sorted(root.glob("*/meta.json")) if root.is_dir() else []:
+    for meta_file in sorted(root.glob("*/meta.json")) if root.is_dir() else []:  # listings/ holds no meta.json
         folder = meta_file.parent
         try:
             meta = json.loads(meta_file.read_text())
@@ -203,7 +275,11 @@ def clear_caches(root: Path, key: str | None = None) -> list[str]:
         valid = ", ".join(c["key"] for c in list_caches(root)) or "none"
         raise MedrunError(f"no cache {key!r} in {root}; valid: {valid} (see medrun cache list)")
     gone = []
+    if not key:
+        shutil.rmtree(root / LISTINGS, ignore_errors=True)
     for folder in folders:
+        if folder.name == LISTINGS:
+            continue
         if folder.name.endswith(".partial"):  # a build: remove only the leftovers of one that was killed
             if not _alive(int(folder.name.split(".")[-2])):
                 shutil.rmtree(folder, ignore_errors=True)

@@ -49,6 +49,9 @@ class Dataset:
 
 
 READERS: Registry[Callable[[DictConfig], Dataset]] = Registry("dataset reader", "data.reader")
+# readers whose listing is slow (a header per file) give their `load` on its own, so that data.cache=disk can
+# store the listing and a later run can skip it: reader name -> (data config) -> load(sample)
+LOADERS: Registry[Callable[[DictConfig], Callable]] = Registry("stored-listing loader", "data.reader")
 
 
 def require_dir(path: str | Path | None, key: str, hint: str = "") -> Path:

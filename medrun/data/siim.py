@@ -15,7 +15,7 @@ from scipy.sparse.csgraph import connected_components
 from medrun.data.dicom import read_dicom
 from medrun.data.images import to_channels
 from medrun.data.rle import decode, parse
-from medrun.data.samples import READERS, Dataset, Sample, problem, require_dir
+from medrun.data.samples import LOADERS, READERS, Dataset, Sample, problem, require_dir
 from medrun.errors import MedrunError
 
 
@@ -97,9 +97,15 @@ def read_siim(cfg) -> Dataset:
         with open(root / cfg.duplicate_pairs, newline="") as f:
             pairs = [(r["ImageId_a"], r["ImageId_b"]) for r in csv.DictReader(f)]
     groups = _groups(ids, patient, pairs)
-    channels, dicom = int(cfg.channels), dict(cfg.get("dicom") or {})
     samples = [Sample(id=i, image=files[i], group=groups[i], label=int(any(r != "-1" for r in rles[i])),
-                      extra={"rle": rles[i], "shape": shapes[i]}) for i in ids]
+                      extra={"rle": rles[i], "shape": list(shapes[i])}) for i in ids]
+    return Dataset(samples, siim_loader(cfg))
+
+
+@LOADERS.register("siim_acr")
+def siim_loader(cfg):
+    """Decode one listed sample: the DICOM's pixels, and the mask from its RLE rows at Rows x Columns."""
+    channels, dicom = int(cfg.channels), dict(cfg.get("dicom") or {})
 
     def load(s: Sample):
         image = to_channels(read_dicom(s.image, dicom.get("window"), dicom.get("frames", "reject")), channels, s.image)
@@ -111,4 +117,4 @@ def read_siim(cfg) -> Dataset:
                               f"{mask.shape[1]}x{mask.shape[0]}")
         return image, mask
 
-    return Dataset(samples, load)
+    return load

@@ -115,6 +115,11 @@ def score_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
     validation = task.validation_metrics(datamodule, device)
     if validation is not None:  # what a sweep selects on by default (never the test part)
         record["validation"] = validation
+    used = fold_dir / "oversampling" / "training_set.json"
+    if used.is_file():  # what an oversampled fold trained on: class counts and skew (a column of sweep tables)
+        record["training_set"] = json.loads(used.read_text())
+        if record["training_set"]["skew"] is not None:
+            record["metrics"]["training_skew"] = record["training_set"]["skew"]
     trivial = TASKS.get(cfg.task.name).trivial_rows(cfg, store, fold)
     if trivial:  # reference rows on the same test part, under their own key: never a method's metrics
         record["trivial"] = trivial

@@ -264,8 +264,10 @@ def run_report(run_dir: str | Path, store=None) -> Path:
     elif cfg.data.get("classes"):
         figure = classification_figures(run_dir, [str(c) for c in cfg.data.classes])
         sections.append(section("Classification", figures=[("out-of-fold curves", figure)] if figure else []))
-    for folder in sorted(run_dir.glob("fold_*/oversampling")):
-        sections.append(section(f"Oversampling, {folder.parent.name}", figures=_pngs(folder)))
+    for folder in sorted(run_dir.glob("fold_*/oversampling")):  # a montage per translator
+        montages = [(f"{p.parent.name if p.parent != folder else 'synthetic'} montage", _uri(p.read_bytes()))
+                    for p in sorted(folder.rglob("montage.png"))]
+        sections.append(section(f"Oversampling, {folder.parent.name}", figures=montages))
     for kind, title in (("eval", "Evaluation"), ("explain", "Explanation")):
         for folder in sorted((run_dir / kind).glob("*")) if (run_dir / kind).is_dir() else []:
             sections.append(section(f"{title} {folder.name}", _md(folder / "summary.md"), _pngs(folder)))

@@ -2,6 +2,7 @@
 made from and added to a fold's training part only, resume mid-GAN, and the duplicate control."""
 import csv
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -133,13 +134,14 @@ def test_duplicate_oversampling_is_the_control(shared_data, tmp_path):
 @pytest.mark.parametrize("choice,factor", [("augment_5x", 5), ("augment_10x", 10)])
 def test_augment_baselines_copy_each_minority_training_image_factor_times(shared_data, tmp_path, choice, factor):
     from medrun.api import build_splits, build_store
-    from medrun.oversample.fold import split_classes
+    from medrun.oversample.fold import translations
     from medrun.oversample.methods import OVERSAMPLERS
 
     cfg = medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist", f"oversample={choice}"])
     store = build_store(cfg, preload=False)
     fold = build_splits(cfg, store)["folds"][0]
-    _, majority, minority = split_classes(cfg, store, fold["train"])
+    (plan,) = translations(cfg, store, fold["train"])
+    majority, minority = plan["source_ids"], plan["target_ids"]
     made = OVERSAMPLERS.get(cfg.oversample.name)(cfg, store, fold, tmp_path, majority, minority)
     assert cfg.oversample.factor == factor and len(made) == factor * len(minority)
     assert sorted(s for s, _ in made) == sorted(minority * factor)  # from the fold's minority training images only
@@ -194,3 +196,83 @@ def test_manifest_quotes_file_names_and_keeps_its_paths_inside_the_run(shared_da
     (fold_dir / "oversampling" / "manifest.csv").write_text(text)
     with pytest.raises(MedrunError, match="'../../../outside.png' points outside"):
         oversample_fold(cfg, store, fold, fold_dir)
+
+
+def test_translators_from_chosen_classes_pool_and_trace_to_their_source(shared_data, tmp_path):
+    from medrun.api import build_splits, build_store
+    from medrun.oversample.fold import oversample_fold
+
+    cfg = medrun.compose("train", [
+        "experiment=densenet121_retinamnist", f"data.root={shared_data}/medmnist", "data.image_size=[32,32]",
+        "oversample=cyclegan", *SMALL_GAN, "oversample.epochs=1", "logger=none", "callbacks.progress=none",
+        "oversample.translators=[{source: grade0, target: grade3},{source: [grade1,grade2], target: grade3}]"])
+    store = build_store(cfg, preload=False)
+    fold = build_splits(cfg, store)["folds"][0]
+    (tmp_path / "splits.json").write_text("{}")  # the run folder, as the GAN's loggers look for it
+    fold_dir = tmp_path / "fold_0"
+    new_store, new_fold = oversample_fold(cfg, store, fold, fold_dir)
+    classes = list(cfg.data.classes)
+    label = {i: classes[store.samples[store.index[i]].label] for i in fold["train"]}
+    for folder, sources in (("grade0_to_grade3", {"grade0"}), ("grade1+grade2_to_grade3", {"grade1", "grade2"})):
+        rows = list(csv.DictReader(open(fold_dir / "oversampling" / folder / "manifest.csv")))
+        # every source-class training image translated once, each traced to it; nothing from val or test
+        assert sorted(r["source_id"] for r in rows) == sorted(i for i in fold["train"] if label[i] in sources)
+        assert all(r["class"] == "grade3" for r in rows)
+    synthetic = [i for i in new_fold["train"] if i.startswith("syn")]
+    assert len(synthetic) == sum(label[i] in {"grade0", "grade1", "grade2"} for i in fold["train"])  # pooled
+    assert all(new_store.samples[new_store.index[i]].label == classes.index("grade3") for i in synthetic)
+    used = json.loads((fold_dir / "oversampling" / "training_set.json").read_text())
+    assert used["synthetic"] == len(synthetic) and [t["folder"] for t in used["translators"]] == \
+        ["grade0_to_grade3", "grade1+grade2_to_grade3"]
+
+
+@pytest.mark.parametrize("train_on", ["real", "real+synthetic", "synthetic"])
+def test_train_on_arms_and_the_skew_of_what_is_trained_on(shared_data, tmp_path, train_on):
+    from medrun.api import build_splits, build_store
+    from medrun.oversample.fold import oversample_fold
+
+    cfg = medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist", "oversample=duplicate",
+                                   f"oversample.train_on={train_on}"])
+    store = build_store(cfg, preload=False)
+    fold = build_splits(cfg, store)["folds"][0]
+    new_store, new_fold = oversample_fold(cfg, store, fold, tmp_path / "fold_0")
+    classes = list(cfg.data.classes)
+    labels = [classes[new_store.samples[new_store.index[i]].label] for i in new_fold["train"]]
+    real_malignant = [i for i in new_fold["train"] if i in store.index and
+                      classes[store.samples[store.index[i]].label] == "malignant"]
+    synthetic = [i for i in new_fold["train"] if i not in store.index]
+    if train_on == "real":
+        assert new_fold["train"] == fold["train"] and not synthetic
+    elif train_on == "synthetic":
+        assert real_malignant == [] and synthetic  # no real image of the target class is trained on
+    else:
+        assert real_malignant and synthetic
+    used = json.loads((tmp_path / "fold_0" / "oversampling" / "training_set.json").read_text())
+    counts = {c: labels.count(c) for c in classes}
+    assert used["classes"] == counts and used["train_on"] == train_on
+    assert used["skew"] == pytest.approx(counts["normal_or_benign"] / counts["malignant"])
+
+
+@pytest.mark.slow
+def test_a_train_on_sweep_on_the_stand_in_writes_one_table_with_sensitivity_fn_and_skew(shared_data, tmp_path):
+    from medrun.cli import main
+
+    code = main(["-m", "train", "experiment=cyclegan_pneumoniamnist", f"data.root={shared_data}/medmnist",
+                 "data.image_size=[32,32]", "model.backbone=resnet18", *SMALL_GAN, "oversample.epochs=1",
+                 "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "callbacks.progress=none", "logger=none",
+                 f"paths.output_dir={tmp_path}", "oversample.train_on=real,real+synthetic,synthetic"])
+    assert code == 0
+    summary = json.loads(next((tmp_path / "multirun").glob("*/multirun_summary.json")).read_text())
+    arms = {next(o for o in r["overrides"] if o.startswith("oversample.train_on=")).split("=")[1]: r
+            for r in summary["jobs"]}
+    assert set(arms) == {"real", "real+synthetic", "synthetic"}
+    skew = {arm: r["mean"]["training_skew"] for arm, r in arms.items()}
+    assert skew["real"] == pytest.approx(3494 / 388, rel=0.05)  # pneumonia per normal image in the training part
+    assert skew["real+synthetic"] < 1 < skew["real"]
+    for arm, r in arms.items():
+        saved = json.loads((Path(r["run_dir"]) / "fold_0" / "metrics.json").read_text())["training_set"]
+        assert r["mean"]["training_skew"] == pytest.approx(saved["classes"]["pneumonia"] / saved["classes"]["normal"])
+        assert {"sensitivity_normal", "fn_normal"} <= set(r["mean"])
+    table = next((tmp_path / "multirun").glob("*/multirun_summary.md")).read_text()
+    header = next(line for line in table.splitlines() if line.startswith("| job |"))
+    assert "| sensitivity_normal | fn_normal | training_skew |" in header  # one table, the three arms as rows

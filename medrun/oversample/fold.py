@@ -1,6 +1,7 @@
-"""Oversampling inside one fold: synthetic minority-class images made from the fold's training part only,
-written to fold_<k>/oversampling/ (PNGs, manifest.csv, montage.png) and added to that fold's training part.
-Validation and test parts stay real; a fold that is resumed reuses its manifest."""
+"""Oversampling inside one fold: synthetic images of a target class made from the fold's training part only,
+written to fold_<k>/oversampling/ (one folder per translator when there are several: PNGs, manifest.csv,
+montage.png) and added to that fold's training part. Validation and test parts stay real; a fold that is
+resumed reuses its manifests."""
 from __future__ import annotations
 
 import csv
@@ -8,6 +9,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+from omegaconf import ListConfig
 from PIL import Image
 
 from medrun.data.images import read_image
@@ -15,33 +17,61 @@ from medrun.data.samples import Sample
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.oversample.methods import OVERSAMPLERS
-from medrun.runs import resolve_inside, write_text
+from medrun.runs import resolve_inside, write_json, write_text
 
 
-def split_classes(cfg, store: SampleStore, train_ids: list[str]) -> tuple[str, list[str], list[str]]:
-    """(minority class name, majority-side ids, minority ids) of a training part: binary, or one class against
-    the rest (`oversample.minority`)."""
-    classes = [str(c) for c in cfg.data.classes]
-    labels = {i: store.samples[store.index[i]].label for i in train_ids}
-    if cfg.data.get("mode") == "multilabel":
-        raise MedrunError("oversample applies to single-label classification, not multi-label (data.mode)")
+TRAIN_ON = ("real", "real+synthetic", "synthetic")
+
+
+def _target_class(cfg, classes: list[str], labels: dict, train_ids: list[str]) -> str:
+    """`oversample.minority` when set, else the rarer class of a binary training part."""
     wanted = cfg.oversample.get("minority")
     if wanted is None:
         if len(classes) != 2:
             raise MedrunError(f"oversample with {len(classes)} classes needs oversample.minority=<class> "
-                              f"(one of {', '.join(classes)}); the other classes form the majority side")
-        counts = np.bincount([labels[i] for i in train_ids], minlength=2)
-        minority_index = int(np.argmin(counts))
-    elif str(wanted) in classes:
-        minority_index = classes.index(str(wanted))
+                              f"(one of {', '.join(classes)}) or oversample.translators")
+        return classes[int(np.argmin(np.bincount([labels[i] for i in train_ids], minlength=2)))]
+    return _class(str(wanted), classes, "oversample.minority")
+
+
+def _class(name: str, classes: list[str], key: str) -> str:
+    if name not in classes:
+        raise MedrunError(f"{key}={name!r} is not a class; valid: {', '.join(classes)}")
+    return name
+
+
+def translations(cfg, store: SampleStore, train_ids: list[str]) -> list[dict]:
+    """What a fold's training part is oversampled with, one entry per translator: its target class, source
+    classes, the training ids of each side and its folder under oversampling/.
+
+    Default: one translator from every other class (the majority side) into `oversample.minority` (MelaNet);
+    `oversample.source=<class>` translates from that class only; `oversample.translators=[{source, target}, ...]`
+    runs several, each in its own folder, their synthetic images pooled."""
+    classes = [str(c) for c in cfg.data.classes]
+    if cfg.data.get("mode") == "multilabel":
+        raise MedrunError("oversample applies to single-label classification, not multi-label (data.mode)")
+    labels = {i: store.samples[store.index[i]].label for i in train_ids}
+    listed = cfg.oversample.get("translators")
+    if listed:
+        pairs = [(t.get("source"), _class(str(t.get("target")), classes, "oversample.translators[].target"))
+                 for t in listed]
     else:
-        raise MedrunError(f"oversample.minority={wanted!r} is not a class; valid: {', '.join(classes)}")
-    minority = [i for i in train_ids if labels[i] == minority_index]
-    majority = [i for i in train_ids if labels[i] != minority_index]
-    if not minority or not majority:
-        raise MedrunError(f"a training part has no images of one side (minority {classes[minority_index]}: "
-                          f"{len(minority)}, rest: {len(majority)}); oversampling needs both")
-    return classes[minority_index], majority, minority
+        pairs = [(cfg.oversample.get("source"), _target_class(cfg, classes, labels, train_ids))]
+    out = []
+    for source, target in pairs:
+        sources = [c for c in classes if c != target] if source is None else \
+            [_class(str(c), classes, "oversample.source") for c in (source if isinstance(source, (list, ListConfig))
+                                                                     else [source])]
+        if target in sources:
+            raise MedrunError(f"oversample: class {target!r} is both source and target; pick another source")
+        source_ids = [i for i in train_ids if classes[labels[i]] in sources]
+        target_ids = [i for i in train_ids if classes[labels[i]] == target]
+        if not source_ids or not target_ids:
+            raise MedrunError(f"a training part has no images of one side ({'+'.join(sources)}: {len(source_ids)}, "
+                              f"{target}: {len(target_ids)}); oversampling needs both")
+        out.append({"target": target, "sources": sources, "source_ids": source_ids, "target_ids": target_ids,
+                    "folder": f"{'+'.join(sources)}_to_{target}" if listed else ""})
+    return out
 
 
 def _read_manifest(out_dir: Path) -> list[dict]:
@@ -49,37 +79,60 @@ def _read_manifest(out_dir: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def _make(cfg, store: SampleStore, fold: dict, out_dir: Path, plan: dict, name: str) -> None:
+    """Write a translator's synthetic images and its manifest.csv (last: it marks the step done)."""
+    made = OVERSAMPLERS.get(name)(cfg, store, fold, out_dir, plan["source_ids"], plan["target_ids"])
+    (out_dir / "synthetic").mkdir(parents=True, exist_ok=True)
+    tag = f"{plan['folder']}_" if plan["folder"] else ""
+    rows = []
+    for n, (source, image) in enumerate(made):
+        sid = f"syn{fold['fold']}_{tag}{n:05d}_{source}"
+        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(out_dir / "synthetic" / f"{sid}.png")
+        rows.append({"synthetic_id": sid, "source_id": source, "method": name, "class": plan["target"],
+                     "file": f"synthetic/{sid}.png"})
+    text = io.StringIO()  # csv quoting: a file name with a comma or quote stays one field
+    writer = csv.DictWriter(text, fieldnames=["synthetic_id", "source_id", "method", "class", "file"])
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out_dir / "manifest.csv", text.getvalue())
+
+
 def oversample_fold(cfg, store: SampleStore, fold: dict, fold_dir: Path) -> tuple[SampleStore, dict]:
-    """The store and fold to train on: the real ones, plus the fold's synthetic minority images."""
+    """The store and fold to train on: the real ones, plus the fold's synthetic images (`oversample.train_on`:
+    real+synthetic; synthetic: the target class's real training images replaced; real: none made), and
+    oversampling/training_set.json with the class counts and skew of what is trained on."""
     name = cfg.get("oversample", {}).get("name", "none")
     if name == "none":
         return store, fold
     if store.segmentation:
         raise MedrunError("oversample applies to classification runs; set oversample=none")
-    build = OVERSAMPLERS.get(name)
-    out_dir = fold_dir / "oversampling"
-    minority_class, majority, minority = split_classes(cfg, store, fold["train"])
-    label = [str(c) for c in cfg.data.classes].index(minority_class)
-    if not (out_dir / "manifest.csv").is_file():  # a resumed fold reuses what it made before
-        made = build(cfg, store, fold, out_dir, majority, minority)
-        (out_dir / "synthetic").mkdir(parents=True, exist_ok=True)
-        rows = []
-        for n, (source, image) in enumerate(made):
-            sid = f"syn{fold['fold']}_{n:05d}_{source}"
-            Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(out_dir / "synthetic" / f"{sid}.png")
-            rows.append({"synthetic_id": sid, "source_id": source, "method": name, "class": minority_class,
-                         "file": f"synthetic/{sid}.png"})
-        text = io.StringIO()  # csv quoting: a file name with a comma or quote stays one field
-        writer = csv.DictWriter(text, fieldnames=["synthetic_id", "source_id", "method", "class", "file"])
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text(out_dir / "manifest.csv", text.getvalue())  # written last: it marks the step done
-    rows = _read_manifest(out_dir)
-    channels = int(cfg.data.channels)
-    extra = []
-    for r in rows:  # a manifest read back may be crafted: its files must lie inside the fold's folder
-        # read as a real PNG is (channels, bit depth); the store resizes it with the real images
-        image = read_image(resolve_inside(out_dir, r["file"], f"{out_dir / 'manifest.csv'} file"), channels, {})
-        extra.append(Sample(id=r["synthetic_id"], label=label, extra={"array": image, "source": r["source_id"]}))
-    return store.with_samples(extra), {**fold, "train": [*fold["train"], *(s.id for s in extra)]}
-
+    train_on = str(cfg.oversample.get("train_on", "real+synthetic"))
+    if train_on not in TRAIN_ON:
+        raise MedrunError(f"oversample.train_on={train_on!r}; valid: {', '.join(TRAIN_ON)}")
+    OVERSAMPLERS.get(name)  # an unknown method fails here, before any work
+    classes = [str(c) for c in cfg.data.classes]
+    plans = translations(cfg, store, fold["train"])
+    channels, extra = int(cfg.data.channels), []
+    for plan in plans if train_on != "real" else []:
+        out_dir = fold_dir / "oversampling" / plan["folder"]
+        if not (out_dir / "manifest.csv").is_file():  # a resumed fold reuses what it made before
+            _make(cfg, store, fold, out_dir, plan, name)
+        for r in _read_manifest(out_dir):  # a manifest read back may be crafted: its files must stay inside
+            # read as a real PNG is (channels, bit depth); the store resizes it with the real images
+            image = read_image(resolve_inside(out_dir, r["file"], f"{out_dir / 'manifest.csv'} file"), channels, {})
+            extra.append(Sample(id=r["synthetic_id"], label=classes.index(plan["target"]),
+                                extra={"array": image, "source": r["source_id"]}))
+    targets = {p["target"] for p in plans}
+    real = [i for i in fold["train"]
+            if not (train_on == "synthetic" and classes[store.samples[store.index[i]].label] in targets)]
+    counts = {c: 0 for c in classes}
+    for label in [store.samples[store.index[i]].label for i in real] + [s.label for s in extra]:
+        counts[classes[label]] += 1
+    positive = sum(counts[t] for t in targets)
+    write_json(fold_dir / "oversampling" / "training_set.json", {
+        "train_on": train_on, "targets": sorted(targets), "classes": counts, "synthetic": len(extra),
+        # the thesis' skew: training images of the other classes per image of the target class
+        "skew": (sum(counts.values()) - positive) / positive if positive else None,
+        "translators": [{"source": p["sources"], "target": p["target"], "folder": p["folder"] or "."}
+                        for p in plans]})
+    return store.with_samples(extra), {**fold, "train": [*real, *(s.id for s in extra)]}

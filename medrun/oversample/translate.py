@@ -1,5 +1,5 @@
-"""Train a fold's CycleGAN on its training part (majority side undersampled to the minority's size), then
-translate every majority-side training image into the minority class; montage of real / translated /
+"""Train a fold's CycleGAN on its training part (source side undersampled to the target's size), then
+translate every source-side training image into the target class; montage of real / translated /
 reconstructed images. Checkpointed each epoch, so an interrupted fold resumes its GAN."""
 from __future__ import annotations
 
@@ -63,6 +63,9 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
 def train_and_translate(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list[str],
                         minority: list[str]) -> list[tuple[str, np.ndarray]]:
     ocfg = cfg.oversample
+    run_dir = next(p for p in out_dir.parents if (p / "splits.json").is_file())
+    # one tracker run per translator: "<fold>_cyclegan", or "<fold>_cyclegan_<source>_to_<target>"
+    name = f"{fold['fold']}_cyclegan" + (f"_{out_dir.name}" if out_dir.name != "oversampling" else "")
     seed = int(cfg.seed) + fold["fold"]
     rng = np.random.default_rng(seed)
     undersampled = sorted(rng.choice(majority, size=len(minority), replace=False).tolist()) \
@@ -79,7 +82,7 @@ def train_and_translate(cfg, store: SampleStore, fold: dict, out_dir: Path, majo
     trainer = pl.Trainer(
         max_epochs=int(ocfg.epochs), accelerator=cfg.trainer.accelerator, devices=1, precision="32-true",
         # the run's loggers (logger=csv, [csv,mlflow], ...): logs/metrics.csv here, a W&B run "fold_<k>_cyclegan"
-        logger=build_loggers(cfg, out_dir, out_dir.parents[1], f"{fold['fold']}_cyclegan", config) or False,
+        logger=build_loggers(cfg, out_dir, run_dir, name, config) or False,
         default_root_dir=str(out_dir),
         # each epoch: gan.ckpt, and last.ckpt as a link to it (a full-size CycleGAN checkpoint is large)
         # RngState: a resumed GAN draws the same shuffles as an uninterrupted one

@@ -106,6 +106,8 @@ def score_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
     checkpoint = resolve_inside(run_dir, trained["checkpoint"], f"fold_{k}/trained.json checkpoint")
     task = TASKS.get(cfg.task.name)(config)
     task.load_state_dict(load_checkpoint(checkpoint, bool(cfg.allow_unsafe_checkpoints))["state_dict"])
+    if cfg.task.get("feature_classifier"):  # a head fitted on the training part as trained: synthetic images too
+        store, fold = oversample_fold(cfg, store, fold, fold_dir)
     datamodule = FoldDataModule(store, fold, cfg.data, int(cfg.seed) + k, batched=False)
     device = "cuda" if torch.cuda.is_available() and cfg.trainer.accelerator in ("gpu", "cuda", "auto") else "cpu"
     metrics, extras = task.evaluate_heldout(datamodule, [s.id for s in store.samples], fold_dir,

@@ -276,3 +276,28 @@ def test_a_train_on_sweep_on_the_stand_in_writes_one_table_with_sensitivity_fn_a
     table = next((tmp_path / "multirun").glob("*/multirun_summary.md")).read_text()
     header = next(line for line in table.splitlines() if line.startswith("| job |"))
     assert "| sensitivity_normal | fn_normal | training_skew |" in header  # one table, the three arms as rows
+
+
+def test_bagging_head_is_fitted_on_training_part_features_only(shared_data, tmp_path):
+    from sklearn.ensemble import BaggingClassifier
+
+    cfg = medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist", "oversample=duplicate",
+                                   "model=timm", "model.backbone=resnet18", "task.feature_classifier=bagging",
+                                   f"paths.output_dir={tmp_path}"])
+    fitted = []
+    fit = BaggingClassifier.fit
+    BaggingClassifier.fit = lambda self, x, y: fitted.append((x.shape, y.copy())) or fit(self, x, y)
+    try:
+        run_dir, summary = medrun.train(cfg)
+    finally:
+        BaggingClassifier.fit = fit
+    fold = json.loads((run_dir / "splits.json").read_text())["folds"][0]
+    synthetic = [r["synthetic_id"] for r in csv.DictReader(open(run_dir / "fold_0" / "oversampling" / "manifest.csv"))]
+    record = json.loads((run_dir / "fold_0" / "bagging.json").read_text())
+    # the training part as trained (real training images and the fold's synthetic ones), never val or test
+    assert record["fitted_on"] == sorted([*fold["train"], *synthetic])
+    assert not set(record["fitted_on"]) & set(fold["val"] + fold["test"])
+    (shape, labels), = fitted
+    assert shape == (len(fold["train"]) + len(synthetic), 512) and np.bincount(labels)[0] == np.bincount(labels)[1]
+    predictions = list(csv.DictReader(open(run_dir / "fold_0" / "predictions.csv")))
+    assert sorted(p["id"] for p in predictions) == sorted(fold["test"]) and summary["mean"]["auc_macro"] >= 0

@@ -73,6 +73,11 @@ class FoldDataModule(pl.LightningDataModule):
         return DataLoader(ds, batch_size=int(self.cfg.batch_size), shuffle=train, sampler=sampler,
                           collate_fn=keep_batch, pin_memory=cuda)
 
+    def scoring_dataloader(self, part: str) -> DataLoader:
+        """Part `part` in order and without augmentation (e.g. the training part's features for a head fit
+        after training)."""
+        return self._loader(part, train=False)
+
     def train_dataloader(self):
         return self._loader("train", train=True)
 

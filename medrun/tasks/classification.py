@@ -12,6 +12,7 @@ from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import classification_scores, predict_labels, save_curves, save_plots
+from medrun.evaluation.metrics import compact
 from medrun.evaluation.thresholds import search_decision_threshold
 from medrun.evaluation.trivial import classification_baselines
 from medrun.runs import fold_folder, write_json
@@ -61,14 +62,55 @@ class ClassificationTask(ConfiguredTask):
         self.val_auc.reset()
 
     def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
-        """Metrics on the fold's test part; writes predictions.csv (id, truth, probabilities, prediction), plots."""
-        probs, targets, index = self.collect_probabilities(datamodule.test_dataloader(), device)
-        probs, targets = probs.numpy(), targets.numpy()
+        """Metrics on the fold's test part; writes predictions.csv (id, truth, probabilities, prediction), plots.
+        With task.feature_classifier=bagging the probabilities come from a bagging tree classifier fitted on the
+        network's pooled features of the fold's training part (bagging.json names the images it was fitted on)."""
+        if self.cfg.task.get("feature_classifier") == "bagging":
+            probs, targets, index = self.bagging_probabilities(datamodule, sample_ids, out_dir, device)
+        else:
+            probs, targets, index = self.collect_probabilities(datamodule.test_dataloader(), device)
+            probs, targets = probs.numpy(), targets.numpy()
         write_predictions(out_dir / "predictions.csv", [sample_ids[i] for i in index], targets, probs,
                           self.class_names, self.multilabel, self.thresholds)
         metrics, cm = classification_scores(targets, probs, self.class_names, self.multilabel, self.thresholds)
         save_plots(targets, probs, self.class_names, self.multilabel, out_dir, thresholds=self.thresholds)
         return metrics, ({"confusion_matrix": cm} if cm else {})
+
+    def pooled_features(self, loader, device):
+        """(features, targets, sample indices): the input of the network's last linear layer, per image."""
+        from medrun.models.layers import default_feature_layer
+
+        layer = dict(self.net.named_modules())[default_feature_layer(self.net)]
+        feats, targets, index = [], [], []
+        hook = layer.register_forward_pre_hook(lambda module, args: feats.append(args[0].flatten(1).float().cpu()))
+        try:
+            self.to(device).eval()
+            with torch.inference_mode():
+                for batch in loader:
+                    self(batch["image"].to(device))
+                    targets.append(compact(batch["target"]))
+                    index += batch["index"].tolist()
+        finally:
+            hook.remove()
+        return torch.cat(feats).numpy(), torch.cat(targets).numpy(), index
+
+    def bagging_probabilities(self, datamodule, sample_ids: list[str], out_dir: Path, device):
+        """The thesis' "DenseNet-121 + BGT": scikit-learn's BaggingClassifier (decision trees) on the pooled
+        features of the fold's training part, predicting its test part."""
+        from sklearn.ensemble import BaggingClassifier
+
+        if self.multilabel:
+            raise MedrunError("task.feature_classifier=bagging applies to single-label classification")
+        x_train, y_train, train_index = self.pooled_features(datamodule.scoring_dataloader("train"), device)
+        options = self.cfg.task.get("bagging") or {}
+        forest = BaggingClassifier(n_estimators=int(options.get("n_estimators", 10)),
+                                   random_state=int(self.cfg.seed)).fit(x_train, y_train)
+        x_test, targets, index = self.pooled_features(datamodule.test_dataloader(), device)
+        probs = np.zeros((len(x_test), len(self.class_names)))
+        probs[:, forest.classes_.astype(int)] = forest.predict_proba(x_test)  # a class absent from training: 0
+        write_json(out_dir / "bagging.json", {"n_estimators": forest.n_estimators, "features": int(x_train.shape[1]),
+                                              "fitted_on": sorted(sample_ids[i] for i in train_index)})
+        return probs, targets, index
 
     def validation_metrics(self, datamodule, device) -> dict[str, float]:
         probs, targets, _ = self.collect_probabilities(datamodule.val_dataloader(), device)

@@ -202,6 +202,12 @@ def test_cascade_end_to_end_on_real_busi_images(busi_run, shared_data, monkeypat
     for row in rows.values():
         assert all(0 <= v["mean"] <= 1 for v in row.values())
     assert "## Table 5.1" in (run_dir / "summary.md").read_text()
+    page = (run_dir / "report.html").read_text()  # the run's page: Table 5.1 and the classifier's ROC
+    assert "<h2>Table 5.1 (mean ± std over folds)</h2>" in page and 'alt="classifier ROC"' in page
+    per_image = list(csv.DictReader(open(run_dir / "fold_0" / "predictions" / "per_image.csv")))
+    assert {r["id"] for r in per_image} == set(splits["folds"][0]["test"])
+    assert all(r["mask_present"] in ("1.000000", "0.000000") and 0 <= float(r["classifier_probability"]) <= 1
+               for r in per_image)
     record = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
     assert set(record["postprocessing"]) == {"segmenter", "cascade", "triplet", "raw"}
     # the thesis' Raw row: the pixel threshold alone searched, the classifier at its default decision

@@ -505,6 +505,34 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def first_step_rows(label: str, run: list[str]) -> list[tuple[str, str]]:
+    """Seconds from medrun.train() to its first training step (same process, imports done, after a warm-up
+    run): data.cache=memory, then disk building its cache, then disk reusing it; and the last two's ratio."""
+    import medrun
+    from medrun.tasks.segmentation import SegmentationTask
+
+    seen, rows = {}, []
+    step = SegmentationTask.training_step
+
+    def first_step(self, batch, batch_idx):
+        seen.setdefault("t", time.perf_counter())
+        return step(self, batch, batch_idx)
+
+    SegmentationTask.training_step = first_step
+    try:
+        medrun.train(medrun.compose("train", [*run, "data.cache=off"]))  # warm-up: first-call costs, unrecorded
+        for name, mode in (("memory (decodes every run)", "memory"), ("disk, first run (builds)", "disk"),
+                           ("disk, second run (reuses)", "disk")):
+            seen.clear()
+            t = time.perf_counter()
+            medrun.train(medrun.compose("train", [*run, f"data.cache={mode}"]))
+            rows.append((f"{label}: time to the first training step, data.cache={name}, s", f"{seen['t'] - t:.2f}"))
+    finally:
+        SegmentationTask.training_step = step
+    first, second = (float(v) for _, v in rows[-2:])
+    return rows + [(f"{label}: second run / first run, data.cache=disk", f"{second / first:.1%}")]
+
+
 def cache_rows(quick: bool):
     """Decode once and share (data.cache): parallel decode, first vs second run, loader-worker memory, and
     MONAI's PersistentDataset / CacheDataset on the same decode + resize."""
@@ -518,7 +546,6 @@ def cache_rows(quick: bool):
     from medrun.data import build_dataset
     from medrun.data.build import build_store
     from medrun.data.datamodule import FoldDataModule
-    from medrun.tasks.segmentation import SegmentationTask
 
     root = SHARED / "busi_siim"
     if not root.is_dir():
@@ -553,29 +580,16 @@ def cache_rows(quick: bool):
                          " samples/s", spread(rates)))
 
         # time from medrun.train() to its first training step (same process, imports done): cold cache, warm cache
-        seen = {}
-        step = SegmentationTask.training_step
-
-        def first_step(self, batch, batch_idx):
-            seen.setdefault("t", time.perf_counter())
-            return step(self, batch, batch_idx)
-
-        SegmentationTask.training_step = first_step
-        run = ["data=busi_siim", *base[1:], "model.filters=[8,16,32,64,128]", "cv=holdout",
-               "trainer.max_epochs=1", "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1",
-               "logger=none", "callbacks.progress=none", f"data.decode_workers={cores}",
-               f"paths.output_dir={tmp / 'runs'}"]
-        try:
-            medrun.train(medrun.compose("train", [*run, "data.cache=memory"]))  # warm-up: first-call costs, unrecorded
-            for name, mode in (("memory (decodes every run)", "memory"), ("disk, first run (builds)", "disk"),
-                               ("disk, second run (reuses)", "disk")):
-                seen.clear()
-                t = time.perf_counter()
-                medrun.train(medrun.compose("train", [*run, f"data.cache={mode}"]))
-                rows.append((f"{label}: time to the first training step, data.cache={name}, s",
-                             f"{seen['t'] - t:.2f}"))
-        finally:
-            SegmentationTask.training_step = step
+        tiny = ["model.filters=[8,16,32,64,128]", "cv=holdout", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
+                "+trainer.limit_val_batches=1", "logger=none", "callbacks.progress=none",
+                f"data.decode_workers={cores}", f"paths.output_dir={tmp / 'runs'}"]
+        rows += first_step_rows(label, ["data=busi_siim", *base[1:], *tiny])
+        for name, data, folder, shape in (("CVC-ClinicDB TIFF", "cvc_clinicdb", "cvc_clinicdb_sample/CVC-ClinicDB",
+                                           "[64,64]" if quick else "[192,256]"),
+                                          ("ISBI-2012 PNG", "isbi2012", "isbi2012", f"[{size},{size}]")):
+            rows += first_step_rows(f"{name}, {shape}", [f"data={data}", f"data.root={SHARED / folder}",
+                                                         f"data.image_size={shape}", *tiny,
+                                                         f"paths.cache_dir={tmp / data}"])
 
         # memory of the loader: this process plus its workers, proportional set size, while a pass is under way
         for mode in ("memory", "disk"):
@@ -674,45 +688,22 @@ def large_dicom_rows(quick: bool):
     import shutil
     import tempfile
 
-    import medrun
-    from medrun.tasks.segmentation import SegmentationTask
-
     n, side = (40, 256) if quick else (2000, 1024)
     cores = len(os.sched_getaffinity(0))
     tmp = Path(tempfile.mkdtemp(prefix="medrun-bench-dicom-"))
-    label = f"generated SIIM layout, {n} DICOMs of {side}x{side}, 12-bit, to 256x256"
-    rows = []
-    seen = {}
-    step = SegmentationTask.training_step
-
-    def first_step(self, batch, batch_idx):
-        seen.setdefault("t", time.perf_counter())
-        return step(self, batch, batch_idx)
-
+    label = f"generated SIIM layout, {n} DICOMs of {side}x{side}, 12-bit, to 256x256, decode_workers={cores}"
     try:
         t = time.perf_counter()
         write_dicom_set(tmp / "data", n, side)
-        rows.append((f"{label}: writing the set (not part of a run), s", f"{time.perf_counter() - t:.1f}"))
-        SegmentationTask.training_step = first_step
+        rows = [(f"{label}: writing the set (not part of a run), s", f"{time.perf_counter() - t:.1f}")]
         run = ["data=siim_acr", f"data.root={tmp / 'data'}", "data.image_size=[256,256]", "data.channels=1",
                "model.filters=[8,16,32,64,128]", "cv=holdout", "trainer.max_epochs=1",
                "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "logger=none",
                "callbacks.progress=none", f"data.decode_workers={cores}", f"paths.cache_dir={tmp / 'cache'}",
                f"paths.output_dir={tmp / 'runs'}"]
-        medrun.train(medrun.compose("train", [*run, "data.cache=off"]))  # warm-up: first-call costs, unrecorded
-        for name, mode in (("memory (decodes every run)", "memory"), ("disk, first run (builds)", "disk"),
-                           ("disk, second run (reuses)", "disk")):
-            seen.clear()
-            t = time.perf_counter()
-            medrun.train(medrun.compose("train", [*run, f"data.cache={mode}"]))
-            rows.append((f"{label}: time to the first training step, data.cache={name}, decode_workers={cores}, s",
-                         f"{seen['t'] - t:.2f}"))
-        first, second = (float(v) for _, v in rows[-2:])
-        rows.append((f"{label}: second run / first run, data.cache=disk", f"{second / first:.1%}"))
+        return rows + first_step_rows(label, run)
     finally:
-        SegmentationTask.training_step = step
         shutil.rmtree(tmp, ignore_errors=True)
-    return rows
 
 
 def previous_values(path: Path) -> tuple[str, dict]:

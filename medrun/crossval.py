@@ -122,6 +122,11 @@ def score_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
         record["training_set"] = json.loads(used.read_text())
         if record["training_set"]["skew"] is not None:
             record["metrics"]["training_skew"] = record["training_set"]["skew"]
+        if len(record["training_set"]["targets"]) == 1:  # the oversampled class's numbers under one name
+            target = record["training_set"]["targets"][0]
+            for name in ("sensitivity", "fn"):
+                if f"{name}_{target}" in metrics:
+                    record["metrics"][f"{name}_target"] = metrics[f"{name}_{target}"]
     trivial = TASKS.get(cfg.task.name).trivial_rows(cfg, store, fold)
     if trivial:  # reference rows on the same test part, under their own key: never a method's metrics
         record["trivial"] = trivial

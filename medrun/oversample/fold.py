@@ -87,7 +87,8 @@ def _make(cfg, store: SampleStore, fold: dict, out_dir: Path, plan: dict, name: 
     rows = []
     for n, (source, image) in enumerate(made):
         sid = f"syn{fold['fold']}_{tag}{n:05d}_{source}"
-        Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).save(out_dir / "synthetic" / f"{sid}.png")
+        pixels = image.squeeze(-1) if image.shape[-1] == 1 else image
+        Image.fromarray(pixels).save(out_dir / "synthetic" / f"{sid}.png", compress_level=1)  # lossless, fast
         rows.append({"synthetic_id": sid, "source_id": source, "method": name, "class": plan["target"],
                      "file": f"synthetic/{sid}.png"})
     text = io.StringIO()  # csv quoting: a file name with a comma or quote stays one field

@@ -97,14 +97,17 @@ def train_and_translate(cfg, store: SampleStore, fold: dict, out_dir: Path, majo
     finally:
         close_loggers(trainer.loggers)
     gan = gan.eval().to(trainer.strategy.root_device)
-    made, shown = [], []
+    made = []
     with torch.inference_mode():
-        for i in majority:  # every majority-side training image, not only the undersampled ones
-            real = load(i)[None].to(gan.device)
-            fake = gan.g_ab(real)
-            made.append((i, to_uint8(fake[0])))
-            if len(shown) < 6:
-                shown.append((to_uint8(real[0]), made[-1][1], to_uint8(gan.g_ba(fake)[0])))
+        # every source-side training image, not only the undersampled ones; batches: the generators' instance
+        # norm treats each image on its own, so a batch translates as its images would one by one
+        for start in range(0, len(majority), 32):
+            ids = majority[start:start + 32]
+            fake = gan.g_ab(torch.stack([load(i) for i in ids]).to(gan.device))
+            made += [(i, to_uint8(f)) for i, f in zip(ids, fake)]
+        real = torch.stack([load(i) for i in majority[:6]]).to(gan.device)
+        fake = gan.g_ab(real)
+        shown = [(to_uint8(r), to_uint8(f), to_uint8(b)) for r, f, b in zip(real, fake, gan.g_ba(fake))]
     _montage(shown, out_dir / "montage.png")
     return made
 

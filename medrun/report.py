@@ -204,34 +204,33 @@ def write_montage(run_dir: Path, store) -> Path | None:
     return path
 
 
-def classification_figures(run_dir: Path, classes: list[str]) -> str | None:
-    """Out-of-fold ROC and precision-recall per class, confusion matrix and reliability diagram."""
-    from sklearn.calibration import calibration_curve
+def classification_figures(run_dir: Path, classes: list[str], multilabel: bool, thresholds=None) -> str | None:
+    """Out-of-fold ROC and precision-recall per class, the confusion matrix (single-label) and a reliability
+    diagram, from the folds' predictions.csv."""
+    from sklearn.calibration import CalibrationDisplay
     from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-    rows = [r for p in sorted(run_dir.glob("fold_*/predictions.csv")) for r in csv.DictReader(open(p, newline=""))]
-    if not rows or ";" in rows[0]["true"] or not rows[0]["true"].lstrip("-").isdigit():
-        return None  # multi-label files hold label lists: their curves are in eval's plots
-    y = np.array([int(r["true"]) for r in rows])
-    probs = np.array([[float(r[f"prob_{c}"]) for c in classes] for r in rows])
-    onehot = np.eye(len(classes), dtype=int)[y]
-    shown = [k for k in range(len(classes)) if len(set(onehot[:, k])) == 2 and (len(classes) > 2 or k == 1)]
+    from medrun.evaluation.classification import draw_per_class, predict_labels
+    from medrun.tasks.classification import read_predictions
+
+    paths = sorted(run_dir.glob("fold_*/predictions.csv"))
+    if not paths:
+        return None
+    y, probs = read_predictions(paths, classes, multilabel)
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.9))
-    for k in shown:
-        RocCurveDisplay.from_predictions(onehot[:, k], probs[:, k], name=classes[k], ax=axes[0])
-        PrecisionRecallDisplay.from_predictions(onehot[:, k], probs[:, k], name=classes[k], ax=axes[1])
+    for ax, display, title in ((axes[0], RocCurveDisplay, "ROC (out-of-fold)"),
+                               (axes[1], PrecisionRecallDisplay, "precision-recall (out-of-fold)"),
+                               (axes[3], CalibrationDisplay, "reliability diagram")):
+        draw_per_class(display, y, probs, classes, multilabel, ax)
+        ax.set_title(title)
     axes[0].plot([0, 1], [0, 1], "k--", lw=0.8)
-    axes[0].set_title("ROC (out-of-fold)")
-    axes[1].set_title("precision-recall (out-of-fold)")
-    ConfusionMatrixDisplay.from_predictions(y, probs.argmax(1), labels=list(range(len(classes))),
-                                            display_labels=classes, colorbar=False, ax=axes[2])
-    axes[2].set_title("confusion matrix (argmax)")
-    for k in shown:
-        frac, mean = calibration_curve(onehot[:, k], probs[:, k], n_bins=10, strategy="uniform")
-        axes[3].plot(mean, frac, marker="o", label=classes[k])
-    axes[3].plot([0, 1], [0, 1], "k--", lw=0.8)
-    axes[3].set(xlabel="predicted probability", ylabel="observed frequency", title="reliability diagram")
-    axes[3].legend(fontsize=7)
+    if multilabel:
+        axes[2].set_axis_off()
+    else:
+        ConfusionMatrixDisplay.from_predictions(y, predict_labels(probs, False, thresholds),
+                                                labels=list(range(len(classes))), display_labels=classes,
+                                                colorbar=False, ax=axes[2])
+        axes[2].set_title("confusion matrix")
     fig.tight_layout()
     return _figure(fig)
 
@@ -262,7 +261,8 @@ def run_report(run_dir: str | Path, store=None) -> Path:
                                                ("classifier ROC", classifier_roc(rows))) if f]
         sections.append(section("Segmentation", figures=figures))
     elif cfg.data.get("classes"):
-        figure = classification_figures(run_dir, [str(c) for c in cfg.data.classes])
+        figure = classification_figures(run_dir, [str(c) for c in cfg.data.classes],
+                                        cfg.data.get("mode") == "multilabel", cfg.task.get("thresholds"))
         sections.append(section("Classification", figures=[("out-of-fold curves", figure)] if figure else []))
     for folder in sorted(run_dir.glob("fold_*/oversampling")):  # a montage per translator
         montages = [(f"{p.parent.name if p.parent != folder else 'synthetic'} montage", _uri(p.read_bytes()))

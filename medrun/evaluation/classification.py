@@ -85,15 +85,21 @@ def balanced_subset_scores(y_true: np.ndarray, pred: np.ndarray, per_class: int,
             "balanced_f1_macro": float(f1), "balanced_per_class": float(take)}
 
 
+def draw_per_class(display, y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, ax) -> None:
+    """One curve of a scikit-learn display (ROC, precision-recall, calibration) per class whose two outcomes both
+    occur; binary single-label: the positive class only."""
+    onehot = y_true.astype(int) if multilabel else np.eye(len(classes), dtype=int)[y_true]
+    for k, name in enumerate(classes):
+        if len(set(onehot[:, k])) == 2 and (len(classes) > 2 or multilabel or k == 1):
+            display.from_predictions(onehot[:, k], probs[:, k], name=name, ax=ax)
+
+
 def save_plots(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, folder: Path,
                prefix: str = "", thresholds=None) -> list[Path]:
     """ROC curves (one per class with both outcomes present) and, single-label, the confusion matrix."""
     folder.mkdir(parents=True, exist_ok=True)
-    onehot = y_true.astype(int) if multilabel else np.eye(len(classes), dtype=int)[y_true]
     fig, ax = plt.subplots(figsize=(5, 5))
-    for k, name in enumerate(classes):
-        if len(set(onehot[:, k])) == 2 and (len(classes) > 2 or multilabel or k == 1):
-            RocCurveDisplay.from_predictions(onehot[:, k], probs[:, k], name=name, ax=ax)
+    draw_per_class(RocCurveDisplay, y_true, probs, classes, multilabel, ax)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_title(f"ROC {prefix}".strip())
     paths = [folder / f"{prefix}roc.png"]
@@ -112,11 +118,8 @@ def save_plots(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multil
 
 def save_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, folder: Path) -> None:
     """ROC and precision-recall curves, one line per class (the positive class when binary)."""
-    onehot = y_true.astype(int) if multilabel else np.eye(len(classes), dtype=int)[y_true]
     for name, display in (("roc", RocCurveDisplay), ("precision_recall", PrecisionRecallDisplay)):
         fig, ax = plt.subplots(figsize=(5, 5))
-        for k, cls in enumerate(classes):
-            if len(set(onehot[:, k])) == 2 and (len(classes) > 2 or multilabel or k == 1):
-                display.from_predictions(onehot[:, k], probs[:, k], name=cls, ax=ax)
+        draw_per_class(display, y_true, probs, classes, multilabel, ax)
         fig.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
         plt.close(fig)

@@ -20,6 +20,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from medrun.errors import MedrunError
+from medrun.evaluation.decision import Decision
 from medrun.inference import Run, load_run
 from medrun.predict import choose_postprocessing
 from medrun.runs import write_json
@@ -31,7 +32,7 @@ TOLERANCE = 1e-4  # largest |exported - PyTorch| accepted on the check images (f
 class ServedModel(nn.Module):
     """Preprocessed batch -> mean probabilities of the chosen fold networks, with the task's serving head."""
 
-    def __init__(self, run: Run, folds: list[int], decision: dict):
+    def __init__(self, run: Run, folds: list[int], decision: Decision):
         super().__init__()
         self.nets = nn.ModuleList([run.models[k].net for k in folds])
         self._task = (run.models[folds[0]],)  # a tuple: its probabilities() is used, its modules are not exported
@@ -164,10 +165,9 @@ def export_run(run_dir, format: str = "onnx", fold="ensemble", output=None, post
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise MedrunError(f"output={out} exists and is not an empty folder: choose a new one (exports are never "
                           "overwritten)")
-    decision, decision_from = choose_postprocessing(run.dir, postprocessing)
+    chosen, decision_from = choose_postprocessing(run.dir, postprocessing)
     cfg = run.config
-    decision = {**decision, "threshold": decision.get("threshold", cfg.task.get("threshold")),
-                "decision_threshold": decision.get("decision_threshold", cfg.task.get("decision_threshold"))}
+    decision = Decision.read(chosen, cfg)
     model = ServedModel(run, folds, decision).eval()
     images = check_images(run) if images is None else images
     with torch.inference_mode():
@@ -192,8 +192,7 @@ def export_run(run_dir, format: str = "onnx", fold="ensemble", output=None, post
                   "normalize": {"albumentations.Normalize": data["normalize"]}},
         "output": {"name": "probabilities", "meaning": run.models[folds[0]].serving_meaning(cfg),
                    "classes": [str(c) for c in data.get("classes") or []]},
-        "postprocessing": {"from": decision_from, **{k: v for k, v in decision.items() if k != "provenance"},
-                           "tta": "not inside the model: " + str(decision.get("tta") or "none")},
+        "postprocessing": {"from": decision_from, **decision.stored(), "tta": f"not inside the model: {decision.tta}"},
         "check": {"images": len(images), "max_abs_difference": difference, "tolerance": TOLERANCE,
                   "against": "medrun's PyTorch model, onnxruntime CPU" if format == "onnx" else
                   "medrun's PyTorch model, torch.jit.load"},

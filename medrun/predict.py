@@ -14,7 +14,7 @@ from medrun.data.images import CLASSIFICATION_SUFFIXES, read_image
 from medrun.data.rle import encode
 from medrun.data.transforms import pipeline, resize
 from medrun.errors import MedrunError
-from medrun.evaluation.classification import predict_labels
+from medrun.evaluation.decision import Decision
 from medrun.inference import load_run
 from medrun.runs import read_json, require_run_dir, write_json
 
@@ -104,12 +104,11 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
         raise MedrunError("format=siim_rle writes segmentation masks; this run is a classifier (use format=png, "
                           "which writes predictions.csv)")
     chosen, chosen_from = choose_postprocessing(run_dir, postprocessing)
-    tta = tta or chosen.get("tta") or "none"
-    threshold = threshold if threshold is not None else chosen.get("threshold")
-    if threshold is None and cfg.data.get("mode") == "multilabel" and cfg.task.get("thresholds"):
-        threshold = list(cfg.task.thresholds)
-    h, w = (int(v) for v in cfg.data.image_size)
-    post = {**chosen, "threshold": threshold, "min_fraction": float(chosen.get("min_area") or 0) / (h * w)}
+    decision = Decision.read(chosen, cfg)
+    if tta:
+        decision = decision.but(tta=tta)
+    if threshold is not None:
+        decision = decision.but(threshold=tuple(threshold) if isinstance(threshold, (list, tuple)) else threshold)
     files = list_inputs(Path(str(input_path)).expanduser())
     # a run trained with anonymised ids names its outputs by the same keyed hashes, never by the file names
     anonymous = bool(cfg.data.get("anonymize_ids"))
@@ -126,17 +125,17 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
             failed.append({"file": name(path), "error": str(e).replace(str(path), name(path)) if anonymous else str(e)})
             continue
         x = to_tensor(image=size(image=image)["image"])["image"].float()[None]
-        probs = run.predict(x, tta)[0].cpu()
+        probs = run.predict(x, decision.tta)[0].cpu()
         if run.spatial:
             stem = name(path) if anonymous else path.stem
-            mask = _write_mask(output, stem, probs.numpy(), image.shape[:2], run.task, post, cfg, save_probabilities)
+            mask = _write_mask(output, stem, probs.numpy(), image.shape[:2], run.task, decision, save_probabilities)
             rle_rows.append((stem, encode(mask)))
         else:
             rows.append((name(path), probs.numpy()))
     if not run.spatial and rows:
         multilabel = cfg.data.mode == "multilabel"
         probs = np.stack([p for _, p in rows])
-        labels = predict_labels(probs, multilabel, threshold)
+        labels = decision.labels(probs, multilabel)
         with open(output / "predictions.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["id" if anonymous else "file", *(f"prob_{c}" for c in classes), "prediction"])
@@ -152,19 +151,20 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
             w = csv.writer(f)
             w.writerow(["ImageId", "EncodedPixels"])
             w.writerows(sorted(rle_rows))
-    report = {"run": str(run_dir), "postprocessing": chosen_from, "tta": tta, "threshold": threshold,
-              "min_area_fraction": post["min_fraction"],
+    stored = decision.stored()
+    report = {"run": str(run_dir), "postprocessing": chosen_from, "tta": decision.tta, "threshold": stored["threshold"],
+              "min_area_fraction": decision.min_area_fraction(),
               "processed": len(files) - len(failed), "failed": failed}
     write_json(output / "report.json", report)
     return report
 
 
-def _write_mask(output: Path, stem: str, probs: np.ndarray, size, task, post: dict, cfg,
+def _write_mask(output: Path, stem: str, probs: np.ndarray, size, task, decision: Decision,
                 save_probabilities: bool) -> np.ndarray:
-    """Probabilities back to the input's size, then the task's post-processing into a mask PNG (returned)."""
+    """Probabilities back to the input's size, then the decision into a mask PNG (returned)."""
     h, w = size
     full = np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in probs])
-    mask, kept = task.mask_from_probabilities(full, post, cfg)
+    mask, kept = task.mask_from_probabilities(full, decision)
     Image.fromarray(mask).save(output / f"{stem}.png")
     if save_probabilities:
         np.save(output / f"{stem}.npy", kept.astype(np.float16))

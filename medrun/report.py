@@ -23,6 +23,7 @@ import numpy as np  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
 from markdown import markdown  # noqa: E402
 
+from medrun.evaluation.decision import Decision  # noqa: E402
 from medrun.runs import read_json, write_text  # noqa: E402
 
 log = logging.getLogger("medrun")
@@ -204,13 +205,13 @@ def write_montage(run_dir: Path, store) -> Path | None:
     return path
 
 
-def classification_figures(run_dir: Path, classes: list[str], multilabel: bool, thresholds=None) -> str | None:
-    """Out-of-fold ROC and precision-recall per class, the confusion matrix (single-label) and a reliability
-    diagram, from the folds' predictions.csv."""
+def classification_figures(run_dir: Path, classes: list[str], multilabel: bool, decision=None) -> str | None:
+    """Out-of-fold ROC and precision-recall per class, the confusion matrix (single-label, labels by `decision`)
+    and a reliability diagram, from the folds' predictions.csv."""
     from sklearn.calibration import CalibrationDisplay
     from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-    from medrun.evaluation.classification import draw_per_class, predict_labels
+    from medrun.evaluation.classification import draw_per_class
     from medrun.tasks.classification import read_predictions
 
     paths = sorted(run_dir.glob("fold_*/predictions.csv"))
@@ -227,7 +228,7 @@ def classification_figures(run_dir: Path, classes: list[str], multilabel: bool, 
     if multilabel:
         axes[2].set_axis_off()
     else:
-        ConfusionMatrixDisplay.from_predictions(y, predict_labels(probs, False, thresholds),
+        ConfusionMatrixDisplay.from_predictions(y, (decision or Decision()).labels(probs, False),
                                                 labels=list(range(len(classes))), display_labels=classes,
                                                 colorbar=False, ax=axes[2])
         axes[2].set_title("confusion matrix")
@@ -260,9 +261,9 @@ def run_report(run_dir: str | Path, store=None) -> Path:
         figures += [(name, f) for name, f in (("Dice distribution", dice_distribution(rows)),
                                                ("classifier ROC", classifier_roc(rows))) if f]
         sections.append(section("Segmentation", figures=figures))
-    elif cfg.data.get("classes"):
+    elif task.class_probabilities:
         figure = classification_figures(run_dir, [str(c) for c in cfg.data.classes],
-                                        cfg.data.get("mode") == "multilabel", cfg.task.get("thresholds"))
+                                        cfg.data.get("mode") == "multilabel", Decision.of_run(cfg))
         sections.append(section("Classification", figures=[("out-of-fold curves", figure)] if figure else []))
     for folder in sorted(run_dir.glob("fold_*/oversampling")):  # a montage per translator
         montages = [(f"{p.parent.name if p.parent != folder else 'synthetic'} montage", _uri(p.read_bytes()))

@@ -55,6 +55,7 @@ def test_generator_trains_on_one_class_and_explain_uses_its_bottleneck(shared_da
     assert any(0 < n < len(labels) for n, labels in zip(trained, seen))  # batches hold both classes ...
     assert generated[:len(trained)] == [n for n in trained if n]  # ... and the generator only sees the trained one
     assert 0 <= summary["mean"]["auc"] <= 1
+    assert "<h2>Cross-validation</h2>" in (run_dir / "report.html").read_text()  # no per-class curves to draw
     out_dir, result = explain_run(run_dir, n=4, compare=["gradcam"], clusters=["k-means", "agglomerative"], k=2)
     assert result["layer"].startswith("discriminator.features.")
     assert result["clusters"]["feature_layer"] == "generator.encoder.4" and result["clusters"]["dims"] == 128

@@ -23,7 +23,8 @@ from medrun.errors import MedrunError
 from medrun.evaluate import evaluate_run
 from medrun.inference import saved_config
 from medrun.tasks.cascade import CascadeTask
-from medrun.evaluation.postprocess import apply_cascade, apply_triplet, search_cascade, search_triplet
+from medrun.evaluation.decision import Decision
+from medrun.evaluation.postprocess import apply_triplet, search_cascade, search_triplet
 
 TINY_CASCADE = ["data.image_size=[64,64]", "model.classifier_size=[64,64]", "model.classifier.backbone=resnet18",
                 "model.segmenter.encoder=resnet18", "trainer.max_epochs=1", "logger=none", "callbacks.progress=none",
@@ -148,9 +149,9 @@ def test_blanking_and_triplet_rules():
     seg[:, 2:6, 2:6] = 0.9
     seg[2, 0, 0] = 0.95  # a one-pixel speck
     cls = torch.tensor([0.2, 0.8, 0.8])
-    masks = apply_cascade(seg, cls, decision=0.5, threshold=0.5)
+    masks = Decision(threshold=0.5, decision_threshold=0.5).masks(seg, cls)
     assert masks[0].sum() == 0 and masks[1].sum() == 16 and masks[2].sum() == 17
-    assert apply_cascade(seg, cls, 0.5, 0.5, min_area=17)[1].sum() == 0  # under the minimum area: blanked
+    assert Decision(threshold=0.5, decision_threshold=0.5, min_area=17).masks(seg, cls)[1].sum() == 0  # too small
     triplet = apply_triplet(seg, top=0.92, area=1, bottom=0.5, min_component=2)
     assert triplet[0].sum() == 0 and triplet[1].sum() == 0  # no pixel above top: empty
     assert triplet[2].sum() == 16  # drawn at bottom, without the one-pixel component
@@ -171,10 +172,13 @@ def test_cascade_search_matches_brute_force_and_triplet_search_finds_the_rule():
         den = masks.flatten(1).sum(1) + target.flatten(1).sum(1)
         return torch.where(den > 0, 2 * tp / den.clamp(min=1), torch.ones_like(tp)).mean().item()
 
-    brute = max((dice(apply_cascade(seg, cls, d, t / 20, a)), d, t / 20, a)
+    def apply(d, t, a):
+        return Decision(threshold=t, min_area=a, decision_threshold=d).masks(seg, cls)
+
+    brute = max((dice(apply(d, t / 20, a)), d, t / 20, a)
                 for d in (0.3, 0.5, 0.7) for a in (0, 20, 40) for t in range(1, 20))
     assert found["dice"] == pytest.approx(brute[0], abs=1e-6) and found["dice"] > 0.9
-    chosen = apply_cascade(seg, cls, found["decision_threshold"], found["threshold"], found["min_area"])
+    chosen = apply(found["decision_threshold"], found["threshold"], found["min_area"])
     assert dice(chosen) == pytest.approx(found["dice"], abs=1e-6)
     assert found["decision_threshold"] >= 0.5  # the classifier separates: negatives are blanked
     best = search_triplet(seg, target, tops=(0.5, 0.9), areas=(0, 100_000), bottoms=(0.5,), min_components=(0,))

@@ -160,7 +160,8 @@ def test_predict_uses_the_runs_own_decision_unless_another_is_named(covid_run, s
     assert named["tta"] == "d4" and named["postprocessing"].startswith(f"eval/{other.name} (not searched; scored on "
                                                                        f"data.root={other_site})")
     plain = predict_files(covid_run, inputs, tmp_path / "plain", postprocessing="none")
-    assert plain["tta"] == "none" and plain["threshold"] is None and plain["postprocessing"].startswith("none")
+    # without a stored decision the report names the run's own threshold, the one its masks were drawn with
+    assert plain["tta"] == "none" and plain["threshold"] == 0.5 and plain["postprocessing"].startswith("none")
     with pytest.raises(MedrunError, match=f"postprocessing=nope: no eval/nope/postprocessing.json in .*valid: .*{own.name}"):
         predict_files(covid_run, inputs, tmp_path / "bad", postprocessing="nope")
 

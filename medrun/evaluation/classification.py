@@ -12,15 +12,7 @@ from sklearn.metrics import (ConfusionMatrixDisplay, PrecisionRecallDisplay, Roc
                              accuracy_score, precision_recall_fscore_support, recall_score,
                              balanced_accuracy_score, confusion_matrix, roc_auc_score)
 
-
-def predict_labels(probs: np.ndarray, multilabel: bool, thresholds=None) -> np.ndarray:
-    """Multi-label: per-label thresholds (0.5 default); binary with a threshold: p(class 1) >= it; else argmax."""
-    if multilabel:
-        t = np.full(probs.shape[1], 0.5) if thresholds is None else np.asarray(thresholds, dtype=float)
-        return (probs >= t).astype(int)
-    if thresholds is not None and probs.shape[1] == 2:
-        return (probs[:, 1] >= float(thresholds)).astype(int)
-    return probs.argmax(1)
+from medrun.evaluation.decision import Decision  # noqa: E402
 
 
 def _binary_counts(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
@@ -33,13 +25,14 @@ def _binary_counts(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool,
-                          thresholds=None) -> tuple[dict[str, float], list[list[int]]]:
+                          decision: Decision | None = None) -> tuple[dict[str, float], list[list[int]]]:
     """Per-class and macro metrics, plus the confusion matrix (rows: truth) for single-label tasks; binary tasks
     also get `<metric>_positive`, class 1's (its sensitivity and specificity differ, unlike the macro averages).
 
-    AUC is left out for a class whose one-vs-rest truth has a single value in this set (undefined).
+    AUC is left out for a class whose one-vs-rest truth has a single value in this set (undefined). Labels come
+    from `decision` (argmax, 0.5 per label when multi-label, without one).
     """
-    pred = predict_labels(probs, multilabel, thresholds)
+    pred = (decision or Decision()).labels(probs, multilabel)
     n = len(classes)
     onehot_true = y_true.astype(int) if multilabel else np.eye(n, dtype=int)[y_true]
     onehot_pred = pred if multilabel else np.eye(n, dtype=int)[pred]
@@ -95,7 +88,7 @@ def draw_per_class(display, y_true: np.ndarray, probs: np.ndarray, classes: list
 
 
 def save_plots(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, folder: Path,
-               prefix: str = "", thresholds=None) -> list[Path]:
+               prefix: str = "", decision: Decision | None = None) -> list[Path]:
     """ROC curves (one per class with both outcomes present) and, single-label, the confusion matrix."""
     folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 5))
@@ -106,7 +99,7 @@ def save_plots(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multil
     fig.savefig(paths[0], dpi=100, bbox_inches="tight")
     plt.close(fig)
     if not multilabel:
-        pred = predict_labels(probs, multilabel, thresholds)
+        pred = (decision or Decision()).labels(probs, multilabel)
         disp = ConfusionMatrixDisplay.from_predictions(y_true, pred, labels=list(range(len(classes))),
                                                        display_labels=classes, colorbar=False)
         disp.ax_.set_title(f"confusion matrix {prefix}".strip())

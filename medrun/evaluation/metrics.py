@@ -95,6 +95,13 @@ def confusion(probs: torch.Tensor, target: torch.Tensor, binary: bool, threshold
 ABSENT = ("ignore", "empty_score")
 
 
+def dice_of_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, empty_score: float) -> torch.Tensor:
+    """Dice 2tp / (2tp + fp + fn) per entry, `empty_score` where truth and prediction are both empty: the policy
+    smp's scores below follow with zero_division=empty_score, for the searches that count on histograms."""
+    denom = 2 * tp + fp + fn
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.full_like(denom, empty_score))
+
+
 def _mean(values: torch.Tensor, keep: torch.Tensor, dim: int, empty_score: float) -> torch.Tensor:
     """Mean of `values` over `dim` where `keep`; empty_score where nothing is kept."""
     n = keep.sum(dim)

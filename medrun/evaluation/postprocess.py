@@ -1,4 +1,4 @@
-"""Post-processing of binary masks searched on validation / out-of-fold predictions: the cascade's
+"""Post-processing searched on validation / out-of-fold predictions: the cascade's
 classifier blanking ("One Case") and the SIIM-ACR winners' triplet rule. Both reuse the per-image pixel
 counts of the threshold search, so the classifier's scores are used once per image, not per threshold."""
 from __future__ import annotations
@@ -9,14 +9,15 @@ import cv2
 import numpy as np
 import torch
 
+from medrun.evaluation.metrics import dice_of_counts
 from medrun.evaluation.thresholds import pixel_counts
 
 SIIM_SIZE = 1024 * 1024  # the triplet's areas are published at the competition's 1024x1024
 
 
 def _dice(tp: torch.Tensor, fp: torch.Tensor, n_fg: torch.Tensor, empty_score: float) -> torch.Tensor:
-    denom = tp + fp + n_fg
-    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.full_like(denom, empty_score))
+    """Dice from true and false positives and the truth's pixel count."""
+    return dice_of_counts(tp, fp, n_fg - tp, empty_score)
 
 
 def search_cascade(seg: torch.Tensor, cls: torch.Tensor, target: torch.Tensor, decisions=None, min_areas=(0,),
@@ -44,15 +45,6 @@ def search_cascade(seg: torch.Tensor, cls: torch.Tensor, target: torch.Tensor, d
     d, a, i = np.unravel_index(int(mean.argmax()), tuple(mean.shape))
     return {"decision_threshold": float(decisions[d]), "threshold": (i + 1) / bins, "min_area": int(min_areas[a]),
             "dice": float(mean[d, a, i])}
-
-
-def apply_cascade(seg: torch.Tensor, cls: torch.Tensor, decision: float, threshold: float, min_area: int = 0):
-    """Boolean masks (N, H, W): the segmenter's mask, blanked where the classifier says negative."""
-    masks = seg >= threshold
-    masks[cls < decision] = False
-    if min_area:
-        masks[masks.flatten(1).sum(1) < min_area] = False
-    return masks
 
 
 def _drop_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:

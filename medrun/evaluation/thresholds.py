@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from medrun.errors import MedrunError
-from medrun.evaluation.metrics import chunk_size, foreground
+from medrun.evaluation.metrics import chunk_size, dice_of_counts, foreground
 
 
 def pixel_counts(probs: torch.Tensor, target: torch.Tensor, bins: int = 100):
@@ -40,14 +40,6 @@ def pixel_counts(probs: torch.Tensor, target: torch.Tensor, bins: int = 100):
     return counts[..., 1], counts[..., 0], counts[:, 0, 1]
 
 
-def binarize(probs: torch.Tensor, threshold: float, min_area: int = 0) -> torch.Tensor:
-    """Binary masks (N, H, W) from (N, 1, H, W) foreground probabilities; masks under `min_area` pixels are blanked."""
-    masks = probs[:, 0] >= threshold
-    if min_area:
-        masks[masks.flatten(1).sum(1) < min_area] = False
-    return masks
-
-
 def search_pixel_threshold(probs: torch.Tensor, target: torch.Tensor, bins: int = 100,
                            min_areas=(0,), empty_score: float = 1.0) -> dict:
     """The (threshold, min_area) maximising the mean per-image Dice; a prediction smaller than
@@ -60,9 +52,7 @@ def search_pixel_threshold(probs: torch.Tensor, target: torch.Tensor, bins: int 
     for a in min_areas:
         blank = area < a
         tpa, fpa = torch.where(blank, 0.0, tp), torch.where(blank, 0.0, fp)
-        denom = tpa + fpa + n_fg  # = 2tp + fp + fn
-        dice = torch.where(denom > 0, 2 * tpa / denom.clamp(min=1), torch.full_like(denom, empty_score))
-        mean = dice.mean(0)
+        mean = dice_of_counts(tpa, fpa, n_fg - tpa, empty_score).mean(0)
         i = 1 + int(mean[1:].argmax())  # threshold 0 would mark every pixel foreground
         if best is None or mean[i] > best["dice"]:
             best = {"threshold": i / bins, "min_area": int(a), "dice": float(mean[i])}

@@ -12,6 +12,8 @@ from monai.networks.nets import PatchDiscriminator, UNet
 from omegaconf import OmegaConf
 from torch import nn
 
+from medrun.tasks.optim import manual_step
+
 
 class Generator(nn.Module):
     """An encoder-decoder with skips down to 1x1 at 256x256 (the reference unet_256: 64-128-256-512x5), instance
@@ -85,21 +87,12 @@ class CycleGAN(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         real_a, real_b = batch["a"], batch["b"]
         opt_g, opt_d = self.optimizers()
-        self.toggle_optimizer(opt_g)
-        loss_g, adversarial, cycle, fake_a, fake_b = self.generator_loss(real_a, real_b)
-        opt_g.zero_grad()
-        self.manual_backward(loss_g)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
-
-        self.toggle_optimizer(opt_d)
-        loss_d = self.discriminator_loss(real_a, real_b, fake_a, fake_b)
-        opt_d.zero_grad()
-        self.manual_backward(loss_d)
-        opt_d.step()
-        self.untoggle_optimizer(opt_d)
-
-        self.log_dict({"gan/generator": loss_g.detach(), "gan/adversarial": adversarial.detach(),
-                       "gan/cycle": cycle.detach(), "gan/discriminator": loss_d.detach()}, prog_bar=True,
+        with self.toggled_optimizer(opt_g):
+            loss_g, adversarial, cycle, fake_a, fake_b = self.generator_loss(real_a, real_b)
+            loss_g = manual_step(self, opt_g, loss_g)
+        with self.toggled_optimizer(opt_d):
+            loss_d = manual_step(self, opt_d, self.discriminator_loss(real_a, real_b, fake_a, fake_b))
+        self.log_dict({"gan/generator": loss_g, "gan/adversarial": adversarial.detach(),
+                       "gan/cycle": cycle.detach(), "gan/discriminator": loss_d}, prog_bar=True,
                       batch_size=len(real_a))
-        return loss_g.detach()
+        return loss_g

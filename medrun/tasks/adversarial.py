@@ -14,7 +14,7 @@ from torchmetrics import AUROC
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import balanced_subset_scores
 from medrun.tasks.base import TASKS, ConfiguredTask
-from medrun.tasks.optim import build_optimization
+from medrun.tasks.optim import build_optimization, manual_step
 
 
 @TASKS.register("adversarial")
@@ -44,25 +44,17 @@ class AdversarialTask(ConfiguredTask):
         opt_g, opt_d = self.optimizers()
         ones, zeros = torch.ones(len(real), 1, device=real.device), torch.zeros(len(real), 1, device=real.device)
         fake = self.net.generate(real)
-        self.toggle_optimizer(opt_d)
-        loss_d = F.binary_cross_entropy_with_logits(self.net(real), ones) \
-            + F.binary_cross_entropy_with_logits(self.net(fake.detach()), zeros)
-        opt_d.zero_grad()
-        self.manual_backward(loss_d)
-        opt_d.step()
-        self.untoggle_optimizer(opt_d)
-        self.toggle_optimizer(opt_g)
-        loss_g = F.binary_cross_entropy_with_logits(self.net(fake), ones)
-        weight = float(self.cfg.task.get("reconstruction_weight") or 0)
-        if weight:
-            loss_g = loss_g + weight * F.l1_loss(fake, real)
-        opt_g.zero_grad()
-        self.manual_backward(loss_g)
-        opt_g.step()
-        self.untoggle_optimizer(opt_g)
-        self.log_dict({"train/generator": loss_g.detach(), "train/discriminator": loss_d.detach()}, prog_bar=True,
-                      batch_size=len(real))
-        return (loss_g + loss_d).detach()
+        with self.toggled_optimizer(opt_d):
+            loss_d = manual_step(self, opt_d, F.binary_cross_entropy_with_logits(self.net(real), ones)
+                                 + F.binary_cross_entropy_with_logits(self.net(fake.detach()), zeros))
+        with self.toggled_optimizer(opt_g):
+            loss_g = F.binary_cross_entropy_with_logits(self.net(fake), ones)
+            weight = float(self.cfg.task.get("reconstruction_weight") or 0)
+            if weight:
+                loss_g = loss_g + weight * F.l1_loss(fake, real)
+            loss_g = manual_step(self, opt_g, loss_g)
+        self.log_dict({"train/generator": loss_g, "train/discriminator": loss_d}, prog_bar=True, batch_size=len(real))
+        return loss_g + loss_d
 
     def validation_step(self, batch, batch_idx):
         score = self.probabilities(self(batch["image"]).float())[:, 0]

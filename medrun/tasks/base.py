@@ -7,6 +7,7 @@ import torch
 from omegaconf import OmegaConf
 
 from medrun.errors import MedrunError
+from medrun.evaluation.decision import Decision
 from medrun.evaluation.metrics import compact
 from medrun.evaluation.tta import tta_probabilities
 from medrun.models import build_network
@@ -25,6 +26,7 @@ class ConfiguredTask(pl.LightningModule):
     """
 
     spatial = False  # whether a prediction is a map (segmentation) rather than one score vector per image
+    class_probabilities = False  # whether each fold's predictions.csv holds prob_<class> columns (the report's curves)
     summary_tables: tuple[str, ...] = ()  # cv_summary keys holding post-processing tables (rows x columns) to compare
 
     def __init__(self, config: dict, out_channels: int):
@@ -82,7 +84,7 @@ class ConfiguredTask(pl.LightningModule):
             index += batch["index"].tolist()
         return torch.cat(probs), torch.cat(targets), index
 
-    def serving_output(self, probs: torch.Tensor, decision: dict) -> torch.Tensor:
+    def serving_output(self, probs: torch.Tensor, decision: Decision) -> torch.Tensor:
         """What `medrun export`'s graph returns from the mean probabilities (a task may fold a decision in)."""
         return probs
 

@@ -19,15 +19,16 @@ from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
 from medrun.evaluation.heldout import write_per_image
+from medrun.evaluation.decision import Decision
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
-from medrun.evaluation.postprocess import apply_cascade, apply_triplet, scaled, search_cascade, search_triplet
+from medrun.evaluation.postprocess import apply_triplet, scaled, search_cascade, search_triplet
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
 from medrun.evaluation.thresholds import search_pixel_threshold
 from medrun.evaluation.trivial import segmentation_baselines
 from medrun.runs import fold_records, require_run_dir, test_parts
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.classification_losses import build_classification_loss
-from medrun.tasks.optim import build_optimization
+from medrun.tasks.optim import build_optimization, manual_step
 from medrun.tasks.segmentation import ALL_EMPTY
 from medrun.tasks.segmentation_losses import build_loss
 
@@ -103,9 +104,9 @@ class CascadeTask(ConfiguredTask):
         """(N, 2, H, W): foreground probability, and the classifier's probability of "mask not empty"."""
         return torch.sigmoid(logits)
 
-    def serving_output(self, probs: torch.Tensor, decision: dict) -> torch.Tensor:
+    def serving_output(self, probs: torch.Tensor, decision: Decision) -> torch.Tensor:
         """The blanking inside the exported graph: channel 0 is zero where the classifier says "empty"."""
-        keep = probs[:, 1:2].mean(dim=(2, 3), keepdim=True) >= float(decision["decision_threshold"])
+        keep = probs[:, 1:2].mean(dim=(2, 3), keepdim=True) >= decision.decision_threshold
         return torch.cat([probs[:, :1] * keep, probs[:, 1:]], dim=1)
 
     @classmethod
@@ -158,12 +159,7 @@ class CascadeTask(ConfiguredTask):
         for k, (name, part) in enumerate((("classifier", loss_c), ("segmenter", loss_s))):
             if part is None:
                 continue
-            optimizers[k].zero_grad()
-            self.manual_backward(part)
-            optimizers[k].step()
-            if k < len(schedulers) and schedulers[k] is not None:
-                schedulers[k].step()
-            loss = loss + part.detach()
+            loss = loss + manual_step(self, optimizers[k], part, schedulers[k] if k < len(schedulers) else None)
             self.log(f"train/{name}_loss", part, batch_size=n)
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         return loss
@@ -214,27 +210,25 @@ class CascadeTask(ConfiguredTask):
         positive = target.flatten(1).any(1)
         c, t = post["cascade"], post["triplet"]
         shape = tuple(seg.shape[-2:])
-        d0, t0 = float(task.decision_threshold), float(task.threshold)
+        fixed = Decision.of_run(cfg)
+        d0 = fixed.decision_threshold
+        segmenter = fixed.but(threshold=post["segmenter"]["threshold"], min_area=post["segmenter"]["min_area"])
+        raw = fixed.but(threshold=post["raw"]["threshold"])
+        searched = fixed.but(threshold=c["threshold"], min_area=c["min_area"], decision_threshold=c["decision_threshold"])
         # row -> (masks, the classifier probabilities and decision threshold behind them, or None)
         rows = {
-            "segmenter, ArgMax": (seg >= t0, None),
-            "segmenter, searched threshold": (
-                apply_cascade(seg, cls, 0.0, post["segmenter"]["threshold"], post["segmenter"]["min_area"]), None),
+            "segmenter, ArgMax": (fixed.masks(seg), None),
+            "segmenter, searched threshold": (segmenter.masks(seg), None),
             "triplet (searched)": (apply_triplet(seg, t["top"], scaled([t["area"]], shape)[0], t["bottom"],
                                                  scaled([t["min_component"]], shape)[0]), None),
-            "cascade, ArgMax": (apply_cascade(seg, cls, d0, t0), (cls, d0)),
-            "cascade, Raw": (apply_cascade(seg, cls, d0, post["raw"]["threshold"]), (cls, d0)),
-            "cascade, searched threshold": (
-                apply_cascade(seg, cls, c["decision_threshold"], c["threshold"], c["min_area"]),
-                (cls, c["decision_threshold"])),
+            "cascade, ArgMax": (fixed.masks(seg, cls), (cls, d0)),
+            "cascade, Raw": (raw.masks(seg, cls), (cls, d0)),
+            "cascade, searched threshold": (searched.masks(seg, cls), (cls, c["decision_threshold"])),
         }
         if task.tta != "none":
             a_seg, a_cls, _, _ = self._collect(datamodule.test_dataloader(), device, str(task.tta))
-            rows[f"cascade, TTA ({task.tta})"] = (
-                apply_cascade(a_seg, a_cls, c["decision_threshold"], c["threshold"], c["min_area"]),
-                (a_cls, c["decision_threshold"]))
-            rows[f"cascade, TTA ({task.tta}), Raw threshold"] = (apply_cascade(a_seg, a_cls, d0, post["raw"]["threshold"]),
-                                                                 (a_cls, d0))
+            rows[f"cascade, TTA ({task.tta})"] = (searched.masks(a_seg, a_cls), (a_cls, c["decision_threshold"]))
+            rows[f"cascade, TTA ({task.tta}), Raw threshold"] = (raw.masks(a_seg, a_cls), (a_cls, d0))
         rows[ALL_EMPTY] = (torch.zeros_like(seg, dtype=torch.bool), None)  # a reference row, not a method
         table = {}
         for name, (m, classifier) in rows.items():
@@ -304,26 +298,27 @@ class CascadeTask(ConfiguredTask):
         plain, augmented, target = evaluation
         positive = target.flatten(1).any(1)
         task = cfg.task
-        post = {"tta": tta, "threshold": float(task.threshold), "decision_threshold": float(task.decision_threshold),
-                "min_area": 0, "min_area_at_size": [int(v) for v in cfg.data.image_size]}
+        fixed = decision = Decision.of_run(cfg, tta)
+        extra = {}
         if threshold == "search":
             s_probs, s_target = search
             found = search_cascade(s_probs[:, 0], s_probs[:, 1].mean((-2, -1)), s_target,
                                    min_areas=tuple(min_areas), empty_score=float(task.empty_score))
-            post.update(threshold=found["threshold"], decision_threshold=found["decision_threshold"],
-                        min_area=found["min_area"], search_dice=found["dice"])
+            decision = fixed.but(threshold=found["threshold"], decision_threshold=found["decision_threshold"],
+                                 min_area=found["min_area"])
+            extra = {"search_dice": found["dice"]}
 
-        def row(probs, d, t, a):
+        def row(probs, d: Decision):
             c = probs[:, 1].mean((-2, -1))
-            masks = apply_cascade(probs[:, 0], c, d, t, a)
+            masks = d.masks(probs[:, 0], c)
             s, per = mask_scores(masks, target, cfg)
-            return {**s, **classifier_scores(c, d, positive)}, per, masks
+            return {**s, **classifier_scores(c, d.decision_threshold, positive)}, per, masks
 
-        rows = {"argmax": row(plain, float(task.decision_threshold), float(task.threshold), 0)}
+        rows = {"argmax": row(plain, fixed)}
         if threshold == "search":
-            rows["threshold"] = row(plain, post["decision_threshold"], post["threshold"], post["min_area"])
+            rows["threshold"] = row(plain, decision)
         if tta != "none":
-            rows["tta"] = row(augmented, post["decision_threshold"], post["threshold"], post["min_area"])
+            rows["tta"] = row(augmented, decision)
         _, per, masks = rows[list(rows)[-1]]
         with open(out_dir / "per_sample.csv", "w", newline="") as f:
             w = csv.writer(f)
@@ -331,14 +326,9 @@ class CascadeTask(ConfiguredTask):
             for i, sid in enumerate(ids):
                 w.writerow([sid, folds[i], f"{masks[i].float().mean():.6f}", f"{per['dice'][i]:.6f}",
                             f"{per['jaccard'][i]:.6f}"])
-        return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": post}
+        return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": {**decision.stored(), **extra}}
 
     @classmethod
-    def mask_from_probabilities(cls, probs: np.ndarray, post: dict, cfg) -> tuple[np.ndarray, np.ndarray]:
+    def mask_from_probabilities(cls, probs: np.ndarray, decision: Decision) -> tuple[np.ndarray, np.ndarray]:
         """predict: the segmenter's mask at the input's size, blanked when the classifier says empty."""
-        decision = float(post.get("decision_threshold", cfg.task.decision_threshold))
-        t = float(cfg.task.threshold if post.get("threshold") is None else post["threshold"])
-        mask = probs[0] >= t
-        if float(probs[1].mean()) < decision or mask.mean() < float(post.get("min_fraction") or 0):
-            mask[:] = False
-        return mask.astype(np.uint8) * 255, probs[0]
+        return decision.mask(probs[0], float(probs[1].mean())).astype(np.uint8) * 255, probs[0]

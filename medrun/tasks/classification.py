@@ -11,7 +11,8 @@ from sklearn.utils.class_weight import compute_class_weight
 from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
-from medrun.evaluation.classification import classification_scores, predict_labels, save_curves, save_plots
+from medrun.evaluation.classification import classification_scores, save_curves, save_plots
+from medrun.evaluation.decision import Decision
 from medrun.evaluation.metrics import compact
 from medrun.evaluation.thresholds import search_decision_threshold
 from medrun.evaluation.trivial import classification_baselines
@@ -23,6 +24,7 @@ from medrun.tasks.classification_losses import build_classification_loss
 @TASKS.register("classification")
 class ClassificationTask(ConfiguredTask):
     """Binary and multi-class tasks use softmax outputs, multi-label tasks sigmoid outputs."""
+    class_probabilities = True
 
     def __init__(self, config: dict):
         self.class_names = [str(c) for c in config["data"]["classes"]]
@@ -37,7 +39,7 @@ class ClassificationTask(ConfiguredTask):
         self.loss = build_classification_loss(self.cfg.task.loss, self.multilabel,
                                               torch.ones(n) if self.balanced else None, self.class_names)
         self.val_auc = AUROC(task="multilabel", num_labels=n) if self.multilabel else AUROC(task="multiclass", num_classes=n)
-        self.thresholds = self.cfg.task.get("thresholds")
+        self.decision = Decision.of_run(self.cfg)
 
     def setup(self, stage: str) -> None:
         if self.balanced and stage == "fit":
@@ -71,9 +73,9 @@ class ClassificationTask(ConfiguredTask):
             probs, targets, index = self.collect_probabilities(datamodule.test_dataloader(), device)
             probs, targets = probs.numpy(), targets.numpy()
         write_predictions(out_dir / "predictions.csv", [sample_ids[i] for i in index], targets, probs,
-                          self.class_names, self.multilabel, self.thresholds)
-        metrics, cm = classification_scores(targets, probs, self.class_names, self.multilabel, self.thresholds)
-        save_plots(targets, probs, self.class_names, self.multilabel, out_dir, thresholds=self.thresholds)
+                          self.class_names, self.multilabel, self.decision)
+        metrics, cm = classification_scores(targets, probs, self.class_names, self.multilabel, self.decision)
+        save_plots(targets, probs, self.class_names, self.multilabel, out_dir, decision=self.decision)
         return metrics, ({"confusion_matrix": cm} if cm else {})
 
     def pooled_features(self, loader, device):
@@ -115,7 +117,7 @@ class ClassificationTask(ConfiguredTask):
     def validation_metrics(self, datamodule, device) -> dict[str, float]:
         probs, targets, _ = self.collect_probabilities(datamodule.val_dataloader(), device)
         return classification_scores(targets.numpy(), probs.numpy(), self.class_names, self.multilabel,
-                                     self.thresholds)[0]
+                                     self.decision)[0]
 
     @classmethod
     def finish_run(cls, cfg, run_dir: Path, splits: dict) -> dict:
@@ -125,8 +127,9 @@ class ClassificationTask(ConfiguredTask):
         classes, multilabel = [str(c) for c in cfg.data.classes], cfg.data.mode == "multilabel"
         targets, probs = read_predictions([fold_folder(run_dir, f["fold"]) / "predictions.csv" for f in splits["folds"]],
                                           classes, multilabel)
-        metrics, cm = classification_scores(targets, probs, classes, multilabel, cfg.task.get("thresholds"))
-        save_plots(targets, probs, classes, multilabel, run_dir, prefix="oof_", thresholds=cfg.task.get("thresholds"))
+        decision = Decision.of_run(cfg)
+        metrics, cm = classification_scores(targets, probs, classes, multilabel, decision)
+        save_plots(targets, probs, classes, multilabel, run_dir, prefix="oof_", decision=decision)
         write_json(run_dir / "oof_metrics.json", {"metrics": metrics, "confusion_matrix": cm})
         return {"pooled_out_of_fold": metrics}
 
@@ -162,22 +165,21 @@ class ClassificationTask(ConfiguredTask):
         classes = [str(c) for c in cfg.data.classes]
         multilabel = cfg.data.mode == "multilabel"
         plain, augmented, target = (t.cpu().numpy() for t in evaluation)
-        # Multi-label runs decide each label with the run's own task.thresholds (0.5 where unset).
-        fixed = list(cfg.task.thresholds) if multilabel and cfg.task.get("thresholds") else None
-        post = {"tta": tta, "threshold": fixed}
+        fixed = Decision.of_run(cfg, tta)
+        decision, found = fixed, None
         if threshold == "search":
             found = search_decision_threshold(search[1].cpu().numpy(), search[0].cpu().numpy()[:, 1], objective,
                                               target_sensitivity)
-            post.update(threshold=found["threshold"], search=found)
+            decision = fixed.but(threshold=found["threshold"])
         rows = {"argmax": classification_scores(target, plain, classes, multilabel, fixed)[0]}
         if threshold == "search":
-            rows["threshold"] = classification_scores(target, plain, classes, multilabel, post["threshold"])[0]
+            rows["threshold"] = classification_scores(target, plain, classes, multilabel, decision)[0]
         if tta != "none":
-            rows["tta"] = classification_scores(target, augmented, classes, multilabel, post["threshold"])[0]
+            rows["tta"] = classification_scores(target, augmented, classes, multilabel, decision)[0]
         probs = augmented if tta != "none" else plain
-        write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, post["threshold"], folds)
+        write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, decision, folds)
         save_curves(target, probs, classes, multilabel, out_dir)
-        return {"rows": rows, "postprocessing": post}
+        return {"rows": rows, "postprocessing": {**decision.stored(), **({"search": found} if found else {})}}
 
 
 def balanced_weights(samples, n_classes: int, multilabel: bool) -> np.ndarray:
@@ -194,9 +196,10 @@ def balanced_weights(samples, n_classes: int, multilabel: bool) -> np.ndarray:
     return w
 
 
-def write_predictions(path: Path, ids, targets, probs, classes, multilabel, thresholds=None, folds=None) -> None:
+def write_predictions(path: Path, ids, targets, probs, classes, multilabel, decision: Decision | None = None,
+                      folds=None) -> None:
     """One row per sample: id, [fold], truth, class probabilities, prediction, correct (all labels right)."""
-    pred = predict_labels(probs, multilabel, thresholds)
+    pred = (decision or Decision()).labels(probs, multilabel)
     truth_cols = [f"true_{c}" for c in classes] if multilabel else ["true"]
     pred_cols = [f"pred_{c}" for c in classes] if multilabel else ["pred"]
     path.parent.mkdir(parents=True, exist_ok=True)

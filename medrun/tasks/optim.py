@@ -64,3 +64,16 @@ def apply_performance_options(module) -> None:
         module.net.to(memory_format=torch.channels_last)
     if perf.get("compile"):
         module.net.compile()
+
+
+def manual_step(task, optimizer, loss: torch.Tensor, scheduler=None) -> torch.Tensor:
+    """One step of manual optimisation (GANs, the cascade's two networks): zero_grad, Lightning's
+    manual_backward (AMP scaling, DDP), the optimiser's step, then its per-step scheduler; returns the loss
+    detached. Callers wrap the loss and the step in `task.toggled_optimizer(optimizer)` when other networks'
+    parameters take part in the loss."""
+    optimizer.zero_grad()
+    task.manual_backward(loss)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return loss.detach()

@@ -7,11 +7,12 @@ import numpy as np
 import torch
 
 from medrun.evaluation import overlays
+from medrun.evaluation.decision import Decision
 from medrun.evaluation.heldout import evaluate_segmentation
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
 from medrun.evaluation.trivial import segmentation_baselines
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
-from medrun.evaluation.thresholds import binarize, search_pixel_threshold
+from medrun.evaluation.thresholds import search_pixel_threshold
 from medrun.runs import fold_records
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.segmentation_losses import build_loss
@@ -56,14 +57,20 @@ class SegmentationTask(ConfiguredTask):
         """Metrics on the fold's test part; writes predictions/<id>.png (and .npy probabilities). With
         task.table=true (binary), also the post-processing rows ArgMax / Raw / searched threshold / TTA, searched on
         the fold's validation part (the cascade's baseline in Table 5.1)."""
-        metrics = evaluate_segmentation(self, datamodule.test_dataloader(), sample_ids, out_dir / "predictions",
-                                        save_probabilities, device)
+        metrics = self._scores(datamodule.test_dataloader(), device, sample_ids, out_dir / "predictions",
+                               save_probabilities)
         if not (self.cfg.task.get("table") and self.binary):
             return metrics, {}
         return metrics, self.postprocessing_table(datamodule, device)
 
     def validation_metrics(self, datamodule, device) -> dict[str, float]:
-        return evaluate_segmentation(self, datamodule.val_dataloader(), [], None, device=device)
+        return self._scores(datamodule.val_dataloader(), device)
+
+    def _scores(self, loader, device, sample_ids=(), pred_dir=None, save_probabilities=True) -> dict[str, float]:
+        task = self.cfg.task
+        return evaluate_segmentation(self.iter_probabilities(loader, device), Decision.of_run(self.cfg),
+                                     self.class_names, list(sample_ids), pred_dir, save_probabilities,
+                                     float(task.empty_score), str(task.get("absent_classes", "ignore")))
 
     def postprocessing_table(self, datamodule, device) -> dict:
         """{"table": rows x (Dice, dataset Dice, IoU), "postprocessing": the search} for one fold."""
@@ -75,18 +82,19 @@ class SegmentationTask(ConfiguredTask):
         probs, target, _ = self.collect_probabilities(datamodule.test_dataloader(), device)
         maps = probs[:, 0]
         raw = search_pixel_threshold(v_maps, v_target, empty_score=float(task.empty_score))  # the thesis' "Raw"
-        rows = {"ArgMax": maps[:, None] >= float(task.threshold),
-                "Raw": maps[:, None] >= raw["threshold"],
-                "searched threshold": binarize(maps[:, None], found["threshold"], found["min_area"])[:, None]}
+        fixed = Decision.of_run(self.cfg)
+        searched, raw_decision = fixed.but(threshold=found["threshold"], min_area=found["min_area"]), fixed.but(
+            threshold=raw["threshold"])
+        rows = {"ArgMax": fixed.masks(maps), "Raw": raw_decision.masks(maps), "searched threshold": searched.masks(maps)}
         tta = str(task.get("tta") or "flips")
         if tta != "none":
             a_maps = self.collect_probabilities(datamodule.test_dataloader(), device, tta)[0][:, 0]
-            rows[f"TTA ({tta})"] = binarize(a_maps[:, None], found["threshold"], found["min_area"])[:, None]
-            rows[f"TTA ({tta}), Raw threshold"] = a_maps[:, None] >= raw["threshold"]
+            rows[f"TTA ({tta})"] = searched.masks(a_maps)
+            rows[f"TTA ({tta}), Raw threshold"] = raw_decision.masks(a_maps)
         rows[ALL_EMPTY] = torch.zeros_like(rows["ArgMax"])  # a reference row: what predicting nothing scores
         table = {}
         for name, masks in rows.items():
-            s = scores(*confusion(masks.float(), target, True, 0.5), self.class_names, float(task.empty_score))
+            s = scores(*confusion(masks[:, None].float(), target, True), self.class_names, float(task.empty_score))
             table[name] = {k: s[k] for k in POSTPROCESSING_COLUMNS if k in s}
         return {"table": table, "postprocessing": found, "postprocessing_raw": raw}
 
@@ -118,17 +126,12 @@ class SegmentationTask(ConfiguredTask):
         return 1 if n_classes == 2 else n_classes  # binary: one sigmoid map
 
     @classmethod
-    def mask_from_probabilities(cls, probs: np.ndarray, post: dict, cfg) -> tuple[np.ndarray, np.ndarray]:
+    def mask_from_probabilities(cls, probs: np.ndarray, decision: Decision) -> tuple[np.ndarray, np.ndarray]:
         """predict's mask (uint8: 0/255 when binary, class indices otherwise) and the probabilities it keeps,
-        from (C, H, W) probabilities at the input's size; a binary mask covering less than
-        post["min_fraction"] of the image is blanked, as eval's min_area at the model's size."""
+        from (C, H, W) probabilities at the input's size."""
         if probs.shape[0] > 1:
             return probs.argmax(0).astype(np.uint8), probs
-        t = float(cfg.task.threshold if post.get("threshold") is None else post["threshold"])
-        binary = probs[0] >= t
-        if binary.mean() < float(post.get("min_fraction") or 0):
-            binary[:] = False
-        return binary.astype(np.uint8) * 255, probs[0]
+        return decision.mask(probs[0]).astype(np.uint8) * 255, probs[0]
 
     @classmethod
     def searchable(cls, cfg) -> bool:
@@ -143,40 +146,40 @@ class SegmentationTask(ConfiguredTask):
         binary = len(classes) == 2
         empty = float(cfg.task.empty_score)
         # min_area counts pixels at the model's input size (data.image_size); predict scales it to each input
-        post = {"tta": tta, "threshold": float(cfg.task.threshold), "min_area": 0,
-                "min_area_at_size": [int(v) for v in cfg.data.image_size]}
+        decision, extra = Decision.of_run(cfg, tta), {}
         if threshold == "search":
             found = search_pixel_threshold(search[0][:, 0], search[1], min_areas=tuple(min_areas), empty_score=empty)
-            post.update(threshold=found["threshold"], min_area=found["min_area"], search_dice=found["dice"])
+            decision, extra = decision.but(threshold=found["threshold"], min_area=found["min_area"]), {
+                "search_dice": found["dice"]}
         plain, augmented, target = evaluation
 
-        def score(probs, t, area):
-            pred = binarize(probs, t, area).float()[:, None] if binary else probs
-            counts = confusion(pred, target, binary, 0.5)
+        def score(probs, d):
+            pred = d.masks(probs[:, 0]).float()[:, None] if binary else probs
+            counts = confusion(pred, target, binary)
             absent = str(cfg.task.get("absent_classes", "ignore"))
             return scores(*counts, classes, empty, absent), per_image(*counts, empty, absent)
 
-        rows = {"argmax": score(plain, 0.5, 0)}
+        rows = {"argmax": score(plain, Decision())}
         if threshold == "search":
-            rows["threshold"] = score(plain, post["threshold"], post["min_area"])
+            rows["threshold"] = score(plain, decision)
         if tta != "none":
-            rows["tta"] = score(augmented, post["threshold"], post["min_area"])
+            rows["tta"] = score(augmented, decision)
         final = list(rows)[-1]
         per = rows[final][1]
         with open(out_dir / "per_sample.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["id", "fold", "predicted_fraction", "dice", "jaccard"])
             probs = augmented if final == "tta" else plain
-            pred = binarize(probs, post["threshold"], post["min_area"]) if binary else probs.argmax(1) > 0
+            pred = decision.masks(probs[:, 0]) if binary else probs.argmax(1) > 0
             for i, sid in enumerate(ids):
                 w.writerow([sid, folds[i], f"{pred[i].float().mean():.6f}", f"{per['dice'][i]:.6f}", f"{per['jaccard'][i]:.6f}"])
         order = np.argsort(per["dice"].cpu().numpy(), kind="stable")
         picks = {"worst": order[0], "median": order[len(order) // 2], "best": order[-1]}
         probs = augmented if final == "tta" else plain
-        pred = binarize(probs, post["threshold"], post["min_area"]).long() if binary else probs.argmax(1)
+        pred = decision.masks(probs[:, 0]).long() if binary else probs.argmax(1)
         for name, i in picks.items():
             image, _ = store.get(store.index[ids[i]])
             overlays.save(out_dir / f"overlay_{name}.png", image, target[i].cpu().numpy(), pred[i].cpu().numpy(),
                           f"{name}: {ids[i]} (Dice {per['dice'][i]:.3f})")
-        return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": post,
+        return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": {**decision.stored(), **extra},
                 "overlays": {k: ids[i] for k, i in picks.items()}}

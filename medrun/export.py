@@ -142,12 +142,9 @@ def _load_exported(path: Path, format: str):
 def check_images(run: Run, n: int = 4) -> torch.Tensor:
     """`n` of the run's own images, preprocessed as in training: what the numerical check runs on."""
     from medrun.data.build import build_store
-    from medrun.data.datamodule import TransformedSamples
-    from medrun.data.transforms import pipeline
 
     store = build_store(run.config, preload=False)
-    ids = [s.id for s in store.samples][:n]
-    ds = TransformedSamples(store, store.indices(ids), pipeline(run.config.data, train=False), seed=0)
+    ds = run.dataset(store, [s.id for s in store.samples][:n])
     return torch.stack([ds[i]["image"].float() for i in range(len(ds))])
 
 

@@ -10,12 +10,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medrun.config import to_plain
 from medrun.data.store import TransformedSamples, SampleStore
-from medrun.data.transforms import pipeline
+from medrun.data.transforms import pipeline, resize
 from medrun.errors import MedrunError
 from medrun.evaluation.metrics import compact
 from medrun.evaluation.tta import tta_probabilities
@@ -87,6 +88,18 @@ class Run:
         """Whether predictions are maps (segmentation) rather than one score vector per image."""
         return self.task.spatial
 
+    def dataset(self, store: SampleStore, ids: list[str]) -> TransformedSamples:
+        """Samples `ids` of `store` (cached at the model's size) preprocessed as at validation: eval, explain
+        and export read a run's own images through this."""
+        return TransformedSamples(store, store.indices(ids), pipeline(self.config.data, train=False), seed=0)
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """One image read from a file (H, W, C uint8, any size) as the model's input (1, C, h, w): the training
+        data's resize, then the validation pipeline (predict's path)."""
+        data = self.config.data
+        sized = resize(data.image_size, bool(data.get("pad_to_square")))(image=image)["image"]
+        return pipeline(data, train=False)(image=sized)["image"].float()[None]
+
     @torch.inference_mode()
     def predict(self, images: torch.Tensor, tta: str = "none", folds: list[int] | None = None) -> torch.Tensor:
         """Mean probabilities of the fold models (`folds`: which, default all) on preprocessed `images`
@@ -104,8 +117,7 @@ class Run:
         """Probabilities and targets of samples `ids` of `store`, kept on the run's device (TTA, thresholds and
         metrics run there; only results come back): (probs, targets), or with `with_plain` (plain, tta, targets)
         from one pass over the data."""
-        ds = TransformedSamples(store, store.indices(ids), pipeline(self.config.data, train=False), seed=0)
-        loader = torch.utils.data.DataLoader(ds, batch_size=int(self.config.data.batch_size),
+        loader = torch.utils.data.DataLoader(self.dataset(store, ids), batch_size=int(self.config.data.batch_size),
                                              pin_memory=self.device.startswith("cuda"))
         plain, augmented, targets = [], [], []
         for batch in loader:

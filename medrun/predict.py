@@ -12,7 +12,6 @@ from PIL import Image
 from medrun.data.build import anonymous_id
 from medrun.data.images import CLASSIFICATION_SUFFIXES, read_image
 from medrun.data.rle import encode
-from medrun.data.transforms import pipeline, resize
 from medrun.errors import MedrunError
 from medrun.evaluation.decision import Decision
 from medrun.inference import load_run
@@ -114,7 +113,6 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
     anonymous = bool(cfg.data.get("anonymize_ids"))
     name = (lambda p: anonymous_id(p.stem)) if anonymous else (lambda p: p.name)  # noqa: E731
     dicom = dict(cfg.data.get("dicom") or {})
-    size, to_tensor = resize(cfg.data.image_size, bool(cfg.data.get("pad_to_square"))), pipeline(cfg.data, train=False)
     classes = [str(c) for c in cfg.data.classes]
     output.mkdir(parents=True, exist_ok=True)
     failed, rows, rle_rows = [], [], []
@@ -124,8 +122,7 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
         except MedrunError as e:
             failed.append({"file": name(path), "error": str(e).replace(str(path), name(path)) if anonymous else str(e)})
             continue
-        x = to_tensor(image=size(image=image)["image"])["image"].float()[None]
-        probs = run.predict(x, decision.tta)[0].cpu()
+        probs = run.predict(run.preprocess(image), decision.tta)[0].cpu()
         if run.spatial:
             stem = name(path) if anonymous else path.stem
             mask = _write_mask(output, stem, probs.numpy(), image.shape[:2], run.task, decision, save_probabilities)

@@ -14,8 +14,6 @@ import torch  # noqa: E402
 from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 
 from medrun.data.build import build_store  # noqa: E402
-from medrun.data.store import TransformedSamples  # noqa: E402
-from medrun.data.transforms import pipeline  # noqa: E402
 from medrun.errors import MedrunError  # noqa: E402
 from medrun.explain import clusters as cl  # noqa: E402
 from medrun.explain.cam import METHODS, compute_cams, faithfulness, mass_inside, targets_for  # noqa: E402
@@ -32,7 +30,7 @@ def _images(run, fold: int, limit: int | None):
     store = build_store(run.config, preload=False)
     ids = run.splits.get("fixed_test") or run.splits["folds"][fold]["test"]
     ids = ids[:limit] if limit else ids
-    ds = TransformedSamples(store, store.indices(ids), pipeline(run.config.data, train=False), seed=0)
+    ds = run.dataset(store, ids)
     items = [ds[i] for i in range(len(ds))]
     x = torch.stack([it["image"] for it in items])
     shown = [store.get(store.index[i])[0] for i in ids]

@@ -334,7 +334,7 @@ def test_aucmedi_configs_start_from_imagenet_on_a_stratified_70_10_20_split():
 
 
 def test_label_facts_reach_the_config_before_the_input_size_check(shared_data, monkeypatch):
-    import medrun.api as api
+    from medrun import crossval
 
     seen = []
 
@@ -342,7 +342,7 @@ def test_label_facts_reach_the_config_before_the_input_size_check(shared_data, m
         seen.append((list(cfg.data.classes), cfg.data.mode))
         raise MedrunError("stopped after the size check")
 
-    monkeypatch.setattr(api, "check_input_size", stop)
+    monkeypatch.setattr(crossval, "check_input_size", stop)
     cfg = compose("experiment=densenet121_retinamnist", f"data.root={shared_data}/medmnist", "data.classes=null")
     with pytest.raises(MedrunError, match="stopped after the size check"):
         medrun.train(cfg)

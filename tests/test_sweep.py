@@ -7,6 +7,7 @@ import pytest
 
 import medrun
 from medrun.cli import main
+from medrun.errors import MedrunError
 from tests.conftest import TINY
 
 pytestmark = pytest.mark.slow  # Hydra multiruns and sweeps: several runs each
@@ -82,7 +83,7 @@ def test_folds_as_jobs_then_aggregate_equal_a_one_process_run(tmp_path, monkeypa
     aggregated = json.loads((shared / "cv_summary.json").read_text())
     _, single = medrun.train(medrun.compose("train", [*common, f"paths.output_dir={tmp_path / 'single'}"]))
     assert aggregated == written == single
-    with pytest.raises(medrun.api.MedrunError, match="holds a run of another configuration"):
+    with pytest.raises(MedrunError, match="holds a run of another configuration"):
         medrun.train(medrun.compose("train", [*common, "seed=3", "cv.fold=0", f"run_dir={shared}"]))
     # the same configuration spelt otherwise (overrides in another order, True for true) is the same run: fold 1
     # is re-joined (already finished, so nothing is retrained) instead of being refused
@@ -90,7 +91,7 @@ def test_folds_as_jobs_then_aggregate_equal_a_one_process_run(tmp_path, monkeypa
     respelt = ["name=folds", *(o.replace("=true", "=True") for o in common if o != "name=folds")]
     again_dir, again = medrun.train(medrun.compose("train", [*respelt, "cv.fold=1", f"run_dir={shared}"]))
     assert again_dir == shared and again == written
-    with pytest.raises(medrun.api.MedrunError, match="cv.fold=k trains one fold into a shared folder"):
+    with pytest.raises(MedrunError, match="cv.fold=k trains one fold into a shared folder"):
         medrun.train(medrun.compose("train", [*common, "cv.fold=0"]))
 
 

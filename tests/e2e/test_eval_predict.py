@@ -1,88 +1,19 @@
-"""`medrun eval` and `medrun predict` on real data: TTA, threshold search without the test set, outputs."""
+"""`medrun eval` and `medrun predict` on real data: threshold search without the test set, the stored decision,
+outputs at the inputs' own size."""
 import csv
 import json
 
 import numpy as np
 import pydicom
 import pytest
-import torch
 from PIL import Image
 
 import medrun
 from medrun.cli import main
 from medrun.errors import MedrunError
 from medrun.evaluate import evaluate_run
-from medrun.evaluation.thresholds import search_decision_threshold, search_pixel_threshold
-from medrun.evaluation.tta import TTA, tta_probabilities
 from medrun.predict import predict_files
 from tests.conftest import TINY_MODEL
-
-
-@pytest.mark.parametrize("mode", list(TTA))
-def test_tta_of_an_identity_model_returns_its_input_exactly(mode):
-    x = torch.rand(2, 3, 32, 48)
-    assert torch.equal(tta_probabilities(lambda v: v, x, mode, spatial=True), x)
-    # a classifier's scores are averaged as they are: a view-invariant score is unchanged
-    score = lambda v: v.mean(dim=(-2, -1))  # noqa: E731
-    assert torch.allclose(tta_probabilities(score, x, mode, spatial=False), score(x))
-
-
-@pytest.mark.parametrize("mode", ["flips", "d4"])
-def test_tta_maps_each_view_back_onto_the_input_grid(mode):
-    x = torch.arange(2 * 1 * 4 * 6, dtype=torch.float32).reshape(2, 1, 4, 6)  # asymmetric, non-square
-    x = x[..., :4] if mode == "d4" else x  # rotations by 90 degrees need a square image
-    # A model that marks its input's top-left pixel: mapped back, each view marks a different corner,
-    # so the mean has 1/len(views) on the corners the views' top-left pixels came from.
-    def top_left(v):
-        out = torch.zeros_like(v)
-        out[..., 0, 0] = 1
-        return out
-
-    out = tta_probabilities(top_left, x, mode, spatial=True)
-    h, w = out.shape[-2:]
-    corners = {(0, 0), (0, w - 1), (h - 1, 0), (h - 1, w - 1)}
-    views = len(TTA[mode])
-    for r, c in corners:
-        assert out[0, 0, r, c] == pytest.approx(1 / 4 if mode == "flips" else 2 / views)
-    assert out.sum() == pytest.approx(2.0)  # one unit of mass per image, all on the corners
-    # an equivariant model (pixel-wise) gives back exactly its own output: each inverse undoes its view
-    assert torch.allclose(tta_probabilities(torch.sigmoid, x, mode, spatial=True), torch.sigmoid(x))
-
-
-def brute_force_dice(probs, target, t):
-    pred = probs >= t
-    tp = (pred & target).flatten(1).sum(1).float()
-    denom = pred.flatten(1).sum(1) + target.flatten(1).sum(1)
-    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.ones_like(tp)).mean().item()
-
-
-def test_vectorised_pixel_search_matches_brute_force():
-    g = torch.Generator().manual_seed(1)
-    target = torch.rand(20, 16, 16, generator=g) > 0.8
-    target[:3] = False  # empty ground truth
-    probs = (target.float() * 0.3 + torch.rand(20, 16, 16, generator=g) * 0.7)
-    found = search_pixel_threshold(probs, target, bins=50)
-    brute = {i / 50: brute_force_dice(probs, target, i / 50) for i in range(1, 50)}
-    best = max(brute, key=brute.get)
-    assert found["threshold"] == pytest.approx(best) and found["dice"] == pytest.approx(brute[best], abs=1e-6)
-    # spurious small predictions on empty images: blanking them must be chosen and must help
-    noisy = probs.clone()
-    noisy[:3, :2, :2] = 0.99  # 4-pixel false positives on the three empty images
-    plain = search_pixel_threshold(noisy, target, bins=50)
-    with_area = search_pixel_threshold(noisy, target, bins=50, min_areas=(0, 5, 200))
-    assert with_area["min_area"] == 5 and with_area["dice"] > plain["dice"]
-
-
-def test_decision_threshold_objectives():
-    y = np.array([0, 0, 0, 1, 1, 0, 1, 1, 0, 1])
-    s = np.array([0.1, 0.2, 0.35, 0.4, 0.8, 0.45, 0.7, 0.9, 0.3, 0.6])
-    f1 = search_decision_threshold(y, s, "f1")
-    brute = max(((2 * ((s >= t) & (y == 1)).sum()) / ((s >= t).sum() + y.sum()), t) for t in s)
-    assert f1["threshold"] == pytest.approx(brute[1])
-    sens = search_decision_threshold(y, s, "sensitivity", 1.0)
-    assert sens["sensitivity"] == 1.0 and sens["threshold"] == pytest.approx(0.4)
-    youden = search_decision_threshold(y, s, "youden")
-    assert youden["sensitivity"] - (1 - youden["specificity"]) >= 0.6
 
 
 @pytest.fixture(scope="module")

@@ -44,7 +44,9 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
     left_out = 0
     if data_overrides:
         test_store = build_store(with_data_overrides(run.config, data_overrides))
-        test_ids = [s.id for s in test_store.samples]
+        # images of data.translation_only classes are never predicted, so never scored
+        n = len(run.config.data.classes) if run.config.data.get("translation_only") else None
+        test_ids = [s.id for s in test_store.samples if n is None or s.label < n]
         # the same files as the run's own data (e.g. data.root= its training folder): only the ids no fold trained or
         # validated on are a test set; the others are left out and counted
         seen = {i for f in splits["folds"] for part in ("train", "val") for i in f[part]}

@@ -13,7 +13,7 @@ from omegaconf import DictConfig, open_dict
 
 from medrun.data import build_dataset
 from medrun.data.samples import LOADERS, Dataset
-from medrun.data.splits import load_splits, make_splits
+from medrun.data.splits import load_splits, make_splits, set_aside
 from medrun.data.disk_cache import cache_key, cache_root, listing_key, open_or_build, read_listing, write_listing
 from medrun.data.store import SampleStore, decode_workers
 from medrun.errors import MedrunError
@@ -56,16 +56,15 @@ def anonymize(dataset: Dataset) -> Dataset:
     return replace(dataset, samples=[replace(s, id=anonymous_id(s.id, key)) for s in dataset.samples])
 
 
-def _stored_listing(cfg: DictConfig) -> Dataset | None:
+def _stored_listing(data: DictConfig, cache_dir) -> Dataset | None:
     """With data.cache=disk, a reader in LOADERS lists a dataset once: later runs on unchanged files read the
     stored listing (not with data.anonymize_ids: it holds file paths)."""
-    data = cfg.data
     if data.get("cache") != "disk" or data.get("anonymize_ids") or str(data.reader) not in LOADERS.names():
         return None
     key = listing_key(data)
     if key is None:
         return None
-    root = cache_root(cfg.paths.get("cache_dir"))
+    root = cache_root(cache_dir)
     dataset = read_listing(root, key, LOADERS.get(str(data.reader))(data))
     if dataset is None:
         dataset = build_dataset(data)
@@ -73,13 +72,39 @@ def _stored_listing(cfg: DictConfig) -> Dataset | None:
     return dataset
 
 
+def reading_config(data: DictConfig) -> DictConfig:
+    """`data` as the reader sees it: with data.translation_only, its classes follow data.classes."""
+    extra = [str(c) for c in data.get("translation_only") or []]
+    if not extra:
+        return data
+    classes = [str(c) for c in data.get("classes") or []]
+    if not classes:
+        raise MedrunError("data.translation_only needs data.classes: name the classes the classifier predicts")
+    if data.get("mode") == "multilabel" or data.get("label_columns"):
+        raise MedrunError("data.translation_only applies to single-label classification")
+    both = sorted(set(extra) & set(classes))
+    if both:
+        raise MedrunError(f"data.translation_only lists {both[0]!r}, which is also in data.classes; a class is "
+                          "either predicted or used only for translation")
+    data = data.copy()
+    with open_dict(data):
+        data.classes = [*classes, *extra]
+    return data
+
+
 def list_dataset(cfg: DictConfig) -> Dataset:
     """List the samples of `cfg.data` (ids anonymised when asked) and fill the label facts (classes, mode) into
-    the config: the one place they come from."""
-    dataset = _stored_listing(cfg) or build_dataset(cfg.data)
+    the config: the one place they come from. Classes in data.translation_only are read too, labelled after
+    data.classes."""
+    data = reading_config(cfg.data)
+    dataset = _stored_listing(data, cfg.paths.get("cache_dir")) or build_dataset(data)
     if cfg.data.get("anonymize_ids"):
         dataset = anonymize(dataset)
     fill_labels(cfg, dataset)
+    for k, name in enumerate(cfg.data.get("translation_only") or [], start=len(cfg.data.get("classes") or [])):
+        if not any(s.label == k for s in dataset.samples):
+            raise MedrunError(f"data.translation_only: no image of class {name!r} in data.root={cfg.data.root} "
+                              f"(reader {cfg.data.reader}); check the class name")
     return dataset
 
 
@@ -111,7 +136,12 @@ def build_store(cfg: DictConfig, preload: bool = True, dataset: Dataset | None =
 
 
 def build_splits(cfg: DictConfig, store: SampleStore) -> dict:
-    """The run's folds: a given splits file, or the protocol `cv.name` made from the samples."""
+    """The run's folds: a given splits file, or the protocol `cv.name` made from the samples; images of
+    data.translation_only classes set aside (see set_aside)."""
     if cfg.cv.get("splits_file"):
-        return load_splits(cfg.cv.splits_file, store.samples)
-    return make_splits(store.samples, cfg.cv, int(cfg.seed), ordered=store.dataset.ordered)
+        splits = load_splits(cfg.cv.splits_file, store.samples)
+    else:
+        splits = make_splits(store.samples, cfg.cv, int(cfg.seed), ordered=store.dataset.ordered)
+    if cfg.data.get("translation_only"):
+        splits = set_aside(splits, store.samples, len(cfg.data.classes))
+    return splits

@@ -149,6 +149,17 @@ def make_splits(samples: list[Sample], cv: DictConfig, seed: int, ordered: bool 
     }
 
 
+def set_aside(splits: dict, samples: list[Sample], n_classes: int) -> dict:
+    """The folds without the images of classes past the first `n_classes` (data.translation_only): they are split
+    with the others (so each stays on one side of a patient-level split), then each fold's training-part ones are
+    listed as its `translation_sources`, and its validation and test ones dropped."""
+    aside = {s.id for s in samples if s.label is not None and s.label >= n_classes}
+    folds = [{**f, **{part: [i for i in f[part] if i not in aside] for part in ("train", "val", "test")},
+              "translation_sources": [*f.get("translation_sources", []), *(i for i in f["train"] if i in aside)]}
+             for f in splits["folds"]]
+    return {**splits, "folds": folds, "fixed_test": [i for i in splits.get("fixed_test", []) if i not in aside]}
+
+
 def _ids(samples: list[Sample]) -> list[str]:
     return [s.id for s in samples]
 

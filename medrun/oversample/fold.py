@@ -40,17 +40,19 @@ def _class(name: str, classes: list[str], key: str) -> str:
     return name
 
 
-def translations(cfg, store: SampleStore, train_ids: list[str]) -> list[dict]:
+def translations(cfg, store: SampleStore, train_ids: list[str], set_aside: list[str] = ()) -> list[dict]:
     """What a fold's training part is oversampled with, one entry per translator: its target class, source
     classes, the training ids of each side and its folder under oversampling/.
 
     Default: one translator from every other class (the majority side) into `oversample.minority` (MelaNet);
     `oversample.source=<class>` translates from that class only; `oversample.translators=[{source, target}, ...]`
-    runs several, each in its own folder, their synthetic images pooled."""
+    runs several, each in its own folder, their synthetic images pooled. A source may also be a class of
+    data.translation_only: its images are the fold's `set_aside` training-part ones (its translation_sources)."""
     classes = [str(c) for c in cfg.data.classes]
+    names = [*classes, *(str(c) for c in cfg.data.get("translation_only") or [])]  # by label index
     if cfg.data.get("mode") == "multilabel":
         raise MedrunError("oversample applies to single-label classification, not multi-label (data.mode)")
-    labels = {i: store.samples[store.index[i]].label for i in train_ids}
+    labels = {i: store.samples[store.index[i]].label for i in [*train_ids, *set_aside]}
     listed = cfg.oversample.get("translators")
     if listed:
         pairs = [(t.get("source"), _class(str(t.get("target")), classes, "oversample.translators[].target"))
@@ -60,12 +62,12 @@ def translations(cfg, store: SampleStore, train_ids: list[str]) -> list[dict]:
     out = []
     for source, target in pairs:
         sources = [c for c in classes if c != target] if source is None else \
-            [_class(str(c), classes, "oversample.source") for c in (source if isinstance(source, (list, ListConfig))
-                                                                     else [source])]
+            [_class(str(c), names, "oversample.source") for c in (source if isinstance(source, (list, ListConfig))
+                                                                   else [source])]
         if target in sources:
             raise MedrunError(f"oversample: class {target!r} is both source and target; pick another source")
-        source_ids = [i for i in train_ids if classes[labels[i]] in sources]
-        target_ids = [i for i in train_ids if classes[labels[i]] == target]
+        source_ids = [i for i in [*train_ids, *set_aside] if names[labels[i]] in sources]
+        target_ids = [i for i in train_ids if names[labels[i]] == target]
         if not source_ids or not target_ids:
             raise MedrunError(f"a training part has no images of one side ({'+'.join(sources)}: {len(source_ids)}, "
                               f"{target}: {len(target_ids)}); oversampling needs both")
@@ -112,7 +114,7 @@ def oversample_fold(cfg, store: SampleStore, fold: dict, fold_dir: Path) -> tupl
         raise MedrunError(f"oversample.train_on={train_on!r}; valid: {', '.join(TRAIN_ON)}")
     OVERSAMPLERS.get(name)  # an unknown method fails here, before any work
     classes = [str(c) for c in cfg.data.classes]
-    plans = translations(cfg, store, fold["train"])
+    plans = translations(cfg, store, fold["train"], fold.get("translation_sources", []))
     channels, extra = int(cfg.data.channels), []
     for plan in plans if train_on != "real" else []:
         out_dir = fold_dir / "oversampling" / plan["folder"]

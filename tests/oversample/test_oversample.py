@@ -304,3 +304,45 @@ def test_bagging_head_is_fitted_on_training_part_features_only(shared_data, tmp_
     assert shape == (len(fold["train"]) + len(synthetic), 512) and np.bincount(labels)[0] == np.bincount(labels)[1]
     predictions = list(csv.DictReader(open(run_dir / "fold_0" / "predictions.csv")))
     assert sorted(p["id"] for p in predictions) == sorted(fold["test"]) and summary["mean"]["auc_macro"] >= 0
+
+
+def test_a_translation_only_class_feeds_a_translator_and_is_never_predicted(shared_data, tmp_path):
+    """Tables 2.2/2.3's "real + G_NC + G_PC": a normal-vs-COVID classifier whose second synthetic set is translated
+    from pneumonia images. Real PneumoniaMNIST images in class folders stand in (covid: a few pneumonia images)."""
+    from medrun.api import build_splits, build_store
+    from medrun.errors import MedrunError
+    from medrun.oversample.fold import oversample_fold
+
+    npz = np.load(shared_data / "medmnist" / "pneumoniamnist_subset.npz")
+    images, labels = npz["train_images"], npz["train_labels"].ravel()
+    normal, pneumonia = np.flatnonzero(labels == 0)[:24], np.flatnonzero(labels == 1)
+    for name, picks in (("normal", normal), ("pneumonia", pneumonia[:20]), ("covid", pneumonia[20:28])):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in picks:
+            Image.fromarray(images[i]).save(tmp_path / "data" / name / f"{name}_{i}.png")
+    overrides = ["experiment=densenet121_folder", f"data.root={tmp_path / 'data'}", "data.classes=[normal,covid]",
+                 "data.channels=1", "data.image_size=[32,32]", "model.pretrained=null", "oversample=cyclegan",
+                 *SMALL_GAN, "oversample.epochs=1", "logger=none", "callbacks.progress=none",
+                 "oversample.translators=[{source: normal, target: covid},{source: pneumonia, target: covid}]"]
+    cfg = medrun.compose("train", [*overrides, "data.translation_only=[pneumonia]"])
+    store = build_store(cfg, preload=False)
+    splits = build_splits(cfg, store)
+    fold = splits["folds"][0]
+    name = {s.id: s.id.split("_")[0] for s in store.samples}
+    assert not any(name[i] == "pneumonia" for part in ("train", "val", "test") for i in fold[part])  # never predicted
+    assert fold["translation_sources"] and all(name[i] == "pneumonia" for i in fold["translation_sources"])
+    assert len(fold["translation_sources"]) < 20  # only the training part's share; validation and test ones dropped
+    (tmp_path / "splits.json").write_text("{}")
+    new_store, new_fold = oversample_fold(cfg, store, fold, tmp_path / "fold_0")
+    made = {folder: list(csv.DictReader(open(tmp_path / "fold_0" / "oversampling" / folder / "manifest.csv")))
+            for folder in ("normal_to_covid", "pneumonia_to_covid")}
+    assert sorted(r["source_id"] for r in made["pneumonia_to_covid"]) == sorted(fold["translation_sources"])
+    assert sorted(r["source_id"] for r in made["normal_to_covid"]) == sorted(i for i in fold["train"]
+                                                                               if name[i] == "normal")
+    used = json.loads((tmp_path / "fold_0" / "oversampling" / "training_set.json").read_text())
+    trained = [new_store.samples[new_store.index[i]].label for i in new_fold["train"]]
+    assert set(used["classes"]) == {"normal", "covid"} and max(trained) == 1  # only the classifier's two classes
+    assert used["classes"] == {"normal": trained.count(0), "covid": trained.count(1)}
+    assert used["skew"] == pytest.approx(trained.count(0) / trained.count(1))
+    with pytest.raises(MedrunError, match="data.translation_only lists 'covid', which is also in data.classes"):
+        build_store(medrun.compose("train", [*overrides, "data.translation_only=[covid]"]), preload=False)

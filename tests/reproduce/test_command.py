@@ -8,6 +8,7 @@ import pytest
 from omegaconf import OmegaConf
 from scipy import stats
 
+import medrun
 from medrun.cli import main
 from medrun.config import CONFIG_DIR
 from medrun.errors import MedrunError
@@ -48,6 +49,8 @@ def test_every_shipped_table_loads_and_names_real_experiments(capsys):
                 continue
             assert (CONFIG_DIR / "experiment" / f"{row.experiment}.yaml").is_file(), (name, row.experiment)
             assert row.metrics and all(m.measure for m in row.metrics)
+            # the row's own overrides compose with its experiment (each protocol adds only cv choices)
+            medrun.compose("train", [f"experiment={row.experiment}", *row.overrides])
     # MelaNet's row carries the paper's Table 1 (AUC 81.18 %, one run) and runs under its code's leaking protocol
     melanet = load_table("melanet_table_2_1")
     auc = next(m for m in melanet.row("MelaNet (CycleGAN oversampling)").metrics if m.name == "auc_malignant")

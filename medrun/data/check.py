@@ -7,13 +7,16 @@ import numpy as np
 
 from omegaconf import DictConfig
 
+from medrun.data.build import reading_config
 from medrun.data.images import read_array
 from medrun.data.samples import READERS, Dataset, collecting_problems
 from medrun.errors import MedrunError
 
 
 def check_data(cfg: DictConfig) -> dict:
-    """Read every sample of the `data` config; every problem is listed, none stops the check."""
+    """Read every sample of the `data` config (data.translation_only classes too); every problem is listed, none
+    stops the check."""
+    cfg = reading_config(cfg)
     with collecting_problems() as listing:
         dataset = READERS.get(cfg.reader)(cfg)
     classes = [str(c) for c in (cfg.get("classes") or dataset.classes or [])]

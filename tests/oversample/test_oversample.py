@@ -332,6 +332,7 @@ def test_a_translation_only_class_feeds_a_translator_and_is_never_predicted(shar
     assert not any(name[i] == "pneumonia" for part in ("train", "val", "test") for i in fold[part])  # never predicted
     assert fold["translation_sources"] and all(name[i] == "pneumonia" for i in fold["translation_sources"])
     assert len(fold["translation_sources"]) < 20  # only the training part's share; validation and test ones dropped
+    assert medrun.api.check_data(cfg)["class_balance"]["pneumonia"] == round(20 / 52, 4)  # still checked
     (tmp_path / "splits.json").write_text("{}")
     new_store, new_fold = oversample_fold(cfg, store, fold, tmp_path / "fold_0")
     made = {folder: list(csv.DictReader(open(tmp_path / "fold_0" / "oversampling" / folder / "manifest.csv")))

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = Path(os.environ.get("MEDRUN_SHARED_DATA", REPO.parent / "shared" / "data"))  # as the tests read it
 
 
 def spread(values: list[float]) -> str:

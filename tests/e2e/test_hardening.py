@@ -207,14 +207,14 @@ def test_progress_none_shows_no_bar(tiny, tmp_path):
 
 
 def test_predict_applies_min_area_scaled_to_the_input(tmp_path):
+    from medrun.evaluation.decision import Decision
     from medrun.predict import _write_mask
     from medrun.tasks.segmentation import SegmentationTask
 
-    cfg = OmegaConf.create({"task": {"threshold": 0.5}})
     probs = np.zeros((1, 10, 10), dtype=np.float32)
     probs[0, :2, :2] = 0.9  # 4 % of the image
-    for name, fraction in (("small", 0.05), ("kept", 0.03)):  # min area 5 % / 3 % of the image
-        _write_mask(tmp_path, name, probs, (40, 40), SegmentationTask, {"min_fraction": fraction}, cfg, False)
+    for name, area in (("small", 5), ("kept", 3)):  # min area 5 % / 3 % of the model's 10x10 input
+        _write_mask(tmp_path, name, probs, (40, 40), SegmentationTask, Decision(0.5, area, (10, 10)), False)
     from PIL import Image
 
     assert np.array(Image.open(tmp_path / "small.png")).max() == 0

@@ -41,6 +41,16 @@ def module_tmp(tmp_path_factory, request):
     shutil.rmtree(path, ignore_errors=True)
 
 
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """(run folder, cv_summary) of one finished 3-fold Sharp U-Net run on synthetic images, trained once per test
+    run and shared by the tests that read a run; a test that changes a run works on a copy (shutil.copytree)."""
+    import medrun
+
+    out = tmp_path_factory.mktemp("tiny_run")
+    return medrun.train(medrun.compose("train", [*TINY, "cv.folds=3", "name=contract", f"paths.output_dir={out}"]))
+
+
 @pytest.fixture
 def tiny(tmp_path):
     """Overrides for a seconds-long training run writing into tmp_path."""

@@ -69,11 +69,11 @@ def test_classification_report_has_curves_confusion_and_calibration(shared_data,
     assert page["external"] == []
 
 
-def test_compare_and_sweep_pages(tmp_path):
+def test_compare_and_sweep_pages(tiny_run, tmp_path):
     from medrun.report import sweep_report
 
-    a, _ = medrun.train(medrun.compose("train", [*TINY, "name=a", f"paths.output_dir={tmp_path}"]))
-    b, _ = medrun.train(medrun.compose("train", [*TINY, "name=b", "model.filters=[8,16,32,64,128]",
+    a = tiny_run[0]  # the shared run; b: a wider network on the same folds
+    b, _ = medrun.train(medrun.compose("train", [*TINY, "cv.folds=3", "name=b", "model.filters=[8,16,32,64,128]",
                                                  f"paths.output_dir={tmp_path}"]))
     out, result = medrun.api.compare([a, b], output_dir=tmp_path / "cmp")
     page = facts(out / "report.html")

@@ -60,15 +60,15 @@ def test_two_runs_into_one_run_dir_never_both_claim_it(tmp_path):
     FolderLock(run_dir, "run folder").release()  # released at the end of the run
 
 
-def test_damaged_run_folder_files_are_one_line_naming_the_file(tmp_path, capsys):
+def test_damaged_run_folder_files_are_one_line_naming_the_file(tiny_run, tmp_path, capsys):
     import json
+    import shutil
 
-    import medrun
     from medrun.cli import main
     from medrun.runs import read_json
-    from tests.conftest import TINY
 
-    run_dir, _ = medrun.train(medrun.compose("train", [*TINY, "cv.folds=2", f"paths.output_dir={tmp_path}"]))
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run[0], run_dir)
     (run_dir / "fold_0" / "metrics.json").write_text("{not json")
     assert main(["aggregate", str(run_dir)]) == 2
     assert "fold_0/metrics.json is damaged (not JSON" in capsys.readouterr().err

@@ -26,11 +26,9 @@ class Payload:
         return (os.system, (f"touch {PWNED}",))
 
 
-@pytest.fixture(scope="module")
-def finished_run(module_tmp):
-    out = module_tmp
-    cfg = medrun.compose("train", [*TINY, "cv=holdout", "name=victim", f"paths.output_dir={out}"])
-    return medrun.train(cfg)[0]
+@pytest.fixture
+def finished_run(tiny_run):
+    return tiny_run[0]
 
 
 @pytest.fixture

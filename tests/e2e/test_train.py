@@ -9,17 +9,8 @@ from medrun.models.sharp import SHARPEN_KERNEL
 from medrun.runs import load_checkpoint
 
 
-@pytest.fixture(scope="module")
-def kfold_run(module_tmp):
-    out = module_tmp
-    from tests.conftest import TINY
-
-    cfg = medrun.compose("train", [*TINY, "cv.folds=3", "name=contract", f"paths.output_dir={out}"])
-    return medrun.train(cfg)
-
-
-def test_run_folder_contract(kfold_run):
-    run_dir, summary = kfold_run
+def test_run_folder_contract(tiny_run):
+    run_dir, summary = tiny_run
     assert run_dir.parent.name == "contract"
     for name in ("config.yaml", "overrides.txt", "splits.json", "cv_summary.json", "summary.md"):
         assert (run_dir / name).is_file(), name
@@ -49,8 +40,8 @@ def test_run_folder_contract(kfold_run):
     assert f"| dice | {saved['mean']['dice']:.4f} ± {saved['std']['dice']:.4f} |" in table
 
 
-def test_checkpoints_load_safely_and_keep_the_kernel_frozen(kfold_run):
-    run_dir, _ = kfold_run
+def test_checkpoints_load_safely_and_keep_the_kernel_frozen(tiny_run):
+    run_dir, _ = tiny_run
     ckpt = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] > 0  # it did train
     sharp = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("net.skips.")}

@@ -59,7 +59,7 @@ class FoldDataModule(pl.LightningDataModule):
             sampler = UnrepeatedDistributedSampler(ds, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                                    shuffle=False)
         return DataLoader(ds, batch_size=int(self.cfg.batch_size), shuffle=train, sampler=sampler,
-                          num_workers=workers, persistent_workers=workers > 0,
+                          num_workers=workers, persistent_workers=workers > 0, drop_last=self._drop_last(ds, train),
                           pin_memory=bool(self.cfg.get("pin_memory", False)))
 
     def _batched_loader(self, part: str, train: bool) -> DataLoader:
@@ -71,7 +71,12 @@ class FoldDataModule(pl.LightningDataModule):
                                                    shuffle=False)
         cuda = torch.cuda.is_available() and trainer is not None and trainer.strategy.root_device.type == "cuda"
         return DataLoader(ds, batch_size=int(self.cfg.batch_size), shuffle=train, sampler=sampler,
-                          collate_fn=keep_batch, pin_memory=cuda)
+                          collate_fn=keep_batch, pin_memory=cuda, drop_last=self._drop_last(ds, train))
+
+    def _drop_last(self, ds, train: bool) -> bool:
+        """Training only: a last batch of one sample is dropped, as batch norm cannot train on it (it fails where
+        a feature map is 1x1, e.g. DenseNet at small sizes); the shuffle puts another sample last next epoch."""
+        return train and len(ds) > 1 and len(ds) % int(self.cfg.batch_size) == 1
 
     def scoring_dataloader(self, part: str) -> DataLoader:
         """Part `part` in order and without augmentation (e.g. the training part's features for a head fit

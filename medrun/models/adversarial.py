@@ -4,9 +4,9 @@ features that are clustered."""
 from __future__ import annotations
 
 import torch
-import torchvision
 from torch import nn
 
+from medrun.models.classifiers import vgg_features
 from medrun.models.layers import last_module
 from medrun.models.sharp_unet import SharpUNet
 from medrun.runs import read_state_dict
@@ -17,15 +17,14 @@ class VGG16BNDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, weights_path: str | None = None):
         super().__init__()
-        vgg = torchvision.models.vgg16_bn(weights=None)
+        self.features = vgg_features("vgg16", batch_norm=True)
         if weights_path:  # ImageNet weights from a local file only
             state = read_state_dict(weights_path, "model.discriminator_weights_path")
-            vgg.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
-                                          if k.startswith("features.")})
+            self.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                                           if k.startswith("features.")})
         if in_channels != 3:
-            first = vgg.features[0]
-            vgg.features[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)
-        self.features = vgg.features
+            first = self.features[0]
+            self.features[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(512, 1)
 

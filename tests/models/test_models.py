@@ -89,3 +89,20 @@ def test_each_network_names_its_cam_and_feature_layers(overrides, cam, feature):
     modules = dict(net.named_modules())
     assert (default_cam_layer(net), default_feature_layer(net)) == (cam, feature)
     assert cam in modules and feature in modules
+
+
+@pytest.mark.parametrize("arch, batch_norm", [("vgg16", False), ("vgg16", True), ("vgg19", False)])
+def test_vgg_features_are_torchvisions_without_the_classifier(arch, batch_norm):
+    import torchvision
+
+    from medrun.models.classifiers import vgg_features
+
+    ours = vgg_features(arch, batch_norm)
+    theirs = getattr(torchvision.models, arch + ("_bn" if batch_norm else ""))(weights=None).features
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
+    ours.load_state_dict(theirs.state_dict())  # an ImageNet file of torchvision's loads as it is
+    conv = [m for m in vgg_features(arch, batch_norm) if isinstance(m, torch.nn.Conv2d)]
+    # torchvision's initialisation: He normal over the fan-out, zero bias (PyTorch's default would be uniform)
+    fan_out = conv[-1].out_channels * 9
+    assert conv[-1].weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
+    assert all(torch.count_nonzero(c.bias) == 0 for c in conv)

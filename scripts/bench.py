@@ -187,7 +187,7 @@ def data_pipeline(quick: bool):
         rows.append((f"{label}: medrun decode + checks + resize, samples/s", spread(_rate(medrun_decode, samples))))
         rows.append((f"{label}: medrun decode + resize + augment, samples/s", spread(_rate(medrun_sample, samples))))
         for cache in (False, True):
-            for workers in (0, 1, 2):
+            for workers in (0, 2) if quick else (0, 1, 2):
                 c = medrun.compose("train", [f"data={data}", f"data.root={root}", "+augment=aucmedi",
                                              f"data.cache={str(cache).lower()}", f"data.num_workers={workers}",
                                              "data.batch_size=4", "data.batched=false"])
@@ -505,9 +505,10 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def first_step_rows(label: str, run: list[str]) -> list[tuple[str, str]]:
+def first_step_rows(label: str, run: list[str], quick: bool) -> list[tuple[str, str]]:
     """Seconds from medrun.train() to its first training step (same process, imports done, after a warm-up
-    run): data.cache=memory, then disk building its cache, then disk reusing it; and the last two's ratio."""
+    run unless `quick`): data.cache=memory, then disk building its cache, then disk reusing it; and the last
+    two's ratio."""
     import medrun
     from medrun.tasks.segmentation import SegmentationTask
 
@@ -520,7 +521,8 @@ def first_step_rows(label: str, run: list[str]) -> list[tuple[str, str]]:
 
     SegmentationTask.training_step = first_step
     try:
-        medrun.train(medrun.compose("train", [*run, "data.cache=off"]))  # warm-up: first-call costs, unrecorded
+        if not quick:
+            medrun.train(medrun.compose("train", [*run, "data.cache=off"]))  # warm-up: first-call costs, unrecorded
         for name, mode in (("memory (decodes every run)", "memory"), ("disk, first run (builds)", "disk"),
                            ("disk, second run (reuses)", "disk")):
             seen.clear()
@@ -560,7 +562,7 @@ def cache_rows(quick: bool):
     try:
         store = build_store(medrun.compose("train", base), preload=False)
         n = len(store)
-        for workers in sorted({1, cores}):
+        for workers in [cores] if quick else sorted({1, cores}):
             rates = []
             for _ in range(1 if quick else 3):
                 fresh = build_store(medrun.compose("train", base), preload=False)
@@ -583,16 +585,16 @@ def cache_rows(quick: bool):
         tiny = ["model.filters=[8,16,32,64,128]", "cv=holdout", "trainer.max_epochs=1", "+trainer.limit_train_batches=1",
                 "+trainer.limit_val_batches=1", "logger=none", "callbacks.progress=none",
                 f"data.decode_workers={cores}", f"paths.output_dir={tmp / 'runs'}"]
-        rows += first_step_rows(label, ["data=busi_siim", *base[1:], *tiny])
-        for name, data, folder, shape in (("CVC-ClinicDB TIFF", "cvc_clinicdb", "cvc_clinicdb_sample/CVC-ClinicDB",
-                                           "[64,64]" if quick else "[192,256]"),
-                                          ("ISBI-2012 PNG", "isbi2012", "isbi2012", f"[{size},{size}]")):
+        rows += first_step_rows(label, ["data=busi_siim", *base[1:], *tiny], quick)
+        for name, data, folder, shape in () if quick else (("CVC-ClinicDB TIFF", "cvc_clinicdb",
+                                                            "cvc_clinicdb_sample/CVC-ClinicDB", "[192,256]"),
+                                                           ("ISBI-2012 PNG", "isbi2012", "isbi2012", f"[{size},{size}]")):
             rows += first_step_rows(f"{name}, {shape}", [f"data={data}", f"data.root={SHARED / folder}",
                                                          f"data.image_size={shape}", *tiny,
-                                                         f"paths.cache_dir={tmp / data}"])
+                                                         f"paths.cache_dir={tmp / data}"], quick)
 
         # memory of the loader: this process plus its workers, proportional set size, while a pass is under way
-        for mode in ("memory", "disk"):
+        for mode in ("disk",) if quick else ("memory", "disk"):
             cfg = medrun.compose("train", [*base, f"data.cache={mode}", "data.batched=false", "data.batch_size=8"])
             st = build_store(cfg)
             ids = [s.id for s in st.samples]
@@ -688,7 +690,7 @@ def large_dicom_rows(quick: bool):
     import shutil
     import tempfile
 
-    n, side = (40, 256) if quick else (2000, 1024)
+    n, side = (12, 128) if quick else (2000, 1024)
     cores = len(os.sched_getaffinity(0))
     tmp = Path(tempfile.mkdtemp(prefix="medrun-bench-dicom-"))
     label = f"generated SIIM layout, {n} DICOMs of {side}x{side}, 12-bit, to 256x256, decode_workers={cores}"
@@ -701,7 +703,7 @@ def large_dicom_rows(quick: bool):
                "+trainer.limit_train_batches=1", "+trainer.limit_val_batches=1", "logger=none",
                "callbacks.progress=none", f"data.decode_workers={cores}", f"paths.cache_dir={tmp / 'cache'}",
                f"paths.output_dir={tmp / 'runs'}"]
-        return rows + first_step_rows(label, run)
+        return rows + first_step_rows(label, run, quick)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,4 +1,5 @@
-"""The installed `medrun` command in subprocesses: help, errors, data check, multirun and CPU DDP."""
+"""The `medrun` command: in real processes where the process matters (help, a closed pipe, CPU DDP), in-process
+(`medrun.cli.main`) for errors, data check and multirun."""
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from medrun.cli import main
 from tests.conftest import TINY
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "PYTHONWARNINGS": "ignore"}
@@ -18,30 +20,38 @@ def medrun(*args, cwd):
 
 
 @pytest.mark.slow
-def test_help_list_and_user_errors(tmp_path):
+def test_help_and_a_closed_pipe_in_a_real_process(tmp_path):
     r = medrun("--help", cwd=tmp_path)
     assert r.returncode == 0 and "medrun train experiment=quickstart" in r.stdout
-    r = medrun("train", "--help", cwd=tmp_path)
-    assert r.returncode == 0 and "quickstart, quickstart_cls" in r.stdout and "cv: holdout, holdout_70_10_20, holdout_test_as_val, kfold, repeated_holdout" in r.stdout
-    r = medrun("list", "experiments", cwd=tmp_path)
-    assert r.returncode == 0 and "sharp_unet_cvc" in r.stdout and "wide_sharp_unet_cvc" in r.stdout
     piped = subprocess.run(f"{sys.executable} -m medrun.cli list | head -1", shell=True, cwd=tmp_path, env=ENV,
                            capture_output=True, text=True, timeout=120)
     assert piped.stdout.startswith("augment:") and piped.stderr == ""  # a closed pipe is not an error
-    r = medrun("train", "experiment=nope", cwd=tmp_path)
-    assert r.returncode == 2
-    assert r.stderr.startswith("medrun: error: unknown experiment 'nope'; valid:") and "Traceback" not in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1
-    r = medrun("train", "experiment=sharp_unet_isbi", f"data.root={tmp_path}/missing", cwd=tmp_path)
-    assert r.returncode == 2 and "data.root=" in r.stderr and "does not exist" in r.stderr
+
+
+def test_train_help_list_and_user_errors(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "quickstart, quickstart_cls" in out
+    assert "cv: holdout, holdout_70_10_20, holdout_test_as_val, kfold, repeated_holdout" in out
+    assert main(["list", "experiments"]) == 0
+    out = capsys.readouterr().out
+    assert "sharp_unet_cvc" in out and "wide_sharp_unet_cvc" in out
+    assert main(["train", "experiment=nope"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("medrun: error: unknown experiment 'nope'; valid:") and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(["train", "experiment=sharp_unet_isbi", f"data.root={tmp_path}/missing"]) == 2
+    err = capsys.readouterr().err
+    assert "data.root=" in err and "does not exist" in err
     assert not (tmp_path / "outputs").exists()  # nothing written for a run that could not start
 
 
-def test_data_check_on_real_files_and_a_bad_copy(shared_data, tmp_path):
+def test_data_check_on_real_files_and_a_bad_copy(shared_data, tmp_path, capsys):
     root = shared_data / "isbi2012"
-    r = medrun("data", "check", "data=isbi2012", f"data.root={root}", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    report = json.loads(r.stdout[: r.stdout.rindex("}") + 1])
+    assert main(["data", "check", "data=isbi2012", f"data.root={root}"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out[: out.rindex("}") + 1])
     assert report["samples"] == 30 and report["image_sizes"] == {"512x512": 30} and report["channels"] == {"1": 30}
     bad = tmp_path / "bad"
     (bad / "images").mkdir(parents=True)
@@ -51,14 +61,15 @@ def test_data_check_on_real_files_and_a_bad_copy(shared_data, tmp_path):
         (bad / "masks" / f"{i}.png").symlink_to(root / "membrane/train/label" / f"{i}.png")
     (bad / "images" / "1.png").unlink()
     (bad / "images" / "1.png").write_bytes((root / "membrane/train/image/1.png").read_bytes()[:300])
-    r = medrun("data", "check", "data=folders", f"data.root={bad}", "data.channels=1", cwd=tmp_path)
-    assert r.returncode == 2 and "1 bad sample(s)" in r.stderr and "images/1.png" in r.stderr
+    assert main(["data", "check", "data=folders", f"data.root={bad}", "data.channels=1"]) == 2
+    err = capsys.readouterr().err
+    assert "1 bad sample(s)" in err and "images/1.png" in err
 
 
 @pytest.mark.slow
-def test_multirun_gives_each_job_its_own_run_folder(tmp_path):
-    r = medrun("-m", "train", *TINY, "cv=holdout", "name=sweep", "seed=1,2", cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+def test_multirun_gives_each_job_its_own_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["-m", "train", *TINY, "cv=holdout", "name=sweep", "seed=1,2"]) == 0
     runs = sorted((tmp_path / "outputs" / "sweep").iterdir())
     assert len(runs) == 2
     seeds = {json.loads((d / "splits.json").read_text())["seed"] for d in runs}
@@ -68,8 +79,6 @@ def test_multirun_gives_each_job_its_own_run_folder(tmp_path):
 
 @pytest.mark.slow
 def test_a_failing_multirun_job_does_not_stop_the_others(tmp_path, capsys, monkeypatch):
-    from medrun.cli import main
-
     monkeypatch.chdir(tmp_path)
     code = main(["-m", "train", *TINY, "cv=holdout", "name=sweep", "cv.val_fraction=0.2,7,0.3"])
     err = capsys.readouterr().err
@@ -96,7 +105,5 @@ def test_ddp_on_two_cpu_processes_makes_one_run_folder(tmp_path):
 
 
 def test_multirun_refuses_subprocess_ddp(capsys):
-    from medrun.cli import main
-
     assert main(["-m", "train", "trainer=ddp_cpu", "seed=1,2"]) == 2
     assert "-m cannot be combined with trainer.strategy=ddp" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 on a test part, and the cascade end to end on the real BUSI images in the SIIM layout."""
 import csv
 import json
+import shutil
 
 import numpy as np
 import pydicom
@@ -272,8 +273,11 @@ def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared
 
     _, twice = compare_runs([baseline_dir, baseline_dir], tmp_path / "cmp")
     assert len(twice["metrics"]) == 2  # one row per run folder, even for the same name twice
-    other = medrun.train(medrun.compose("train", [*[o for o in baseline.overrides if not o.startswith("cv.splits_file")],
-                                                  "seed=7"]))[0]
+    other = tmp_path / "other"  # the baseline, as if one of its test images had been split into training
+    shutil.copytree(baseline_dir, other, ignore=shutil.ignore_patterns("checkpoints"))
+    splits = json.loads((other / "splits.json").read_text())
+    splits["folds"][0]["train"].append(splits["folds"][0]["test"].pop())
+    (other / "splits.json").write_text(json.dumps(splits))
     assert main(["compare", str(cascade_dir), str(other)]) == 2
     assert "was scored on other test parts" in capsys.readouterr().err
 

@@ -26,8 +26,8 @@ def _real_runs(shared_data, out):
                      "model=smp_unet", "model.encoder=resnet18", "model.encoder_weights=null"],
         "densenet121": ["experiment=densenet121_breastmnist", f"data.root={shared_data}/medmnist",
                         "data.image_size=[32,32]", "model.pretrained=null", "data.batch_size=8"],
-        "cascade": ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "data.image_size=[64,64]",
-                    "model.classifier_size=[64,64]", "model.classifier.backbone=resnet18",
+        "cascade": ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "data.image_size=[32,32]",
+                    "model.classifier_size=[32,32]", "model.classifier.backbone=resnet18",
                     "model.segmenter.encoder=resnet18", "data.batch_size=8", "task.tta=none"],
     }
     return {name: medrun.train(medrun.compose("train", [*o, *FAST, f"paths.output_dir={out / name}"]))[0]

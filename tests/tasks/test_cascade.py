@@ -20,10 +20,10 @@ from medrun.evaluate import evaluate_run
 from medrun.inference import saved_config
 from medrun.tasks.cascade import CascadeTask
 
-TINY_CASCADE = ["data.image_size=[64,64]", "model.classifier_size=[64,64]", "model.classifier.backbone=resnet18",
+TINY_CASCADE = ["data.image_size=[32,32]", "model.classifier_size=[32,32]", "model.classifier.backbone=resnet18",
                 "model.segmenter.encoder=resnet18", "trainer.max_epochs=1", "logger=none", "callbacks.progress=none",
                 "+trainer.limit_train_batches=2", "data.batch_size=8", "task.tta=none",
-                "task.triplet.tops=[0.5,0.7]", "task.triplet.areas=[0,2000]", "task.triplet.bottoms=[0.3]",
+                "task.triplet.tops=[0.5,0.7]", "task.triplet.areas=[0,500]", "task.triplet.bottoms=[0.3]",
                 "task.triplet.min_components=[0,100]"]
 
 
@@ -170,7 +170,7 @@ def test_baseline_freezes_the_loaded_pretrained_encoder_with_backbone_finetuning
     from medrun.runs import load_checkpoint
 
     base = ["experiment=unet_resnet34_siim", f"data.root={shared_data}/busi_siim", "model.encoder=resnet18",
-            "data.image_size=[64,64]", "cv=holdout", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
+            "data.image_size=[32,32]", "cv=holdout", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
             "logger=none", "callbacks.progress=none", f"paths.output_dir={tmp_path}"]
     # the paper config asks for ImageNet weights: without a local file it fails at once, naming the key
     with pytest.raises(MedrunError, match="model.encoder_weights='imagenet' needs a local file"):
@@ -259,7 +259,7 @@ def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared
     cascade_dir = busi_run[0]
     baseline = medrun.compose("train", ["experiment=unet_resnet34_siim", f"data.root={shared_data}/busi_siim",
                                         "data=busi_siim", "model.encoder=resnet18", "model.encoder_weights=null",
-                                        "data.image_size=[64,64]",
+                                        "data.image_size=[32,32]",
                                         "cv.folds=2", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
                                         "logger=none", "callbacks.progress=none", "task.tta=none",
                                         f"cv.splits_file={cascade_dir}/splits.json", f"paths.output_dir={tmp_path}"])

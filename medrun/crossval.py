@@ -351,11 +351,12 @@ def aggregate_run(run_dir: str | Path) -> dict:
 
 
 def write_summary(run_dir: Path, cfg: DictConfig, summary: dict, store=None) -> None:
-    """cv_summary.json, summary.md (the mean ± std table and the task's own sections) and report.html (`store`:
-    the run's samples, for its montage of held-out images)."""
+    """cv_summary.json, summary.md (the mean ± std table and the task's own sections) and, unless
+    html_report=false, report.html (`store`: the run's samples, for its montage of held-out images)."""
     write_json(run_dir / "cv_summary.json", summary)
     write_text(run_dir / "summary.md", markdown(summary) + TASKS.get(cfg.task.name).summary_markdown(summary))
-    write_page("run", run_dir, store)
+    if cfg.get("html_report", True):  # runs saved before the key existed wrote the page
+        write_page("run", run_dir, store)
 
 
 def resume(run_dir: str | Path, allow_unsafe_checkpoints: bool = False) -> tuple[Path, dict | None]:

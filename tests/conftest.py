@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDRUN_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 # A 4-16-... Sharp U-Net on 32x32 synthetic images: the same code paths as the paper configs, in seconds.
+# html_report=false: the report's own tests (tests/test_report.py) draw the pages; elsewhere they cost ~0.3 s a run
 TINY_MODEL = ["data.image_size=[32,32]", "data.batch_size=4", "model.filters=[4,8,16,32,64]",
-              "trainer.max_epochs=1", "logger=none", "callbacks.progress=none"]
+              "trainer.max_epochs=1", "logger=none", "callbacks.progress=none", "html_report=false"]
 TINY = ["data=synthetic", "data.count=12", "data.source_size=[32,32]", *TINY_MODEL]
 
 

@@ -15,7 +15,7 @@ from medrun.oversample.cyclegan import CycleGAN, Generator, discriminator
 SMALL_GAN = ["oversample.size=[32,32]", "oversample.limit_batches=4", "oversample.generator.widths=[8,16,32,64,64]",
              "oversample.discriminator.width=8"]
 TINY_CLASSIFIER = ["experiment=melanet_breastmnist", "data.image_size=[32,32]", "trainer.max_epochs=1",
-                   "+trainer.limit_train_batches=3", "callbacks.progress=none", "logger=none"]
+                   "+trainer.limit_train_batches=3", "callbacks.progress=none", "logger=none", "html_report=false"]
 TINY_MELANET = [*TINY_CLASSIFIER, *SMALL_GAN]
 
 
@@ -260,7 +260,7 @@ def test_a_train_on_sweep_on_the_stand_in_writes_one_table_with_sensitivity_fn_a
     code = main(["-m", "train", "experiment=cyclegan_pneumoniamnist", f"data.root={shared_data}/medmnist",
                  "data.image_size=[32,32]", "model.backbone=resnet18", *SMALL_GAN, "oversample.epochs=1",
                  "trainer.max_epochs=1", "+trainer.limit_train_batches=2", "callbacks.progress=none", "logger=none",
-                 f"paths.output_dir={tmp_path}", "oversample.train_on=real,real+synthetic,synthetic"])
+                 "html_report=false", f"paths.output_dir={tmp_path}", "oversample.train_on=real,real+synthetic,synthetic"])
     assert code == 0
     summary = json.loads(next((tmp_path / "multirun").glob("*/multirun_summary.json")).read_text())
     arms = {next(o for o in r["overrides"] if o.startswith("oversample.train_on=")).split("=")[1]: r

@@ -13,7 +13,7 @@ from medrun.export import TOLERANCE, check_images, export_run
 from medrun.inference import load_run
 
 FAST = ["trainer.max_epochs=1", "+trainer.limit_train_batches=1", "logger=none", "callbacks.progress=none",
-        "cv=holdout"]
+        "cv=holdout", "html_report=false"]
 
 
 def _real_runs(shared_data, out):

@@ -13,7 +13,7 @@ from medrun.data import build_dataset
 from medrun.errors import MedrunError
 
 FAST = ["data.image_size=[32,32]", "trainer.max_epochs=1", "logger=none", "callbacks.progress=none", "model.pretrained=null",
-        "data.batch_size=8", "model=timm", "model.backbone=resnet18"]
+        "data.batch_size=8", "model=timm", "model.backbone=resnet18", "html_report=false"]
 
 
 def compose(*overrides):

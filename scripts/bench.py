@@ -586,12 +586,12 @@ def cache_rows(quick: bool):
                 "+trainer.limit_val_batches=1", "logger=none", "callbacks.progress=none",
                 f"data.decode_workers={cores}", f"paths.output_dir={tmp / 'runs'}"]
         rows += first_step_rows(label, ["data=busi_siim", *base[1:], *tiny], quick)
-        for name, data, folder, shape in () if quick else (("CVC-ClinicDB TIFF", "cvc_clinicdb",
-                                                            "cvc_clinicdb_sample/CVC-ClinicDB", "[192,256]"),
-                                                           ("ISBI-2012 PNG", "isbi2012", "isbi2012", f"[{size},{size}]")):
+        others = (("CVC-ClinicDB TIFF", "cvc_clinicdb", "cvc_clinicdb_sample/CVC-ClinicDB", "[192,256]"),
+                  ("ISBI-2012 PNG", "isbi2012", "isbi2012", f"[{size},{size}]"))
+        for name, data, folder, shape in () if quick else others:  # --quick: BUSI stands for every reader
             rows += first_step_rows(f"{name}, {shape}", [f"data={data}", f"data.root={SHARED / folder}",
                                                          f"data.image_size={shape}", *tiny,
-                                                         f"paths.cache_dir={tmp / data}"], quick)
+                                                         f"paths.cache_dir={tmp / data}"], quick=False)
 
         # memory of the loader: this process plus its workers, proportional set size, while a pass is under way
         for mode in ("disk",) if quick else ("memory", "disk"):

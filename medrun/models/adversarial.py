@@ -9,7 +9,6 @@ from torch import nn
 from medrun.models.classifiers import vgg_features
 from medrun.models.layers import last_module
 from medrun.models.sharp_unet import SharpUNet
-from medrun.runs import read_state_dict
 
 
 class VGG16BNDiscriminator(nn.Module):
@@ -17,11 +16,8 @@ class VGG16BNDiscriminator(nn.Module):
 
     def __init__(self, in_channels: int, weights_path: str | None = None):
         super().__init__()
-        self.features = vgg_features("vgg16", batch_norm=True)
-        if weights_path:  # ImageNet weights from a local file only
-            state = read_state_dict(weights_path, "model.discriminator_weights_path")
-            self.features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
-                                           if k.startswith("features.")})
+        # ImageNet weights from a local file only
+        self.features = vgg_features("vgg16", True, weights_path, "model.discriminator_weights_path")
         if in_channels != 3:
             first = self.features[0]
             self.features[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)

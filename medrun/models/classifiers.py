@@ -44,18 +44,23 @@ def timm_classifier(backbone: str, in_channels: int, num_classes: int, pretraine
     return timm.create_model(backbone, pretrained=False, **kw)
 
 
-def vgg_features(arch: str, batch_norm: bool = False) -> nn.Sequential:
+def vgg_features(arch: str, batch_norm: bool = False, weights_path=None, key: str = "model.weights_path"):
     """torchvision's `vgg16` / `vgg19` convolutional part (`.features`, same layers and state_dict keys) with
-    torchvision's initialisation. Built alone: the full model's 120M-parameter classifier, which medrun never
-    uses, costs about 0.5 GB and a second to allocate and initialise."""
+    torchvision's initialisation, or the `features.*` of a torchvision state_dict file. Built alone: the full
+    model's 120M-parameter classifier, which medrun never uses, costs about 0.5 GB and a second to build."""
     features = make_layers(cfgs[VGG_CONFIGS[arch]], batch_norm=batch_norm)
-    for m in features.modules():
+    for m in features.modules():  # batch norm's defaults (1, 0) are already torchvision's
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+    if weights_path:
+        state = read_state_dict(weights_path, key)
+        try:  # strict: a file that fits nothing must fail, not load nothing
+            features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
+                                      if k.startswith("features.")})
+        except RuntimeError as e:
+            raise MedrunError(f"{key}={weights_path} is not a torchvision {arch}{'_bn' if batch_norm else ''} "
+                              f"state_dict: {' '.join(str(e).splitlines()[:2])[:300]}") from None
     return features
 
 
@@ -63,16 +68,7 @@ def _vgg_features(arch: str, in_channels: int, pretrained, weights_path) -> nn.S
     _no_download(pretrained, weights_path, "model.weights_path")
     if in_channels != 3:
         raise MedrunError(f"{arch} takes 3-channel images: set data.channels=3 (grey images are repeated)")
-    features = vgg_features(arch)
-    if weights_path:
-        state = read_state_dict(weights_path, "model.weights_path")
-        try:  # strict: a file that fits nothing must fail, not load nothing
-            features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
-                                      if k.startswith("features.")})
-        except RuntimeError as e:
-            raise MedrunError(f"model.weights_path={weights_path} is not a torchvision {arch} state_dict: "
-                              f"{' '.join(str(e).splitlines()[:2])[:300]}") from None
-    return features
+    return vgg_features(arch, weights_path=weights_path)
 
 
 class VGGGAP(nn.Module):

@@ -92,15 +92,23 @@ def test_each_network_names_its_cam_and_feature_layers(overrides, cam, feature):
 
 
 @pytest.mark.parametrize("arch, batch_norm", [("vgg16", False), ("vgg16", True), ("vgg19", False)])
-def test_vgg_features_are_torchvisions_without_the_classifier(arch, batch_norm):
+def test_vgg_features_are_torchvisions_without_the_classifier(arch, batch_norm, tmp_path):
     import torchvision
 
+    from medrun.models.adversarial import VGG16BNDiscriminator
     from medrun.models.classifiers import vgg_features
 
     ours = vgg_features(arch, batch_norm)
-    theirs = getattr(torchvision.models, arch + ("_bn" if batch_norm else ""))(weights=None).features
+    full = getattr(torchvision.models, arch + ("_bn" if batch_norm else ""))(weights=None)
+    theirs = full.features
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
-    ours.load_state_dict(theirs.state_dict())  # an ImageNet file of torchvision's loads as it is
+    torch.save(full.state_dict(), tmp_path / "imagenet.pth")  # an ImageNet file of torchvision's loads as it is
+    loaded = vgg_features(arch, batch_norm, str(tmp_path / "imagenet.pth"))
+    assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in loaded.state_dict().items())
+    if batch_norm:  # the discriminator's file goes through the same door, and a wrong one is named by its key
+        torch.save(torchvision.models.vgg16(weights=None).state_dict(), tmp_path / "plain.pth")
+        with pytest.raises(MedrunError, match="model.discriminator_weights_path=.* is not a torchvision vgg16_bn"):
+            VGG16BNDiscriminator(3, str(tmp_path / "plain.pth"))
     conv = [m for m in vgg_features(arch, batch_norm) if isinstance(m, torch.nn.Conv2d)]
     # torchvision's initialisation: He normal over the fan-out, zero bias (PyTorch's default would be uniform)
     fan_out = conv[-1].out_channels * 9

@@ -65,8 +65,8 @@ def faithfulness(net: nn.Module, images: torch.Tensor, cams: np.ndarray, targets
 
 
 def mass_inside(cams: np.ndarray, masks: np.ndarray) -> np.ndarray:
-    """Energy-based pointing game per image: the share of CAM mass inside the ground-truth mask (NaN-free:
-    images with an empty mask or an all-zero CAM are left out by the caller)."""
+    """Energy-based pointing game per image: the share of CAM mass inside the ground-truth mask; NaN for an
+    all-zero CAM, which has no mass to place (the caller leaves those images out, as it does empty masks)."""
     total = cams.reshape(len(cams), -1).sum(1)
     inside = (cams * (masks > 0)).reshape(len(cams), -1).sum(1)
-    return np.where(total > 0, inside / np.maximum(total, 1e-12), 0.0)
+    return np.where(total > 0, inside / np.where(total > 0, total, 1), np.nan)

@@ -117,10 +117,12 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
             masks = (truth[chosen] > 0).numpy()
             has = masks.reshape(len(masks), -1).any(1)
             inside = mass_inside(cams, masks)
-            for rec, v, h in zip(result["images"], inside, has):
-                rec["cam_mass_in_mask"] = float(v) if h else None
-            result["cam_mass_in_mask"] = float(inside[has].mean()) if has.any() else None
-            result["mask_area_fraction"] = float(masks[has].mean()) if has.any() else None
+            scored = has & np.isfinite(inside)
+            for rec, v, ok in zip(result["images"], inside, scored):
+                rec["cam_mass_in_mask"] = float(v) if ok else None
+            result["cam_mass_in_mask"] = float(inside[scored].mean()) if scored.any() else None
+            result["mask_area_fraction"] = float(masks[scored].mean()) if scored.any() else None
+            result["all_zero_cams"] = int((has & ~scored).sum())
             _montage([(show_cam_on_image(_rgb(shown[i]), cams[i], use_rgb=True), sid) for i, sid in enumerate(ids[chosen])],
                      out_dir / "montage.png", f"{method} on {result['layer']}")
         else:
@@ -196,6 +198,9 @@ def _table(result: dict, out_dir: Path) -> None:
     if result.get("cam_mass_in_mask") is not None:
         lines += ["", f"CAM mass inside the ground-truth mask (energy pointing game): {result['cam_mass_in_mask']:.3f} "
                       f"(the masks cover {result['mask_area_fraction']:.3f} of those images)."]
+    if result.get("all_zero_cams"):
+        lines += ["", f"{result['all_zero_cams']} image(s) with a mask have an all-zero {result['method']} map: no heat "
+                      "to place, so they are left out of the pointing game (try method=eigencam or another layer=)."]
     if "clusters" in result:
         lines += ["", "| clusterings | adjusted Rand | NMI |", "|---|---|---|"]
         lines += [f"| {pair} | {v['ari']:.3f} | {v['nmi']:.3f} |" for pair, v in result["clusters"]["agreement"].items()]

@@ -71,11 +71,22 @@ def test_clustering_agreement_bounds():
     for v in out.values():
         assert -1 <= v["ari"] <= 1 and 0 <= v["nmi"] <= 1
     assert out["a vs other"]["ari"] < 0.1
-    cams = np.zeros((2, 4, 4))
-    cams[0, 0, 0], cams[1] = 1, 1
-    masks = np.zeros((2, 4, 4))
+
+
+def test_pointing_game_leaves_out_an_all_zero_cam(tmp_path):
+    from medrun.explain.command import _table
+
+    cams = np.zeros((3, 4, 4))
+    cams[0, 0, 0], cams[1] = 1, 1  # the third map is all zero (Grad-CAM after a ReLU that kept nothing)
+    masks = np.zeros((3, 4, 4))
     masks[:, 0, :2] = 1
-    assert mass_inside(cams, masks).tolist() == [1.0, 2 / 16]
+    shares = mass_inside(cams, masks)
+    assert shares[:2].tolist() == [1.0, 2 / 16] and np.isnan(shares[2])  # not 0.0: there is no heat to place
+    result = {"run": "r", "fold": 0, "layer": "l", "method": "gradcam", "faithfulness": {},
+              "cam_mass_in_mask": None, "all_zero_cams": 3}
+    _table(result, tmp_path)
+    text = (tmp_path / "summary.md").read_text()
+    assert "3 image(s) with a mask have an all-zero gradcam map" in text and "pointing game):" not in text
 
 
 def test_classifier_explain_on_real_dicom_keeps_tags_out(shared_data, tmp_path, capsys):

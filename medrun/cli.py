@@ -10,7 +10,9 @@ from medrun.console import quiet_known_noise, show_medrun_messages
 from medrun.errors import MedrunError
 
 def usage() -> str:
-    commands = "\n".join(f"  {line}" for _, line in COMMANDS.values())
+    width = 29  # a usage longer than the column puts its description on the next line
+    commands = "\n".join(f"  {use:<{width}}" + (f"\n  {'':<{width}}" if len(use) >= width else "") + f"{what}"
+                         for _, use, what in COMMANDS.values())
     return f"""usage: medrun [--debug] [-m] COMMAND [key=value ...]
 
 Config-driven experiment runner for medical image deep learning.
@@ -300,28 +302,28 @@ def _data(args: list[str]) -> int:
     return _data_check(args[1:])
 
 
-# name -> (handler(args), its line in `medrun --help`); dispatch, usage and "valid:" lists come from here.
+# name -> (handler(args), usage, description in `medrun --help`); dispatch, usage and "valid:" lists come from here.
 COMMANDS = {
-    "train": (lambda args: _train(args, False),
-              "train [overrides]            train every fold of an experiment into a new run folder"),
-    "list": (_list, "list [GROUP]                 config options: experiment, data, model, trainer, logger, cv"),
-    "data": (_data, "data check [overrides]       read every sample of data=<name> data.root=<path>; list bad files"),
-    "cache": (_cache, "cache list|clear [key=KEY]     the persistent data caches (data.cache=disk) and their sizes"),
-    "summary": (_summary, "summary [overrides]          layer table with trainable and frozen parameter counts"),
-    "resume": (_resume, "resume RUN_FOLDER            continue an interrupted run (also: train resume=RUN_FOLDER)"),
-    "eval": (_eval, "eval run=RUN [tta=flips|d4] [threshold=search] [data.root=TEST]\n"
-                    "                               score a run: out-of-fold, test set, TTA, thresholds"),
-    "predict": (_predict, "predict run=RUN input=PATH output=DIR\n"
-                          "                               the run's fold ensemble on new images or DICOM files"),
-    "export": (_export, "export run=RUN format=onnx|torchscript [fold=k|ensemble] [output=DIR]\n"
-                        "                               the model for serving stacks, with serving.json"),
-    "aggregate": (_aggregate, "aggregate RUN_FOLDER         cv_summary of a run whose folds ran as separate jobs (cv.fold=k)"),
-    "compare": (_compare, "compare RUN RUN ...           finished runs side by side on the same folds"),
-    "reproduce": (_reproduce, "reproduce TABLE [data.<input>=PATH ...] [quick=true] [runs=FOLDER]\n"
-                              "                               a paper table re-measured beside the paper's numbers; "
-                              "`reproduce list`"),
-    "explain": (_explain, "explain run=RUN [method=gradcam] [clusters=k-means,birch,agglomerative k=4 embed=tsne]\n"
-                          "                               Grad-CAM heatmaps, their faithfulness, feature clusters"),
+    "train": (lambda args: _train(args, False), "train [overrides]",
+              "train every fold of an experiment into a new run folder"),
+    "list": (_list, "list [GROUP]", "config options: experiment, data, model, trainer, logger, cv"),
+    "data": (_data, "data check [overrides]", "read every sample of data=<name> data.root=<path>; list bad files"),
+    "cache": (_cache, "cache list|clear [key=KEY]", "the persistent data caches (data.cache=disk) and their sizes"),
+    "summary": (_summary, "summary [overrides]", "layer table with trainable and frozen parameter counts"),
+    "resume": (_resume, "resume RUN_FOLDER", "continue an interrupted run (also: train resume=RUN_FOLDER)"),
+    "eval": (_eval, "eval run=RUN [tta=flips|d4] [threshold=search] [data.root=TEST]",
+             "score a run: out-of-fold, test set, TTA, thresholds"),
+    "predict": (_predict, "predict run=RUN input=PATH output=DIR",
+                "the run's fold ensemble on new images or DICOM files"),
+    "export": (_export, "export run=RUN format=onnx|torchscript [fold=k|ensemble] [output=DIR]",
+               "the model for serving stacks, with serving.json"),
+    "aggregate": (_aggregate, "aggregate RUN_FOLDER",
+                  "cv_summary of a run whose folds ran as separate jobs (cv.fold=k)"),
+    "compare": (_compare, "compare RUN RUN ...", "finished runs side by side on the same folds"),
+    "reproduce": (_reproduce, "reproduce TABLE [data.<input>=PATH ...] [quick=true] [runs=FOLDER]",
+                  "a paper table re-measured beside the paper's numbers; `reproduce list`"),
+    "explain": (_explain, "explain run=RUN [method=gradcam] [clusters=k-means,birch,agglomerative k=4 embed=tsne]",
+                "Grad-CAM heatmaps, their faithfulness, feature clusters"),
 }
 
 

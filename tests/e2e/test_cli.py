@@ -2,6 +2,7 @@
 (`medrun.cli.main`) for errors, data check and multirun."""
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,6 +24,9 @@ def medrun(*args, cwd):
 def test_help_and_a_closed_pipe_in_a_real_process(tmp_path):
     r = medrun("--help", cwd=tmp_path)
     assert r.returncode == 0 and "medrun train experiment=quickstart" in r.stdout
+    commands = r.stdout.split("commands:\n")[1].split("\n\n")[0].splitlines()
+    starts = {re.match(r"\s+(\S.*?\s{2,})?", line).end() for line in commands if re.search(r"\S\s{2,}\S|^\s{5}", line)}
+    assert starts == {31}  # every command's description starts in one column
     piped = subprocess.run(f"{sys.executable} -m medrun.cli list | head -1", shell=True, cwd=tmp_path, env=ENV,
                            capture_output=True, text=True, timeout=120)
     assert piped.stdout.startswith("augment:") and piped.stderr == ""  # a closed pipe is not an error

@@ -12,6 +12,7 @@ from medrun.data.build import build_store
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import not_beaten
+from medrun.evaluation.decision import positive_index
 from medrun.evaluation.trivial import classification_baselines_by_fold, segmentation_baselines
 from medrun.evaluation.tta import TTA
 from medrun.inference import Run, load_run, with_data_overrides
@@ -127,7 +128,7 @@ def _reference_rows(run: Run, store: SampleStore, target: torch.Tensor, owner: l
     train = {k: np.stack([np.asarray(store.get(store.index[i])[1]) for i in f["train"]]) for k, f in folds.items()}
     train["ensemble"] = train[str(run.splits["folds"][0]["fold"])]
     return classification_baselines_by_fold(train, list(owner), target.numpy(), classes,
-                                            cfg.data.get("mode") == "multilabel")
+                                            cfg.data.get("mode") == "multilabel", positive_index(cfg.data))
 
 
 def _check_options(cfg, tta, threshold, ensemble) -> None:

@@ -222,7 +222,7 @@ def classification_figures(run_dir: Path, classes: list[str], multilabel: bool, 
     for ax, display, title in ((axes[0], RocCurveDisplay, "ROC (out-of-fold)"),
                                (axes[1], PrecisionRecallDisplay, "precision-recall (out-of-fold)"),
                                (axes[3], CalibrationDisplay, "reliability diagram")):
-        draw_per_class(display, y, probs, classes, multilabel, ax)
+        draw_per_class(display, y, probs, classes, multilabel, ax, (decision or Decision()).positive)
         ax.set_title(title)
     axes[0].plot([0, 1], [0, 1], "k--", lw=0.8)
     if multilabel:

@@ -16,19 +16,22 @@ from medrun.data.samples import LOADERS, Dataset
 from medrun.data.splits import load_splits, make_splits, set_aside
 from medrun.data.disk_cache import cache_key, cache_root, listing_key, open_or_build, read_listing, write_listing
 from medrun.data.store import SampleStore, decode_workers
+from medrun.evaluation.decision import positive_index
 from medrun.errors import MedrunError
 
 ID_KEY_ENV = "MEDRUN_ID_KEY_FILE"
 
 
 def fill_labels(cfg: DictConfig, dataset: Dataset) -> None:
-    """Classification: take class names and mode (multi-class / multi-label) from the data unless set."""
+    """Classification: take class names and mode (multi-class / multi-label) from the data unless set, and check
+    data.positive against them."""
     if dataset.kind != "classification":
         return
     with open_dict(cfg):
         cfg.data.classes = list(cfg.data.get("classes") or dataset.classes)
         if cfg.data.get("mode") in (None, "auto"):
             cfg.data.mode = "multilabel" if dataset.multilabel else "multiclass"
+    positive_index(cfg.data)  # a data.positive that names no class fails here, before a run folder exists
 
 
 def id_key() -> bytes:

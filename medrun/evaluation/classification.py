@@ -27,7 +27,8 @@ def _binary_counts(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool,
                           decision: Decision | None = None) -> tuple[dict[str, float], list[list[int]]]:
     """Per-class and macro metrics, plus the confusion matrix (rows: truth) for single-label tasks; binary tasks
-    also get `<metric>_positive`, class 1's (its sensitivity and specificity differ, unlike the macro averages).
+    also get `<metric>_positive`, the positive class's (`decision.positive`; its sensitivity and specificity
+    differ, unlike the macro averages).
 
     AUC is left out for a class whose one-vs-rest truth has a single value in this set (undefined). Labels come
     from `decision` (argmax, 0.5 per label when multi-label, without one).
@@ -51,8 +52,9 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[s
         per_class.append(m)
         for key, v in m.items():
             out[f"{key}_{name}"] = v
-    if n == 2 and not multilabel:  # binary: the positive class's (class 1) scores, as binary papers report them
-        out.update({f"{key}_positive": v for key, v in per_class[1].items() if key != "fn"})
+    if n == 2 and not multilabel:  # binary: the positive class's scores, as binary papers report them
+        out.update({f"{key}_positive": v for key, v in per_class[(decision or Decision()).positive].items()
+                    if key != "fn"})
     for key in ("sensitivity", "specificity", "precision", "f1", "auc"):
         vals = [m[key] for m in per_class if key in m]
         if vals:
@@ -78,12 +80,13 @@ def balanced_subset_scores(y_true: np.ndarray, pred: np.ndarray, per_class: int,
             "balanced_f1_macro": float(f1), "balanced_per_class": float(take)}
 
 
-def draw_per_class(display, y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, ax) -> None:
+def draw_per_class(display, y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, ax,
+                   positive: int = 1) -> None:
     """One curve of a scikit-learn display (ROC, precision-recall, calibration) per class whose two outcomes both
-    occur; binary single-label: the positive class only."""
+    occur; binary single-label: the positive class (index `positive`) only."""
     onehot = y_true.astype(int) if multilabel else np.eye(len(classes), dtype=int)[y_true]
     for k, name in enumerate(classes):
-        if len(set(onehot[:, k])) == 2 and (len(classes) > 2 or multilabel or k == 1):
+        if len(set(onehot[:, k])) == 2 and (len(classes) > 2 or multilabel or k == positive):
             display.from_predictions(onehot[:, k], probs[:, k], name=name, ax=ax)
 
 
@@ -92,7 +95,7 @@ def save_plots(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multil
     """ROC curves (one per class with both outcomes present) and, single-label, the confusion matrix."""
     folder.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5, 5))
-    draw_per_class(RocCurveDisplay, y_true, probs, classes, multilabel, ax)
+    draw_per_class(RocCurveDisplay, y_true, probs, classes, multilabel, ax, (decision or Decision()).positive)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set_title(f"ROC {prefix}".strip())
     paths = [folder / f"{prefix}roc.png"]
@@ -109,10 +112,11 @@ def save_plots(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multil
     return paths
 
 
-def save_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, folder: Path) -> None:
+def save_curves(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool, folder: Path,
+                positive: int = 1) -> None:
     """ROC and precision-recall curves, one line per class (the positive class when binary)."""
     for name, display in (("roc", RocCurveDisplay), ("precision_recall", PrecisionRecallDisplay)):
         fig, ax = plt.subplots(figsize=(5, 5))
-        draw_per_class(display, y_true, probs, classes, multilabel, ax)
+        draw_per_class(display, y_true, probs, classes, multilabel, ax, positive)
         fig.savefig(folder / f"{name}.png", dpi=100, bbox_inches="tight")
         plt.close(fig)

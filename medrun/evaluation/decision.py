@@ -12,11 +12,28 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from medrun.errors import MedrunError
+
+
+def positive_index(data) -> int:
+    """Two-class single-label data: the index in data.classes of `data.positive`, the class the binary scores,
+    the decision threshold and the ROC curve are about (the second class when unset)."""
+    positive = data.get("positive")
+    if positive is None:
+        return 1
+    classes = [str(c) for c in data.get("classes") or []]
+    if len(classes) != 2 or data.get("mode") == "multilabel":
+        raise MedrunError(f"data.positive={positive!r} applies to two-class single-label data (data.classes: "
+                          f"{classes}); remove it")
+    if str(positive) not in classes:
+        raise MedrunError(f"data.positive={positive!r} is not a class; valid: {', '.join(classes)}")
+    return classes.index(str(positive))
+
 
 @dataclass(frozen=True)
 class Decision:
     """threshold: segmentation, the pixel threshold on the foreground probability; binary classification, the
-    threshold on p(class 1); multi-label, one per label; None: argmax (0.5 per label when multi-label).
+    threshold on p(positive class) (`positive`, an index of data.classes); multi-label, one per label; None: argmax (0.5 per label when multi-label).
     min_area: a binary mask with fewer pixels is blanked, counted at `size` (the model's input size) and scaled
     to other sizes by area. decision_threshold (cascade): an image whose classifier probability is below it gets
     an empty mask."""
@@ -26,6 +43,7 @@ class Decision:
     size: tuple[int, int] | None = None
     decision_threshold: float | None = None
     tta: str = "none"
+    positive: int = 1
 
     @classmethod
     def of_run(cls, cfg, tta: str = "none") -> Decision:
@@ -39,7 +57,7 @@ class Decision:
         # masks only: a task with a pixel threshold counts min_area at the model's input size
         size = tuple(int(v) for v in data.image_size) if task.get("threshold") is not None else None
         return cls(threshold=threshold, size=size, decision_threshold=None if decision is None else float(decision),
-                   tta=tta)
+                   tta=tta, positive=positive_index(data))
 
     @classmethod
     def read(cls, stored: dict, cfg) -> Decision:
@@ -94,11 +112,11 @@ class Decision:
         return self.min_area / (self.size[0] * self.size[1]) if self.min_area and self.size else 0.0
 
     def labels(self, probs: np.ndarray, multilabel: bool) -> np.ndarray:
-        """Multi-label: (N, K) 0/1, each label at its threshold (0.5 unset). Binary with a threshold: p(class 1) >=
-        it. Otherwise the argmax."""
+        """Multi-label: (N, K) 0/1, each label at its threshold (0.5 unset). Binary with a threshold: the positive
+        class where its probability reaches the threshold, else the other. Otherwise the argmax."""
         if multilabel:
             t = np.full(probs.shape[1], 0.5) if self.threshold is None else np.asarray(self.threshold, dtype=float)
             return (probs >= t).astype(int)
         if self.threshold is not None and probs.shape[1] == 2:
-            return (probs[:, 1] >= float(self.threshold)).astype(int)
+            return np.where(probs[:, self.positive] >= float(self.threshold), self.positive, 1 - self.positive)
         return probs.argmax(1)

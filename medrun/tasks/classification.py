@@ -12,7 +12,7 @@ from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import classification_scores, save_curves, save_plots
-from medrun.evaluation.decision import Decision
+from medrun.evaluation.decision import Decision, positive_index
 from medrun.evaluation.metrics import compact
 from medrun.evaluation.thresholds import search_decision_threshold
 from medrun.evaluation.trivial import classification_baselines
@@ -37,7 +37,8 @@ class ClassificationTask(ConfiguredTask):
         # Weights are placeholders until setup() computes them from the fold's training part; the buffer
         # exists from the start, so a checkpoint loads into a freshly built task.
         self.loss = build_classification_loss(self.cfg.task.loss, self.multilabel,
-                                              torch.ones(n) if self.balanced else None, self.class_names)
+                                              torch.ones(n) if self.balanced else None, self.class_names,
+                                              positive_index(self.cfg.data))
         self.val_auc = AUROC(task="multilabel", num_labels=n) if self.multilabel else AUROC(task="multiclass", num_classes=n)
         self.decision = Decision.of_run(self.cfg)
 
@@ -54,6 +55,10 @@ class ClassificationTask(ConfiguredTask):
     def serving_meaning(cls, cfg) -> str:
         if cfg.data.get("mode") == "multilabel":
             return "(N, K) probability per class (sigmoid); a class is present when >= its threshold"
+        if len(cfg.data.classes) == 2:
+            positive = cfg.data.classes[positive_index(cfg.data)]
+            return (f"(N, 2) class probabilities (softmax); prediction = {positive} when its probability >= "
+                    "postprocessing.threshold, argmax when that is null")
         return "(N, K) class probabilities (softmax); prediction = argmax"
 
     def validation_scores(self, probs, target):
@@ -139,7 +144,7 @@ class ClassificationTask(ConfiguredTask):
         labels = {part: np.stack([np.asarray(store.get(i)[1]) for i in store.indices(fold[part])])
                   for part in ("train", "test")}
         return classification_baselines(labels["train"], labels["test"], [str(c) for c in cfg.data.classes],
-                                        cfg.data.get("mode") == "multilabel")
+                                        cfg.data.get("mode") == "multilabel", positive_index(cfg.data))
 
     @classmethod
     def complete_config(cls, cfg) -> None:
@@ -168,8 +173,9 @@ class ClassificationTask(ConfiguredTask):
         fixed = Decision.of_run(cfg, tta)
         decision, found = fixed, None
         if threshold == "search":
-            found = search_decision_threshold(search[1].cpu().numpy(), search[0].cpu().numpy()[:, 1], objective,
-                                              target_sensitivity)
+            p = fixed.positive
+            found = search_decision_threshold((search[1].cpu().numpy() == p).astype(int), search[0].cpu().numpy()[:, p],
+                                              objective, target_sensitivity)
             decision = fixed.but(threshold=found["threshold"])
         rows = {"argmax": classification_scores(target, plain, classes, multilabel, fixed)[0]}
         if threshold == "search":
@@ -178,7 +184,7 @@ class ClassificationTask(ConfiguredTask):
             rows["tta"] = classification_scores(target, augmented, classes, multilabel, decision)[0]
         probs = augmented if tta != "none" else plain
         write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, decision, folds)
-        save_curves(target, probs, classes, multilabel, out_dir)
+        save_curves(target, probs, classes, multilabel, out_dir, fixed.positive)
         return {"rows": rows, "postprocessing": {**decision.stored(), **({"search": found} if found else {})}}
 
 

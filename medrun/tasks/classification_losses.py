@@ -88,18 +88,18 @@ class SigmoidFocalLoss(nn.Module):
 
 
 def build_classification_loss(spec, multilabel: bool, class_weights: torch.Tensor | None = None,
-                              class_names: list[str] | None = None) -> nn.Module:
+                              class_names: list[str] | None = None, positive: int = 1) -> nn.Module:
     """`spec`: {name: cross_entropy|focal|soft_f1, **kwargs}. Class weights apply to cross-entropy (BCE's
     pos_weight when multi-label) and single-label focal; elsewhere they are refused, not ignored. Focal's
-    `positive` names the class alpha weighs (default: class 1 of two)."""
+    `positive` names the class alpha weighs (default: the data's positive class, index `positive`, of two)."""
     spec = dict(spec)
     name = spec.pop("name")
     if name == "focal" and not multilabel:
         names = list(class_names or ["0", "1"])
-        positive = spec.pop("positive", None)
-        if positive is not None and str(positive) not in names:
-            raise MedrunError(f"task.loss.positive={positive!r} is not a class; valid: {', '.join(names)}")
-        spec["positive"] = names.index(str(positive)) if positive is not None else (1 if len(names) == 2 else None)
+        named = spec.pop("positive", None)
+        if named is not None and str(named) not in names:
+            raise MedrunError(f"task.loss.positive={named!r} is not a class; valid: {', '.join(names)}")
+        spec["positive"] = names.index(str(named)) if named is not None else (positive if len(names) == 2 else None)
     elif name == "focal":
         spec.pop("positive", None)
         if spec.pop("weighting", "alpha_t") != "alpha_t":  # torchvision's sigmoid focal loss is alpha_t per label

@@ -216,3 +216,9 @@ def test_an_unwritable_output_folder_is_one_line_before_any_work(tmp_path, capsy
     (tmp_path / "a_file").write_text("x")
     message = one_line_error(capsys, ["train", *TINY, f"paths.output_dir={tmp_path / 'a_file' / 'runs'}"])
     assert "paths.output_dir=" in message and "cannot be created" in message
+
+
+def test_a_positive_class_that_is_no_class_is_one_line_before_any_work(tmp_path, capsys):
+    err = one_line_error(capsys, ["train", "experiment=quickstart_cls", "data.positive=tumour",
+                                  f"paths.output_dir={tmp_path}"])
+    assert "data.positive='tumour' is not a class; valid: normal, lesion" in err and not any(tmp_path.iterdir())

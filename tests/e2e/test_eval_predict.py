@@ -101,10 +101,15 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
     cfg = medrun.compose("train", ["experiment=resnext50_dicom_contrast", f"data.root={shared_data}/dicom_ct",
                                    "cv.folds=2", "data.image_size=[32,32]", "trainer.max_epochs=1", "logger=none",
                                    "callbacks.progress=none", "model=timm", "model.backbone=resnet18",
-                                   f"paths.output_dir={tmp_path}"])
+                                   "data.positive=False", f"paths.output_dir={tmp_path}"])
     run_dir, _ = medrun.train(cfg)
     out_dir, result = evaluate_run(run_dir, tta="flips", threshold="search", objective="youden")
     assert result["evaluated_on"] == "out_of_fold" and result["n"] == 12
+    # data.positive names the first class: the search and the scores are both about it (searched and scored on
+    # the same out-of-fold predictions, the searched cut's sensitivity is the row's)
+    search, row = result["postprocessing"]["search"], result["rows"]["threshold"]
+    assert row["sensitivity_positive"] == pytest.approx(search["sensitivity"]) == pytest.approx(row["sensitivity_False"])
+    assert row["specificity_positive"] == pytest.approx(search["specificity"])
     assert "optimistic" in result["notes"][0] and "optimistic" in (out_dir / "summary.md").read_text()
     assert 0 <= result["postprocessing"]["threshold"] <= 1 and set(result["rows"]) == {"argmax", "threshold", "tta"}
     assert (out_dir / "roc.png").is_file() and (out_dir / "precision_recall.png").is_file()

@@ -293,6 +293,37 @@ def test_binary_scores_of_the_positive_class_differ_from_macro_averages():
     assert not any(k.endswith("_positive") for k in three)
 
 
+def test_data_positive_names_the_class_scores_threshold_and_focal_loss_are_about(shared_data):
+    from omegaconf import OmegaConf
+
+    from medrun.evaluation.classification import classification_scores
+    from medrun.evaluation.decision import Decision, positive_index
+    from medrun.tasks.classification_losses import build_classification_loss
+
+    y = np.array([0, 0, 0, 0, 1, 1])  # MedMNIST's order: malignant is label 0
+    probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.4, 0.6], [0.7, 0.3], [0.3, 0.7], [0.6, 0.4]])
+    classes = ["malignant", "normal_or_benign"]
+    first = Decision(positive=0)
+    s, _ = classification_scores(y, probs, classes, False, first)
+    assert s["sensitivity_positive"] == s["sensitivity_malignant"] == pytest.approx(3 / 4)
+    assert s["specificity_positive"] == s["specificity_malignant"] == pytest.approx(1 / 2)
+    assert s["f1_positive"] == s["f1_malignant"] != classification_scores(y, probs, classes, False)[0]["f1_positive"]
+    # a threshold applies to the positive class's probability: malignant where p(malignant) >= 0.75
+    assert first.but(threshold=0.75).labels(probs, False).tolist() == [0, 0, 1, 1, 1, 1]
+    assert Decision(threshold=0.75).labels(probs, False).tolist() == [0, 0, 0, 0, 0, 0]
+    data = OmegaConf.create({"classes": classes, "positive": "malignant", "mode": "multiclass"})
+    assert positive_index(data) == 0 and positive_index(OmegaConf.create({"classes": classes})) == 1
+    with pytest.raises(MedrunError, match="data.positive='benign' is not a class; valid: malignant, normal_or_benign"):
+        positive_index(OmegaConf.merge(data, {"positive": "benign"}))
+    with pytest.raises(MedrunError, match="data.positive='a' applies to two-class single-label data"):
+        positive_index(OmegaConf.create({"classes": ["a", "b", "c"], "positive": "a"}))
+    focal = build_classification_loss({"name": "focal", "alpha": 0.25, "gamma": 2.0}, False, None, classes, positive=0)
+    assert focal.positive == 0  # alpha weighs the data's positive class unless task.loss.positive names another
+    # the BreastMNIST experiments state malignant as their positive class, and a run's decision carries it
+    cfg = compose("experiment=densenet121_breastmnist", f"data.root={shared_data}/medmnist")
+    assert Decision.of_run(cfg).positive == 0
+
+
 def test_focal_loss_weights_each_class_as_the_text_and_the_reference_code_do():
     import math
 

@@ -1,9 +1,12 @@
 """Network builders, selected by `model.name`."""
 from __future__ import annotations
 
+import re
+
 from omegaconf import DictConfig
 from torch import nn
 
+from medrun.errors import MedrunError
 from medrun.models.adversarial import AdversarialNet
 from medrun.models.cascade import CascadeNet
 from medrun.models.classifiers import FFVGG19, VGGGAP, timm_classifier
@@ -51,8 +54,16 @@ def _adversarial(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Mod
 @MODELS.register("cascade")
 def _cascade(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
     """model.classifier and model.segmenter are model configs of their own (2 classes, 1 mask channel)."""
-    return CascadeNet(build_network(cfg.classifier, in_channels, 2), build_network(cfg.segmenter, in_channels, 1),
+    return CascadeNet(_part(cfg, "classifier", in_channels, 2), _part(cfg, "segmenter", in_channels, 1),
                       cfg.get("classifier_size") or (224, 224))
+
+
+def _part(cfg: DictConfig, part: str, in_channels: int, out_channels: int) -> nn.Module:
+    """One network of a cascade; its errors name the keys under model.<part>, where they are set."""
+    try:
+        return build_network(cfg[part], in_channels, out_channels)
+    except MedrunError as e:
+        raise MedrunError(re.sub(r"(?<![\w.])model\.", f"model.{part}.", str(e))) from None
 
 
 def build_network(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:

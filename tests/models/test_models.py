@@ -71,6 +71,16 @@ def test_pretrained_weights_need_a_local_file(tmp_path):
         EncoderUNet(3, 1, "resnet18", encoder_weights_path=str(path))
 
 
+def test_a_cascade_part_names_its_own_keys_in_errors():
+    cfg = medrun.compose("train", ["experiment=cascade_siim"])  # asks both parts for ImageNet files
+    with pytest.raises(MedrunError, match=r"model\.classifier\.pretrained='imagenet' needs a local file: .* pass "
+                                          r"model\.classifier\.weights_path="):
+        medrun.api.build_model(cfg)
+    cfg.model.classifier.pretrained = None
+    with pytest.raises(MedrunError, match=r"pass model\.segmenter\.encoder_weights_path="):
+        medrun.api.build_model(cfg)
+
+
 @pytest.mark.parametrize("overrides,cam,feature", [
     (["experiment=quickstart"], "decoder.3", "encoder.4"),
     (["experiment=unet_resnet34_siim", "model.encoder_weights=null", "model.encoder=resnet18"],

@@ -145,7 +145,8 @@ def _check_options(cfg, tta, threshold, ensemble) -> None:
 
 TABLE_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",
                  "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1_macro": "F1 (macro)",
-                 "auc_macro": "AUC (macro)"}
+                 "auc_macro": "AUC (macro)", "sensitivity_positive": "sensitivity ({positive})",
+                 "specificity_positive": "specificity ({positive})"}
 
 
 def _table(result: dict) -> str:
@@ -159,7 +160,8 @@ def _table(result: dict) -> str:
              f"Scored on the {result['evaluated_on'].replace('_', '-')} set ({result['n']} predictions); {searched}.",
              f"Post-processing: {json.dumps(post)}", "",
              *(f"> Note: {n}." for n in result["notes"]), *([""] if result["notes"] else []),
-             "| post-processing | " + " | ".join(TABLE_COLUMNS[c] for c in cols) + " |",
+             "| post-processing | " + " | ".join(TABLE_COLUMNS[c].format(positive=result.get("positive_class"))
+                                                for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     names = {"argmax": "ArgMax", "threshold": "searched threshold", "tta": f"TTA ({post['tta']})"}
     for name, m in rows.items():

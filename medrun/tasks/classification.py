@@ -185,7 +185,9 @@ class ClassificationTask(ConfiguredTask):
         probs = augmented if tta != "none" else plain
         write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, decision, folds)
         save_curves(target, probs, classes, multilabel, out_dir, fixed.positive)
-        return {"rows": rows, "postprocessing": {**decision.stored(), **({"search": found} if found else {})}}
+        binary = len(classes) == 2 and not multilabel
+        return {"rows": rows, "postprocessing": {**decision.stored(), **({"search": found} if found else {})},
+                **({"positive_class": classes[fixed.positive]} if binary else {})}
 
 
 def balanced_weights(samples, n_classes: int, multilabel: bool) -> np.ndarray:

@@ -33,7 +33,8 @@ def positive_index(data) -> int:
 @dataclass(frozen=True)
 class Decision:
     """threshold: segmentation, the pixel threshold on the foreground probability; binary classification, the
-    threshold on p(positive class) (`positive`, an index of data.classes); multi-label, one per label; None: argmax (0.5 per label when multi-label).
+    threshold on the probability of class `positive` (an index of data.classes); multi-label, one per label;
+    None: argmax (0.5 per label when multi-label).
     min_area: a binary mask with fewer pixels is blanked, counted at `size` (the model's input size) and scaled
     to other sizes by area. decision_threshold (cascade): an image whose classifier probability is below it gets
     an empty mask."""

@@ -199,8 +199,9 @@ def _table(result: dict, out_dir: Path) -> None:
         lines += ["", f"CAM mass inside the ground-truth mask (energy pointing game): {result['cam_mass_in_mask']:.3f} "
                       f"(the masks cover {result['mask_area_fraction']:.3f} of those images)."]
     if result.get("all_zero_cams"):
-        lines += ["", f"{result['all_zero_cams']} image(s) with a mask have an all-zero {result['method']} map: no heat "
-                      "to place, so they are left out of the pointing game (try method=eigencam or another layer=)."]
+        lines += ["", f"{result['all_zero_cams']} image(s) with a mask have an all-zero {result['method']} map: "
+                      "no heat to place, so they are left out of the pointing game (try method=eigencam or another "
+                      "layer=)."]
     if "clusters" in result:
         lines += ["", "| clusterings | adjusted Rand | NMI |", "|---|---|---|"]
         lines += [f"| {pair} | {v['ari']:.3f} | {v['nmi']:.3f} |" for pair, v in result["clusters"]["agreement"].items()]

@@ -26,9 +26,12 @@ def check_data(cfg: DictConfig) -> dict:
 
 
 def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
-    """Counts, sizes, channels, stored mask values, class balance, groups, and the list of problems."""
+    """Counts, sizes, channels, stored mask values, class balance (segmentation: also the images each foreground
+    class occurs in, and the images with no foreground), groups, and the list of problems."""
     sizes, channels, mask_values, problems = Counter(), Counter(), set(), []
     pixels = np.zeros(len(class_names), dtype=np.int64)
+    images_with = np.zeros(len(class_names), dtype=np.int64)  # segmentation: images where each class occurs
+    empty = 0  # segmentation: images with no foreground pixel
     for s in dataset.samples:
         try:
             stored = s.image is not None and s.image.suffix.lower() != ".dcm"  # DICOM: decoded size
@@ -45,7 +48,10 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
                     mask_values.update(np.unique(read_array(s.mask)).tolist())
                 else:
                     mask_values.update(np.unique(target).tolist())
-                pixels += np.bincount(target.ravel(), minlength=len(class_names))[: len(class_names)]
+                counts = np.bincount(target.ravel(), minlength=len(class_names))[: len(class_names)]
+                pixels += counts
+                images_with += counts > 0
+                empty += int(counts[1:].sum() == 0)
             else:
                 pixels += np.asarray(target, dtype=np.int64) if np.ndim(target) else np.eye(len(class_names), dtype=np.int64)[target]
         except MedrunError as e:
@@ -64,6 +70,10 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
         "groups": len(groups),
         "problems": problems,
     }
-    if dataset.kind != "segmentation":
+    if dataset.kind == "segmentation":
+        # the share of images without a lesion decides how far an all-empty prediction gets (see reference rows)
+        report["images_with_class"] = {n: int(c) for n, c in zip(class_names[1:], images_with[1:])}
+        report["images_without_foreground"] = empty
+    else:
         del report["mask_values"]
     return report

@@ -132,3 +132,14 @@ def test_unknown_registry_name_lists_choices():
     cfg = medrun.compose("train", ["model.name=resnet9000"])
     with pytest.raises(MedrunError, match=r"unknown model 'resnet9000' \(model.name\); valid: adversarial, cascade, ffvgg19, sharp_unet, smp_unet, timm, vgg_gap"):
         medrun.build_model(cfg)
+
+
+def test_counts_the_images_each_class_occurs_in_on_real_busi(shared_data):
+    import csv
+
+    cfg = medrun.compose("train", ["data=busi_siim", f"data.root={shared_data}/busi_siim"])
+    report = check_data(cfg.data)
+    rows = list(csv.DictReader(open(shared_data / "busi_siim" / "labels.csv")))
+    with_mask = sum(r["has_mask"] == "1" for r in rows)  # the dataset's own table: 67 benign + 67 malignant
+    assert report["images_with_class"] == {"lesion": with_mask} and with_mask == 134
+    assert report["images_without_foreground"] == len(rows) - with_mask == 133 and report["problems"] == []

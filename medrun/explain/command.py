@@ -170,8 +170,11 @@ def _cluster(net, x, outputs, truth, ids, shown, spatial, methods, k, embed, dim
         prob = torch.softmax(outputs, 1).max(1).values.numpy() if outputs.shape[1] > 1 else torch.sigmoid(outputs[:, 0]).numpy()
     xy = cl.EMBEDDINGS.get(embed)(feats, seed)
     first = list(methods)[0]
-    cl.plot_embedding(xy, {f"{first} clusters": (labels[first], False), "true label": (true, False),
-                           "predicted probability": (prob, True)}, out_dir / f"{embed}.png",
+    # one class only (classes=, or no image with a lesion): there is no labelling for the clusters to agree with
+    truth_panel = {"true label": true} if len(np.unique(true)) > 1 else {}
+    panels = {f"{first} clusters": labels[first], **truth_panel}
+    cl.plot_embedding(xy, {**{n: (v, False) for n, v in panels.items()}, "predicted probability": (prob, True)},
+                      out_dir / f"{embed}.png",
                       f"{embed} of {name} features ({feats.shape[1]} dims, {len(ids)} images)")
     nearest = cl.nearest_to_centres(feats, labels[first])
     picks = list(nearest.values())
@@ -181,7 +184,7 @@ def _cluster(net, x, outputs, truth, ids, shown, spatial, methods, k, embed, dim
               for j, (c, i) in enumerate(nearest.items())], out_dir / "clusters_gradcam.png",
              f"{method} of the image nearest each {first} centre")
     return {"feature_layer": name, "dims": int(feats.shape[1]), "k": k, "embedding": embed,
-            "agreement": cl.agreement({**labels, "true label": true}),
+            "agreement": cl.agreement({**labels, **truth_panel}),
             "sizes": {m: np.bincount(v, minlength=k).tolist() for m, v in labels.items()},
             "nearest_to_centre": {str(c): ids[i] for c, i in nearest.items()}}
 
@@ -202,7 +205,7 @@ def _table(result: dict, out_dir: Path) -> None:
         lines += ["", f"{result['all_zero_cams']} image(s) with a mask have an all-zero {result['method']} map: "
                       "no heat to place, so they are left out of the pointing game (try method=eigencam or another "
                       "layer=)."]
-    if "clusters" in result:
+    if result.get("clusters", {}).get("agreement"):
         lines += ["", "| clusterings | adjusted Rand | NMI |", "|---|---|---|"]
         lines += [f"| {pair} | {v['ari']:.3f} | {v['nmi']:.3f} |" for pair, v in result["clusters"]["agreement"].items()]
     write_text(out_dir / "summary.md", "\n".join(lines) + "\n")

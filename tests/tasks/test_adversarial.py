@@ -68,6 +68,8 @@ def test_generator_trains_on_one_class_and_explain_uses_its_bottleneck(shared_da
     labels = dict(zip(held, np.load(shared_data / "medmnist" / "breastmnist.npz")["test_labels"].ravel().tolist()))
     assert one["clusters"]["classes"] == ["normal_or_benign"]
     assert sum(one["clusters"]["sizes"]["k-means"]) == sum(v == 1 for v in labels.values())
+    # one class: nothing for the clusters to agree with (the two-class run above does have the row)
+    assert one["clusters"]["agreement"] == {} and "k-means vs true label" in result["clusters"]["agreement"]
     assert json.loads((out_dir / "explain.json").read_text())["faithfulness"]["gradcam"]
 
 

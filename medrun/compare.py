@@ -12,8 +12,8 @@ from medrun.report import write_page
 from medrun.runs import create_run_dir, read_json, require_run_dir, test_parts, write_json, write_text
 from medrun.tasks import TASKS
 
-METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_macro", "specificity_macro", "fn_total",
-           "balanced_accuracy", "classifier_auc", "auc")
+METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_positive", "specificity_positive",
+           "sensitivity_macro", "specificity_macro", "fn_total", "balanced_accuracy", "classifier_auc", "auc")
 
 
 def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path, dict]:
@@ -40,6 +40,8 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     configs = [saved_config(d) for d in dirs]
     wanted = list(dict.fromkeys(m for c in configs for m in c.get("report") or [])) or METRICS
     metrics = [m for m in wanted if any(m in s["mean"] for s in summaries.values())]
+    if wanted is METRICS and "sensitivity_positive" in metrics:  # two classes: the macro pair are equal, say less
+        metrics = [m for m in metrics if m not in ("sensitivity_macro", "specificity_macro")]
     lines = [f"# {len(dirs)} runs on the same {len(reference) - 1} fold(s)", "",
              "| run | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for name, s in summaries.items():

@@ -31,13 +31,17 @@ class SegmentationMapTarget(SemanticSegmentationTarget):
         return (fg * self.mask.to(model_output.device)).sum()
 
 
-def targets_for(outputs: torch.Tensor, spatial: bool, target_class: int | None = None):
-    """One pytorch-grad-cam target per image: the class (`target_class`, else the predicted one) for a
-    classifier; the predicted foreground region for a segmenter (the whole image when it predicts none)."""
+def targets_for(outputs: torch.Tensor, spatial: bool, target_class: int | None = None, predicted=None):
+    """One pytorch-grad-cam target per image: the class (`target_class`, else the predicted one: `predicted`,
+    the run's decision, or the argmax) for a classifier; the predicted foreground region for a segmenter (the
+    whole image when it predicts none)."""
     if not spatial:
         if outputs.shape[1] == 1:  # one logit (a discriminator): what raises it
             return [BinaryClassifierOutputTarget(1) for _ in outputs]
-        classes = outputs.argmax(1).tolist() if target_class is None else [target_class] * len(outputs)
+        if target_class is not None:
+            classes = [target_class] * len(outputs)
+        else:
+            classes = [int(c) for c in (outputs.argmax(1) if predicted is None else predicted)]
         return [ClassifierOutputSoftmaxTarget(c) for c in classes]
     out = []
     for o in outputs:

@@ -15,11 +15,13 @@ from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 
 from medrun.data.build import build_store  # noqa: E402
 from medrun.errors import MedrunError  # noqa: E402
+from medrun.evaluation.decision import Decision  # noqa: E402
 from medrun.explain import clusters as cl  # noqa: E402
 from medrun.explain.cam import METHODS, compute_cams, faithfulness, mass_inside, targets_for  # noqa: E402
 from medrun.explain.layers import find_layer  # noqa: E402
 from medrun.models.layers import default_cam_layer, default_feature_layer  # noqa: E402
 from medrun.inference import load_run  # noqa: E402
+from medrun.predict import choose_postprocessing  # noqa: E402
 from medrun.report import write_page  # noqa: E402
 from medrun.runs import create_run_dir, write_json, write_text  # noqa: E402
 
@@ -87,13 +89,19 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
     x = x.to(run.device)
     with torch.no_grad():
         outputs = torch.cat([net(x[i: i + 16]).float() for i in range(0, len(x), 16)])
+    # a single-label classifier's predictions as predict makes them: the run's own eval decision (a searched
+    # threshold on the positive class), else argmax
+    predicted, decided_by = None, None
+    if not spatial and outputs.shape[1] > 1 and run.config.data.get("mode") != "multilabel":
+        stored, decided_by = choose_postprocessing(run.dir, None)
+        predicted = Decision.read(stored, run.config).labels(torch.softmax(outputs, 1).cpu().numpy(), False)
     out_dir = create_run_dir(run.dir, "explain")
     try:  # a failed explanation leaves no partial folder behind
         chosen = slice(0, n)
-        targets = targets_for(outputs[chosen], spatial, target_class)
+        targets = targets_for(outputs[chosen], spatial, target_class, None if predicted is None else predicted[chosen])
         cams = compute_cams(net, cam_layer, method, x[chosen], targets)
         result = {"run": str(run.dir), "fold": fold, "method": method, "layer": layer or default_cam_layer(net),
-                  "images": [], "faithfulness": {}}
+                  "images": [], "faithfulness": {}, **({"predictions_by": decided_by} if decided_by else {})}
         panels = {}
         for i, sid in enumerate(ids[chosen]):
             overlay = show_cam_on_image(_rgb(shown[i]), cams[i], use_rgb=True)
@@ -106,7 +114,8 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
                 panels.setdefault("all", []).append((overlay, f"{classes[int(truth[i])]} {sid} "
                                                               f"({record['score']:.2f})"))
             else:
-                pred, true = int(outputs[i].argmax()), int(truth[i]) if truth[i].ndim == 0 else None
+                pred = int(outputs[i].argmax() if predicted is None else predicted[i])
+                true = int(truth[i]) if truth[i].ndim == 0 else None
                 record.update(predicted=classes[pred], true=classes[true] if true is not None else None)
                 for c, name in enumerate(classes):
                     kind = ("TP" if pred == c and true == c else "FP" if pred == c else "FN" if true == c else None)
@@ -142,9 +151,10 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
                 labels = truth if truth.ndim == 1 else truth.argmax(1)
                 keep = [k for k, t in enumerate(labels) if classes[int(t)] in cluster_classes]
                 x, outputs, truth = x[keep], outputs[keep], truth[keep]
+                predicted = None if predicted is None else predicted[keep]
                 ids, shown = [ids[k] for k in keep], [shown[k] for k in keep]
             result["clusters"] = _cluster(net, x, outputs, truth, ids, shown, spatial, clusters, k, embed, dim, pool,
-                                          feature_layer, cam_layer, method, out_dir, seed, target_class)
+                                          feature_layer, cam_layer, method, out_dir, seed, target_class, predicted)
             result["clusters"]["classes"] = list(cluster_classes) if cluster_classes else None
         write_json(out_dir / "explain.json", result)
         _table(result, out_dir)
@@ -156,7 +166,7 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
 
 
 def _cluster(net, x, outputs, truth, ids, shown, spatial, methods, k, embed, dim, pool, feature_layer, cam_layer,
-             method, out_dir, seed, target_class) -> dict:
+             method, out_dir, seed, target_class, predicted) -> dict:
     if len(ids) <= k:
         raise MedrunError(f"k={k} clusters need more than {k} held-out images (found {len(ids)})")
     name = feature_layer or default_feature_layer(net)
@@ -178,7 +188,7 @@ def _cluster(net, x, outputs, truth, ids, shown, spatial, methods, k, embed, dim
                       f"{embed} of {name} features ({feats.shape[1]} dims, {len(ids)} images)")
     nearest = cl.nearest_to_centres(feats, labels[first])
     picks = list(nearest.values())
-    targets = targets_for(outputs[picks], spatial, target_class)
+    targets = targets_for(outputs[picks], spatial, target_class, None if predicted is None else predicted[picks])
     cams = compute_cams(net, cam_layer, method, x[picks], targets)
     _montage([(show_cam_on_image(_rgb(shown[i]), cams[j], use_rgb=True), f"cluster {c}: {ids[i]}")
               for j, (c, i) in enumerate(nearest.items())], out_dir / "clusters_gradcam.png",

@@ -104,6 +104,17 @@ def test_classifier_explain_on_real_dicom_keeps_tags_out(shared_data, tmp_path, 
     assert result["layer"] == "layer4" and set(result["faithfulness"]) == {"gradcam", "layercam"}
     assert list(out_dir.glob("montage_*.png")) and (out_dir / "umap.png").is_file()
     assert {r["predicted"] for r in result["images"]} <= {"False", "True"}
+    # the predictions (TP / FP / FN panels, CAM targets) follow the run's own eval decision, as predict's do: a
+    # threshold of 0 on the positive class ("True") predicts it everywhere, one above 1 nowhere
+    for threshold, expected in ((0.0, {"True"}), (1.01, {"False"})):
+        folder = run_dir / "eval" / f"manual_{threshold}"
+        folder.mkdir(parents=True)
+        (folder / "postprocessing.json").write_text(json.dumps(
+            {"tta": "none", "threshold": threshold,
+             "provenance": {"eval": folder.name, "scored_on": "the run's own data", "searched_on": "val"}}))
+        _, decided = explain_run(run_dir, n=6, compare=["gradcam"])
+        assert {r["predicted"] for r in decided["images"]} == expected
+        assert decided["predictions_by"].startswith(f"eval/{folder.name}")
     tags = set()
     for p in (shared_data / "dicom_ct" / "dicom_dir").glob("*.dcm"):
         ds = pydicom.dcmread(p, stop_before_pixels=True)

@@ -74,3 +74,18 @@ def check_run_values(cfg: DictConfig) -> None:
             raise MedrunError(f"oversample.size={size} does not fit the generator's {depth} levels "
                               f"(oversample.generator.widths): use multiples of {step} from {smallest}, e.g. "
                               f"oversample.size=[{max(smallest, 256)},{max(smallest, 256)}], or fewer widths")
+
+
+def positive_index(data) -> int:
+    """Two-class single-label data: the index in data.classes of `data.positive`, the class the binary scores,
+    the decision threshold and the ROC curve are about (the second class when unset)."""
+    positive = data.get("positive")
+    if positive is None:
+        return 1
+    classes = [str(c) for c in data.get("classes") or []]
+    if len(classes) != 2 or data.get("mode") == "multilabel":
+        raise MedrunError(f"data.positive={positive!r} applies to two-class single-label data (data.classes: "
+                          f"{classes}); remove it")
+    if str(positive) not in classes:
+        raise MedrunError(f"data.positive={positive!r} is not a class; valid: {', '.join(classes)}")
+    return classes.index(str(positive))

@@ -12,7 +12,7 @@ from medrun.data.build import build_store
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import not_beaten
-from medrun.evaluation.decision import positive_index
+from medrun.config_values import positive_index
 from medrun.evaluation.trivial import classification_baselines_by_fold, segmentation_baselines
 from medrun.evaluation.tta import TTA
 from medrun.inference import Run, load_run, with_data_overrides

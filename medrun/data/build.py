@@ -11,12 +11,12 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
+from medrun.config_values import positive_index
 from medrun.data import build_dataset
 from medrun.data.samples import LOADERS, Dataset
 from medrun.data.splits import load_splits, make_splits, set_aside
 from medrun.data.disk_cache import cache_key, cache_root, listing_key, open_or_build, read_listing, write_listing
 from medrun.data.store import SampleStore, decode_workers
-from medrun.evaluation.decision import positive_index
 from medrun.errors import MedrunError
 
 ID_KEY_ENV = "MEDRUN_ID_KEY_FILE"

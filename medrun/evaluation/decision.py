@@ -12,22 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from medrun.errors import MedrunError
-
-
-def positive_index(data) -> int:
-    """Two-class single-label data: the index in data.classes of `data.positive`, the class the binary scores,
-    the decision threshold and the ROC curve are about (the second class when unset)."""
-    positive = data.get("positive")
-    if positive is None:
-        return 1
-    classes = [str(c) for c in data.get("classes") or []]
-    if len(classes) != 2 or data.get("mode") == "multilabel":
-        raise MedrunError(f"data.positive={positive!r} applies to two-class single-label data (data.classes: "
-                          f"{classes}); remove it")
-    if str(positive) not in classes:
-        raise MedrunError(f"data.positive={positive!r} is not a class; valid: {', '.join(classes)}")
-    return classes.index(str(positive))
+from medrun.config_values import positive_index
 
 
 @dataclass(frozen=True)

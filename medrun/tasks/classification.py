@@ -10,9 +10,10 @@ from omegaconf import open_dict
 from sklearn.utils.class_weight import compute_class_weight
 from torchmetrics import AUROC
 
+from medrun.config_values import positive_index
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import classification_scores, save_curves, save_plots
-from medrun.evaluation.decision import Decision, positive_index
+from medrun.evaluation.decision import Decision
 from medrun.evaluation.metrics import compact
 from medrun.evaluation.thresholds import search_decision_threshold
 from medrun.evaluation.trivial import classification_baselines

@@ -297,7 +297,8 @@ def test_data_positive_names_the_class_scores_threshold_and_focal_loss_are_about
     from omegaconf import OmegaConf
 
     from medrun.evaluation.classification import classification_scores
-    from medrun.evaluation.decision import Decision, positive_index
+    from medrun.config_values import positive_index
+    from medrun.evaluation.decision import Decision
     from medrun.tasks.classification_losses import build_classification_loss
 
     y = np.array([0, 0, 0, 0, 1, 1])  # MedMNIST's order: malignant is label 0

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from medrun.config_values import positive_index
 from medrun.data.build import build_store
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import not_beaten
-from medrun.config_values import positive_index
 from medrun.evaluation.trivial import classification_baselines_by_fold, segmentation_baselines
 from medrun.evaluation.tta import TTA
 from medrun.inference import Run, load_run, with_data_overrides

@@ -101,7 +101,9 @@ def training_curves(run_dir: Path, monitor: str) -> str | None:
     logs = {p.parents[1].name: _epoch_rows(p) for p in sorted(run_dir.glob("fold_*/logs/metrics.csv"))}
     if not logs:
         return None
-    panels = [("loss", lambda k: k.endswith("loss") or "loss_" in k), (monitor, lambda k: k == monitor),
+    # the epoch means (train/loss_epoch), not the sampled steps (train/loss_step) beside them
+    panels = [("loss", lambda k: (k.endswith("loss") or "loss_" in k) and not k.endswith("_step")),
+              (monitor, lambda k: k == monitor),
               ("learning rate", lambda k: k.startswith("lr-"))]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.4))
     for ax, (name, wanted) in zip(axes, panels):

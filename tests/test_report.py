@@ -48,6 +48,8 @@ def test_a_finished_run_has_a_self_contained_report(seg_run):
     assert (seg_run / "report_montage.png").is_file()
     curves = list(csv.DictReader(open(seg_run / "fold_0" / "logs" / "metrics.csv")))
     assert any(k.startswith("lr-") for k in curves[0])  # the learning rate is logged for the curves
+    # every epoch logs its mean training loss, although each has fewer steps than log_every_n_steps
+    assert {int(r["epoch"]) for r in curves if r.get("train/loss_epoch")} == {0, 1}
 
 
 def test_eval_refreshes_the_run_report(seg_run):

@@ -53,7 +53,8 @@ class AdversarialTask(ConfiguredTask):
             if weight:
                 loss_g = loss_g + weight * F.l1_loss(fake, real)
             loss_g = manual_step(self, opt_g, loss_g)
-        self.log_dict({"train/generator": loss_g, "train/discriminator": loss_d}, prog_bar=True, batch_size=len(real))
+        self.log_dict({"train/generator": loss_g, "train/discriminator": loss_d}, prog_bar=True, on_step=True,
+                      on_epoch=True, batch_size=len(real))
         return loss_g + loss_d
 
     def validation_step(self, batch, batch_idx):

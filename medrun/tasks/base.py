@@ -54,7 +54,9 @@ class ConfiguredTask(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.loss(self(batch["image"]), batch["target"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["image"]))
+        # per step for the progress bar, and the epoch's mean (train/loss_epoch): every epoch has its training
+        # loss in the loggers, however few steps it has
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(batch["image"]))
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -160,8 +160,8 @@ class CascadeTask(ConfiguredTask):
             if part is None:
                 continue
             loss = loss + manual_step(self, optimizers[k], part, schedulers[k] if k < len(schedulers) else None)
-            self.log(f"train/{name}_loss", part, batch_size=n)
-        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+            self.log(f"train/{name}_loss", part, on_step=True, on_epoch=True, batch_size=n)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         return loss
 
     def validation_step(self, batch, batch_idx):

@@ -11,12 +11,15 @@ def _no_litlogger_tip(record: logging.LogRecord) -> bool:
 
 
 def quiet_known_noise() -> None:
-    """Drop Lightning's advertisement for its cloud logger and a deprecation inside Lightning itself."""
+    """Drop Lightning's advertisement for its cloud logger, a deprecation inside Lightning itself, and its advice
+    to log more often when an epoch has fewer steps than log_every_n_steps (medrun logs every epoch's mean loss)."""
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if _no_litlogger_tip not in logger.filters:
         logger.addFilter(_no_litlogger_tip)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             module=r"pytorch_lightning\.utilities\._pytree")
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging "
+                                              r"interval")
 
 
 def _no_root_handler(record: logging.LogRecord) -> bool:

@@ -19,14 +19,17 @@ from medrun.registry import Registry
 
 
 class FoldProgressBar(RichProgressBar):
-    """Rich progress bar that also shows which fold is training."""
+    """Rich progress bar that also shows which fold is training, and a loss logged per step and per epoch once,
+    under its own name (the epoch means are for the loggers)."""
 
     def __init__(self, fold_label: str):
         super().__init__(leave=False)
         self.fold_label = fold_label
 
     def get_metrics(self, trainer, pl_module):
-        return {"fold": self.fold_label, **super().get_metrics(trainer, pl_module)}
+        shown = {k.removesuffix("_step"): v for k, v in super().get_metrics(trainer, pl_module).items()
+                 if not k.endswith("_epoch")}
+        return {"fold": self.fold_label, **shown}
 
 
 class FrozenEncoderFinetuning(BackboneFinetuning):

@@ -65,3 +65,25 @@ def test_configs_saved_before_logger_lists_still_resolve():
     assert chosen_loggers(OmegaConf.create({"logger": {"name": "wandb", "project": "p"}})) == {"wandb": {"project": "p"}}
     assert chosen_loggers(OmegaConf.create({"logger": {"name": "none"}})) == {}
     assert list(chosen_loggers(medrun.compose("train", ["logger=[tensorboard,csv]"]))) == ["tensorboard", "csv"]
+
+
+def test_the_progress_bar_shows_a_loss_logged_per_step_and_epoch_once(monkeypatch):
+    from pytorch_lightning.callbacks import RichProgressBar
+
+    from medrun.training import FoldProgressBar
+
+    logged = {"train/loss_step": 0.7, "train/loss_epoch": 0.71, "val/loss": 0.6}
+    monkeypatch.setattr(RichProgressBar, "get_metrics", lambda self, trainer, module: dict(logged))
+    assert FoldProgressBar("1/2").get_metrics(None, None) == {"fold": "1/2", "train/loss": 0.7, "val/loss": 0.6}
+
+
+def test_lightnings_advice_to_log_more_often_is_quiet(recwarn):
+    import warnings
+
+    from medrun.console import quiet_known_noise
+
+    quiet_known_noise()  # medrun logs every epoch's mean training loss, so the advice does not apply
+    warnings.warn("The number of training batches (2) is smaller than the logging interval Trainer("
+                  "log_every_n_steps=5). Set a lower value for log_every_n_steps if you want to see logs.", UserWarning)
+    warnings.warn("another warning", UserWarning)
+    assert [str(w.message) for w in recwarn] == ["another warning"]

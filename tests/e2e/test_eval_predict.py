@@ -112,6 +112,8 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
     assert row["specificity_positive"] == pytest.approx(search["specificity"])
     assert result["positive_class"] == "False" and "| sensitivity (False) | specificity (False) |" in \
         (out_dir / "summary.md").read_text()
+    majority = result["trivial"]["majority class"]  # the reference row is about the same class
+    assert majority["f1_positive"] == majority["f1_False"] != majority["f1_True"]
     assert "optimistic" in result["notes"][0] and "optimistic" in (out_dir / "summary.md").read_text()
     assert 0 <= result["postprocessing"]["threshold"] <= 1 and set(result["rows"]) == {"argmax", "threshold", "tta"}
     assert (out_dir / "roc.png").is_file() and (out_dir / "precision_recall.png").is_file()

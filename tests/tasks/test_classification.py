@@ -318,6 +318,15 @@ def test_data_positive_names_the_class_scores_threshold_and_focal_loss_are_about
         positive_index(OmegaConf.merge(data, {"positive": "benign"}))
     with pytest.raises(MedrunError, match="data.positive='a' applies to two-class single-label data"):
         positive_index(OmegaConf.create({"classes": ["a", "b", "c"], "positive": "a"}))
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import RocCurveDisplay
+
+    from medrun.evaluation.classification import draw_per_class
+
+    _, ax = plt.subplots()
+    draw_per_class(RocCurveDisplay, y, probs, classes, False, ax, positive=0)  # the ROC curve is malignant's
+    assert [line.get_label().split(" (")[0] for line in ax.lines] == ["malignant"]
+    plt.close("all")
     focal = build_classification_loss({"name": "focal", "alpha": 0.25, "gamma": 2.0}, False, None, classes, positive=0)
     assert focal.positive == 0  # alpha weighs the data's positive class unless task.loss.positive names another
     # the BreastMNIST experiments state malignant as their positive class, and a run's decision carries it

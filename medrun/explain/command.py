@@ -89,16 +89,16 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
     x = x.to(run.device)
     with torch.no_grad():
         outputs = torch.cat([net(x[i: i + 16]).float() for i in range(0, len(x), 16)])
-    # a single-label classifier's predictions as predict makes them: the run's own eval decision (a searched
-    # threshold on the positive class), else argmax
-    predicted, decided_by = None, None
+    # a single-label classifier predicts as predict does: by the run's own eval decision (a searched threshold on
+    # the positive class); otherwise argmax (segmenters and discriminators have their own targets)
+    predicted, decided_by = outputs.argmax(1).cpu().numpy(), None
     if not spatial and outputs.shape[1] > 1 and run.config.data.get("mode") != "multilabel":
         stored, decided_by = choose_postprocessing(run.dir, None)
         predicted = Decision.read(stored, run.config).labels(torch.softmax(outputs, 1).cpu().numpy(), False)
     out_dir = create_run_dir(run.dir, "explain")
     try:  # a failed explanation leaves no partial folder behind
         chosen = slice(0, n)
-        targets = targets_for(outputs[chosen], spatial, target_class, None if predicted is None else predicted[chosen])
+        targets = targets_for(outputs[chosen], spatial, target_class, predicted[chosen])
         cams = compute_cams(net, cam_layer, method, x[chosen], targets)
         result = {"run": str(run.dir), "fold": fold, "method": method, "layer": layer or default_cam_layer(net),
                   "images": [], "faithfulness": {}, **({"predictions_by": decided_by} if decided_by else {})}
@@ -114,7 +114,7 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
                 panels.setdefault("all", []).append((overlay, f"{classes[int(truth[i])]} {sid} "
                                                               f"({record['score']:.2f})"))
             else:
-                pred = int(outputs[i].argmax() if predicted is None else predicted[i])
+                pred = int(predicted[i])
                 true = int(truth[i]) if truth[i].ndim == 0 else None
                 record.update(predicted=classes[pred], true=classes[true] if true is not None else None)
                 for c, name in enumerate(classes):
@@ -151,7 +151,7 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
                 labels = truth if truth.ndim == 1 else truth.argmax(1)
                 keep = [k for k, t in enumerate(labels) if classes[int(t)] in cluster_classes]
                 x, outputs, truth = x[keep], outputs[keep], truth[keep]
-                predicted = None if predicted is None else predicted[keep]
+                predicted = predicted[keep]
                 ids, shown = [ids[k] for k in keep], [shown[k] for k in keep]
             result["clusters"] = _cluster(net, x, outputs, truth, ids, shown, spatial, clusters, k, embed, dim, pool,
                                           feature_layer, cam_layer, method, out_dir, seed, target_class, predicted)
@@ -188,7 +188,7 @@ def _cluster(net, x, outputs, truth, ids, shown, spatial, methods, k, embed, dim
                       f"{embed} of {name} features ({feats.shape[1]} dims, {len(ids)} images)")
     nearest = cl.nearest_to_centres(feats, labels[first])
     picks = list(nearest.values())
-    targets = targets_for(outputs[picks], spatial, target_class, None if predicted is None else predicted[picks])
+    targets = targets_for(outputs[picks], spatial, target_class, predicted[picks])
     cams = compute_cams(net, cam_layer, method, x[picks], targets)
     _montage([(show_cam_on_image(_rgb(shown[i]), cams[j], use_rgb=True), f"cluster {c}: {ids[i]}")
               for j, (c, i) in enumerate(nearest.items())], out_dir / "clusters_gradcam.png",

@@ -1,6 +1,9 @@
 """Hydra composition of the packaged configs, with user mistakes turned into one-line errors."""
 from __future__ import annotations
 
+import difflib
+import re
+import warnings
 from importlib.resources import files
 from pathlib import Path
 
@@ -49,15 +52,81 @@ def compose(command: str = "train", overrides: list[str] | tuple = ()) -> DictCo
     overrides = list(overrides)
     check_choices(overrides)
     try:
-        if GlobalHydra.instance().is_initialized():  # inside a Hydra app (a job of `medrun reproduce`)
-            cfg = hydra_compose(config_name=command, overrides=overrides)
-        else:
-            with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-                cfg = hydra_compose(config_name=command, overrides=overrides)
+        cfg = _hydra_compose(command, overrides)
     except (HydraException, OmegaConfBaseException) as e:
         msg = " ".join(line.strip() for line in str(e).splitlines() if line.strip())
+        unknown = re.search(r"Could not override '([^']+)'", msg)
+        if unknown:
+            key = unknown.group(1)
+            msg = _unknown_setting(key, _base(command, overrides)) + (
+                f" (+{key}=... passes it on to the library as it is)" if key.startswith(PASSED_ON) else "")
         raise MedrunError(f"bad override: {msg}") from None
+    _check_added(command, overrides)
     return finish(cfg, overrides)
+
+
+def _hydra_compose(name: str, overrides: list[str]) -> DictConfig:
+    if GlobalHydra.instance().is_initialized():  # inside a Hydra app (a job of `medrun reproduce`)
+        return hydra_compose(config_name=name, overrides=overrides)
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*Defaults list is missing `_self_`")  # a group option alone
+        return hydra_compose(config_name=name, overrides=overrides)
+
+
+# Nodes whose keys are a library's keyword arguments: the library itself rejects a wrong one.
+PASSED_ON = ("trainer.", "task.optimizer.", "task.scheduler.", "task.loss.", "hydra.")
+_ABSENT = object()
+
+
+def _is_group(key: str) -> bool:
+    return "/" in key or key in groups()
+
+
+def _base(command: str, overrides: list[str]) -> DictConfig:
+    """The config the chosen options declare, before any value override."""
+    return _hydra_compose(command, [o for o in overrides if _is_group(_key(o))])
+
+
+def _key(override: str) -> str:
+    return override.lstrip("+~").partition("=")[0].removeprefix("override ").strip()
+
+
+def _check_added(command: str, overrides: list[str]) -> None:
+    """`+key=value` for a key no chosen option declares would be silently ignored (Hydra's own advice for an
+    unknown key is to add it with +): refuse it unless a library receives it as a keyword argument. `++key`
+    stays the deliberate way to set a key only some jobs of a sweep read (++oversample.epochs=50)."""
+    added = [o for o in overrides if o.startswith("+") and not o.startswith("++") and not _is_group(_key(o)) and not _key(o).startswith(PASSED_ON)]
+    if not added:
+        return
+    base = _base(command, overrides)
+    for override in added:
+        if _select(base, _key(override)) is _ABSENT:
+            raise MedrunError(f"bad override {override}: nothing reads it; {_unknown_setting(_key(override), base)}")
+
+
+def _select(cfg: DictConfig, key: str):
+    return OmegaConf.select(cfg, key, default=_ABSENT, throw_on_resolution_failure=False)
+
+
+def _unknown_setting(key: str, base: DictConfig) -> str:
+    """One line about a key the composed config lacks: the options of its group that have it (cv.folds:
+    cv=kfold, cv=repeated_kfold), else the closest name, else the keys that are there."""
+    parts = key.split(".")
+    depth = 0
+    while depth < len(parts) - 1 and isinstance(_select(base, ".".join(parts[:depth + 1])), DictConfig):
+        depth += 1
+    missing, parent, name = ".".join(parts[:depth + 1]), ".".join(parts[:depth]), parts[depth]
+    if depth == 1 and parent in groups():
+        having = [f"{parent}={o}" for o in options(parent) if _select(_hydra_compose(f"{parent}/{o}", []), missing)
+                  is not _ABSENT]
+        if having:
+            return f"{missing} is not a setting of the chosen {parent}; {', '.join(having)} {'has' if len(having) == 1 else 'have'} it"
+    node = _select(base, parent) if parent else base
+    names = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
+    close = difflib.get_close_matches(name, names, n=1)
+    if close:
+        return f"{missing} is not a setting: did you mean {parent + '.' if parent else ''}{close[0]}?"
+    return f"{missing} is not a setting ({parent or 'the config'} has: {', '.join(names) or 'nothing'})"
 
 
 def finish(cfg: DictConfig, overrides: list[str]) -> DictConfig:

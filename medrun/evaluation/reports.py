@@ -28,15 +28,24 @@ def aggregate(experiment: str, protocol: str, folds: list[dict], note: str | Non
     return out
 
 
+def mean_std(mean: float, std: float, n: int) -> str:
+    """"mean ± std", or the one value when one fold (or run) gave it: its std of 0 is no spread."""
+    return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"
+
+
+def _count(summary: dict, name: str) -> int:
+    return sum(name in f["metrics"] for f in summary["folds"])
+
+
 def _ordered(names):
     return [n for n in HEADLINE if n in names] + sorted(n for n in names if n not in HEADLINE)
 
 
 def markdown(summary: dict) -> str:
     folds = summary["folds"]
-    head = "| metric | mean ± std | " + " | ".join(f"fold {f['fold']}" for f in folds) + " |"
+    head = f"| metric | {'mean ± std' if len(folds) > 1 else 'value'} | " + " | ".join(f"fold {f['fold']}" for f in folds) + " |"
     rule = "|---|---|" + "---|" * len(folds)
-    rows = [f"| {n} | {summary['mean'][n]:.4f} ± {summary['std'][n]:.4f} | "
+    rows = [f"| {n} | {mean_std(summary['mean'][n], summary['std'][n], _count(summary, n))} | "
             + " | ".join(f"{f['metrics'][n]:.4f}" if n in f["metrics"] else "-" for f in folds) + " |" for n in _ordered(summary["mean"])]
     title = f"# {summary['experiment']} ({summary['protocol']}, {len(folds)} fold(s))"
     note = [f"> Note: {summary['note']}.", ""] if summary.get("note") else []
@@ -79,8 +88,8 @@ def trivial_markdown(summary: dict) -> str:
              "Scored on the same test parts with the same metric code, so the method's numbers can be read against "
              "them (an empty mask on an empty image scores 1 per image).", "",
              "| predictor | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {name} | " + " | ".join(f"{row['mean'][n]:.4f} ± {row['std'][n]:.4f}" if n in row["mean"] else "-"
-                                         for n in names) + " |" for name, row in trivial.items()]
+    lines += [f"| {name} | " + " | ".join(mean_std(row["mean"][n], row["std"][n], len(summary["folds"]))
+                                         if n in row["mean"] else "-" for n in names) + " |" for name, row in trivial.items()]
     beaten = not_beaten(summary, names)
     lines += ["", *(f"> The method does not beat the trivial row on **{m}**: {name} {value:.4f} vs {ours:.4f}."
                     for m, name, value, ours in beaten)] if beaten else ["", "The method beats every trivial row."]
@@ -93,9 +102,9 @@ def rich_table(summary: dict) -> Table:
         title += f" [{summary['note']}]"
     table = Table(title=title)
     table.add_column("metric")
-    table.add_column("mean ± std", justify="right")
+    table.add_column("mean ± std" if len(summary["folds"]) > 1 else "value", justify="right")
     for n in _ordered(summary["mean"]):
-        table.add_row(n, f"{summary['mean'][n]:.4f} ± {summary['std'][n]:.4f}")
+        table.add_row(n, mean_std(summary["mean"][n], summary["std"][n], _count(summary, n)))
     return table
 
 
@@ -106,7 +115,8 @@ POSTPROCESSING_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (datas
 
 
 def table_over_folds(tables: list[dict]) -> dict:
-    """Per-fold tables {row: {column: value}} as {row: {column: {"mean", "std"}}} (sample std; 0 for one fold)."""
+    """Per-fold tables {row: {column: value}} as {row: {column: {"mean", "std", "n"}}} (sample std; 0 for one
+    fold)."""
     out = {}
     for row in tables[0]:
         out[row] = {}
@@ -114,7 +124,7 @@ def table_over_folds(tables: list[dict]) -> dict:
             values = np.array([t[row][col] for t in tables if col in t.get(row, {})], dtype=float)
             if values.size:
                 out[row][col] = {"mean": float(values.mean()),
-                                 "std": float(values.std(ddof=1)) if values.size > 1 else 0.0}
+                                 "std": float(values.std(ddof=1)) if values.size > 1 else 0.0, "n": int(values.size)}
     return out
 
 
@@ -125,6 +135,6 @@ def table_markdown(table: dict, title: str, note: str) -> str:
              "| post-processing | " + " | ".join(POSTPROCESSING_COLUMNS[c] for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for row, values in table.items():
-        lines.append(f"| {row} | " + " | ".join(f"{values[c]['mean']:.4f} ± {values[c]['std']:.4f}" if c in values
-                                                else "-" for c in cols) + " |")
+        lines.append(f"| {row} | " + " | ".join(mean_std(values[c]["mean"], values[c]["std"], values[c].get("n", 2))
+                                                if c in values else "-" for c in cols) + " |")
     return "\n".join(lines) + "\n"

@@ -163,7 +163,8 @@ def test_all_empty_reference_row_scores_k_over_n_per_image_and_nothing_pooled():
     assert rows["all-empty"]["dice"] == pytest.approx(k / n) and rows["all-empty"]["dice_micro"] == 0.0
     assert rows["all-foreground"]["recall"] == 1.0 and rows["all-foreground"]["dice"] < 1
     # a method scoring below the all-empty row on Dice per image is said not to beat it
-    summary = {"mean": {"dice": 0.5, "dice_micro": 0.3}, "std": {"dice": 0.0, "dice_micro": 0.0},
+    summary = {"folds": [{"fold": 0, "metrics": {"dice": 0.5, "dice_micro": 0.3}}],
+               "mean": {"dice": 0.5, "dice_micro": 0.3}, "std": {"dice": 0.0, "dice_micro": 0.0},
                "trivial": {name: {"mean": r, "std": {m: 0.0 for m in r}} for name, r in rows.items()}}
     assert not_beaten(summary) == [("dice", "all-empty", pytest.approx(k / n), 0.5)]
     assert "does not beat the trivial row on **dice**: all-empty 0.5714 vs 0.5000" in trivial_markdown(summary)

@@ -1,0 +1,27 @@
+"""The mean ± std tables: one fold's value is shown as a value, not with a spread of 0."""
+
+from rich.console import Console
+
+from medrun.evaluation.reports import aggregate, markdown, rich_table, table_markdown, table_over_folds
+
+
+def _render(table) -> str:
+    console = Console(width=120, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_one_fold_shows_its_value_and_several_folds_their_spread():
+    one = aggregate("e", "holdout", [{"fold": 0, "metrics": {"dice": 0.8}}])
+    assert "| metric | value | fold 0 |" in markdown(one) and "| dice | 0.8000 | 0.8000 |" in markdown(one)
+    assert "±" not in _render(rich_table(one)) and "value" in _render(rich_table(one))
+    two = aggregate("e", "kfold", [{"fold": 0, "metrics": {"dice": 0.8}}, {"fold": 1, "metrics": {"dice": 0.6}}])
+    assert "| dice | 0.7000 ± 0.1414 | 0.8000 | 0.6000 |" in markdown(two)
+    assert "0.7000 ± 0.1414" in _render(rich_table(two))
+
+
+def test_postprocessing_table_counts_the_folds_of_each_cell():
+    table = table_over_folds([{"ArgMax": {"dice": 0.5, "jaccard": 0.4}}, {"ArgMax": {"dice": 0.7}}])
+    assert table["ArgMax"]["dice"]["n"] == 2 and table["ArgMax"]["jaccard"]["n"] == 1
+    text = table_markdown(table, "t", "n")
+    assert "| ArgMax | 0.6000 ± 0.1414 | 0.4000 |" in text

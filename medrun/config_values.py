@@ -1,6 +1,9 @@
 """Typed reads of config values, failing with the key's full name instead of a TypeError."""
 from __future__ import annotations
 
+import difflib
+import inspect
+
 from omegaconf import DictConfig, OmegaConf
 
 from medrun.errors import MedrunError
@@ -57,8 +60,15 @@ def check_run_values(cfg: DictConfig) -> None:
     epochs = get_int(cfg.trainer, "max_epochs", minimum=-1, prefix="trainer.")
     if epochs == 0:
         raise MedrunError("trainer.max_epochs=0 trains nothing; give at least 1 (-1: until early stopping)")
+    import pytorch_lightning as pl
+
+    from medrun.tasks.optim import OPTIMIZERS
+
+    check_arguments(cfg.trainer, "trainer.", pl.Trainer, reserved=("callbacks", "logger", "default_root_dir"))
     for key in ("task.optimizer", "task.classifier.optimizer", "task.segmenter.optimizer"):
         node = OmegaConf.select(cfg, key)
+        if node is not None:
+            check_arguments(node, f"{key}.", OPTIMIZERS.get(str(node.name)), reserved=("params",), own=("name",))
         if node is not None and "lr" in node:
             lr = get_float(node, "lr", prefix=f"{key}.")
             if lr <= 0:
@@ -89,3 +99,18 @@ def positive_index(data) -> int:
     if str(positive) not in classes:
         raise MedrunError(f"data.positive={positive!r} is not a class; valid: {', '.join(classes)}")
     return classes.index(str(positive))
+
+
+def check_arguments(node: DictConfig, prefix: str, target, reserved=(), own=()) -> None:
+    """Keys of `node` that `target` (a class or function receiving them as keyword arguments) does not take
+    fail here, before a run folder exists; `own` keys are medrun's, `reserved` ones medrun passes itself."""
+    params = inspect.signature(target).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    takes = [n for n in params if n not in reserved and n != "self"]
+    for key in (str(k) for k in node):
+        if key not in takes and key not in own:
+            close = difflib.get_close_matches(key, takes, n=1)
+            hint = f"did you mean {prefix}{close[0]}?" if close else f"it takes {', '.join(takes)}"
+            raise MedrunError(f"{prefix}{key}: {target.__qualname__} takes no argument {key!r}; "
+                              + hint)

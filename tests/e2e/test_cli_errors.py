@@ -150,6 +150,10 @@ def test_bad_command_lines(argv, expected, capsys):
     ("data.batch_size=0", "data.batch_size=0 must be at least 1"),
     ("data.num_workers=-1", "data.num_workers=-1 must be at least 0"),
     ("task.optimizer.lr=-1", "task.optimizer.lr=-1.0 must be positive"),
+    # a library's keyword arguments, checked before the run folder instead of failing inside the first fold
+    ("+trainer.max_epoch=1", "trainer.max_epoch: Trainer takes no argument 'max_epoch'; did you mean "
+                             "trainer.max_epochs?"),
+    ("+task.optimizer.momentun=0.9", "task.optimizer.momentun: Adam takes no argument 'momentun'; it takes lr, betas"),
 ])
 def test_bad_run_values_end_in_one_line_naming_the_key(override, expected, tmp_path, capsys):
     from tests.conftest import TINY

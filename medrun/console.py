@@ -11,8 +11,10 @@ def _no_litlogger_tip(record: logging.LogRecord) -> bool:
 
 
 def quiet_known_noise() -> None:
-    """Drop Lightning's advertisement for its cloud logger, a deprecation inside Lightning itself, and its advice
-    to log more often when an epoch has fewer steps than log_every_n_steps (medrun logs every epoch's mean loss)."""
+    """Drop Lightning's advertisement for its cloud logger, a deprecation inside Lightning itself, its advice
+    to log more often when an epoch has fewer steps than log_every_n_steps (medrun logs every epoch's mean loss),
+    and its CSV logger's notice on a resumed fold that earlier rows will be deleted (ResumableCSVLogger keeps
+    them)."""
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
     if _no_litlogger_tip not in logger.filters:
         logger.addFilter(_no_litlogger_tip)
@@ -20,6 +22,8 @@ def quiet_known_noise() -> None:
                             module=r"pytorch_lightning\.utilities\._pytree")
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging "
                                               r"interval")
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty\. Previous log "
+                                              r"files in this directory will be deleted")
 
 
 def _no_root_handler(record: logging.LogRecord) -> bool:

@@ -77,7 +77,7 @@ def test_the_progress_bar_shows_a_loss_logged_per_step_and_epoch_once(monkeypatc
     assert FoldProgressBar("1/2").get_metrics(None, None) == {"fold": "1/2", "train/loss": 0.7, "val/loss": 0.6}
 
 
-def test_lightnings_advice_to_log_more_often_is_quiet(recwarn):
+def test_lightnings_advice_to_log_more_often_and_its_csv_notice_on_resume_are_quiet(recwarn):
     import warnings
 
     from medrun.console import quiet_known_noise
@@ -85,5 +85,8 @@ def test_lightnings_advice_to_log_more_often_is_quiet(recwarn):
     quiet_known_noise()  # medrun logs every epoch's mean training loss, so the advice does not apply
     warnings.warn("The number of training batches (2) is smaller than the logging interval Trainer("
                   "log_every_n_steps=5). Set a lower value for log_every_n_steps if you want to see logs.", UserWarning)
+    # a resumed fold keeps its rows (ResumableCSVLogger, checked in the resume test above), so the notice is false
+    warnings.warn("Experiment logs directory /r/fold_0/logs/ exists and is not empty. Previous log files in this "
+                  "directory will be deleted when the new ones are saved!", UserWarning)
     warnings.warn("another warning", UserWarning)
     assert [str(w.message) for w in recwarn] == ["another warning"]

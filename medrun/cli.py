@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 
+from medrun.allocator import keep_freed_memory
 from medrun.console import quiet_known_noise, show_medrun_messages
 from medrun.errors import MedrunError
 
@@ -352,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # medrun never downloads weights
+    keep_freed_memory()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     quiet_known_noise()
     show_medrun_messages()

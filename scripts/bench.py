@@ -410,6 +410,45 @@ def gan_rate(quick: bool, device: str = "cpu"):
              spread(rates))]
 
 
+# ---------------------------------------------------------------- allocator
+ALLOCATOR_CHILD = """
+import resource, sys, time, timm, torch
+from medrun.allocator import keep_freed_memory
+from medrun.evaluation.tta import tta_probabilities
+if sys.argv[1] == "kept":
+    assert keep_freed_memory()
+side, batch, batches = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+model = timm.create_model("densenet121", pretrained=False, num_classes=2).eval()
+x = torch.rand(batch, 3, side, side)
+with torch.inference_mode():
+    tta_probabilities(lambda v: model(v).softmax(1), x, "flips", spatial=False)  # warm-up
+    before, t = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+    for _ in range(batches):
+        tta_probabilities(lambda v: model(v).softmax(1), x, "flips", spatial=False)
+    wall, after = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF)
+print(batch * batches / wall, after.ru_stime - before.ru_stime, after.ru_utime - before.ru_utime,
+      after.ru_minflt - before.ru_minflt, after.ru_maxrss / 1024)
+"""
+
+
+def allocator_rows(quick: bool):
+    """Inference (DenseNet121, flips TTA, as `medrun eval tta=flips`) with glibc's default malloc and with
+    medrun.allocator.keep_freed_memory(), each in its own process since the setting is process-wide."""
+    import subprocess
+
+    side, batch, batches = (64, 4, 2) if quick else (224, 16, 8)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"}
+    rows = []
+    for mode, label in (("default", "glibc default"), ("kept", "keep_freed_memory()")):
+        out = subprocess.run([sys.executable, "-c", ALLOCATOR_CHILD, mode, str(side), str(batch), str(batches)],
+                             env=env, capture_output=True, text=True, check=True).stdout.split()
+        rate, kernel, user, faults, peak = (float(v) for v in out)
+        rows.append((f"DenseNet121 {side}x{side}, batch {batch}, flips TTA, {label}: images/s; kernel / user "
+                     f"CPU s; minor page faults; peak RSS MB",
+                     f"{rate:.3g}; {kernel:.3g} / {user:.3g}; {faults:.0f}; {peak:.0f}"))
+    return rows
+
+
 # ---------------------------------------------------------------- GPU throughput and MFU
 def matmul_rate(device, dtype=torch.bfloat16, n=8192, repeats=10) -> float:
     """Measured dense matrix-multiply rate in FLOP/s: the denominator of MFU."""
@@ -764,7 +803,8 @@ def main(argv=None) -> Path:
     ap.add_argument("--gpu", action="store_true", help="also the GPU section (CUDA if available)")
     ap.add_argument("--name", default="cpu")
     ap.add_argument("--out", default=str(REPO / "benchmarks"))
-    ap.add_argument("--only", choices=["overhead", "data", "evaluation", "cascade", "explain", "gan", "cache", "dicom"],
+    ap.add_argument("--only", choices=["overhead", "data", "evaluation", "allocator", "cascade", "explain", "gan",
+                                       "cache", "dicom"],
                     help="one section only (written to benchmarks/<name>_<section>.md)")
     ap.add_argument("--merge", action="store_true", help="with --only: replace that section in <name>.md instead")
     args = ap.parse_args(argv)
@@ -781,6 +821,7 @@ def main(argv=None) -> Path:
                      lambda: training_overhead(size, batch, steps, warmup)),
         "data": ("Data pipeline (real files from ../shared/data)", lambda: data_pipeline(q)),
         "evaluation": ("Evaluation", lambda: evaluation(q)),
+        "allocator": ("Inference memory allocator (glibc malloc, CPU)", lambda: allocator_rows(q)),
         "cascade": ("Cascade evaluation (One Case): what the classifier adds", lambda: cascade_evaluation(q)),
         "explain": ("Explanation (CPU)", lambda: explanation(q)),
         "gan": ("CycleGAN oversampling (MelaNet)", lambda: gan_rate(q)),

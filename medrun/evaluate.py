@@ -99,6 +99,7 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
     if evaluated_on != "test" and threshold == "search":
         notes.append("no test set: the searched threshold is scored on the predictions it was chosen on, so that "
                      "row is optimistic; give a test set with data.root=... for an unbiased number")
+    notes += one_class_cut(result["postprocessing"].get("search") or {})
     result = {"run": str(run.dir), "evaluated_on": evaluated_on, "n": len(e_ids),
               "search_set": (search_part if search_part == "val" else "out_of_fold") if search else None,
               "ensemble": ensemble, "notes": notes, **result, "trivial": trivial}
@@ -141,6 +142,16 @@ def _check_options(cfg, tta, threshold, ensemble) -> None:
         raise MedrunError(f"ensemble={ensemble!r}; valid: mean, none")
     if threshold == "search" and not TASKS.get(cfg.task.name).searchable(cfg):
         raise MedrunError("threshold=search applies to binary tasks; multi-class outputs use argmax")
+
+
+def one_class_cut(found: dict) -> list[str]:
+    """A note when the searched decision threshold labels every search sample alike, which F1 prefers for a
+    majority positive class and a weak model: the row then equals the majority-class reference."""
+    if {found.get("sensitivity"), found.get("specificity")} != {0.0, 1.0}:
+        return []
+    return [f"the searched threshold puts every search sample in one class (sensitivity {found['sensitivity']:.0f}, "
+            f"specificity {found['specificity']:.0f} there): that cut maximises objective={found['objective']} on "
+            "those predictions; objective=youden weighs both classes"]
 
 
 TABLE_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",

@@ -105,11 +105,14 @@ def test_sweep_table_shows_the_runs_report_columns(tmp_path):
         (tmp_path / str(n)).mkdir()
         (tmp_path / str(n) / RECORD).write_text(json.dumps({
             "job": n, "overrides": [f"oversample={arm}"], "status": "ok", "report": report, "run_dir": f"r{n}",
-            "mean": {k: v + n / 100 for k, v in means.items()}, "std": {k: 0.0 for k in means},
-            "objective": means["auc_macro"] + n / 100}))
+            "mean": {k: v + n / 100 for k, v in means.items()}, "std": {k: 0.01 for k in means},
+            "folds": 1 if arm == "none" else 3, "objective": means["auc_macro"] + n / 100}))
     summarize_sweep(tmp_path, "auc_macro")
     header = next(line for line in (tmp_path / "multirun_summary.md").read_text().splitlines() if line.startswith("| job"))
     assert header == "| job | overrides | status | " + " | ".join(report) + " | run folder |"
+    lines = (tmp_path / "multirun_summary.md").read_text().splitlines()
+    assert "| 0 | oversample=none | ok | 0.8000 | 0.6000 |" in "\n".join(lines)  # one fold: no spread shown
+    assert "| 2 | oversample=cyclegan | ok | 0.8200 ± 0.0100 |" in "\n".join(lines)
     rows = json.loads((tmp_path / "multirun_summary.json").read_text())["jobs"]
     assert [r["overrides"][0] for r in rows] == ["oversample=cyclegan", "oversample=duplicate", "oversample=none"]
 

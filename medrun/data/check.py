@@ -37,11 +37,11 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
             stored = s.image is not None and s.image.suffix.lower() != ".dcm"  # DICOM: decoded size
             if stored:
                 raw = read_array(s.image)
-                sizes[f"{raw.shape[1]}x{raw.shape[0]}"] += 1
+                sizes[f"{raw.shape[0]}x{raw.shape[1]}"] += 1
                 channels[1 if raw.ndim == 2 else raw.shape[2]] += 1
             image, target = dataset.load(s)
             if not stored:
-                sizes[f"{image.shape[1]}x{image.shape[0]}"] += 1
+                sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
                 channels[image.shape[2]] += 1
             if dataset.kind == "segmentation":
                 if s.mask is not None:
@@ -61,7 +61,7 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
     report = {
         "samples": len(dataset.samples),
         "subsets": dict(subsets),
-        "image_sizes": dict(sizes.most_common()),
+        "image_sizes_hxw": dict(sizes.most_common()),  # height x width, the order of data.image_size
         "channels": dict(channels),
         "mask_values": (sorted(mask_values) if len(mask_values) <= 16
                         else f"{len(mask_values)} distinct values from {min(mask_values)} to {max(mask_values)}"),

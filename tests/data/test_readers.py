@@ -85,5 +85,5 @@ def test_data_check_reads_real_cvc(shared_data):
     ds, cfg = dataset("cvc_clinicdb", shared_data / "cvc_clinicdb_sample" / "CVC-ClinicDB")
     report = check_dataset(ds, list(cfg.data.classes))
     assert report["samples"] == 12 and report["groups"] == 2 and report["channels"] == {3: 12}
-    assert report["image_sizes"] == {"384x288": 12}
+    assert report["image_sizes_hxw"] == {"288x384": 12}
     assert report["mask_values"].endswith("distinct values from 0 to 255")  # intermediate values reported

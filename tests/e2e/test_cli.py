@@ -56,7 +56,7 @@ def test_data_check_on_real_files_and_a_bad_copy(shared_data, tmp_path, capsys):
     assert main(["data", "check", "data=isbi2012", f"data.root={root}"]) == 0
     out = capsys.readouterr().out
     report = json.loads(out[: out.rindex("}") + 1])
-    assert report["samples"] == 30 and report["image_sizes"] == {"512x512": 30} and report["channels"] == {"1": 30}
+    assert report["samples"] == 30 and report["image_sizes_hxw"] == {"512x512": 30} and report["channels"] == {"1": 30}
     bad = tmp_path / "bad"
     (bad / "images").mkdir(parents=True)
     (bad / "masks").mkdir()

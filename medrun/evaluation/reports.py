@@ -49,7 +49,13 @@ def markdown(summary: dict) -> str:
             + " | ".join(f"{f['metrics'][n]:.4f}" if n in f["metrics"] else "-" for f in folds) + " |" for n in _ordered(summary["mean"])]
     title = f"# {summary['experiment']} ({summary['protocol']}, {len(folds)} fold(s))"
     note = [f"> Note: {summary['note']}.", ""] if summary.get("note") else []
-    return "\n".join([title, "", *note, head, rule, *rows, ""]) + trivial_markdown(summary)
+    positive = [positive_line(summary["positive_class"]), ""] if summary.get("positive_class") else []
+    return "\n".join([title, "", *note, *positive, head, rule, *rows, ""]) + trivial_markdown(summary)
+
+
+def positive_line(positive: str) -> str:
+    return (f"The `*_positive` rows are about class **{positive}** (`data.positive`, by default the second class; "
+            "the decision threshold and ROC curve follow it).")
 
 
 def lower_is_better(metric: str) -> bool:
@@ -100,6 +106,8 @@ def rich_table(summary: dict) -> Table:
     title = f"{summary['experiment']}: {summary['protocol']}, {len(summary['folds'])} fold(s)"
     if summary.get("note"):
         title += f" [{summary['note']}]"
+    if summary.get("positive_class"):
+        title += f"\n*_positive: {summary['positive_class']} (data.positive)"
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("mean ± std" if len(summary["folds"]) > 1 else "value", justify="right")

@@ -127,9 +127,11 @@ class ClassificationTask(ConfiguredTask):
 
     @classmethod
     def finish_run(cls, cfg, run_dir: Path, splits: dict) -> dict:
-        """Pooled out-of-fold metrics and plots, when every sample was held out exactly once (k-fold)."""
+        """The class the binary `*_positive` metrics are about; pooled out-of-fold metrics and plots, when every
+        sample was held out exactly once (k-fold)."""
+        out = {"positive_class": str(cfg.data.classes[positive_index(cfg.data)])} if cls.searchable(cfg) else {}
         if splits["protocol"] != "kfold":
-            return {}
+            return out
         classes, multilabel = [str(c) for c in cfg.data.classes], cfg.data.mode == "multilabel"
         targets, probs = read_predictions([fold_folder(run_dir, f["fold"]) / "predictions.csv" for f in splits["folds"]],
                                           classes, multilabel)
@@ -137,7 +139,7 @@ class ClassificationTask(ConfiguredTask):
         metrics, cm = classification_scores(targets, probs, classes, multilabel, decision)
         save_plots(targets, probs, classes, multilabel, run_dir, prefix="oof_", decision=decision)
         write_json(run_dir / "oof_metrics.json", {"metrics": metrics, "confusion_matrix": cm})
-        return {"pooled_out_of_fold": metrics}
+        return {**out, "pooled_out_of_fold": metrics}
 
     @classmethod
     def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:

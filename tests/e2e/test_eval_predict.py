@@ -102,7 +102,9 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
                                    "cv.folds=2", "data.image_size=[32,32]", "trainer.max_epochs=1", "logger=none",
                                    "callbacks.progress=none", "model=timm", "model.backbone=resnet18",
                                    "data.positive=False", f"paths.output_dir={tmp_path}"])
-    run_dir, _ = medrun.train(cfg)
+    run_dir, summary = medrun.train(cfg)
+    assert summary["positive_class"] == "False"  # the run's own summary says which class *_positive is about
+    assert "are about class **False**" in (run_dir / "summary.md").read_text()
     out_dir, result = evaluate_run(run_dir, tta="flips", threshold="search", objective="youden")
     assert result["evaluated_on"] == "out_of_fold" and result["n"] == 12
     # data.positive names the first class: the search and the scores are both about it (searched and scored on

@@ -53,7 +53,7 @@ def _md(path: Path) -> str:
 
 
 def section(title: str, html: str = "", figures=(), note: str = "") -> dict:
-    return {"title": title, "html": html, "figures": list(figures), "note": note}
+    return {"title": title, "html": html, "figures": [(c, uri) for c, uri in figures if uri], "note": note}
 
 
 def write_page(kind: str, *args) -> Path | None:
@@ -122,9 +122,10 @@ def training_curves(run_dir: Path, monitor: str) -> str | None:
 
 
 def fold_scores(summary: dict, metrics: list[str]) -> str | None:
-    """Each fold's score per metric, with the mean and ± one standard deviation."""
+    """Each fold's score per metric, with the mean and ± one standard deviation; None for one fold (the table
+    says all there is)."""
     metrics = [m for m in metrics if m in summary.get("mean", {})][:6]
-    if not metrics:
+    if not metrics or len(summary.get("folds", [])) < 2:
         return None
     fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(metrics), 3.2))
     for x, m in enumerate(metrics):

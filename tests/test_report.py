@@ -38,7 +38,7 @@ def test_a_finished_run_has_a_self_contained_report(seg_run):
     assert "<script" not in page["html"]
     assert {"Cross-validation", "Training", "Segmentation"} <= set(page["sections"])
     # per-fold scores, training curves, the held-out montage and the Dice distribution
-    assert page["images"] == 4
+    assert page["images"] == 4 and 'alt="per-fold scores"' in page["html"]
     # the montage and the distribution come from each held-out image's Dice, written next to its prediction
     splits = read_json(seg_run / "splits.json")
     for fold in splits["folds"]:
@@ -68,7 +68,8 @@ def test_classification_report_has_curves_confusion_and_calibration(shared_data,
         "+trainer.limit_train_batches=2", "callbacks.progress=none", f"paths.output_dir={tmp_path}"]))
     page = facts(run_dir / "report.html")
     assert "Classification" in page["sections"] and 'alt="out-of-fold curves"' in page["html"]
-    assert page["external"] == []
+    assert page["external"] == []  # no <img src="None"> either
+    assert 'alt="per-fold scores"' not in page["html"]  # one fold (MedMNIST's split): the table says it all
 
 
 def test_compare_and_sweep_pages(tiny_run, tmp_path):

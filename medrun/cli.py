@@ -118,14 +118,21 @@ def _aggregate(args: list[str]) -> int:
 
 
 def _list(args: list[str]) -> int:
-    from medrun.config import groups, options
+    """Every group's options on one line each; a named group's options one per line, with what each is."""
+    from medrun.config import describe, groups, options
 
-    wanted = args or groups()
+    if not args:
+        for g in groups():
+            print(f"{g}: {', '.join(options(g))}")
+        return 0
     aliases = {"experiments": "experiment", "models": "model", "datasets": "data", "trainers": "trainer",
                "loggers": "logger"}
-    for g in wanted:
-        g = aliases.get(g, g)
-        print(f"{g}: {', '.join(options(g))}")
+    for g in (aliases.get(a, a) for a in args):
+        names = options(g)
+        width = max(map(len, names))
+        print(f"{g}:")
+        for name in names:
+            print(f"  {name:<{width}}  {describe(g, name)}".rstrip())
     return 0
 
 
@@ -307,7 +314,7 @@ def _data(args: list[str]) -> int:
 COMMANDS = {
     "train": (lambda args: _train(args, False), "train [overrides]",
               "train every fold of an experiment into a new run folder"),
-    "list": (_list, "list [GROUP]", "config options: experiment, data, model, trainer, logger, cv"),
+    "list": (_list, "list [GROUP]", "config options; a named group with what each option is"),
     "data": (_data, "data check [overrides]", "read every sample of data=<name> data.root=<path>; list bad files"),
     "cache": (_cache, "cache list|clear [key=KEY]", "the persistent data caches (data.cache=disk) and their sizes"),
     "summary": (_summary, "summary [overrides]", "layer table with trainable and frozen parameter counts"),

@@ -33,6 +33,18 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
 
 
+def describe(group: str, option: str, width: int = 110) -> str:
+    """The first sentence of an option's leading comment (configs/<group>/<option>.yaml), at most `width` long."""
+    text = []
+    for line in (CONFIG_DIR / group / f"{option}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        if "@package" not in line:
+            text.append(line.lstrip("# ").strip())
+    first = re.split(r"(?<=\.)\s(?=[A-Z])", " ".join(text), maxsplit=1)[0]  # not at "ch. 2" or "e.g. x"
+    return first if len(first) <= width else first[:width - 3].rsplit(" ", 1)[0] + "..."
+
+
 def check_choices(overrides: list[str]) -> None:
     """Unknown group choices (experiment=foo) fail here with the list of valid names."""
     known = set(groups())

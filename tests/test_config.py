@@ -59,3 +59,13 @@ def test_settings_the_tasks_read_are_declared(experiment, key, value):
     """A setting the code reads with a default must be declared, so a plain key=value reaches it."""
     cfg = medrun.compose("train", [f"experiment={experiment}", f"{key}={value}"])
     assert OmegaConf.to_object(cfg)["task"][key.split(".")[1]] == value
+
+
+def test_every_option_says_what_it_is():
+    """`medrun list GROUP` shows each option's first comment sentence: a new config must carry one."""
+    from medrun.config import describe, groups, options
+
+    missing = [f"{g}/{o}" for g in groups() for o in options(g) if not describe(g, o)]
+    assert missing == []
+    assert describe("experiment", "melanet_isic2016").startswith("MelaNet (Zunair's thesis, ch. 2): inside each fold")
+    assert len(describe("experiment", "cascade_busi")) <= 110 and describe("experiment", "cascade_busi").endswith("...")

@@ -39,8 +39,11 @@ def test_train_help_list_and_user_errors(tmp_path, capsys, monkeypatch):
     assert "quickstart, quickstart_cls" in out
     assert "cv: holdout, holdout_70_10_20, holdout_test_as_val, kfold, repeated_holdout" in out
     assert main(["list", "experiments"]) == 0
-    out = capsys.readouterr().out
-    assert "sharp_unet_cvc" in out and "wide_sharp_unet_cvc" in out
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "experiment:" and any(line.split() == ["wide_sharp_unet_cvc", "Sharp", "U-Net", "paper,",
+                                                              "Figure", "3.5:", "Wide", "Sharp", "U-Net",
+                                                              "(35-70-140-280-560)", "on", "CVC-ClinicDB."]
+                                             for line in lines)
     assert main(["train", "experiment=nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("medrun: error: unknown experiment 'nope'; valid:") and "Traceback" not in err

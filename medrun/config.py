@@ -37,7 +37,7 @@ def describe(group: str, option: str, width: int = 110) -> str:
     """The first sentence of an option's leading comment (configs/<group>/<option>.yaml), at most `width` long."""
     text = []
     for line in (CONFIG_DIR / group / f"{option}.yaml").read_text().splitlines():
-        if not line.startswith("#"):
+        if not line.startswith("#") or (text and text[-1].endswith(".")):
             break
         if "@package" not in line:
             text.append(line.lstrip("# ").strip())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from medrun.config_values import positive_index
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, mean_std, table_markdown
 from medrun.inference import saved_config
@@ -14,6 +15,17 @@ from medrun.tasks import TASKS
 
 METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_positive", "specificity_positive",
            "sensitivity_macro", "specificity_macro", "fn_total", "balanced_accuracy", "classifier_auc", "auc")
+
+
+def _positive_class(summary: dict, cfg) -> str | None:
+    """The class a binary classifier's *_positive metrics are about (runs before cv_summary said so: the config)."""
+    if summary.get("positive_class"):
+        return summary["positive_class"]
+    data = cfg.get("data") or {}
+    classes = [str(c) for c in data.get("classes") or []]
+    if cfg.task.name != "classification" or len(classes) != 2 or data.get("mode") == "multilabel":
+        return None
+    return classes[positive_index(data)]
 
 
 def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path, dict]:
@@ -42,7 +54,14 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     metrics = [m for m in wanted if any(m in s["mean"] for s in summaries.values())]
     if wanted is METRICS and "sensitivity_positive" in metrics:  # two classes: the macro pair are equal, say less
         metrics = [m for m in metrics if m not in ("sensitivity_macro", "specificity_macro")]
-    lines = [f"# {len(dirs)} runs on the same {len(reference) - 1} fold(s)", "",
+    positives = [_positive_class(s, c) for s, c in zip(loaded, configs)]
+    note = []
+    if len({p for p in positives if p}) > 1:  # *_positive would put different classes side by side
+        first = next(p for p in positives if p)
+        metrics = [f"{m.removesuffix('_positive')}_{first}" if m.endswith("_positive") else m for m in metrics]
+        note = [f"> The runs name different positive classes ({', '.join(p or '-' for p in positives)}): the "
+                f"columns name the class they are about, {first}.", ""]
+    lines = [f"# {len(dirs)} runs on the same {len(reference) - 1} fold(s)", "", *note,
              "| run | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for name, s in summaries.items():
         lines.append(f"| {name} | " + " | ".join(mean_std(s["mean"][m], s["std"][m], len(reference) - 1)

@@ -2,7 +2,9 @@
 validation / out-of-fold predictions only, and fold ensembling. Writes <run>/eval/<time>/."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +54,8 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
         # validated on are a test set; the others are left out and counted
         seen = {i for f in splits["folds"] for part in ("train", "val") for i in f[part]}
         own = {s.id: s.image for s in store.samples}
-        trained = {s.id for s in test_store.samples if s.id in seen and s.image is not None and own.get(s.id) == s.image}
+        trained = {s.id for s in test_store.samples
+                   if s.id in seen and s.image is not None and own.get(s.id) is not None and same_file(own[s.id], s.image)}
         if trained:
             kept = [i for i in test_ids if i not in trained]
             left_out = len(test_ids) - len(kept)
@@ -142,6 +145,20 @@ def _check_options(cfg, tta, threshold, ensemble) -> None:
         raise MedrunError(f"ensemble={ensemble!r}; valid: mean, none")
     if threshold == "search" and not TASKS.get(cfg.task.name).searchable(cfg):
         raise MedrunError("threshold=search applies to binary tasks; multi-class outputs use argmax")
+
+
+def same_file(a: Path, b: Path) -> bool:
+    """One file, or a byte-identical copy (same size and SHA-256): a copied or re-mounted training folder is still
+    the run's training data."""
+    if Path(a) == Path(b):
+        return True
+    try:
+        if os.path.getsize(a) != os.path.getsize(b):
+            return False
+        with open(a, "rb") as fa, open(b, "rb") as fb:
+            return hashlib.file_digest(fa, "sha256").digest() == hashlib.file_digest(fb, "sha256").digest()
+    except OSError:
+        return False
 
 
 def one_class_cut(found: dict) -> list[str]:

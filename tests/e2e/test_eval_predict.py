@@ -2,6 +2,8 @@
 outputs at the inputs' own size."""
 import csv
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -158,10 +160,13 @@ def test_eval_options_fail_before_anything_is_written(covid_run, capsys):
     assert after == before
 
 
-def test_eval_on_the_runs_own_training_data_scores_only_unseen_samples(covid_run, shared_data):
+@pytest.mark.parametrize("copied", [False, True])
+def test_eval_on_the_runs_own_training_data_scores_only_unseen_samples(covid_run, shared_data, tmp_path, copied):
     splits = json.loads((covid_run / "splits.json").read_text())
-    own = f"data.root={shared_data}/covid19_ct_seg"
-    _, result = evaluate_run(covid_run, data_overrides=[own])
+    root = shared_data / "covid19_ct_seg"
+    if copied:  # a copy of the training folder is still the training data
+        root = Path(shutil.copytree(root, tmp_path / "copy"))
+    _, result = evaluate_run(covid_run, data_overrides=[f"data.root={root}"])
     seen = {i for f in splits["folds"] for part in ("train", "val") for i in f[part]}
     assert result["n"] == 98 - len(seen) == 48  # the fixed test images only: the 50 training images are left out
     assert result["notes"][0].startswith(f"{len(seen)} sample(s) of the given data were in the run's training")

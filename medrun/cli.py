@@ -45,8 +45,9 @@ def _train_help() -> str:
              "Pick one option per group (group=option) or an experiment, then override any key.", ""]
     for g in groups():
         lines.append(f"  {g}: {', '.join(options(g))}")
-    lines += ["", "Common keys: seed, data.root, data.image_size, data.batch_size, cv.folds, trainer.max_epochs,",
-              "trainer.precision, trainer.deterministic, paths.output_dir. Outputs: outputs/<name>/<time>/."]
+    lines += ["", "Common keys: seed, data.root, data.image_size, data.batch_size, cv.folds (cv=kfold), trainer.max_epochs,",
+              "trainer.precision, trainer.deterministic, paths.output_dir. Outputs: outputs/<name>/<time>/.",
+              "`medrun list GROUP` says what each option is."]
     return "\n".join(lines)
 
 
@@ -59,6 +60,8 @@ def _print_train_result(run_dir, summary) -> None:
     if summary is not None:
         console.print(summary_table(summary))
         console.print(f"run folder: {run_dir}")
+        console.print(f"next: medrun eval run={run_dir}  (then explain, predict or export it)", highlight=False,
+                      soft_wrap=True)
 
 
 def _train(overrides: list[str], print_cfg: bool) -> int:

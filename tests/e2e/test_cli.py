@@ -104,6 +104,8 @@ def test_ddp_on_two_cpu_processes_makes_one_run_folder(tmp_path):
     assert "medrun: data path: per-sample (albumentations)" in r.stderr  # the run says which data path it uses
     runs = list((tmp_path / "outputs" / "ddp").iterdir())
     assert len(runs) == 1
+    # the result and the next step, once (rank 0), naming the run folder
+    assert len(re.findall(rf"next: medrun eval run=\S*ddp/{runs[0].name}\s", r.stdout)) == 1
     summary = json.loads((runs[0] / "cv_summary.json").read_text())
     assert len(summary["folds"]) == 2
     assert "world_size" not in summary

@@ -199,6 +199,25 @@ def _cluster(net, x, outputs, truth, ids, shown, spatial, methods, k, embed, dim
             "nearest_to_centre": {str(c): ids[i] for c, i in nearest.items()}}
 
 
+def _cluster_lines(c: dict) -> list[str]:
+    """summary.md's clusters section: sizes, the image nearest each centre, agreement (ARI, NMI) when there are
+    two labellings to compare."""
+    first = next(iter(c["sizes"]))
+    lines = ["", f"## Clusters: k={c['k']} on {c['dims']}-dimensional features of {c['feature_layer']}"
+             + (f", images of {', '.join(c['classes'])}" if c.get("classes") else ""), "",
+             f"Map: {c['embedding']}.png; each {first} cluster's image nearest its centre, with its heatmap: "
+             "clusters_gradcam.png.", "", "| clustering | images per cluster |", "|---|---|"]
+    lines += [f"| {m} | {', '.join(map(str, sizes))} |" for m, sizes in c["sizes"].items()]
+    lines += ["", f"Nearest each {first} centre: " + ", ".join(f"{k}: {i}" for k, i in c["nearest_to_centre"].items())
+              + "."]
+    if c["agreement"]:
+        lines += ["", "| clusterings | adjusted Rand | NMI |", "|---|---|---|"]
+        lines += [f"| {pair} | {v['ari']:.3f} | {v['nmi']:.3f} |" for pair, v in c["agreement"].items()]
+    else:
+        lines += ["", "No agreement to measure: one clustering, and the images are of one class."]
+    return lines
+
+
 def _table(result: dict, out_dir: Path) -> None:
     lines = [f"# Explanation of {result['run']} (fold {result['fold']}, layer {result['layer']})", "",
              "Faithfulness (pytorch-grad-cam, mean over images): ROAD MoRF is the score's change when the most "
@@ -215,7 +234,6 @@ def _table(result: dict, out_dir: Path) -> None:
         lines += ["", f"{result['all_zero_cams']} image(s) with a mask have an all-zero {result['method']} map: "
                       "no heat to place, so they are left out of the pointing game (try method=eigencam or another "
                       "layer=)."]
-    if result.get("clusters", {}).get("agreement"):
-        lines += ["", "| clusterings | adjusted Rand | NMI |", "|---|---|---|"]
-        lines += [f"| {pair} | {v['ari']:.3f} | {v['nmi']:.3f} |" for pair, v in result["clusters"]["agreement"].items()]
+    if result.get("clusters"):
+        lines += _cluster_lines(result["clusters"])
     write_text(out_dir / "summary.md", "\n".join(lines) + "\n")

@@ -38,6 +38,12 @@ def test_gradcam_of_a_trained_segmenter_peaks_on_the_lesion(lesion_run):
     assert (out_dir / "clusters_gradcam.png").is_file() and "| gradcam |" in (out_dir / "summary.md").read_text()
     saved = json.loads((out_dir / "explain.json").read_text())
     assert saved["layer"] == "decoder.3" and set(saved["clusters"]["sizes"]) == {"k-means", "agglomerative"}
+    # summary.md reports the clusters whether or not there is an agreement to measure
+    text = (out_dir / "summary.md").read_text()
+    sizes = saved["clusters"]["sizes"]["k-means"]
+    assert f"| k-means | {', '.join(map(str, sizes))} |" in text
+    nearest = saved["clusters"]["nearest_to_centre"]
+    assert "Nearest each k-means centre: " + ", ".join(f"{c}: {i}" for c, i in nearest.items()) in text
     page = (lesion_run / "report.html").read_text()  # explain refreshed the run's page with its figures
     assert f"Explanation {out_dir.name}" in page and 'alt="montage"' in page and 'alt="tsne"' in page
 

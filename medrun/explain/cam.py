@@ -20,15 +20,17 @@ for _name, _cls in (("gradcam", GradCAM), ("gradcam++", GradCAMPlusPlus), ("scor
 
 
 class SegmentationMapTarget(SemanticSegmentationTarget):
-    """The summed foreground probability inside `mask`: sigmoid of channel 0 for binary and cascade outputs,
-    one minus the background softmax for multi-class outputs."""
+    """The mean foreground probability inside `mask` (pytorch-grad-cam's target sums it, which makes ROAD's score
+    changes grow with the region's area; a mean keeps them in probability units, as for classifiers): sigmoid of
+    channel 0 for binary and cascade outputs, one minus the background softmax for multi-class outputs."""
 
     def __call__(self, model_output):
         if model_output.shape[0] > 2:
             fg = 1 - torch.softmax(model_output, 0)[0]
         else:
             fg = torch.sigmoid(model_output[0])
-        return (fg * self.mask.to(model_output.device)).sum()
+        mask = self.mask.to(model_output.device)
+        return (fg * mask).sum() / mask.sum().clamp_min(1)
 
 
 def targets_for(outputs: torch.Tensor, spatial: bool, target_class: int | None = None, predicted=None):

@@ -45,8 +45,9 @@ def _train_help() -> str:
              "Pick one option per group (group=option) or an experiment, then override any key.", ""]
     for g in groups():
         lines.append(f"  {g}: {', '.join(options(g))}")
-    lines += ["", "Common keys: seed, data.root, data.image_size, data.batch_size, cv.folds (cv=kfold), trainer.max_epochs,",
-              "trainer.precision, trainer.deterministic, paths.output_dir. Outputs: outputs/<name>/<time>/.",
+    lines += ["", "Common keys: seed, data.root, data.image_size, data.batch_size, cv.folds (cv=kfold),",
+              "trainer.max_epochs, trainer.precision, trainer.deterministic, paths.output_dir.",
+              "Outputs: outputs/<name>/<time>/.",
               "`medrun list GROUP` says what each option is."]
     return "\n".join(lines)
 

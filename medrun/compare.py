@@ -70,7 +70,8 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     trivial = next((s["trivial"] for s in summaries.values() if s.get("trivial")), {})
     for name, row in trivial.items():
         lines.append(f"| *reference: {name}* | " + " | ".join(
-            mean_std(row["mean"][m], row["std"][m], len(reference) - 1) if m in row["mean"] else "-" for m in metrics) + " |")
+            mean_std(row["mean"][m], row["std"][m], len(reference) - 1) if m in row["mean"] else "-"
+            for m in metrics) + " |")
     table = {f"{name}: {row}": values for (name, s), c in zip(summaries.items(), configs)
              for key in TASKS.get(c.task.name).summary_tables for row, values in s.get(key, {}).items()}
     text = "\n".join(lines) + "\n"

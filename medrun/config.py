@@ -17,6 +17,9 @@ from omegaconf.errors import OmegaConfBaseException
 from medrun.errors import MedrunError
 
 CONFIG_DIR = Path(str(files("medrun.configs")))
+# Nodes whose keys are a library's keyword arguments: the library itself rejects a wrong one.
+PASSED_ON = ("trainer.", "task.optimizer.", "task.scheduler.", "task.loss.", "hydra.")
+_ABSENT = object()
 
 
 def groups() -> list[str]:
@@ -85,11 +88,6 @@ def _hydra_compose(name: str, overrides: list[str]) -> DictConfig:
         return hydra_compose(config_name=name, overrides=overrides)
 
 
-# Nodes whose keys are a library's keyword arguments: the library itself rejects a wrong one.
-PASSED_ON = ("trainer.", "task.optimizer.", "task.scheduler.", "task.loss.", "hydra.")
-_ABSENT = object()
-
-
 def _is_group(key: str) -> bool:
     return "/" in key or key in groups()
 
@@ -107,7 +105,8 @@ def _check_added(command: str, overrides: list[str]) -> None:
     """`+key=value` for a key no chosen option declares would be silently ignored (Hydra's own advice for an
     unknown key is to add it with +): refuse it unless a library receives it as a keyword argument. `++key`
     stays the deliberate way to set a key only some jobs of a sweep read (++oversample.epochs=50)."""
-    added = [o for o in overrides if o.startswith("+") and not o.startswith("++") and not _is_group(_key(o)) and not _key(o).startswith(PASSED_ON)]
+    added = [o for o in overrides if o.startswith("+") and not o.startswith("++")
+             and not _is_group(_key(o)) and not _key(o).startswith(PASSED_ON)]
     if not added:
         return
     base = _base(command, overrides)
@@ -129,10 +128,11 @@ def _unknown_setting(key: str, base: DictConfig) -> str:
         depth += 1
     missing, parent, name = ".".join(parts[:depth + 1]), ".".join(parts[:depth]), parts[depth]
     if depth == 1 and parent in groups():
-        having = [f"{parent}={o}" for o in options(parent) if _select(_hydra_compose(f"{parent}/{o}", []), missing)
-                  is not _ABSENT]
+        having = [f"{parent}={o}" for o in options(parent)
+                  if _select(_hydra_compose(f"{parent}/{o}", []), missing) is not _ABSENT]
         if having:
-            return f"{missing} is not a setting of the chosen {parent}; {', '.join(having)} {'has' if len(having) == 1 else 'have'} it"
+            verb = "has" if len(having) == 1 else "have"
+            return f"{missing} is not a setting of the chosen {parent}; {', '.join(having)} {verb} it"
     node = _select(base, parent) if parent else base
     names = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
     close = difflib.get_close_matches(name, names, n=1)

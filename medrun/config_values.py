@@ -67,9 +67,10 @@ def check_run_values(cfg: DictConfig) -> None:
     check_arguments(cfg.trainer, "trainer.", pl.Trainer, reserved=("callbacks", "logger", "default_root_dir"))
     for key in ("task.optimizer", "task.classifier.optimizer", "task.segmenter.optimizer"):
         node = OmegaConf.select(cfg, key)
-        if node is not None:
-            check_arguments(node, f"{key}.", OPTIMIZERS.get(str(node.name)), reserved=("params",), own=("name",))
-        if node is not None and "lr" in node:
+        if node is None:
+            continue
+        check_arguments(node, f"{key}.", OPTIMIZERS.get(str(node.name)), reserved=("params",), own=("name",))
+        if "lr" in node:
             lr = get_float(node, "lr", prefix=f"{key}.")
             if lr <= 0:
                 raise MedrunError(f"{key}.lr={lr} must be positive, e.g. {key}.lr=1e-4")
@@ -112,5 +113,4 @@ def check_arguments(node: DictConfig, prefix: str, target, reserved=(), own=()) 
         if key not in takes and key not in own:
             close = difflib.get_close_matches(key, takes, n=1)
             hint = f"did you mean {prefix}{close[0]}?" if close else f"it takes {', '.join(takes)}"
-            raise MedrunError(f"{prefix}{key}: {target.__qualname__} takes no argument {key!r}; "
-                              + hint)
+            raise MedrunError(f"{prefix}{key}: {target.__qualname__} takes no argument {key!r}; {hint}")

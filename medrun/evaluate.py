@@ -54,8 +54,8 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
         # validated on are a test set; the others are left out and counted
         seen = {i for f in splits["folds"] for part in ("train", "val") for i in f[part]}
         own = {s.id: s.image for s in store.samples}
-        trained = {s.id for s in test_store.samples
-                   if s.id in seen and s.image is not None and own.get(s.id) is not None and same_file(own[s.id], s.image)}
+        trained = {s.id for s in test_store.samples if s.id in seen and s.image is not None
+                   and own.get(s.id) is not None and same_file(own[s.id], s.image)}
         if trained:
             kept = [i for i in test_ids if i not in trained]
             left_out = len(test_ids) - len(kept)

@@ -43,19 +43,17 @@ def _ordered(names):
 
 def markdown(summary: dict) -> str:
     folds = summary["folds"]
-    head = f"| metric | {'mean ± std' if len(folds) > 1 else 'value'} | " + " | ".join(f"fold {f['fold']}" for f in folds) + " |"
+    spread = "mean ± std" if len(folds) > 1 else "value"
+    head = f"| metric | {spread} | " + " | ".join(f"fold {f['fold']}" for f in folds) + " |"
     rule = "|---|---|" + "---|" * len(folds)
     rows = [f"| {n} | {mean_std(summary['mean'][n], summary['std'][n], _count(summary, n))} | "
             + " | ".join(f"{f['metrics'][n]:.4f}" if n in f["metrics"] else "-" for f in folds) + " |" for n in _ordered(summary["mean"])]
     title = f"# {summary['experiment']} ({summary['protocol']}, {len(folds)} fold(s))"
     note = [f"> Note: {summary['note']}.", ""] if summary.get("note") else []
-    positive = [positive_line(summary["positive_class"]), ""] if summary.get("positive_class") else []
+    positive = [f"The `*_positive` rows are about class **{summary['positive_class']}** (`data.positive`, by default "
+                "the second class; the decision threshold and ROC curve follow it).", ""] \
+        if summary.get("positive_class") else []
     return "\n".join([title, "", *note, *positive, head, rule, *rows, ""]) + trivial_markdown(summary)
-
-
-def positive_line(positive: str) -> str:
-    return (f"The `*_positive` rows are about class **{positive}** (`data.positive`, by default the second class; "
-            "the decision threshold and ROC curve follow it).")
 
 
 def lower_is_better(metric: str) -> bool:
@@ -95,7 +93,8 @@ def trivial_markdown(summary: dict) -> str:
              "them (an empty mask on an empty image scores 1 per image).", "",
              "| predictor | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     lines += [f"| {name} | " + " | ".join(mean_std(row["mean"][n], row["std"][n], len(summary["folds"]))
-                                         if n in row["mean"] else "-" for n in names) + " |" for name, row in trivial.items()]
+                                         if n in row["mean"] else "-" for n in names) + " |"
+              for name, row in trivial.items()]
     beaten = not_beaten(summary, names)
     lines += ["", *(f"> The method does not beat the trivial row on **{m}**: {name} {value:.4f} vs {ours:.4f}."
                     for m, name, value, ours in beaten)] if beaten else ["", "The method beats every trivial row."]

@@ -138,9 +138,31 @@ def build_store(cfg: DictConfig, preload: bool = True, dataset: Dataset | None =
     return store
 
 
+SPLIT_SETTINGS = ("folds", "repeats", "test_fraction", "val_fraction", "split_seed", "grouped", "contiguous")
+
+
+def check_split_settings(cfg: DictConfig, samples) -> None:
+    """A split setting given on the command line that the split would ignore fails in one line: the folds of a
+    cv.splits_file, a holdout's fixed test or validation set (MedMNIST, ISIC-2016's test set)."""
+    given = {o.lstrip("+").partition("=")[0].removeprefix("cv."): o for o in cfg.get("overrides") or []
+             if o.lstrip("+").startswith("cv.")}
+    if cfg.cv.get("splits_file"):
+        for key in SPLIT_SETTINGS:
+            if key in given:
+                raise MedrunError(f"{given[key]} has no effect: the folds come from cv.splits_file="
+                                  f"{cfg.cv.splits_file}; remove one of the two")
+        return
+    fixed = cfg.cv.name == "holdout" and cfg.cv.get("use_fixed_test", True)
+    for key, subset in (("test_fraction", "test"), ("val_fraction", "val")):
+        if fixed and key in given and any(s.subset == subset for s in samples):
+            raise MedrunError(f"{given[key]} has no effect: the data has a fixed {subset} set, which cv=holdout uses; "
+                              "add cv.use_fixed_test=false to hold out a fraction of the data instead")
+
+
 def build_splits(cfg: DictConfig, store: SampleStore) -> dict:
     """The run's folds: a given splits file, or the protocol `cv.name` made from the samples; images of
     data.translation_only classes set aside (see set_aside)."""
+    check_split_settings(cfg, store.samples)
     if cfg.cv.get("splits_file"):
         splits = load_splits(cfg.cv.splits_file, store.samples)
     else:

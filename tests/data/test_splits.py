@@ -54,6 +54,18 @@ def test_holdout_uses_the_fixed_test_set(shared_data):
     kf, _ = splits("experiment=sharp_unet_covid_ct", f"data.root={shared_data}/covid19_ct_seg")
     assert len(kf["fixed_test"]) == 48
     assert not any(i.startswith("test_") for f in kf["folds"] for i in f["test"] + f["train"])
+    # a fraction the fixed set would silently replace is refused; with use_fixed_test=false it is the split
+    with pytest.raises(MedrunError, match=r"cv.test_fraction=0.3 has no effect: the data has a fixed test set"):
+        splits("experiment=sharp_unet_covid_ct", f"data.root={shared_data}/covid19_ct_seg", "cv=holdout",
+               "cv.test_fraction=0.3")
+    own, _ = splits("experiment=sharp_unet_covid_ct", f"data.root={shared_data}/covid19_ct_seg", "cv=holdout",
+                    "cv.test_fraction=0.3", "cv.use_fixed_test=false")
+    assert len(own["folds"][0]["test"]) == 15  # 30 % of the 50 training images
+
+
+def test_medmnist_fixed_validation_set_and_a_fraction_for_it(shared_data):
+    with pytest.raises(MedrunError, match=r"cv.val_fraction=0.3 has no effect: the data has a fixed val set"):
+        splits("experiment=densenet121_breastmnist", f"data.root={shared_data}/medmnist", "cv.val_fraction=0.3")
 
 
 def test_splits_file_is_reused_and_checked(shared_data, tmp_path):
@@ -77,6 +89,9 @@ def test_splits_file_is_reused_and_checked(shared_data, tmp_path):
     leaky, _ = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", "cv=repeated_holdout")
     path.write_text(json.dumps(leaky))
     assert load_splits(path, st.samples)["folds"] == leaky["folds"]  # a declared leak (val = test) loads
+    with pytest.raises(MedrunError, match=r"cv.folds=3 has no effect: the folds come from cv.splits_file="):
+        splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", f"cv.splits_file={path}",
+               "cv.folds=3")
 
 
 def test_repeated_kfold_is_the_texts_protocol_with_new_splits_per_repeat(shared_data):

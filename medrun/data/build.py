@@ -24,7 +24,7 @@ ID_KEY_ENV = "MEDRUN_ID_KEY_FILE"
 
 def fill_labels(cfg: DictConfig, dataset: Dataset) -> None:
     """Classification: take class names and mode (multi-class / multi-label) from the data unless set, and check
-    data.positive against them."""
+    data.positive and task.threshold against them."""
     if dataset.kind != "classification":
         return
     with open_dict(cfg):
@@ -32,6 +32,12 @@ def fill_labels(cfg: DictConfig, dataset: Dataset) -> None:
         if cfg.data.get("mode") in (None, "auto"):
             cfg.data.mode = "multilabel" if dataset.multilabel else "multiclass"
     positive_index(cfg.data)  # a data.positive that names no class fails here, before a run folder exists
+    two = len(cfg.data.classes) == 2 and cfg.data.mode != "multilabel"
+    if cfg.task.get("threshold") is not None and not two:
+        raise MedrunError(f"task.threshold={cfg.task.threshold} applies to two-class single-label data (here "
+                          f"{len(cfg.data.classes)} {cfg.data.mode} classes: argmax decides"
+                          + ("; multi-label runs take task.thresholds, one per label)" if cfg.data.mode == "multilabel"
+                             else ")"))
 
 
 def id_key() -> bytes:

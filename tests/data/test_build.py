@@ -1,0 +1,19 @@
+"""Label facts filled in from the data, and the decision settings checked against them before a run folder."""
+
+import pytest
+
+import medrun
+from medrun.data.build import list_dataset
+from medrun.errors import MedrunError
+
+
+def test_a_binary_threshold_on_five_classes_is_refused(shared_data):
+    cfg = medrun.compose("train", ["experiment=densenet121_retinamnist", f"data.root={shared_data}/medmnist",
+                                   "task.threshold=0.3"])
+    with pytest.raises(MedrunError, match=r"task.threshold=0.3 applies to two-class single-label data \(here 5 "
+                                          r"multiclass classes: argmax decides\)"):
+        list_dataset(cfg)
+    binary = medrun.compose("train", ["experiment=densenet121_breastmnist", f"data.root={shared_data}/medmnist",
+                                      "task.threshold=0.3"])
+    list_dataset(binary)
+    assert list(binary.data.classes) == ["malignant", "normal_or_benign"] and binary.task.threshold == 0.3

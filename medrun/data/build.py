@@ -32,12 +32,16 @@ def fill_labels(cfg: DictConfig, dataset: Dataset) -> None:
         if cfg.data.get("mode") in (None, "auto"):
             cfg.data.mode = "multilabel" if dataset.multilabel else "multiclass"
     positive_index(cfg.data)  # a data.positive that names no class fails here, before a run folder exists
-    two = len(cfg.data.classes) == 2 and cfg.data.mode != "multilabel"
-    if cfg.task.get("threshold") is not None and not two:
+    n, multilabel = len(cfg.data.classes), cfg.data.mode == "multilabel"
+    if cfg.task.get("threshold") is not None and (n != 2 or multilabel):
         raise MedrunError(f"task.threshold={cfg.task.threshold} applies to two-class single-label data (here "
-                          f"{len(cfg.data.classes)} {cfg.data.mode} classes: argmax decides"
-                          + ("; multi-label runs take task.thresholds, one per label)" if cfg.data.mode == "multilabel"
-                             else ")"))
+                          f"{n} {cfg.data.mode} classes: " + ("task.thresholds takes one per label)" if multilabel
+                                                              else "argmax decides)"))
+    thresholds = cfg.task.get("thresholds")
+    if thresholds is not None and (not multilabel or len(thresholds) != n):
+        raise MedrunError(f"task.thresholds={list(thresholds)} needs one threshold per label of multi-label data "
+                          f"(here {n} {cfg.data.mode} classes" + (": task.threshold for two classes)" if n == 2 and
+                                                                   not multilabel else ")"))
 
 
 def id_key() -> bytes:

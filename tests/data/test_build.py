@@ -17,3 +17,11 @@ def test_a_binary_threshold_on_five_classes_is_refused(shared_data):
                                       "task.threshold=0.3"])
     list_dataset(binary)
     assert list(binary.data.classes) == ["malignant", "normal_or_benign"] and binary.task.threshold == 0.3
+
+
+def test_per_label_thresholds_need_one_per_label_of_multilabel_data(shared_data):
+    single = medrun.compose("train", ["experiment=densenet121_breastmnist", f"data.root={shared_data}/medmnist",
+                                      "task.thresholds=[0.3,0.4]"])
+    with pytest.raises(MedrunError, match=r"task.thresholds=\[0.3, 0.4\] needs one threshold per label of "
+                                          r"multi-label data \(here 2 multiclass classes: task.threshold for two"):
+        list_dataset(single)

@@ -193,7 +193,8 @@ def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
 
 
 def check_input_size(cfg: DictConfig) -> None:
-    """Fail in one line, naming data.image_size, when the network cannot run at the configured size.
+    """Fail in one line, naming data.image_size, when the network cannot run at the configured size (or has no
+    encoder for callbacks.backbone_finetuning).
 
     The network is built and run on the meta device (shapes only, no memory, no weights); a size that fits
     (a multiple of 32, doubled as needed) is suggested.
@@ -215,6 +216,11 @@ def check_input_size(cfg: DictConfig) -> None:
                 return str(e).splitlines()[0][:160]
         return None
 
+    with torch.device("meta"):
+        if (cfg.callbacks.get("backbone_finetuning") or {}).get("enabled") and getattr(
+                build_network(model_cfg, int(cfg.data.channels), out), "backbone", None) is None:
+            raise MedrunError(f"callbacks.backbone_finetuning needs a model with an encoder; model.name="
+                              f"{cfg.model.name} has none (use model=smp_unet)")
     h, w = (int(v) for v in cfg.data.image_size)
     error = runs(h, w)
     if error is None:

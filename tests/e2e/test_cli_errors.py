@@ -154,6 +154,9 @@ def test_bad_command_lines(argv, expected, capsys):
     ("+trainer.max_epoch=1", "trainer.max_epoch: Trainer takes no argument 'max_epoch'; did you mean "
                              "trainer.max_epochs?"),
     ("+task.optimizer.momentun=0.9", "task.optimizer.momentun: Adam takes no argument 'momentun'; it takes lr, betas"),
+    ("callbacks.progress=fancy", "callbacks.progress='fancy'; valid: rich, tqdm, none"),
+    ("callbacks.backbone_finetuning.enabled=true", "callbacks.backbone_finetuning needs a model with an encoder; "
+                                                   "model.name=sharp_unet has none (use model=smp_unet)"),
 ])
 def test_bad_run_values_end_in_one_line_naming_the_key(override, expected, tmp_path, capsys):
     from tests.conftest import TINY

@@ -193,8 +193,7 @@ def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
 
 
 def check_input_size(cfg: DictConfig) -> None:
-    """Fail in one line, naming data.image_size, when the network cannot run at the configured size (or has no
-    encoder for callbacks.backbone_finetuning).
+    """Fail in one line, naming data.image_size, when the network cannot run at the configured size.
 
     The network is built and run on the meta device (shapes only, no memory, no weights); a size that fits
     (a multiple of 32, doubled as needed) is suggested.
@@ -216,11 +215,6 @@ def check_input_size(cfg: DictConfig) -> None:
                 return str(e).splitlines()[0][:160]
         return None
 
-    with torch.device("meta"):
-        if (cfg.callbacks.get("backbone_finetuning") or {}).get("enabled") and getattr(
-                build_network(model_cfg, int(cfg.data.channels), out), "backbone", None) is None:
-            raise MedrunError(f"callbacks.backbone_finetuning needs a model with an encoder; model.name="
-                              f"{cfg.model.name} has none (use model=smp_unet)")
     h, w = (int(v) for v in cfg.data.image_size)
     error = runs(h, w)
     if error is None:
@@ -233,6 +227,29 @@ def check_input_size(cfg: DictConfig) -> None:
             break
     model = " ".join(str(v) for v in (cfg.model.name, cfg.model.get("backbone")) if v)
     raise MedrunError(f"data.image_size=[{h}, {w}] does not fit model {model} ({error}); change data.image_size{hint}")
+
+
+WEIGHT_KEYS = ("pretrained", "encoder_weights", "weights_path", "encoder_weights_path", "discriminator_weights_path")
+
+
+def check_task(cfg: DictConfig) -> None:
+    """Build the task once on the meta device (no memory, no weights), so that what its constructor checks (losses
+    and their arguments, class weights, the classes it names) and the encoder callbacks.backbone_finetuning
+    freezes fail before a run folder exists, not in the first fold."""
+    import torch
+
+    config = to_plain(cfg)
+
+    def no_weights(node):
+        if isinstance(node, dict):
+            return {k: None if k in WEIGHT_KEYS else no_weights(v) for k, v in node.items()}
+        return node
+
+    config["model"] = no_weights(config["model"])
+    with torch.device("meta"):
+        task = TASKS.get(cfg.task.name)(config)
+        if (cfg.callbacks.get("backbone_finetuning") or {}).get("enabled"):
+            task.backbone  # noqa: B018 - the property raises, naming the key, when the network has no encoder
 
 
 def train(cfg: DictConfig) -> tuple[Path, dict | None]:
@@ -251,6 +268,7 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
                  "run_dir" if cfg.get("run_dir") else "paths.output_dir")
     dataset = list_dataset(cfg)  # the label facts (classes, mode) enter the config here, before the size check
     check_input_size(cfg)
+    check_task(cfg)
     distributed = is_distributed(cfg)
     if distributed and (cfg.get("oversample") or {}).get("name", "none") != "none":
         raise MedrunError("oversample trains its GAN on one device: use trainer=gpu or cpu, not a DDP strategy")

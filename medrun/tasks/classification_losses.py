@@ -108,7 +108,10 @@ def build_classification_loss(spec, multilabel: bool, class_weights: torch.Tenso
         raise MedrunError(f"task.class_weights=balanced does not apply to task.loss.name={name}"
                           f"{' (multi-label)' if multilabel else ''}; remove it, or use cross_entropy"
                           f"{'' if multilabel else ' or focal'}")
-    return CLASSIFICATION_LOSSES.get(name)(multilabel, class_weights, **spec)
+    try:
+        return CLASSIFICATION_LOSSES.get(name)(multilabel, class_weights, **spec)
+    except TypeError as e:  # a keyword the loss does not take
+        raise MedrunError(f"task.loss (name={name}): {e}") from None
 
 
 CLASSIFICATION_LOSSES: Registry = Registry("classification loss", "task.loss.name")

@@ -41,7 +41,10 @@ def build_loss(spec, binary: bool) -> WeightedSum:
     for i, item in enumerate(items):
         item = dict(item)
         name, weight = item.pop("name", None), float(item.pop("weight", 1.0))
-        terms.append((weight, SEGMENTATION_LOSSES.get(name)(mode, **item)))
+        try:
+            terms.append((weight, SEGMENTATION_LOSSES.get(name)(mode, **item)))
+        except TypeError as e:  # a keyword the loss does not take
+            raise MedrunError(f"task.loss[{i}] (name={name}): {e}") from None
     if not terms:
         raise MedrunError("task.loss is empty; give at least one loss, e.g. [{name: cross_entropy}]")
     return WeightedSum(terms, binary)

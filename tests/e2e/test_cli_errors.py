@@ -157,6 +157,10 @@ def test_bad_command_lines(argv, expected, capsys):
     ("callbacks.progress=fancy", "callbacks.progress='fancy'; valid: rich, tqdm, none"),
     ("callbacks.backbone_finetuning.enabled=true", "callbacks.backbone_finetuning needs a model with an encoder; "
                                                    "model.name=sharp_unet has none (use model=smp_unet)"),
+    # what the task's constructor checks: the task is built once on the meta device before the run folder
+    ("task.loss=[{name: dice, smoth: 1}]", "task.loss[0] (name=dice): DiceLoss.__init__() got an unexpected "
+                                          "keyword argument 'smoth'"),
+    ("task.loss=[{name: dicey}]", "unknown segmentation loss 'dicey' (task.loss[].name); valid: cross_entropy, dice"),
 ])
 def test_bad_run_values_end_in_one_line_naming_the_key(override, expected, tmp_path, capsys):
     from tests.conftest import TINY

@@ -259,10 +259,10 @@ def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared
     cascade_dir = busi_run[0]
     baseline = medrun.compose("train", ["experiment=unet_resnet34_siim", f"data.root={shared_data}/busi_siim",
                                         "data=busi_siim", "model.encoder=resnet18", "model.encoder_weights=null",
-                                        "data.image_size=[32,32]",
-                                        "cv.folds=2", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
-                                        "logger=none", "callbacks.progress=none", "task.tta=none",
-                                        f"cv.splits_file={cascade_dir}/splits.json", f"paths.output_dir={tmp_path}"])
+                                        "data.image_size=[32,32]", "trainer.max_epochs=1",
+                                        "+trainer.limit_train_batches=2", "logger=none", "callbacks.progress=none",
+                                        "task.tta=none", f"cv.splits_file={cascade_dir}/splits.json",  # its 2 folds
+                                        f"paths.output_dir={tmp_path}"])
     baseline_dir, _ = medrun.train(baseline)
     assert main(["compare", str(cascade_dir), str(baseline_dir)]) == 0
     out = capsys.readouterr().out
@@ -282,10 +282,10 @@ def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared
     assert "was scored on other test parts" in capsys.readouterr().err
 
     # task.baseline_run: the baseline's rows join the cascade's own Table 5.1 (summary.md and cv_summary.json)
-    cascade = ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "cv.folds=2", *TINY_CASCADE,
+    cascade = ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", *TINY_CASCADE,
                f"paths.output_dir={tmp_path}"]
     with pytest.raises(MedrunError, match=f"task.baseline_run={other} was scored on other test parts"):
-        medrun.train(medrun.compose("train", [*cascade, f"task.baseline_run={other}"]))
+        medrun.train(medrun.compose("train", [*cascade, "cv.folds=2", f"task.baseline_run={other}"]))
     joined_dir, joined = medrun.train(medrun.compose("train", [*cascade, f"task.baseline_run={baseline_dir}",
                                                                f"cv.splits_file={cascade_dir}/splits.json"]))
     base = json.loads((baseline_dir / "cv_summary.json").read_text())["postprocessing_table"]

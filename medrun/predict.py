@@ -129,8 +129,8 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
             rle_rows.append((stem, encode(mask)))
         else:
             rows.append((name(path), probs.numpy()))
+    multilabel = cfg.data.get("mode") == "multilabel"
     if not run.spatial and rows:
-        multilabel = cfg.data.mode == "multilabel"
         probs = np.stack([p for _, p in rows])
         labels = decision.labels(probs, multilabel)
         with open(output / "predictions.csv", "w", newline="") as f:
@@ -150,7 +150,9 @@ def predict_files(run_dir, input_path, output, save_probabilities=False, tta=Non
             w.writerows(sorted(rle_rows))
     stored = decision.stored()
     report = {"run": str(run_dir), "postprocessing": chosen_from, "tta": decision.tta, "threshold": stored["threshold"],
-              "min_area_fraction": decision.min_area_fraction(),
+              **({"min_area_fraction": decision.min_area_fraction()} if run.spatial else
+                 {"threshold_of": classes[decision.positive]} if stored["threshold"] is not None and not multilabel
+                 else {}),
               "processed": len(files) - len(failed), "failed": failed}
     write_json(output / "report.json", report)
     return report

@@ -144,6 +144,9 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
     files = sorted(p.name for p in (shared_data / "dicom_ct/dicom_dir").glob("*.dcm"))
     assert report["processed"] == 12 and sorted(r["file"] for r in rows) == files
     assert all(r["prediction"] in ("False", "True") for r in rows)
+    # the searched threshold, and the class it is about (data.positive=False); no mask settings for a classifier
+    assert report["threshold"] == result["postprocessing"]["threshold"] and report["threshold_of"] == "False"
+    assert "min_area_fraction" not in report
     tags = {str(pydicom.dcmread(shared_data / "dicom_ct/dicom_dir" / f, stop_before_pixels=True).PatientID) for f in files}
     for f in (tmp_path / "pred").iterdir():
         assert not any(t in f.read_text() for t in tags)

@@ -103,6 +103,7 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
         notes.append("no test set: the searched threshold is scored on the predictions it was chosen on, so that "
                      "row is optimistic; give a test set with data.root=... for an unbiased number")
     notes += one_class_cut(result["postprocessing"].get("search") or {})
+    result["decided_by"] = describe_decision(result["postprocessing"], run.config, run.task)
     result = {"run": str(run.dir), "evaluated_on": evaluated_on, "n": len(e_ids),
               "search_set": (search_part if search_part == "val" else "out_of_fold") if search else None,
               "ensemble": ensemble, "notes": notes, **result, "trivial": trivial}
@@ -161,6 +162,32 @@ def same_file(a: Path, b: Path) -> bool:
         return False
 
 
+def describe_decision(post: dict, cfg, task) -> str:
+    """eval's post-processing in words: TTA, how a label or mask is decided, minimum area, and the search."""
+    words = ["no TTA" if post.get("tta", "none") == "none" else f"TTA {post['tta']}"]
+    threshold, multilabel = post.get("threshold"), cfg.data.get("mode") == "multilabel"
+    if isinstance(threshold, list) or multilabel:
+        words.append(f"per-label thresholds {threshold or 0.5}")
+    elif threshold is None or not task.searchable(cfg):
+        words.append("argmax")
+    elif cfg.task.name == "classification":
+        words.append(f"{cfg.data.classes[positive_index(cfg.data)]} where its probability >= {threshold:.4g}")
+    else:
+        words.append(f"foreground where its probability >= {threshold:.4g}")
+    if post.get("min_area"):
+        h, w = post["min_area_at_size"]
+        words.append(f"masks under {post['min_area']} pixels (at {h}x{w}) emptied")
+    if post.get("decision_threshold") is not None:
+        words.append(f"masks emptied where the classifier's probability < {post['decision_threshold']:.4g}")
+    found = post.get("search")
+    if found:
+        words.append(f"threshold searched for {found['objective']} (on the search set: sensitivity "
+                     f"{found['sensitivity']:.3f}, specificity {found['specificity']:.3f})")
+    elif "search_dice" in post:
+        words.append(f"searched for Dice (on the search set: {post['search_dice']:.4f})")
+    return "; ".join(words)
+
+
 def one_class_cut(found: dict) -> list[str]:
     """A note when the searched decision threshold labels every search sample alike, which F1 prefers for a
     majority positive class and a weak model: the row then equals the majority-class reference."""
@@ -186,7 +213,8 @@ def _table(result: dict) -> str:
                 if result["search_set"] else "fixed thresholds (no search)")
     lines = [f"# Evaluation of {result['run']}", "",
              f"Scored on the {result['evaluated_on'].replace('_', '-')} set ({result['n']} predictions); {searched}.",
-             f"Post-processing: {json.dumps(post)}", "",
+             f"Post-processing: {result.get('decided_by') or json.dumps(post)} (postprocessing.json has the numbers).",
+             "",
              *(f"> Note: {n}." for n in result["notes"]), *([""] if result["notes"] else []),
              "| post-processing | " + " | ".join(TABLE_COLUMNS[c].format(positive=result.get("positive_class"))
                                                 for c in cols) + " |",

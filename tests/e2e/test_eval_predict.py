@@ -39,6 +39,9 @@ def test_eval_on_the_fixed_test_set_never_searches_on_it(covid_run):
     assert 0 < result["postprocessing"]["threshold"] < 1
     table = (out_dir / "summary.md").read_text()
     assert "| searched threshold |" in table and "| TTA (flips) |" in table and "Dice (dataset)" in table
+    post = result["postprocessing"]  # the decision in words, with the numbers of postprocessing.json
+    assert (f"Post-processing: TTA flips; foreground where its probability >= {post['threshold']:.4g};" in table
+            and f"searched for Dice (on the search set: {post['search_dice']:.4f})" in table)
     # the reference rows on the same 48 test images, marked as references in the table
     assert {"all-empty", "all-foreground"} <= set(result["trivial"]) and result["trivial"]["all-empty"]["dice_micro"] == 0
     assert "| *reference: all-empty* |" in table and "| *reference: all-foreground* |" in table
@@ -115,6 +118,9 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
     assert row["sensitivity_positive"] == pytest.approx(search["sensitivity"]) == pytest.approx(row["sensitivity_False"])
     assert row["specificity_positive"] == pytest.approx(search["specificity"])
     assert result["positive_class"] == "False" and "| sensitivity (False) | specificity (False) |" in \
+        (out_dir / "summary.md").read_text()
+    assert (f"Post-processing: TTA flips; False where its probability >= {search['threshold']:.4g}; threshold "
+            f"searched for youden (on the search set: sensitivity {search['sensitivity']:.3f}") in \
         (out_dir / "summary.md").read_text()
     majority = result["trivial"]["majority class"]  # the reference row is about the same class
     assert majority["f1_positive"] == majority["f1_False"] != majority["f1_True"]

@@ -134,7 +134,10 @@ def test_eval_and_predict_work_on_a_cascade_run(busi_run, shared_data, tmp_path)
     run_dir, _ = busi_run
     out_dir, result = evaluate_run(run_dir, threshold="search", min_areas=(0, 50))
     assert result["evaluated_on"] == "out_of_fold" and result["n"] == 267
-    assert {"decision_threshold", "threshold", "min_area"} <= set(result["postprocessing"])
+    post = result["postprocessing"]
+    assert {"decision_threshold", "threshold", "min_area"} <= set(post)
+    assert f"masks emptied where the classifier's probability < {post['decision_threshold']:.4g}" in \
+        (out_dir / "summary.md").read_text()  # the searched triplet in words
     assert "classifier_auc" in result["rows"]["threshold"]
     inputs = tmp_path / "nested"  # 24 of the real DICOMs in their <study>/<series>/ folders, as the SIIM test set
     for p in sorted((shared_data / "busi_siim" / "dicom-images-train").rglob("*.dcm"))[:24]:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from medrun.allocator import keep_freed_memory
 from medrun.config import check_choices, finish
 from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
@@ -47,7 +48,8 @@ def job(cfg: DictConfig) -> float:
 
     from medrun.api import train
 
-    quiet_known_noise()  # launchers run jobs in fresh processes
+    quiet_known_noise()  # launchers (joblib, submitit) run jobs in fresh processes, without medrun's CLI start
+    keep_freed_memory()
     hydra = HydraConfig.get()
     overrides = list(hydra.overrides.task)
     record = {"job": int(hydra.job.num), "overrides": overrides, "status": "failed",

@@ -94,10 +94,11 @@ def _is_group(key: str) -> bool:
 
 def _base(command: str, overrides: list[str]) -> DictConfig:
     """The config the chosen options declare, before any value override."""
-    return _hydra_compose(command, [o for o in overrides if _is_group(_key(o))])
+    return _hydra_compose(command, [o for o in overrides if _is_group(override_key(o))])
 
 
-def _key(override: str) -> str:
+def override_key(override: str) -> str:
+    """The key an override sets: `+cv.folds=3` -> cv.folds."""
     return override.lstrip("+~").partition("=")[0].removeprefix("override ").strip()
 
 
@@ -106,13 +107,14 @@ def _check_added(command: str, overrides: list[str]) -> None:
     unknown key is to add it with +): refuse it unless a library receives it as a keyword argument. `++key`
     stays the deliberate way to set a key only some jobs of a sweep read (++oversample.epochs=50)."""
     added = [o for o in overrides if o.startswith("+") and not o.startswith("++")
-             and not _is_group(_key(o)) and not _key(o).startswith(PASSED_ON)]
+             and not _is_group(override_key(o)) and not override_key(o).startswith(PASSED_ON)]
     if not added:
         return
     base = _base(command, overrides)
     for override in added:
-        if _select(base, _key(override)) is _ABSENT:
-            raise MedrunError(f"bad override {override}: nothing reads it; {_unknown_setting(_key(override), base)}")
+        key = override_key(override)
+        if _select(base, key) is _ABSENT:
+            raise MedrunError(f"bad override {override}: nothing reads it; {_unknown_setting(key, base)}")
 
 
 def _select(cfg: DictConfig, key: str):

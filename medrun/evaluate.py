@@ -2,9 +2,8 @@
 validation / out-of-fold predictions only, and fold ensembling. Writes <run>/eval/<time>/."""
 from __future__ import annotations
 
-import hashlib
+import filecmp
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -149,15 +148,10 @@ def _check_options(cfg, tta, threshold, ensemble) -> None:
 
 
 def same_file(a: Path, b: Path) -> bool:
-    """One file, or a byte-identical copy (same size and SHA-256): a copied or re-mounted training folder is still
-    the run's training data."""
-    if Path(a) == Path(b):
-        return True
+    """One file, or a byte-identical copy: a copied or re-mounted training folder is still the run's training
+    data."""
     try:
-        if os.path.getsize(a) != os.path.getsize(b):
-            return False
-        with open(a, "rb") as fa, open(b, "rb") as fb:
-            return hashlib.file_digest(fa, "sha256").digest() == hashlib.file_digest(fb, "sha256").digest()
+        return Path(a) == Path(b) or filecmp.cmp(a, b, shallow=False)
     except OSError:
         return False
 

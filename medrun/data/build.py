@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, open_dict
 
+from medrun.config import override_key
 from medrun.config_values import positive_index
 from medrun.data import build_dataset
 from medrun.data.samples import LOADERS, Dataset
@@ -154,8 +155,8 @@ SPLIT_SETTINGS = ("folds", "repeats", "test_fraction", "val_fraction", "split_se
 def check_split_settings(cfg: DictConfig, samples) -> None:
     """A split setting given on the command line that the split would ignore fails in one line: the folds of a
     cv.splits_file, a holdout's fixed test or validation set (MedMNIST, ISIC-2016's test set)."""
-    given = {o.lstrip("+").partition("=")[0].removeprefix("cv."): o for o in cfg.get("overrides") or []
-             if o.lstrip("+").startswith("cv.")}
+    given = {override_key(o).removeprefix("cv."): o for o in cfg.get("overrides") or []
+             if override_key(o).startswith("cv.")}
     if cfg.cv.get("splits_file"):
         for key in SPLIT_SETTINGS:
             if key in given:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from medrun.config_values import positive_index
 from medrun.errors import MedrunError
-from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, mean_std, table_markdown
+from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, cell, table_markdown
 from medrun.inference import saved_config
 from medrun.report import write_page
 from medrun.runs import create_run_dir, read_json, require_run_dir, test_parts, write_json, write_text
@@ -64,13 +64,13 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     lines = [f"# {len(dirs)} runs on the same {len(reference) - 1} fold(s)", "", *note,
              "| run | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
     for name, s in summaries.items():
-        lines.append(f"| {name} | " + " | ".join(mean_std(s["mean"][m], s["std"][m], len(reference) - 1)
+        lines.append(f"| {name} | " + " | ".join(cell(s, m, len(reference) - 1)
                                                   if m in s["mean"] else "-" for m in metrics) + " |")
     # the same test parts give the same trivial rows: shown once, marked as references, never as methods
     trivial = next((s["trivial"] for s in summaries.values() if s.get("trivial")), {})
     for name, row in trivial.items():
         lines.append(f"| *reference: {name}* | " + " | ".join(
-            mean_std(row["mean"][m], row["std"][m], len(reference) - 1) if m in row["mean"] else "-"
+            cell(row, m, len(reference) - 1) if m in row["mean"] else "-"
             for m in metrics) + " |")
     table = {f"{name}: {row}": values for (name, s), c in zip(summaries.items(), configs)
              for key in TASKS.get(c.task.name).summary_tables for row, values in s.get(key, {}).items()}

@@ -182,13 +182,15 @@ def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
     summary = aggregate(cfg.name, splits["protocol"],
                         [{"fold": r["fold"], **({"repeat": repeats[r["fold"]]} if r["fold"] in repeats else {}),
                           "metrics": r["metrics"]} for r in records], note)
+
+    def over_folds(metrics_of) -> dict:
+        spread = aggregate(cfg.name, splits["protocol"], [{"fold": r["fold"], "metrics": metrics_of(r)} for r in records])
+        return {k: spread[k] for k in ("mean", "std", "defined_in")}
+
     if all("validation" in r for r in records):
-        summary["validation"] = {k: v for k, v in aggregate(cfg.name, splits["protocol"], [
-            {"fold": r["fold"], "metrics": r["validation"]} for r in records]).items() if k in ("mean", "std")}
+        summary["validation"] = over_folds(lambda r: r["validation"])
     if all("trivial" in r for r in records):
-        summary["trivial"] = {name: {k: v for k, v in aggregate(cfg.name, splits["protocol"], [
-            {"fold": r["fold"], "metrics": r["trivial"][name]} for r in records]).items() if k in ("mean", "std")}
-            for name in records[0]["trivial"]}
+        summary["trivial"] = {name: over_folds(lambda r: r["trivial"][name]) for name in records[0]["trivial"]}
     return {**summary, **TASKS.get(cfg.task.name).finish_run(cfg, run_dir, splits)}
 
 
@@ -282,7 +284,7 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     else:
         store = build_store(cfg, dataset=dataset)
         splits = build_splits(cfg, store)
-        TASKS.get(cfg.task.name).check_splits(cfg, splits)
+        TASKS.get(cfg.task.name).check_splits(cfg, splits, store)
         run_dir, lock = _open_run_dir(cfg, splits)
     os.environ[RUN_DIR_ENV] = str(run_dir)
     try:

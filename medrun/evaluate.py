@@ -201,7 +201,7 @@ TABLE_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "ja
 def _table(result: dict) -> str:
     """The post-processing table: rows argmax / searched threshold / TTA."""
     rows = result["rows"]
-    cols = [c for c in TABLE_COLUMNS if c in next(iter(rows.values()))]
+    cols = [c for c in TABLE_COLUMNS if any(c in m for m in rows.values())]
     post = result["postprocessing"]
     searched = (f"thresholds searched on the {result['search_set'].replace('_', '-')} predictions"
                 if result["search_set"] else "fixed thresholds (no search)")
@@ -215,7 +215,7 @@ def _table(result: dict) -> str:
              "|---|" + "---|" * len(cols)]
     names = {"argmax": "ArgMax", "threshold": "searched threshold", "tta": f"TTA ({post['tta']})"}
     for name, m in rows.items():
-        lines.append(f"| {names[name]} | " + " | ".join(f"{m[c]:.4f}" for c in cols) + " |")
+        lines.append(f"| {names[name]} | " + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols) + " |")
     for name, m in (result.get("trivial") or {}).items():  # references on the same images, never methods
         lines.append(f"| *reference: {name}* | " + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols) + " |")
     final = rows[list(rows)[-1]]

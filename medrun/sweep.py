@@ -16,7 +16,7 @@ from medrun.allocator import keep_freed_memory
 from medrun.config import check_choices, finish
 from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
-from medrun.evaluation.reports import mean_std, not_beaten
+from medrun.evaluation.reports import cell, not_beaten
 from medrun.multirun import one_line, run_multirun
 from medrun.report import write_page
 from medrun.runs import write_json, write_text
@@ -60,8 +60,8 @@ def job(cfg: DictConfig) -> float:
         run_dir, summary = train(cfg)
         record.update(status="ok", run_dir=str(run_dir))
         if summary is not None:
-            record.update(mean=summary["mean"], std=summary["std"], folds=len(summary["folds"]),
-                          not_beaten=not_beaten(summary))
+            record.update(mean=summary["mean"], std=summary["std"], defined_in=summary.get("defined_in", {}),
+                          folds=len(summary["folds"]), not_beaten=not_beaten(summary))
             metric = cfg.get("optimize")
             if metric:
                 value = objective(summary, str(metric), str(cfg.get("optimize_on") or "validation"))
@@ -147,7 +147,7 @@ def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
              "| job | overrides | status | " + " | ".join(metrics) + " | run folder |",
              "|---|---|---|" + "---|" * len(metrics) + "---|"]
     for r in records:
-        cells = [mean_std(r["mean"][m], r["std"][m], r.get("folds", 2)) if m in (r.get("mean") or {}) else "-"
+        cells = [cell(r, m, r.get("folds", 2)) if m in (r.get("mean") or {}) else "-"
                  for m in metrics]
         status = r["status"] if r["status"] == "ok" else f"failed: {r.get('error', '')[:80]}"
         lines.append(f"| {r['job']} | {' '.join(r['overrides'])} | {status} | " + " | ".join(cells)

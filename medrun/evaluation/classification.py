@@ -16,12 +16,14 @@ from medrun.evaluation.decision import Decision  # noqa: E402
 
 
 def _binary_counts(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """One class against the rest. A ratio with nothing to count (class absent from this set) scores 1."""
-    precision, sensitivity, f1, _ = precision_recall_fscore_support(y, p, average="binary", zero_division=1.0)
-    specificity = recall_score(y, p, pos_label=0, zero_division=1.0)
-    fn = confusion_matrix(y, p, labels=[0, 1])[1, 0]
-    return {"sensitivity": float(sensitivity), "specificity": float(specificity), "precision": float(precision),
-            "f1": float(f1), "fn": float(fn)}
+    """One class against the rest. A ratio with nothing to count is undefined and left out, as AUC is:
+    sensitivity when the class is absent from this set, specificity when every sample has it, precision when it
+    is never predicted, F1 when it is neither present nor predicted."""
+    precision, sensitivity, f1, _ = precision_recall_fscore_support(y, p, average="binary", zero_division=np.nan)
+    specificity = recall_score(y, p, pos_label=0, zero_division=np.nan)
+    ratios = {"sensitivity": sensitivity, "specificity": specificity, "precision": precision, "f1": f1}
+    return {**{name: float(v) for name, v in ratios.items() if not np.isnan(v)},
+            "fn": float(confusion_matrix(y, p, labels=[0, 1])[1, 0])}
 
 
 def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool,
@@ -30,8 +32,10 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[s
     also get `<metric>_positive`, the positive class's (`decision.positive`; its sensitivity and specificity
     differ, unlike the macro averages).
 
-    AUC is left out for a class whose one-vs-rest truth has a single value in this set (undefined). Labels come
-    from `decision` (argmax, 0.5 per label when multi-label, without one).
+    A per-class value that is undefined in this set (AUC when the class's one-vs-rest truth has a single value,
+    and see `_binary_counts`) is left out, and the macro averages are over the classes that define it; scoring
+    an absent class 1 (or 0) would move the average by a class the set says nothing about. Labels come from
+    `decision` (argmax, 0.5 per label when multi-label, without one).
     """
     pred = (decision or Decision()).labels(probs, multilabel)
     n = len(classes)

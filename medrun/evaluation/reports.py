@@ -10,7 +10,8 @@ HEADLINE = ("dice", "jaccard", "dice_micro", "jaccard_micro", "precision", "reca
 
 
 def aggregate(experiment: str, protocol: str, folds: list[dict], note: str | None = None) -> dict:
-    """cv_summary.json content: per-fold metrics, their mean and std (sample std; 0 for one fold)."""
+    """cv_summary.json content: per-fold metrics, their mean and std (sample std; 0 for one fold) over the folds
+    that define each, and `defined_in`, how many folds those were, for a metric some folds leave undefined."""
     names = list(dict.fromkeys(n for f in folds for n in f["metrics"]))  # a metric may be undefined in a fold
     values = {n: np.array([f["metrics"][n] for f in folds if n in f["metrics"]], dtype=float) for n in names}
     out = {"experiment": experiment, "protocol": protocol}
@@ -19,6 +20,7 @@ def aggregate(experiment: str, protocol: str, folds: list[dict], note: str | Non
     out["folds"] = folds
     out["mean"] = {n: float(v.mean()) for n, v in values.items()}
     out["std"] = {n: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for n, v in values.items()}
+    out["defined_in"] = {n: len(v) for n, v in values.items() if len(v) < len(folds)}
     repeats = sorted({f["repeat"] for f in folds if "repeat" in f})
     if len(repeats) > 1 and len(repeats) < len(folds):  # repeated k-fold: the spread of the repeats' means
         means = [aggregate(experiment, protocol, [f for f in folds if f.get("repeat") == r])["mean"] for r in repeats]
@@ -33,8 +35,12 @@ def mean_std(mean: float, std: float, n: int) -> str:
     return f"{mean:.4f}" if n == 1 else f"{mean:.4f} ± {std:.4f}"
 
 
-def _count(summary: dict, name: str) -> int:
-    return sum(name in f["metrics"] for f in summary["folds"])
+def cell(row: dict, name: str, folds: int) -> str:
+    """Metric `name` of an aggregate (`mean`, `std`, optional `defined_in`) over `folds` folds, as a table cell:
+    "mean ± std", followed by "(k of n folds)" when only k folds define it."""
+    k = (row.get("defined_in") or {}).get(name, folds)
+    text = mean_std(row["mean"][name], row["std"][name], k)
+    return text if k == folds else f"{text} ({k} of {folds} folds)"
 
 
 def _ordered(names):
@@ -46,10 +52,13 @@ def markdown(summary: dict) -> str:
     spread = "mean ± std" if len(folds) > 1 else "value"
     head = f"| metric | {spread} | " + " | ".join(f"fold {f['fold']}" for f in folds) + " |"
     rule = "|---|---|" + "---|" * len(folds)
-    rows = [f"| {n} | {mean_std(summary['mean'][n], summary['std'][n], _count(summary, n))} | "
+    rows = [f"| {n} | {cell(summary, n, len(folds))} | "
             + " | ".join(f"{f['metrics'][n]:.4f}" if n in f["metrics"] else "-" for f in folds) + " |" for n in _ordered(summary["mean"])]
     title = f"# {summary['experiment']} ({summary['protocol']}, {len(folds)} fold(s))"
     note = [f"> Note: {summary['note']}.", ""] if summary.get("note") else []
+    if summary.get("defined_in"):
+        note += ["`-`: undefined in that fold (a class absent from its test part, or never predicted); the mean is "
+                 "over the folds that define it.", ""]
     positive = [f"The `*_positive` rows are about class **{summary['positive_class']}** (`data.positive`, by default "
                 "the second class; the decision threshold and ROC curve follow it).", ""] \
         if summary.get("positive_class") else []
@@ -92,8 +101,8 @@ def trivial_markdown(summary: dict) -> str:
              "Scored on the same test parts with the same metric code, so the method's numbers can be read against "
              "them (an empty mask on an empty image scores 1 per image).", "",
              "| predictor | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {name} | " + " | ".join(mean_std(row["mean"][n], row["std"][n], len(summary["folds"]))
-                                         if n in row["mean"] else "-" for n in names) + " |"
+    lines += [f"| {name} | " + " | ".join(cell(row, n, len(summary["folds"])) if n in row["mean"] else "-"
+                                         for n in names) + " |"
               for name, row in trivial.items()]
     beaten = not_beaten(summary, names)
     lines += ["", *(f"> The method does not beat the trivial row on **{m}**: {name} {value:.4f} vs {ours:.4f}."
@@ -111,7 +120,7 @@ def rich_table(summary: dict) -> Table:
     table.add_column("metric")
     table.add_column("mean ± std" if len(summary["folds"]) > 1 else "value", justify="right")
     for n in _ordered(summary["mean"]):
-        table.add_row(n, mean_std(summary["mean"][n], summary["std"][n], _count(summary, n)))
+        table.add_row(n, cell(summary, n, len(summary["folds"])))
     return table
 
 

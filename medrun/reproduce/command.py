@@ -159,7 +159,8 @@ def collect(jobs: list[dict], table: Table, folders: list[str]) -> list[str]:
 
 def measure(summary: dict, key: str) -> tuple[float, float, int]:
     """(mean, std, n) of a cv_summary metric, or of `table/row/column` in one of its tables (Table 5.1). A repeated
-    k-fold run gives the spread of its repeats' means (n = repeats), as a paper reporting "5 runs" does."""
+    k-fold run gives the spread of its repeats' means (n = repeats), as a paper reporting "5 runs" does; otherwise
+    n counts the folds that define the metric."""
     n = len(summary["folds"])
     repeats = summary.get("over_repeats")
     if repeats and key in repeats["mean"]:
@@ -170,10 +171,10 @@ def measure(summary: dict, key: str) -> tuple[float, float, int]:
             cell = summary[table][row][column]
         except KeyError:
             raise MedrunError(f"{key} is not in this run's cv_summary.json") from None
-        return cell["mean"], cell["std"], n
+        return cell["mean"], cell["std"], cell.get("n", n)
     if key not in summary["mean"]:
         raise MedrunError(f"metric {key!r} is not in this run's cv_summary.json; it has: {', '.join(sorted(summary['mean']))}")
-    return summary["mean"][key], summary["std"][key], n
+    return summary["mean"][key], summary["std"][key], (summary.get("defined_in") or {}).get(key, n)
 
 
 def trivial_for(summary: dict, key: str) -> tuple[str, float] | None:

@@ -13,6 +13,7 @@ from torchmetrics import AUROC
 
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import balanced_subset_scores
+from medrun.tasks.classification import auc_defined, part_samples
 from medrun.tasks.base import TASKS, ConfiguredTask
 from medrun.tasks.optim import build_optimization, manual_step
 
@@ -28,6 +29,20 @@ class AdversarialTask(ConfiguredTask):
         super().__init__(config, 1)
         self.automatic_optimization = False  # generator and discriminator, one optimiser each
         self.val_auc = AUROC(task="binary")
+
+    @classmethod
+    def check_splits(cls, cfg, splits: dict, store) -> None:
+        """A val/auc monitor (the trained class against the others) needs both in every fold's validation part."""
+        classes = [str(c) for c in cfg.data.classes]
+        trained = classes.index(str(cfg.task.train_class))
+        if cfg.task.monitor.metric == "val/auc":
+            for fold in splits["folds"]:
+                if not auc_defined(part_samples(store, fold["val"]), len(classes), False)[trained]:
+                    raise MedrunError(
+                        f"fold {fold['fold']}'s validation part ({len(fold['val'])} images) lacks either "
+                        f"{classes[trained]} (task.train_class) or the other classes, so val/auc, the "
+                        "task.monitor.metric, is undefined there: give the validation part more images "
+                        "(cv.val_fraction)")
 
     def probabilities(self, logits):
         """(N, 1): the discriminator's probability that an image is a real one of the trained class."""

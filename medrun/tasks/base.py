@@ -116,7 +116,7 @@ class ConfiguredTask(pl.LightningModule):
         raise NotImplementedError
 
     @classmethod
-    def check_splits(cls, cfg, splits: dict) -> None:
+    def check_splits(cls, cfg, splits: dict, store) -> None:
         """Refuse, before any training, splits this run cannot use (MedrunError)."""
 
     @classmethod

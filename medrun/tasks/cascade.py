@@ -34,11 +34,15 @@ from medrun.tasks.segmentation_losses import build_loss
 
 
 def classifier_scores(cls: torch.Tensor, decision: float, positive: torch.Tensor) -> dict[str, float]:
-    """Sensitivity, specificity (1 where undefined) and AUC (left out where undefined) of "mask not empty"."""
+    """Sensitivity, specificity and AUC of "mask not empty", each left out where this set leaves it undefined
+    (no positive or no negative image)."""
     score, y = cls.cpu().numpy(), positive.cpu().numpy().astype(int)
     pred = (score >= decision).astype(int)
-    out = {"classifier_sensitivity": float(recall_score(y, pred, pos_label=1, zero_division=1.0)),
-           "classifier_specificity": float(recall_score(y, pred, pos_label=0, zero_division=1.0))}
+    out = {}
+    if y.any():
+        out["classifier_sensitivity"] = float(recall_score(y, pred, pos_label=1))
+    if not y.all():
+        out["classifier_specificity"] = float(recall_score(y, pred, pos_label=0))
     if 0 < y.sum() < len(y):
         out["classifier_auc"] = float(roc_auc_score(y, score))
     return out
@@ -254,7 +258,7 @@ class CascadeTask(ConfiguredTask):
                                                     float(cfg.task.empty_score))["all-empty"]}
 
     @classmethod
-    def check_splits(cls, cfg, splits: dict) -> None:
+    def check_splits(cls, cfg, splits: dict, store) -> None:
         """task.baseline_run must be a finished baseline with a post-processing table on these test parts."""
         if cfg.task.get("baseline_run"):
             cls._baseline_table(str(cfg.task.baseline_run), splits)

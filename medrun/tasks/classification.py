@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +41,21 @@ class ClassificationTask(ConfiguredTask):
         self.loss = build_classification_loss(self.cfg.task.loss, self.multilabel,
                                               torch.ones(n) if self.balanced else None, self.class_names,
                                               positive_index(self.cfg.data))
-        self.val_auc = AUROC(task="multilabel", num_labels=n) if self.multilabel else AUROC(task="multiclass", num_classes=n)
+        # per class, averaged over the classes whose AUC the validation part defines (torchmetrics scores the
+        # others 0, which would pull the monitored mean down by classes the part says nothing about)
+        self.val_auc = AUROC(task="multilabel", num_labels=n, average="none") if self.multilabel \
+            else AUROC(task="multiclass", num_classes=n, average="none")
+        self.auc_defined = torch.ones(n, dtype=torch.bool)
         self.decision = Decision.of_run(self.cfg)
 
     def setup(self, stage: str) -> None:
-        if self.balanced and stage == "fit":
-            dm = self.trainer.datamodule
-            samples = [dm.store.samples[i] for i in dm.store.indices(dm.split["train"])]
+        if stage != "fit":
+            return
+        dm = self.trainer.datamodule
+        self.auc_defined = torch.as_tensor(auc_defined(part_samples(dm.store, dm.split["val"]), len(self.class_names),
+                                                       self.multilabel))
+        if self.balanced:
+            samples = part_samples(dm.store, dm.split["train"])
             self.loss.weight.copy_(torch.as_tensor(balanced_weights(samples, len(self.class_names), self.multilabel)))
 
     def probabilities(self, logits):
@@ -66,7 +75,11 @@ class ClassificationTask(ConfiguredTask):
         self.val_auc.update(probs, target.long())
 
     def on_validation_epoch_end(self):
-        self.log("val/auc", self.val_auc.compute(), prog_bar=True, sync_dist=True)
+        with warnings.catch_warnings():  # torchmetrics' notice that an undefined class scores 0: left out below
+            warnings.filterwarnings("ignore", message=r"No (positive|negative) samples in targets")
+            per_class = self.val_auc.compute()
+        if self.auc_defined.any():  # check_splits refused a val/auc monitor without it
+            self.log("val/auc", per_class[self.auc_defined.to(per_class.device)].mean(), prog_bar=True, sync_dist=True)
         self.val_auc.reset()
 
     def evaluate_heldout(self, datamodule, sample_ids: list[str], out_dir: Path, device, save_probabilities=True):
@@ -124,6 +137,21 @@ class ClassificationTask(ConfiguredTask):
         probs, targets, _ = self.collect_probabilities(datamodule.val_dataloader(), device)
         return classification_scores(targets.numpy(), probs.numpy(), self.class_names, self.multilabel,
                                      self.decision)[0]
+
+    @classmethod
+    def check_splits(cls, cfg, splits: dict, store) -> None:
+        """A val/auc monitor needs a validation part where some class's AUC is defined, in every fold."""
+        if cfg.task.monitor.metric == "val/auc":
+            multilabel = cfg.data.mode == "multilabel"
+            for fold in splits["folds"]:
+                samples = part_samples(store, fold["val"])
+                if not auc_defined(samples, len(cfg.data.classes), multilabel).any():
+                    what = "no label both present and absent" if multilabel else \
+                        f"images of {int(truth_matrix(samples, len(cfg.data.classes), False).any(0).sum())} class(es)"
+                    raise MedrunError(
+                        f"fold {fold['fold']}'s validation part ({len(samples)} images) holds {what}, so val/auc, "
+                        "the task.monitor.metric, is undefined there: monitor val/loss (task.monitor.metric=val/loss "
+                        "task.monitor.mode=min) or give the validation part more images (cv.val_fraction)")
 
     @classmethod
     def finish_run(cls, cfg, run_dir: Path, splits: dict) -> dict:
@@ -193,11 +221,29 @@ class ClassificationTask(ConfiguredTask):
                 **({"positive_class": classes[fixed.positive]} if binary else {})}
 
 
+def part_samples(store, part: list) -> list:
+    """The samples of one part of a fold (ids as splits.json lists them)."""
+    return [store.samples[i] for i in store.indices(part)]
+
+
+def truth_matrix(samples, n_classes: int, multilabel: bool) -> np.ndarray:
+    """(N, K) 0/1: which classes each sample has."""
+    if multilabel:
+        return np.array([s.extra["targets"] for s in samples], dtype=np.float64).reshape(len(samples), n_classes)
+    return np.eye(n_classes)[[s.label for s in samples]]
+
+
+def auc_defined(samples, n_classes: int, multilabel: bool) -> np.ndarray:
+    """(K,) bool: the classes whose one-vs-rest AUC these samples define (both outcomes occur)."""
+    y = truth_matrix(samples, n_classes, multilabel)
+    return (y.sum(0) > 0) & (y.sum(0) < len(y))
+
+
 def balanced_weights(samples, n_classes: int, multilabel: bool) -> np.ndarray:
     """Single-label: scikit-learn's inverse-frequency class weights (absent classes 1). Multi-label: BCE's
     pos_weight per label, negatives / positives (1 for a label with no positives or no negatives)."""
     if multilabel:
-        y = np.array([s.extra["targets"] for s in samples], dtype=np.float64)
+        y = truth_matrix(samples, n_classes, True)
         pos, neg = y.sum(0), len(y) - y.sum(0)
         return np.where((pos > 0) & (neg > 0), neg / np.maximum(pos, 1), 1.0).astype(np.float32)
     labels = np.array([s.label for s in samples])

@@ -25,3 +25,15 @@ def test_postprocessing_table_counts_the_folds_of_each_cell():
     assert table["ArgMax"]["dice"]["n"] == 2 and table["ArgMax"]["jaccard"]["n"] == 1
     text = table_markdown(table, "t", "n")
     assert "| ArgMax | 0.6000 ± 0.1414 | 0.4000 |" in text
+
+
+def test_a_metric_some_folds_leave_undefined_says_over_how_many_folds_its_mean_is():
+    folds = [{"fold": k, "metrics": {"accuracy": 0.5, **({"auc_macro": 0.6 + 0.2 * k} if k < 2 else {})}}
+             for k in range(3)]
+    summary = aggregate("e", "kfold", folds)
+    assert summary["defined_in"] == {"auc_macro": 2} and summary["mean"]["auc_macro"] == 0.7
+    text = markdown(summary)
+    assert "| auc_macro | 0.7000 ± 0.1414 (2 of 3 folds) | 0.6000 | 0.8000 | - |" in text
+    assert "| accuracy | 0.5000 ± 0.0000 | " in text and "`-`: undefined in that fold" in text
+    assert "0.7000 ± 0.1414 (2 of 3 folds)" in _render(rich_table(summary))
+    assert "undefined" not in markdown(aggregate("e", "kfold", folds[:2]))

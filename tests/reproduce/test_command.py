@@ -208,3 +208,13 @@ def test_collecting_runs_takes_the_last_finished_and_skips_unreadable_folders(tm
     skipped = collect(jobs, table, [str(tmp_path / "runs")])
     assert jobs[0]["status"] == "ok" and jobs[0]["run_dir"] == str(newer) and jobs[0]["quick"] is False
     assert len(skipped) == 1 and skipped[0].startswith(str(broken))
+
+
+def test_a_measure_counts_the_folds_that_define_it():
+    from medrun.reproduce.command import measure
+
+    summary = {"folds": [{}, {}, {}], "mean": {"auc_macro": 0.7, "accuracy": 0.5},
+               "std": {"auc_macro": 0.1, "accuracy": 0}, "defined_in": {"auc_macro": 2},
+               "table_5_1": {"ArgMax": {"dice": {"mean": 0.6, "std": 0.1, "n": 1}}}}
+    assert measure(summary, "auc_macro") == (0.7, 0.1, 2) and measure(summary, "accuracy")[2] == 3
+    assert measure(summary, "table_5_1/ArgMax/dice") == (0.6, 0.1, 1)

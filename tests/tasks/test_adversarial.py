@@ -91,3 +91,21 @@ def test_balanced_subset_scores_draw_equal_classes_and_average_the_draws():
     assert s["balanced_per_class"] == 20  # capped by the 20 images of class 1
     # class 1's recall is 15/20 in every draw (all of its images drawn); class 0's recall is about 60/80
     assert 0.6 < s["balanced_recall_macro"] < 0.85
+
+
+def test_val_auc_needs_the_trained_class_and_another_in_every_validation_part():
+    from types import SimpleNamespace
+
+    from medrun.errors import MedrunError
+    from medrun.tasks.adversarial import AdversarialTask
+
+    cfg = medrun.compose("train", [*TINY, "data.classes=[normal_or_benign,malignant]"])
+    labels = {"a": 0, "b": 1, "c": 1, "d": 1}
+    store = SimpleNamespace(samples=[SimpleNamespace(id=i, label=y) for i, y in labels.items()],
+                            indices=lambda ids: [list(labels).index(i) for i in ids])
+    mixed = {"folds": [{"fold": 0, "train": ["c"], "val": ["a", "b"], "test": ["d"]}]}
+    AdversarialTask.check_splits(cfg, mixed, store)
+    one_class = {"folds": [{"fold": 0, "train": ["a"], "val": ["b", "c"], "test": ["d"]}]}
+    with pytest.raises(MedrunError, match=r"fold 0's validation part \(2 images\) lacks either normal_or_benign "
+                                          r"\(task.train_class\) or the other classes"):
+        AdversarialTask.check_splits(cfg, one_class, store)

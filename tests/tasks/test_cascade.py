@@ -336,3 +336,10 @@ def test_the_thesis_whole_training_set_classifier_is_a_named_leak(shared_data, t
     assert "classifier trained on each fold's validation and test images" in (run_dir / "summary.md").read_text()
     with pytest.raises(MedrunError, match="task.classifier.train_on='all'; valid: fold, whole_training_set_leaks"):
         medrun.train(medrun.compose("train", [*base, "task.classifier.train_on=all"]))
+
+
+def test_classifier_scores_leave_out_what_a_set_without_negatives_leaves_undefined():
+    score, positive = torch.tensor([0.9, 0.2, 0.7]), torch.tensor([True, True, True])
+    assert cascade.classifier_scores(score, 0.5, positive) == {"classifier_sensitivity": pytest.approx(2 / 3)}
+    mixed = cascade.classifier_scores(score, 0.5, torch.tensor([True, False, False]))
+    assert mixed == {"classifier_sensitivity": 1.0, "classifier_specificity": 0.5, "classifier_auc": 1.0}

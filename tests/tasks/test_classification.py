@@ -166,8 +166,8 @@ def test_medmnist_training_with_official_split(shared_data, tmp_path):
     predicted = dummy.predict(np.zeros((len(y_test), 1)))
     row = metrics["trivial"]["majority class"]
     assert row["accuracy"] == pytest.approx(accuracy_score(y_test, predicted))
-    assert row["sensitivity_positive"] == pytest.approx(recall_score(y_test, predicted, zero_division=1.0))
-    assert row["f1_positive"] == pytest.approx(f1_score(y_test, predicted, zero_division=1.0))
+    assert row["sensitivity_positive"] == pytest.approx(recall_score(y_test, predicted))
+    assert row["f1_positive"] == pytest.approx(f1_score(y_test, predicted))
     assert row["auc_positive"] == 0.5 and summary["trivial"]["majority class"]["mean"]["accuracy"] == row["accuracy"]
 
 
@@ -293,6 +293,23 @@ def test_binary_scores_of_the_positive_class_differ_from_macro_averages():
     assert not any(k.endswith("_positive") for k in three)
 
 
+def test_a_ratio_a_set_leaves_undefined_is_left_out_of_the_scores_and_their_macro_average():
+    from sklearn.metrics import precision_score, recall_score
+
+    from medrun.evaluation.classification import classification_scores
+
+    # class c is absent from the truth and never predicted; class b is present but never predicted
+    y = np.array([0, 0, 0, 1, 1])
+    probs = np.array([[0.8, 0.1, 0.1], [0.6, 0.3, 0.1], [0.9, 0.05, 0.05], [0.7, 0.2, 0.1], [0.5, 0.4, 0.1]])
+    s, _ = classification_scores(y, probs, ["a", "b", "c"], multilabel=False)
+    assert "sensitivity_c" not in s and "precision_c" not in s and "f1_c" not in s and "auc_c" not in s
+    assert "precision_b" not in s and s["f1_b"] == 0 and s["sensitivity_b"] == 0
+    assert s["specificity_c"] == 1  # c has negatives, and none was called c
+    assert s["sensitivity_macro"] == pytest.approx(recall_score(y, probs.argmax(1), labels=[0, 1], average="macro"))
+    assert s["precision_macro"] == pytest.approx(precision_score(y, probs.argmax(1), labels=[0], average="macro"))
+    assert s["specificity_macro"] == pytest.approx(np.mean([s["specificity_a"], s["specificity_b"], 1.0]))
+
+
 def test_data_positive_names_the_class_scores_threshold_and_focal_loss_are_about(shared_data):
     from omegaconf import OmegaConf
 
@@ -388,3 +405,41 @@ def test_label_facts_reach_the_config_before_the_input_size_check(shared_data, m
     with pytest.raises(MedrunError, match="stopped after the size check"):
         medrun.train(cfg)
     assert seen == [(["0", "1", "2", "3", "4"], "multiclass")]  # the five grades, listed from the file
+
+
+def test_val_auc_is_the_mean_over_the_labels_the_validation_part_defines():
+    import torch
+    from types import SimpleNamespace
+
+    from medrun.config import to_plain
+    from medrun.tasks.classification import ClassificationTask, auc_defined
+
+    cfg = compose("experiment=densenet121_multilabel", "data.classes=[infection,large]", *FAST)
+    task = ClassificationTask(to_plain(cfg))
+    truth = torch.tensor([[1, 0], [1, 1], [1, 0], [1, 1]])  # every validation image has an infection
+    probs = torch.tensor([[0.9, 0.2], [0.8, 0.7], [0.6, 0.4], [0.7, 0.3]])
+    task.auc_defined = torch.as_tensor(auc_defined([SimpleNamespace(extra={"targets": t.tolist()}) for t in truth],
+                                                   2, True))
+    assert task.auc_defined.tolist() == [False, True]
+    logged = {}
+    task.log = lambda name, value, **kw: logged.update({name: float(value)})
+    task.validation_scores(probs, truth)
+    task.on_validation_epoch_end()
+    assert logged["val/auc"] == pytest.approx(roc_auc_score(truth[:, 1], probs[:, 1]))
+
+
+def test_a_val_auc_monitor_needs_a_validation_part_that_defines_it(shared_data):
+    cfg = compose("experiment=resnext50_dicom_contrast", f"data.root={shared_data}/dicom_ct", *FAST,
+                  "task.monitor.metric=val/auc", "task.monitor.mode=max")
+    from medrun.data.build import build_splits
+    from medrun.tasks.classification import ClassificationTask
+
+    store = build_store(cfg, preload=False)
+    splits = build_splits(cfg, store)
+    label = {s.id: s.label for s in store.samples}
+    single = [f["fold"] for f in splits["folds"] if len({label[i] for i in f["val"]}) < 2]
+    assert single, "this split was meant to give a fold a one-class validation part"
+    with pytest.raises(MedrunError, match=rf"fold {single[0]}'s validation part \(\d+ images\) holds images of 1 "
+                                          r"class\(es\), so val/auc, the task.monitor.metric, is undefined"):
+        ClassificationTask.check_splits(cfg, splits, store)
+    ClassificationTask.check_splits(compose("experiment=resnext50_dicom_contrast", *FAST), splits, store)

@@ -37,3 +37,14 @@ def test_a_metric_some_folds_leave_undefined_says_over_how_many_folds_its_mean_i
     assert "| accuracy | 0.5000 ± 0.0000 | " in text and "`-`: undefined in that fold" in text
     assert "0.7000 ± 0.1414 (2 of 3 folds)" in _render(rich_table(summary))
     assert "undefined" not in markdown(aggregate("e", "kfold", folds[:2]))
+
+
+def test_the_terminal_table_says_when_a_trivial_predictor_does_as_well():
+    folds = [{"fold": k, "metrics": {"dice": 0.8, "precision": 0.7}} for k in range(2)]
+    summary = aggregate("e", "kfold", folds)
+    summary["trivial"] = {"all-foreground": {"mean": {"dice": 0.8, "precision": 0.9}, "std": {"dice": 0, "precision": 0}}}
+    text = _render(rich_table(summary))
+    assert "not better than a trivial predictor on dice (all-foreground 0.8000)" in " ".join(text.split())
+    assert "precision (" not in text  # a trivial row winning precision alone says nothing
+    summary["trivial"]["all-foreground"]["mean"]["dice"] = 0.5
+    assert "trivial" not in _render(rich_table(summary))

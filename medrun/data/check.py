@@ -36,7 +36,7 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
         try:
             stored = s.image is not None and s.image.suffix.lower() != ".dcm"  # DICOM: decoded size
             if stored:
-                raw = read_array(s.image)
+                raw = read_array(s.image, intensities=True)
                 sizes[f"{raw.shape[0]}x{raw.shape[1]}"] += 1
                 channels[1 if raw.ndim == 2 else raw.shape[2]] += 1
             image, target = dataset.load(s)

@@ -23,11 +23,17 @@ def check_pixel_count(path: Path, count: int) -> None:
         raise MedrunError(f"{path}: {count:,} pixels is more than the limit of {limit:,} (checked before decoding: "
                           f"a decompression bomb or a whole-slide image); raise it with {MAX_PIXELS_ENV}=<pixels>")
 CLASSIFICATION_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm")
+# PIL modes whose stored values are not the intensities they stand for, and the mode that holds those
+INTENSITY_MODES = {"P": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "1": "L",
+                   "LA": "L"}
+TIFF_INTENSITIES = (tifffile.PHOTOMETRIC.MINISBLACK, tifffile.PHOTOMETRIC.RGB, tifffile.PHOTOMETRIC.YCBCR)
 
 
-def read_array(path: Path, dicom: dict | None = None) -> np.ndarray:
-    """Read an image file as stored (palette PNGs keep their indices); TIFF through tifffile;
-    DICOM (.dcm) through medrun.data.dicom with the `dicom` options (window, frames)."""
+def read_array(path: Path, dicom: dict | None = None, intensities: bool = False) -> np.ndarray:
+    """Read an image file as stored (palette PNGs keep their indices, as masks need); TIFF through tifffile;
+    DICOM (.dcm) through medrun.data.dicom with the `dicom` options (window, frames). `intensities=True` (images)
+    converts the modes of INTENSITY_MODES (palette, CMYK, YCbCr, ..., gray with alpha) to gray or RGB, inverts
+    a TIFF whose 0 is white, and refuses other TIFFs that do not store intensities (palette, CMYK, Lab)."""
     if path.suffix.lower() == ".dcm":
         from medrun.data.dicom import read_dicom
 
@@ -38,11 +44,18 @@ def read_array(path: Path, dicom: dict | None = None) -> np.ndarray:
             with tifffile.TiffFile(path) as tif:
                 page = tif.pages[0]
                 check_pixel_count(path, int(np.prod(page.shape[:2])))
-                return np.asarray(tif.asarray())
+                array = np.asarray(tif.asarray())
+                if intensities and page.photometric == tifffile.PHOTOMETRIC.MINISWHITE and array.dtype.kind == "u":
+                    return np.iinfo(array.dtype).max - array  # 0 stands for white
+                if intensities and page.photometric not in TIFF_INTENSITIES:
+                    raise MedrunError(f"{path}: a {page.photometric.name} TIFF does not store gray or RGB "
+                                      "intensities; save it as a grayscale or RGB image")
+                return array
         with Image.open(path) as im:
             check_pixel_count(path, im.size[0] * im.size[1])
             im.load()
-            return np.asarray(im)
+            return np.asarray(im.convert(INTENSITY_MODES[im.mode]) if intensities and im.mode in INTENSITY_MODES
+                              else im)
     except FileNotFoundError:
         raise MedrunError(f"file not found: {path}") from None
     except MedrunError:
@@ -84,7 +97,7 @@ def to_uint8(image: np.ndarray, path: Path) -> np.ndarray:
 
 
 def read_image(path: Path, channels: int, dicom: dict | None = None) -> np.ndarray:
-    return to_channels(to_uint8(read_array(path, dicom), path), channels, path)
+    return to_channels(to_uint8(read_array(path, dicom, intensities=True), path), channels, path)
 
 
 def read_mask(path: Path, num_classes: int, threshold: int | None, values: list[int] | None) -> np.ndarray:

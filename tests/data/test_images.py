@@ -1,10 +1,11 @@
-"""medrun/data/images.py: 16-bit images are scaled by their bit depth, in training and predict alike."""
+"""medrun/data/images.py: 16-bit images are scaled by their bit depth, and stored values that are not intensities
+(palette indices, CMYK) become the intensities they stand for, in training and predict alike."""
 import numpy as np
 import pytest
 import tifffile
 from PIL import Image
 
-from medrun.data.images import read_image
+from medrun.data.images import read_array, read_image
 from medrun.errors import MedrunError
 
 
@@ -64,3 +65,21 @@ def test_a_decompression_bomb_is_refused_from_its_header_in_every_format(tmp_pat
         with pytest.raises(MedrunError, match=rf"{name}: 120,000 pixels is more than the limit of 100,000 .* "
                                               rf"raise it with {MAX_PIXELS_ENV}="):
             read_image(tmp_path / name, 1)
+
+
+def test_palette_cmyk_and_gray_alpha_images_are_read_as_the_intensities_they_stand_for(tmp_path, shared_data):
+    gray = np.load(shared_data / "medmnist/breastmnist.npz")["train_images"][0]  # a real ultrasound image
+    rgb = np.stack([gray, 255 - gray, gray // 2], axis=2)
+    Image.fromarray(gray).quantize(64).save(tmp_path / "p.png")  # palette: indices 0..63 stored
+    tifffile.imwrite(tmp_path / "c.tif", np.dstack([rgb, gray]), photometric="separated")
+    tifffile.imwrite(tmp_path / "w.tif", 255 - gray, photometric="miniswhite")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "c.jpg", quality=100)
+    Image.fromarray(gray).convert("LA").save(tmp_path / "la.png")
+    palette = read_image(tmp_path / "p.png", 1)[..., 0]
+    assert read_array(tmp_path / "p.png").max() < 64  # as stored: indices, which masks need
+    assert np.abs(palette.astype(int) - gray).mean() < 3  # read as an image: grey levels near the original
+    assert np.abs(read_image(tmp_path / "c.jpg", 3).astype(int) - rgb).mean() < 8  # not C, M, Y as R, G, B
+    assert np.array_equal(read_image(tmp_path / "la.png", 1)[..., 0], gray)
+    assert np.array_equal(read_image(tmp_path / "w.tif", 1)[..., 0], gray)  # 0 stands for white there
+    with pytest.raises(MedrunError, match=r"c.tif: a SEPARATED TIFF does not store gray or RGB intensities"):
+        read_image(tmp_path / "c.tif", 3)

@@ -1,21 +1,39 @@
-"""Classification from a class-per-subfolder directory: `<root>/<class>/<image>`."""
+"""Classification from a class-per-subfolder directory: `<root>/<class>/<image>`, images possibly in subfolders
+of their class folder (e.g. one per patient)."""
+import logging
+from pathlib import Path
+
 from medrun.data.images import CLASSIFICATION_SUFFIXES
 from medrun.data.labelled import labelled_dataset
 from medrun.data.samples import READERS, Sample, require_dir
 from medrun.errors import MedrunError
 
+log = logging.getLogger("medrun")
+
+
+def listed(path: Path, root: Path) -> bool:
+    """Whether a path under `root` is the user's: not hidden (.ipynb_checkpoints, .DS_Store) and not a system
+    folder such as macOS's __MACOSX resource forks."""
+    return not any(part.startswith((".", "__")) for part in path.relative_to(root).parts)
+
 
 @READERS.register("class_folders")
 def read_class_folders(cfg):
     root = require_dir(cfg.root, "data.root", " (a folder with one subfolder of images per class)")
-    classes = list(cfg.classes) if cfg.get("classes") else sorted(d.name for d in root.iterdir() if d.is_dir())
-    samples = []
+    classes = list(cfg.classes) if cfg.get("classes") else \
+        sorted(d.name for d in root.iterdir() if d.is_dir() and listed(d, root))
+    samples, others = [], []
     for k, name in enumerate(classes):
         folder = root / str(name)
         if not folder.is_dir():
             raise MedrunError(f"class folder {folder} does not exist (data.classes lists {name!r})")
-        files = sorted(p for p in folder.iterdir() if p.suffix.lower() in CLASSIFICATION_SUFFIXES)
-        if not files:
-            raise MedrunError(f"class folder {folder} holds no images")
-        samples += [Sample(id=f"{name}_{p.stem}", image=p, label=k) for p in files]
+        files = sorted(p for p in folder.rglob("*") if p.is_file() and listed(p, folder))
+        images = [p for p in files if p.suffix.lower() in CLASSIFICATION_SUFFIXES]
+        others += [p for p in files if p.suffix.lower() not in CLASSIFICATION_SUFFIXES]
+        if not images:
+            raise MedrunError(f"class folder {folder} holds no images ({', '.join(CLASSIFICATION_SUFFIXES)})")
+        samples += [Sample(id=f"{name}_{'_'.join(p.relative_to(folder).with_suffix('').parts)}", image=p, label=k)
+                    for p in images]
+    if others:
+        log.info("class folders: %d file(s) that are not images left out, e.g. %s", len(others), others[0])
     return labelled_dataset(samples, cfg, classes, multilabel=False)

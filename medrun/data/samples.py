@@ -1,6 +1,7 @@
 """What a dataset reader returns: samples with stable ids, and the reader registry."""
 from __future__ import annotations
 
+from collections import Counter
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -42,10 +43,12 @@ class Dataset:
     multilabel: bool = False
 
     def __post_init__(self):
-        ids = [s.id for s in self.samples]
-        if len(set(ids)) != len(ids):
-            dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
-            raise MedrunError(f"duplicate sample ids {dup}: file stems must be unique within a dataset")
+        counts = Counter(s.id for s in self.samples)
+        if len(counts) != len(self.samples):
+            dup = sorted(i for i, n in counts.items() if n > 1)[:5]
+            files = [str(s.image) for s in self.samples if s.id == dup[0] and s.image is not None]
+            raise MedrunError(f"duplicate sample ids {dup}" + (f" ({' and '.join(files)})" if files else "")
+                              + ": file stems must be unique within a dataset; rename or remove one")
 
 
 READERS: Registry[Callable[[DictConfig], Dataset]] = Registry("dataset reader", "data.reader")

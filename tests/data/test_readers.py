@@ -7,6 +7,7 @@ import medrun
 from medrun.data import build_dataset
 from medrun.data.check import check_dataset
 from medrun.data.cvc import sequence_of
+from medrun.errors import MedrunError
 
 
 def dataset(name, root, *extra):
@@ -87,3 +88,22 @@ def test_data_check_reads_real_cvc(shared_data):
     assert report["samples"] == 12 and report["groups"] == 2 and report["channels"] == {3: 12}
     assert report["image_sizes_hxw"] == {"288x384": 12}
     assert report["mask_values"].endswith("distinct values from 0 to 255")  # intermediate values reported
+
+
+def test_class_folders_read_nested_images_and_leave_hidden_and_system_folders_out(shared_data, tmp_path, caplog):
+    src = shared_data / "isbi2012/membrane/train/image"
+    for path in ("benign/0.png", "benign/patient7/1.png", "benign/patient8/1.png", "malignant/2.png",
+                 ".ipynb_checkpoints/3.png", "__MACOSX/benign/._0.png", "benign/.hidden/4.png"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).symlink_to(src / f"{path.split('/')[-1].lstrip('._')}")
+    (tmp_path / "benign/notes.txt").write_text("not an image")
+    with caplog.at_level("INFO", logger="medrun"):
+        ds = build_dataset(medrun.compose("train", ["experiment=densenet121_folder", f"data.root={tmp_path}"]).data)
+    assert ds.classes == ["benign", "malignant"]
+    assert sorted(s.id for s in ds.samples) == ["benign_0", "benign_patient7_1", "benign_patient8_1", "malignant_2"]
+    assert "1 file(s) that are not images left out, e.g. " + str(tmp_path / "benign/notes.txt") in caplog.text
+    (tmp_path / "malignant/0.jpg").symlink_to(src / "0.png")
+    (tmp_path / "malignant/0.png").symlink_to(src / "0.png")
+    with pytest.raises(MedrunError, match=r"duplicate sample ids \['malignant_0'\] \(.*malignant/0.jpg and "
+                                          r".*malignant/0.png\): file stems must be unique"):
+        build_dataset(medrun.compose("train", ["experiment=densenet121_folder", f"data.root={tmp_path}"]).data)

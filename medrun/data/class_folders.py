@@ -32,8 +32,12 @@ def read_class_folders(cfg):
         others += [p for p in files if p.suffix.lower() not in CLASSIFICATION_SUFFIXES]
         if not images:
             raise MedrunError(f"class folder {folder} holds no images ({', '.join(CLASSIFICATION_SUFFIXES)})")
-        samples += [Sample(id=f"{name}_{'_'.join(p.relative_to(folder).with_suffix('').parts)}", image=p, label=k)
-                    for p in images]
+        for p in images:
+            rel = p.relative_to(folder)
+            sid = f"{name}_{'_'.join(rel.with_suffix('').parts)}"
+            # a subfolder's name is its group in every class folder: one patient's images of two classes too
+            group = (rel.parts[0] if len(rel.parts) > 1 else sid) if cfg.get("group_by_subfolder") else None
+            samples.append(Sample(id=sid, image=p, label=k, group=group))
     if others:
         log.info("class folders: %d file(s) that are not images left out, e.g. %s", len(others), others[0])
     return labelled_dataset(samples, cfg, classes, multilabel=False)

@@ -102,6 +102,11 @@ def test_class_folders_read_nested_images_and_leave_hidden_and_system_folders_ou
     assert ds.classes == ["benign", "malignant"]
     assert sorted(s.id for s in ds.samples) == ["benign_0", "benign_patient7_1", "benign_patient8_1", "malignant_2"]
     assert "1 file(s) that are not images left out, e.g. " + str(tmp_path / "benign/notes.txt") in caplog.text
+    assert {s.group for s in ds.samples} == {None}
+    grouped = build_dataset(medrun.compose("train", ["experiment=densenet121_folder", f"data.root={tmp_path}",
+                                                     "data.group_by_subfolder=true"]).data)
+    assert {s.id: s.group for s in grouped.samples} == {"benign_0": "benign_0", "benign_patient7_1": "patient7",
+                                                        "benign_patient8_1": "patient8", "malignant_2": "malignant_2"}
     (tmp_path / "malignant/0.jpg").symlink_to(src / "0.png")
     (tmp_path / "malignant/0.png").symlink_to(src / "0.png")
     with pytest.raises(MedrunError, match=r"duplicate sample ids \['malignant_0'\] \(.*malignant/0.jpg and "

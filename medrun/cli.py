@@ -149,7 +149,8 @@ def _data_check(overrides: list[str]) -> int:
     problems = report.pop("problems")
     print(json.dumps(report, indent=2))
     if problems:
-        print(f"medrun: error: {len(problems)} bad sample(s) in data.root={cfg.data.root}:", file=sys.stderr)
+        where = f"data.csv={cfg.data.csv}" if cfg.data.get("csv") else f"data.root={cfg.data.root}"
+        print(f"medrun: error: {len(problems)} bad sample(s) in {where}:", file=sys.stderr)
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 2

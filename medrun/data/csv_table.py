@@ -16,21 +16,27 @@ from medrun.errors import MedrunError
 
 
 def _rows(cfg, path: Path, key: str = "data.csv") -> tuple[list[str], list[dict]]:
-    """Rows as dicts (data.columns names the fields of a CSV without a header line), labels spelled as
-    data.label_aliases says (ISIC-2016's test CSV writes 0.0 / 1.0 for benign / malignant)."""
+    """Rows as dicts (data.columns names the fields of a CSV without a header line), names and values without
+    surrounding spaces ("image, label" names a column "label"), labels spelled as data.label_aliases says
+    (ISIC-2016's test CSV writes 0.0 / 1.0 for benign / malignant)."""
     if not path.is_file():
         raise MedrunError(f"{key}={path} does not exist")
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a BOM from Excel is not a column name
             reader = csv.DictReader(f, fieldnames=None if cfg.get("header", True) else list(cfg.columns))
-            rows = list(reader)
+            rows = [{_strip(k): _strip(v) for k, v in r.items()} for r in reader]
+            columns = [_strip(c) for c in reader.fieldnames or []]
     except UnicodeDecodeError as e:
         raise MedrunError(f"{key}={path} is not UTF-8 text (byte {e.start}); save it as UTF-8 CSV") from None
     aliases = {str(k): str(v) for k, v in (cfg.get("label_aliases") or {}).items()}
     column = cfg.get("label_column")
     if aliases and column:
         rows = [{**r, column: aliases.get(r.get(column), r.get(column))} for r in rows]
-    return list(reader.fieldnames or []), rows
+    return columns, rows
+
+
+def _strip(value):
+    return value.strip() if isinstance(value, str) else value
 
 
 def _need(columns: list[str], name: str, key: str, path: Path) -> None:
@@ -59,10 +65,11 @@ def read_csv_table(cfg):
     hot = index = None
     if one_hot:
         classes = [str(c) for c in one_hot]
-        hot = [[float(r[c] or 0) for c in one_hot] for r in rows]
+        hot = [[_one_hot(r[c], c, n, cfg, path) for c in one_hot] for n, r in enumerate(rows)]
         multilabel = cfg.get("mode") == "multilabel" or any(sum(h) != 1 for h in hot)
     else:
-        classes = [str(c) for c in cfg.classes] if cfg.get("classes") else sorted({r[cfg.label_column] for r in rows})
+        classes = [str(c) for c in cfg.classes] if cfg.get("classes") else \
+            sorted({r[cfg.label_column] for r in rows} - {"", None})
         index = class_index(classes)
         _check_labels(cfg, rows, index, classes, path)
         multilabel = False
@@ -86,8 +93,26 @@ def read_csv_table(cfg):
     return labelled_dataset(samples, cfg, classes, multilabel)
 
 
+def _row_number(cfg, n: int) -> int:
+    """The file's line number of row `n` (0-based, after the header)."""
+    return n + 2 - (not cfg.get("header", True))
+
+
+def _one_hot(value, column: str, n: int, cfg, path: Path) -> float:
+    """A one-hot cell: 0 or 1 (an empty cell is 0)."""
+    try:
+        v = float(value or 0)
+    except ValueError:
+        v = None
+    if v not in (0.0, 1.0):
+        raise MedrunError(f"{path} row {_row_number(cfg, n)}: {value!r} in column {column!r} (data.label_columns); "
+                          "one-hot columns hold 0 or 1 (an empty cell is 0): map other values, e.g. uncertain "
+                          "labels, to 0 or 1 in the CSV")
+    return v
+
+
 def _check_labels(cfg, rows: list[dict], index: dict, classes: list[str], path: Path) -> None:
-    unknown = sorted({r[cfg.label_column] for r in rows} - set(index))
+    unknown = sorted({r[cfg.label_column] for r in rows} - set(index) - {"", None})
     if unknown:
         raise MedrunError(f"{path}: labels {unknown[:5]} in column {cfg.label_column!r} are not in data.classes {classes}")
 
@@ -99,7 +124,7 @@ def _samples(cfg, path: Path, rows: list[dict], image_dir: Path, hot, multilabel
     base = Path(os.path.normpath(image_dir.absolute()))
     suffix = cfg.get("image_suffix") or ""
     for n, r in enumerate(rows):
-        row = n + 2 - (not cfg.get("header", True))
+        row = _row_number(cfg, n)
         # Lexical check (symlinks inside the folder stay allowed): no absolute paths, no escaping with '..'.
         image = Path(os.path.normpath(base / f"{r[cfg.image_column]}{suffix}"))
         if not image.is_relative_to(base):
@@ -116,6 +141,10 @@ def _samples(cfg, path: Path, rows: list[dict], image_dir: Path, hot, multilabel
         if hot is not None:
             label = None if multilabel else hot[n].index(1.0)
             extra = {"targets": hot[n]}
+        elif r[cfg.label_column] in ("", None):
+            problem(f"{path} row {row} has no label in column {cfg.label_column!r} (data.label_column); label it "
+                    "or remove the row")
+            continue
         else:
             label, extra = index[r[cfg.label_column]], {}
         samples.append(Sample(id=image.stem, image=image, label=label, group=group, extra=extra, subset=subset))

@@ -112,3 +112,27 @@ def test_class_folders_read_nested_images_and_leave_hidden_and_system_folders_ou
     with pytest.raises(MedrunError, match=r"duplicate sample ids \['malignant_0'\] \(.*malignant/0.jpg and "
                                           r".*malignant/0.png\): file stems must be unique"):
         build_dataset(medrun.compose("train", ["experiment=densenet121_folder", f"data.root={tmp_path}"]).data)
+
+
+def test_csv_labels_spaces_empty_cells_and_one_hot_values(shared_data, tmp_path):
+    src = shared_data / "isbi2012/membrane/train/image"
+    for k in range(4):
+        (tmp_path / f"{k}.png").symlink_to(src / f"{k}.png")
+    table = tmp_path / "labels.csv"
+
+    def read(text, *overrides):
+        table.write_text(text)
+        return build_dataset(medrun.compose("train", ["data=csv", f"data.csv={table}", *overrides]).data)
+
+    # "image, label" as spreadsheets export it: the same columns and classes as without the spaces
+    ds = read("image, label\n0.png, a\n1.png, b \n2.png,a\n3.png, b\n")
+    assert ds.classes == ["a", "b"] and [s.label for s in ds.samples] == [0, 1, 0, 1]
+    with pytest.raises(MedrunError, match=r"labels.csv row 3 has no label in column 'label' \(data.label_column\)"):
+        read("image,label\n0.png,a\n1.png,\n2.png,b\n")
+    hot = read("image,x,y\n0.png,1.0,0\n1.png,,1\n2.png,1,1\n", "data.label_columns=[x,y]")
+    assert [s.extra["targets"] for s in hot.samples] == [[1, 0], [0, 1], [1, 1]] and hot.multilabel
+    with pytest.raises(MedrunError, match=r"labels.csv row 3: '-1' in column 'x' \(data.label_columns\); one-hot "
+                                          r"columns hold 0 or 1"):
+        read("image,x,y\n0.png,1,0\n1.png,-1,1\n", "data.label_columns=[x,y]")
+    with pytest.raises(MedrunError, match=r"row 2: 'true' in column 'x'"):
+        read("image,x,y\n0.png,true,0\n", "data.label_columns=[x,y]")

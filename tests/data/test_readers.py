@@ -7,6 +7,7 @@ import medrun
 from medrun.data import build_dataset
 from medrun.data.check import check_dataset
 from medrun.data.cvc import sequence_of
+from medrun.data.samples import collecting_problems
 from medrun.errors import MedrunError
 
 
@@ -136,3 +137,25 @@ def test_csv_labels_spaces_empty_cells_and_one_hot_values(shared_data, tmp_path)
         read("image,x,y\n0.png,1,0\n1.png,-1,1\n", "data.label_columns=[x,y]")
     with pytest.raises(MedrunError, match=r"row 2: 'true' in column 'x'"):
         read("image,x,y\n0.png,true,0\n", "data.label_columns=[x,y]")
+
+
+def test_folders_pair_masks_by_a_suffix_and_an_unpaired_mask_names_the_suffix_that_would_pair_it(shared_data,
+                                                                                                  tmp_path):
+    cvc = shared_data / "cvc_clinicdb_sample/CVC-ClinicDB"
+    (tmp_path / "ISIC2018_Task1-2_Training_Input").mkdir()
+    (tmp_path / "ISIC2018_Task1_Training_GroundTruth").mkdir()
+    for k in (1, 2):
+        (tmp_path / f"ISIC2018_Task1-2_Training_Input/ISIC_000000{k}.tif").symlink_to(cvc / f"Original/{k}.tif")
+        (tmp_path / f"ISIC2018_Task1_Training_GroundTruth/ISIC_000000{k}_segmentation.tif").symlink_to(
+            cvc / f"Ground Truth/{k}.tif")
+    cfg = medrun.compose("train", ["experiment=sharp_unet_isic2018", f"data.root={tmp_path}"])
+    ds = build_dataset(cfg.data)
+    assert [s.id for s in ds.samples] == ["ISIC_0000001", "ISIC_0000002"]
+    image, mask = ds.load(ds.samples[0])
+    assert image.shape[:2] == mask.shape == (288, 384) and 0 < mask.mean() < 1
+    cfg.data.mask_suffix = ""
+    with collecting_problems() as problems:
+        build_dataset(cfg.data)
+    assert len(problems) == 4 and problems[2].endswith(
+        "ISIC_0000001_segmentation.tif (no file with stem 'ISIC_0000001_segmentation' in "
+        f"{tmp_path}/ISIC2018_Task1-2_Training_Input; data.mask_suffix=_segmentation would pair it with ISIC_0000001.tif)")

@@ -17,7 +17,8 @@ def test_run_folder_contract(tiny_run):
     assert "cv.folds=3" in (run_dir / "overrides.txt").read_text().split("\n")
     saved = json.loads((run_dir / "cv_summary.json").read_text())
     assert saved == summary
-    assert set(saved) == {"experiment", "protocol", "folds", "mean", "std", "trivial", "validation"}
+    assert set(saved) == {"experiment", "protocol", "folds", "mean", "std", "defined_in", "trivial", "validation"}
+    assert saved["defined_in"] == {}  # every metric is defined in every fold
     assert set(saved["trivial"]) == {"all-empty", "all-foreground"}  # reference rows, under their own key
     assert "## Reference rows: trivial predictors (not methods)" in (run_dir / "summary.md").read_text()
     assert [f["fold"] for f in saved["folds"]] == [0, 1, 2]

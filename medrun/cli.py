@@ -181,7 +181,8 @@ def _eval(args: list[str]) -> int:
     out_dir, result = evaluate(opts.run, tta=opts.tta, threshold=opts.threshold, objective=opts.objective,
                                target_sensitivity=sensitivity, min_areas=min_areas,
                                ensemble=opts.ensemble, data_overrides=data, device=opts.device,
-                               allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints))
+                               allow_unsafe_checkpoints=bool(opts.allow_unsafe_checkpoints),
+                               ci_resamples=opts.ci_resamples, ci_level=opts.ci_level)
     print((out_dir / "summary.md").read_text())
     print(f"evaluation folder: {out_dir}")
     return 0

@@ -13,6 +13,7 @@ from medrun.config_values import positive_index
 from medrun.data.build import build_store
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
+from medrun.evaluation.intervals import bootstrap_intervals
 from medrun.evaluation.reports import not_beaten
 from medrun.evaluation.trivial import classification_baselines_by_fold, segmentation_baselines
 from medrun.evaluation.tta import TTA
@@ -33,12 +34,15 @@ def _fold_predictions(run: Run, store: SampleStore, part: str, tta: str):
 
 def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective: str = "f1",
                  target_sensitivity: float = 0.9, min_areas=(0,), ensemble: str = "mean", data_overrides=(),
-                 search_hook=None, device: str = "auto", allow_unsafe_checkpoints: bool = False) -> tuple[Path, dict]:
-    """Score a finished run; `search_hook(ids)` (tests) sees the ids the threshold search uses.
+                 search_hook=None, device: str = "auto", allow_unsafe_checkpoints: bool = False,
+                 ci_resamples: int = 1000, ci_level: float = 0.95) -> tuple[Path, dict]:
+    """Score a finished run; `search_hook(ids)` (tests) sees the ids the threshold search uses. The last row
+    gets bootstrap confidence intervals (`ci_resamples` resamples of the scored samples; 0: none).
 
     With `data_overrides` (another test set, e.g. data.root=...) every sample of that data is the test set;
     a threshold is still searched on the run's own validation / out-of-fold predictions.
     """
+    _check_intervals(ci_resamples, ci_level)
     run = load_run(run_dir, device=device, allow_unsafe_checkpoints=allow_unsafe_checkpoints)
     _check_options(run.config, tta, threshold, ensemble)
     store = build_store(run.config)
@@ -102,6 +106,12 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
         notes.append("no test set: the searched threshold is scored on the predictions it was chosen on, so that "
                      "row is optimistic; give a test set with data.root=... for an unbiased number")
     notes += one_class_cut(result["postprocessing"].get("search") or {})
+    resample = result.pop("resample", None)
+    if resample and ci_resamples:
+        last = list(result["rows"])[-1]
+        names = [c for c in TABLE_COLUMNS if c in result["rows"][last]]
+        result["interval"] = {"row": last, "level": ci_level, "resamples": ci_resamples, "method": "percentile",
+                              "bounds": bootstrap_intervals(resample[0], resample[1], names, ci_level, ci_resamples)}
     result["decided_by"] = describe_decision(result["postprocessing"], run.config, run.task)
     result = {"run": str(run.dir), "evaluated_on": evaluated_on, "n": len(e_ids),
               "search_set": (search_part if search_part == "val" else "out_of_fold") if search else None,
@@ -133,6 +143,13 @@ def _reference_rows(run: Run, store: SampleStore, target: torch.Tensor, owner: l
     train["ensemble"] = train[str(run.splits["folds"][0]["fold"])]
     return classification_baselines_by_fold(train, list(owner), target.numpy(), classes,
                                             cfg.data.get("mode") == "multilabel", positive_index(cfg.data))
+
+
+def _check_intervals(ci_resamples, ci_level) -> None:
+    if not isinstance(ci_resamples, int) or isinstance(ci_resamples, bool) or ci_resamples < 0:
+        raise MedrunError(f"ci_resamples={ci_resamples!r}; give a whole number of bootstrap resamples (0: no intervals)")
+    if not isinstance(ci_level, (int, float)) or not 0 < ci_level < 1:
+        raise MedrunError(f"ci_level={ci_level!r}; give a confidence level between 0 and 1, e.g. 0.95")
 
 
 def _check_options(cfg, tta, threshold, ensemble) -> None:
@@ -216,6 +233,10 @@ def _table(result: dict) -> str:
     names = {"argmax": "ArgMax", "threshold": "searched threshold", "tta": f"TTA ({post['tta']})"}
     for name, m in rows.items():
         lines.append(f"| {names[name]} | " + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols) + " |")
+    interval = result.get("interval")
+    if interval:
+        lines.append(f"| *{interval['level']:.0%} CI of {names[interval['row']]}* | " + " | ".join(
+            "[{:.4f}, {:.4f}]".format(*interval["bounds"][c]) if c in interval["bounds"] else "-" for c in cols) + " |")
     for name, m in (result.get("trivial") or {}).items():  # references on the same images, never methods
         lines.append(f"| *reference: {name}* | " + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols) + " |")
     final = rows[list(rows)[-1]]

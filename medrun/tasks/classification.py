@@ -15,6 +15,7 @@ from medrun.config_values import positive_index
 from medrun.errors import MedrunError
 from medrun.evaluation.classification import classification_scores, save_curves, save_plots
 from medrun.evaluation.decision import Decision
+from medrun.evaluation.intervals import class_strata
 from medrun.evaluation.metrics import compact
 from medrun.evaluation.thresholds import search_decision_threshold
 from medrun.evaluation.trivial import classification_baselines
@@ -218,7 +219,9 @@ class ClassificationTask(ConfiguredTask):
         save_curves(target, probs, classes, multilabel, out_dir, fixed.positive)
         binary = len(classes) == 2 and not multilabel
         return {"rows": rows, "postprocessing": {**decision.stored(), **({"search": found} if found else {})},
-                **({"positive_class": classes[fixed.positive]} if binary else {})}
+                **({"positive_class": classes[fixed.positive]} if binary else {}),
+                "resample": (lambda idx: classification_scores(target[idx], probs[idx], classes, multilabel, decision)[0],
+                             class_strata(target, multilabel))}
 
 
 def part_samples(store, part: list) -> list:

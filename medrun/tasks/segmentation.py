@@ -153,11 +153,12 @@ class SegmentationTask(ConfiguredTask):
                 "search_dice": found["dice"]}
         plain, augmented, target = evaluation
 
+        absent = str(cfg.task.get("absent_classes", "ignore"))
+
         def score(probs, d):
             pred = d.masks(probs[:, 0]).float()[:, None] if binary else probs
             counts = confusion(pred, target, binary)
-            absent = str(cfg.task.get("absent_classes", "ignore"))
-            return scores(*counts, classes, empty, absent), per_image(*counts, empty, absent)
+            return scores(*counts, classes, empty, absent), per_image(*counts, empty, absent), counts
 
         rows = {"argmax": score(plain, Decision())}
         if threshold == "search":
@@ -181,5 +182,8 @@ class SegmentationTask(ConfiguredTask):
             image, _ = store.get(store.index[ids[i]])
             overlays.save(out_dir / f"overlay_{name}.png", image, target[i].cpu().numpy(), pred[i].cpu().numpy(),
                           f"{name}: {ids[i]} (Dice {per['dice'][i]:.3f})")
+        counts = rows[final][2]
         return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": {**decision.stored(), **extra},
-                "overlays": {k: ids[i] for k, i in picks.items()}}
+                "overlays": {k: ids[i] for k, i in picks.items()},
+                "resample": (lambda idx: scores(*(c[torch.as_tensor(idx)] for c in counts), classes, empty, absent),
+                             [np.arange(len(ids))])}

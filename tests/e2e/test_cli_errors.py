@@ -172,6 +172,8 @@ def test_bad_run_values_end_in_one_line_naming_the_key(override, expected, tmp_p
 @pytest.mark.parametrize("argv,expected", [
     (["eval", "run=nowhere", "min_areas=abc"], "min_areas='abc' is not an integer"),
     (["eval", "run=nowhere", "target_sensitivity=abc"], "target_sensitivity='abc' is not a number"),
+    (["eval", "run=nowhere", "ci_resamples=abc"], "ci_resamples='abc'; give a whole number of bootstrap resamples"),
+    (["eval", "run=nowhere", "ci_level=95"], "ci_level=95; give a confidence level between 0 and 1"),
     (["explain", "run=nowhere", "n=0"], "n=0 must be at least 1"),
     (["explain", "run=nowhere", "n=-3"], "n=-3 must be at least 1"),
     (["explain", "run=nowhere", "n=abc"], "n='abc' is not an integer"),

@@ -49,6 +49,15 @@ def test_eval_on_the_fixed_test_set_never_searches_on_it(covid_run):
     assert {r["id"] for r in rows} == test_ids and all(r["fold"] == "ensemble" for r in rows)
     dice = np.array([float(r["dice"]) for r in rows])
     assert dice.mean() == pytest.approx(result["rows"]["tta"]["dice"], abs=1e-5)
+    # the last row's 95% interval: a percentile bootstrap over the test images, the per-image Dice's resampled mean
+    from scipy.stats import bootstrap
+
+    interval = result["interval"]
+    assert interval["row"] == "tta" and interval["level"] == 0.95 and interval["resamples"] == 1000
+    per_image = bootstrap((dice,), np.mean, vectorized=False, n_resamples=1000, method="percentile",
+                          random_state=0).confidence_interval
+    assert interval["bounds"]["dice"] == pytest.approx([per_image.low, per_image.high], abs=1e-5)
+    assert "| *95% CI of TTA (flips)* | [{:.4f}, {:.4f}]".format(*interval["bounds"]["dice"]) in table
     for name in ("worst", "median", "best"):
         assert (out_dir / f"overlay_{name}.png").stat().st_size > 1000
     assert result["overlays"]["worst"] == rows[int(np.argmin(dice))]["id"]
@@ -127,6 +136,9 @@ def test_classifier_eval_and_predict_on_dicom(shared_data, tmp_path):
     assert "optimistic" in result["notes"][0] and "optimistic" in (out_dir / "summary.md").read_text()
     assert 0 <= result["postprocessing"]["threshold"] <= 1 and set(result["rows"]) == {"argmax", "threshold", "tta"}
     assert (out_dir / "roc.png").is_file() and (out_dir / "precision_recall.png").is_file()
+    bounds = result["interval"]["bounds"]  # resampled within each class: AUC is defined in every resample
+    assert bounds["auc_macro"][0] <= result["rows"]["tta"]["auc_macro"] <= bounds["auc_macro"][1]
+    assert {"accuracy", "balanced_accuracy", "auc_macro", "sensitivity_positive"} <= set(bounds)
     # the majority-class row: each out-of-fold prediction gets its own fold's DummyClassifier
     from sklearn.dummy import DummyClassifier
     from sklearn.metrics import accuracy_score

@@ -2,8 +2,9 @@
 
 Counts per image and class come from smp.metrics.get_stats. Per-image scores treat an image whose
 ground truth and prediction are both empty as `empty_score` (1 by default); empty ground truth with
-a non-empty prediction scores 0; dataset-level ratios with a zero denominator (no positives at all)
-also take `empty_score`. Scores are never NaN. Multi-class means run over foreground classes.
+a non-empty prediction scores 0; dataset-level Dice and IoU with a zero denominator (no foreground at all)
+also take `empty_score`, while dataset-level precision, recall and specificity with nothing to count are left
+out (undefined). Scores are never NaN. Multi-class means run over foreground classes.
 
 Multi-class, `absent="ignore"` (default, as nnU-Net): a class absent from both the truth and the prediction
 of an image is left out of that image's mean and of the class's mean over images, instead of scoring
@@ -93,6 +94,7 @@ def confusion(probs: torch.Tensor, target: torch.Tensor, binary: bool, threshold
 
 
 ABSENT = ("ignore", "empty_score")
+UNDEFINED_WHEN_EMPTY = ("precision", "recall", "specificity")
 
 
 def dice_of_counts(tp: torch.Tensor, fp: torch.Tensor, fn: torch.Tensor, empty_score: float) -> torch.Tensor:
@@ -173,8 +175,11 @@ def scores(tp, fp, fn, tn, class_names: list[str], empty_score: float = 1.0, abs
             out[f"dice_{name}"] = dice_c[k]
             out[f"jaccard_{name}"] = iou_c[k]
     out.update(papers)
-    # smp's "micro" reduction leaves 0/0 as NaN: apply the same empty policy there.
-    return {k: float(torch.nan_to_num(v, nan=empty_score)) for k, v in out.items()}
+    # smp's "micro" reduction leaves 0/0 as NaN. Dice and IoU follow the empty policy there (nothing to find, and
+    # nothing found); precision, recall and specificity with nothing to count are undefined and left out, as a
+    # classifier's are (precision 1 for a model that marks no pixel would read as a perfect score).
+    return {k: float(torch.nan_to_num(v, nan=empty_score)) for k, v in out.items()
+            if not (k in UNDEFINED_WHEN_EMPTY and torch.isnan(v))}
 
 
 def per_image(tp, fp, fn, tn, empty_score: float = 1.0, absent: str = "ignore") -> dict[str, torch.Tensor]:

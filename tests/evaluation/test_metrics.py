@@ -170,3 +170,14 @@ def test_all_empty_reference_row_scores_k_over_n_per_image_and_nothing_pooled():
     assert "does not beat the trivial row on **dice**: all-empty 0.5714 vs 0.5000" in trivial_markdown(summary)
     three = segmentation_baselines(torch.tensor([[[0, 1], [2, 2]]]), ["bg", "a", "b"])
     assert set(three) == {"all-empty", "all-class-1", "all-class-2"}
+
+
+def test_a_dataset_level_ratio_with_nothing_to_count_is_left_out_not_scored_one():
+    target = torch.zeros(3, 4, 4, dtype=torch.long)
+    target[0, :2, :2] = 1
+    nothing = torch.zeros(3, 1, 4, 4)  # a model that marks no pixel
+    s = scores(*confusion(nothing, target, True), ["bg", "lesion"])
+    assert "precision" not in s and s["recall"] == 0 and s["specificity"] == 1
+    assert s["dice"] == pytest.approx(2 / 3)  # two empty-on-empty images score 1, the missed lesion 0
+    empty = scores(*confusion(nothing, torch.zeros_like(target), True), ["bg", "lesion"])
+    assert "recall" not in empty and "precision" not in empty and empty["dice_micro"] == 1.0

@@ -3,6 +3,7 @@ in training (the run's own config) and post-processed as an eval of the run chos
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -10,7 +11,7 @@ import numpy as np
 from PIL import Image
 
 from medrun.data.build import anonymous_id
-from medrun.data.images import CLASSIFICATION_SUFFIXES, read_image
+from medrun.data.images import CLASSIFICATION_SUFFIXES, listed, read_image
 from medrun.data.rle import encode
 from medrun.errors import MedrunError
 from medrun.evaluation.decision import Decision
@@ -59,11 +60,11 @@ def list_inputs(path: Path) -> list[Path]:
     if not path.is_dir():
         raise MedrunError(f"input={path} does not exist")
     # recursive: the SIIM-ACR test set nests each DICOM in <study>/<series>/ folders
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in CLASSIFICATION_SUFFIXES)
+    files = sorted(p for p in path.rglob("*")
+                   if p.is_file() and p.suffix.lower() in CLASSIFICATION_SUFFIXES and listed(p, path))
     if not files:
         raise MedrunError(f"input={path} holds no images (png/jpg/jpeg/tif/tiff/bmp/dcm)")
-    stems = [p.stem for p in files]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
+    twice = sorted(s for s, n in Counter(p.stem for p in files).items() if n > 1)
     if twice:
         raise MedrunError(f"input={path}: several files are named {twice[0]!r} (outputs are named by file stem); "
                           "predict the folders one at a time")

@@ -1,20 +1,13 @@
 """Classification from a class-per-subfolder directory: `<root>/<class>/<image>`, images possibly in subfolders
 of their class folder (e.g. one per patient)."""
 import logging
-from pathlib import Path
 
-from medrun.data.images import CLASSIFICATION_SUFFIXES
+from medrun.data.images import CLASSIFICATION_SUFFIXES, listed
 from medrun.data.labelled import labelled_dataset
 from medrun.data.samples import READERS, Sample, require_dir
 from medrun.errors import MedrunError
 
 log = logging.getLogger("medrun")
-
-
-def listed(path: Path, root: Path) -> bool:
-    """Whether a path under `root` is the user's: not hidden (.ipynb_checkpoints, .DS_Store) and not a system
-    folder such as macOS's __MACOSX resource forks."""
-    return not any(part.startswith((".", "__")) for part in path.relative_to(root).parts)
 
 
 @READERS.register("class_folders")

@@ -137,11 +137,17 @@ def check_pair(image: np.ndarray, mask: np.ndarray, mask_path: Path) -> None:
         )
 
 
+def listed(path: Path, root: Path) -> bool:
+    """Whether a path under `root` is the user's: not hidden (.ipynb_checkpoints, macOS's ._NAME.png copies of
+    each file's metadata) and not a system folder such as __MACOSX."""
+    return not any(part.startswith((".", "__")) for part in path.relative_to(root).parts)
+
+
 def stems(folder: Path) -> dict[str, Path]:
-    """Map file stem -> path for the image files in `folder` (not recursive)."""
+    """Map file stem -> path for the image files in `folder` (not recursive, hidden files left out)."""
     out: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and listed(p, folder):
             if p.stem in out:
                 raise MedrunError(f"{folder}: two files share the stem {p.stem!r} ({out[p.stem].name}, {p.name})")
             out[p.stem] = p

@@ -5,6 +5,7 @@ DICOM tags stay in memory (patients become pseudonymous split groups)."""
 from __future__ import annotations
 
 import csv
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from medrun.data.dicom import read_dicom
-from medrun.data.images import to_channels
+from medrun.data.images import listed, to_channels
 from medrun.data.rle import decode, parse
 from medrun.data.samples import LOADERS, READERS, Dataset, Sample, problem, require_dir
 from medrun.errors import MedrunError
@@ -63,11 +64,10 @@ def read_siim(cfg) -> Dataset:
     root = require_dir(cfg.root, "data.root", " (the folder holding dicom-images-train/ and train-rle.csv)")
     images_dir = require_dir(root / cfg.images, "data.images", f" ({cfg.images} under data.root)")
     rles = read_rle_csv(root / cfg.csv)
-    found = sorted(images_dir.rglob("*.dcm"))
+    found = sorted(p for p in images_dir.rglob("*.dcm") if listed(p, images_dir))
     if not found:
         raise MedrunError(f"no .dcm files under {images_dir}")
-    stems = [p.stem for p in found]
-    twice = sorted({s for s in stems if stems.count(s) > 1})
+    twice = sorted(s for s, n in Counter(p.stem for p in found).items() if n > 1)
     _report(f"ImageId(s) with several DICOM files under {cfg.images}",
             [f"{s} ({', '.join(str(p.relative_to(images_dir)) for p in found if p.stem == s)})" for s in twice],
             "keep one file per ImageId")

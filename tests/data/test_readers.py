@@ -63,6 +63,8 @@ def test_generic_folders_any_extension(shared_data, tmp_path):
     for stem in ("0", "1", "2"):
         (tmp_path / "images" / f"case{stem}.jpg").symlink_to(src / "Imgs" / f"{stem}.jpg")
         (tmp_path / "masks" / f"case{stem}.png").symlink_to(src / "GT" / f"{stem}.png")
+    # macOS writes a ._NAME copy of each file's metadata on foreign drives: not an image, not a sample
+    (tmp_path / "images" / "._case0.jpg").write_bytes(b"\x00\x05\x16\x07 Mac OS X")
     ds, cfg = dataset("folders", tmp_path, "data.channels=1")
     assert [s.id for s in ds.samples] == ["case0", "case1", "case2"]
     report = check_dataset(ds, list(cfg.data.classes))

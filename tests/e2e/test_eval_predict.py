@@ -203,3 +203,16 @@ def test_predict_refuses_bad_options_before_writing(covid_run, shared_data, tmp_
     with pytest.raises(MedrunError, match="threshold='abc' is not a number"):
         predict_files(covid_run, images, tmp_path / "p", threshold="abc")
     assert not (tmp_path / "p").exists()
+
+
+def test_predict_lists_nested_inputs_without_hidden_and_system_files(shared_data, tmp_path):
+    from medrun.predict import list_inputs
+
+    src = shared_data / "covid19_ct_seg/Dataset/TestingSet/LungInfection-Test/Imgs"
+    for path in ("a/18.jpg", "b/c/21.jpg", "__MACOSX/a/._18.jpg", ".ipynb_checkpoints/36.jpg", "a/._21.jpg"):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).symlink_to(src / path.split("/")[-1].lstrip("._"))
+    assert [p.relative_to(tmp_path).as_posix() for p in list_inputs(tmp_path)] == ["a/18.jpg", "b/c/21.jpg"]
+    (tmp_path / "b/18.jpg").symlink_to(src / "18.jpg")
+    with pytest.raises(MedrunError, match="several files are named '18'"):
+        list_inputs(tmp_path)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from medrun.config_values import positive_index
 from medrun.errors import MedrunError
+from medrun.evaluation.paired import held_out_values, paired_test
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, cell, table_markdown
 from medrun.inference import saved_config
 from medrun.report import write_page
@@ -74,6 +75,8 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
             for m in metrics) + " |")
     table = {f"{name}: {row}": values for (name, s), c in zip(summaries.items(), configs)
              for key in TASKS.get(c.task.name).summary_tables for row, values in s.get(key, {}).items()}
+    paired = paired_tests(dirs, list(summaries))
+    lines += paired_markdown(paired, list(summaries)[0])
     text = "\n".join(lines) + "\n"
     if table:
         text += table_markdown(table, "Post-processing side by side (mean ± std over folds)",
@@ -81,8 +84,29 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     out = create_run_dir(output_dir or os.environ.get("MEDRUN_OUTPUT_DIR", "outputs"), "compare")
     result = {"runs": [str(d) for d in dirs], "metrics": {n: {"mean": s["mean"], "std": s["std"]}
                                                           for n, s in summaries.items()},
-              "postprocessing": table, "columns": list(POSTPROCESSING_COLUMNS), "trivial": trivial}
+              "postprocessing": table, "columns": list(POSTPROCESSING_COLUMNS), "trivial": trivial, "paired": paired}
     write_json(out / "compare.json", result)
     write_text(out / "compare.md", text)
     write_page("compare", out, result)
     return out, result
+
+
+def paired_tests(dirs: list[Path], names: list[str]) -> dict:
+    """Each run against the first on the same held-out images (medrun.evaluation.paired); {} when the runs left
+    no per-image values of one kind, or held images out more than once."""
+    held = [held_out_values(d, read_json(d / "splits.json", ("folds",))) for d in dirs]
+    if any(h is None for h in held) or len({kind for kind, _ in held}) > 1:
+        return {}
+    kind, first = held[0]
+    return {name: paired_test(kind, first, values) for name, (_, values) in zip(names[1:], held[1:])}
+
+
+def paired_markdown(paired: dict, first: str) -> list[str]:
+    if not paired:
+        return []
+    lines = ["", f"## Paired tests against {first}", "",
+             "Each run against the first on the same held-out images, out of fold: the difference is the run's "
+             "mean minus the first's" + (" (p not corrected for the several comparisons)." if len(paired) > 1 else "."),
+             "", "| run | test | images | difference | p |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {t['test']} | {t['n']} | {t['difference']:+.4f} | {t['p']:.4g} |" for name, t in paired.items()]
+    return lines

@@ -42,3 +42,38 @@ def test_runs_about_different_positive_classes_are_compared_on_one_named_class(t
     assert "different positive classes (malignant, benign)" in text
     assert "| run | auc_macro | sensitivity_malignant |" in text
     assert "| a (a) | 0.7000 | 0.2000 |" in text and "| b (b) | 0.7000 | 0.3000 |" in text  # both about malignant
+
+
+def test_runs_on_the_same_images_get_a_paired_test_against_the_first(tmp_path):
+    from scipy.stats import binomtest, wilcoxon
+
+    ids = [f"img{k}" for k in range(12)]
+    correct = {"a": [1] * 6 + [0] * 6, "b": [1] * 5 + [0] + [1] * 6, "c": [1] * 6 + [0] * 6}
+    runs = []
+    for name, values in correct.items():
+        run = finished_run(tmp_path / name, name, {"balanced_accuracy": sum(values) / 12})
+        (run / "splits.json").write_text(json.dumps({"folds": [{"fold": 0, "test": ids}]}))
+        (run / "fold_0").mkdir()
+        (run / "fold_0" / "predictions.csv").write_text(
+            "id,true,prob_x,prob_y,pred,correct\n" + "".join(f"{i},0,0.5,0.5,0,{v}\n" for i, v in zip(ids, values)))
+        runs.append(run)
+    out, result = compare_runs(runs, tmp_path / "out")
+    b = result["paired"]["b (b)"]  # b is right on 6 images a got wrong, a on 1 that b got wrong
+    assert b["discordant"] == [1, 6] and b["p"] == binomtest(6, 7, 0.5).pvalue and b["difference"] == 5 / 12
+    assert result["paired"]["c (c)"]["p"] == 1.0  # the same answers: nothing discordant
+    text = (out / "compare.md").read_text()
+    assert "## Paired tests against a (a)" in text and "not corrected for the several comparisons" in text
+    assert f"| b (b) | exact McNemar, correct per image | 12 | +0.4167 | {b['p']:.4g} |" in text
+    # segmentation: the Wilcoxon signed-rank test on the per-image Dice of the same images
+    from medrun.evaluation.paired import paired_test
+
+    first, other = dict(zip(ids, [0.1 * k for k in range(12)])), dict(zip(ids, [0.1 * k + 0.05 for k in range(12)]))
+    assert paired_test("dice", first, other)["p"] == wilcoxon(list(first.values()), list(other.values())).pvalue
+    # an image held out twice (repeated protocols) gives no independent pairs: no test
+    (runs[1] / "splits.json").write_text(json.dumps({"folds": [{"fold": 0, "test": ids}, {"fold": 1, "test": ids}]}))
+    (runs[1] / "fold_1").mkdir()
+    (runs[1] / "fold_1" / "predictions.csv").write_text((runs[1] / "fold_0" / "predictions.csv").read_text())
+    (runs[0] / "splits.json").write_text((runs[1] / "splits.json").read_text())
+    (runs[2] / "splits.json").write_text((runs[1] / "splits.json").read_text())
+    _, again = compare_runs(runs, tmp_path / "out")
+    assert again["paired"] == {}

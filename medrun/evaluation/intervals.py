@@ -5,7 +5,10 @@ import warnings
 from typing import Callable
 
 import numpy as np
+import torch
 from scipy.stats import DegenerateDataWarning, bootstrap
+
+from medrun.evaluation.metrics import scores
 
 
 def bootstrap_intervals(metrics_of: Callable[[np.ndarray], dict], strata: list[np.ndarray], names: list[str],
@@ -34,3 +37,10 @@ def class_strata(target: np.ndarray, multilabel: bool) -> list[np.ndarray]:
     if multilabel or target.ndim > 1:
         return [np.arange(len(target))]
     return [np.flatnonzero(target == c) for c in np.unique(target)]
+
+
+def image_resampler(counts, class_names: list[str], empty_score: float, absent: str):
+    """eval's `resample` for masks: (the scores of resampled images from their (N, C) confusion counts, one
+    stratum of every image)."""
+    return (lambda idx: scores(*(c[torch.as_tensor(idx)] for c in counts), class_names, empty_score, absent),
+            [np.arange(len(counts[0]))])

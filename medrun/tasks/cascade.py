@@ -20,6 +20,7 @@ from torchmetrics import AUROC
 from medrun.errors import MedrunError
 from medrun.evaluation.heldout import write_per_image
 from medrun.evaluation.decision import Decision
+from medrun.evaluation.intervals import image_resampler
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
 from medrun.evaluation.postprocess import apply_triplet, scaled, search_cascade, search_triplet
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
@@ -330,7 +331,10 @@ class CascadeTask(ConfiguredTask):
             for i, sid in enumerate(ids):
                 w.writerow([sid, folds[i], f"{masks[i].float().mean():.6f}", f"{per['dice'][i]:.6f}",
                             f"{per['jaccard'][i]:.6f}"])
-        return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": {**decision.stored(), **extra}}
+        counts = confusion(masks.float()[:, None], target, True, 0.5)
+        return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": {**decision.stored(), **extra},
+                "resample": image_resampler(counts, [str(c) for c in cfg.data.classes], float(task.empty_score),
+                                            str(task.get("absent_classes", "ignore")))}
 
     @classmethod
     def mask_from_probabilities(cls, probs: np.ndarray, decision: Decision) -> tuple[np.ndarray, np.ndarray]:

@@ -9,6 +9,7 @@ import torch
 from medrun.evaluation import overlays
 from medrun.evaluation.decision import Decision
 from medrun.evaluation.heldout import evaluate_segmentation
+from medrun.evaluation.intervals import image_resampler
 from medrun.evaluation.metrics import SegmentationScores, confusion, per_image, scores
 from medrun.evaluation.trivial import segmentation_baselines
 from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, table_markdown, table_over_folds
@@ -185,5 +186,4 @@ class SegmentationTask(ConfiguredTask):
         counts = rows[final][2]
         return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": {**decision.stored(), **extra},
                 "overlays": {k: ids[i] for k, i in picks.items()},
-                "resample": (lambda idx: scores(*(c[torch.as_tensor(idx)] for c in counts), classes, empty, absent),
-                             [np.arange(len(ids))])}
+                "resample": image_resampler(counts, classes, empty, absent)}

@@ -139,6 +139,9 @@ def test_eval_and_predict_work_on_a_cascade_run(busi_run, shared_data, tmp_path)
     assert f"masks emptied where the classifier's probability < {post['decision_threshold']:.4g}" in \
         (out_dir / "summary.md").read_text()  # the searched triplet in words
     assert "classifier_auc" in result["rows"]["threshold"]
+    # the last row's bootstrap interval over the 267 images, around its per-image Dice
+    low, high = result["interval"]["bounds"]["dice"]
+    assert result["interval"]["row"] == "threshold" and low < result["rows"]["threshold"]["dice"] < high
     inputs = tmp_path / "nested"  # 24 of the real DICOMs in their <study>/<series>/ folders, as the SIIM test set
     for p in sorted((shared_data / "busi_siim" / "dicom-images-train").rglob("*.dcm"))[:24]:
         link = inputs / p.relative_to(shared_data / "busi_siim" / "dicom-images-train")

@@ -15,7 +15,8 @@ from medrun.runs import create_run_dir, read_json, require_run_dir, test_parts, 
 from medrun.tasks import TASKS
 
 METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_positive", "specificity_positive",
-           "sensitivity_macro", "specificity_macro", "fn_total", "balanced_accuracy", "classifier_auc", "auc")
+           "sensitivity_macro", "specificity_macro", "fn_total", "balanced_accuracy", "kappa_quadratic",
+           "classifier_auc", "auc")
 
 
 def _positive_class(summary: dict, cfg) -> str | None:

@@ -142,7 +142,8 @@ def _reference_rows(run: Run, store: SampleStore, target: torch.Tensor, owner: l
     train = {k: np.stack([np.asarray(store.get(store.index[i])[1]) for i in f["train"]]) for k, f in folds.items()}
     train["ensemble"] = train[str(run.splits["folds"][0]["fold"])]
     return classification_baselines_by_fold(train, list(owner), target.numpy(), classes,
-                                            cfg.data.get("mode") == "multilabel", positive_index(cfg.data))
+                                            cfg.data.get("mode") == "multilabel", positive_index(cfg.data),
+                                            bool(cfg.data.get("ordinal")))
 
 
 def _check_intervals(ci_resamples, ci_level) -> None:
@@ -211,7 +212,7 @@ def one_class_cut(found: dict) -> list[str]:
 
 TABLE_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",
                  "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1_macro": "F1 (macro)",
-                 "auc_macro": "AUC (macro)", "sensitivity_positive": "sensitivity ({positive})",
+                 "auc_macro": "AUC (macro)", "kappa_quadratic": "kappa (quadratic)", "sensitivity_positive": "sensitivity ({positive})",
                  "specificity_positive": "specificity ({positive})"}
 
 

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import (ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay,  # noqa: E402
                              accuracy_score, precision_recall_fscore_support, recall_score,
-                             balanced_accuracy_score, confusion_matrix, roc_auc_score)
+                             balanced_accuracy_score, cohen_kappa_score, confusion_matrix, roc_auc_score)
 
 from medrun.evaluation.decision import Decision  # noqa: E402
 
@@ -27,7 +27,8 @@ def _binary_counts(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 
 
 def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[str], multilabel: bool,
-                          decision: Decision | None = None) -> tuple[dict[str, float], list[list[int]]]:
+                          decision: Decision | None = None,
+                          ordinal: bool = False) -> tuple[dict[str, float], list[list[int]]]:
     """Per-class and macro metrics, plus the confusion matrix (rows: truth) for single-label tasks; binary tasks
     also get `<metric>_positive`, the positive class's (`decision.positive`; its sensitivity and specificity
     differ, unlike the macro averages).
@@ -35,7 +36,8 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[s
     A per-class value that is undefined in this set (AUC when the class's one-vs-rest truth has a single value,
     and see `_binary_counts`) is left out, and the macro averages are over the classes that define it; scoring
     an absent class 1 (or 0) would move the average by a class the set says nothing about. Labels come from
-    `decision` (argmax, 0.5 per label when multi-label, without one).
+    `decision` (argmax, 0.5 per label when multi-label, without one). `ordinal` (classes in order, e.g.
+    retinopathy grades) adds the quadratic weighted kappa, `kappa_quadratic`.
     """
     pred = (decision or Decision()).labels(probs, multilabel)
     n = len(classes)
@@ -48,6 +50,8 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[s
     else:
         out["accuracy"] = float(accuracy_score(y_true, pred))
         out["balanced_accuracy"] = float(balanced_accuracy_score(y_true, pred)) if len(set(y_true)) > 1 else out["accuracy"]
+        if ordinal and len(set(y_true) | set(pred)) > 1:  # one grade everywhere: kappa is undefined
+            out["kappa_quadratic"] = float(cohen_kappa_score(y_true, pred, labels=list(range(n)), weights="quadratic"))
     per_class = []
     for k, name in enumerate(classes):
         m = _binary_counts(onehot_true[:, k], onehot_pred[:, k])

@@ -5,8 +5,8 @@ import numpy as np
 from rich.table import Table
 
 HEADLINE = ("dice", "jaccard", "dice_micro", "jaccard_micro", "precision", "recall", "specificity",
-            "accuracy", "balanced_accuracy", "auc_macro", "f1_macro", "sensitivity_macro", "specificity_macro",
-            "precision_macro", "fn_total")
+            "accuracy", "balanced_accuracy", "kappa_quadratic", "auc_macro", "f1_macro", "sensitivity_macro",
+            "specificity_macro", "precision_macro", "fn_total")
 
 
 def aggregate(experiment: str, protocol: str, folds: list[dict], note: str | None = None) -> dict:
@@ -71,7 +71,8 @@ def lower_is_better(metric: str) -> bool:
 
 # Metrics a trivial predictor can really compete on; precision, specificity or sensitivity alone are maximised by
 # predicting nothing (or everything), so a trivial row "winning" them says nothing.
-COMPARED = ("dice", "jaccard", "dice_micro", "jaccard_micro", "accuracy", "balanced_accuracy", "auc_macro", "f1_macro",
+COMPARED = ("dice", "jaccard", "dice_micro", "jaccard_micro", "accuracy", "balanced_accuracy", "kappa_quadratic",
+            "auc_macro", "f1_macro",
             "auc_positive", "f1_positive", "auc")
 
 

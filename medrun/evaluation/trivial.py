@@ -62,15 +62,15 @@ def segmentation_baselines(target: torch.Tensor, class_names: list[str], empty_s
 
 
 def classification_baselines(train_labels: np.ndarray, test_labels: np.ndarray, class_names: list[str],
-                             multilabel: bool, positive: int = 1) -> dict[str, dict[str, float]]:
+                             multilabel: bool, positive: int = 1, ordinal: bool = False) -> dict[str, dict[str, float]]:
     """The majority-class row: DummyClassifier(prior) fitted on the training part, scored on the test part."""
     return classification_baselines_by_fold({"train": train_labels}, ["train"] * len(test_labels), test_labels,
-                                            class_names, multilabel, positive)
+                                            class_names, multilabel, positive, ordinal)
 
 
 def classification_baselines_by_fold(train_labels: dict[str, np.ndarray], owner: list[str], test_labels: np.ndarray,
-                                     class_names: list[str], multilabel: bool,
-                                     positive: int = 1) -> dict[str, dict[str, float]]:
+                                     class_names: list[str], multilabel: bool, positive: int = 1,
+                                     ordinal: bool = False) -> dict[str, dict[str, float]]:
     """The majority-class row of predictions made by several folds' models (out-of-fold): each prediction gets the
     DummyClassifier of the fold that made it (`owner`, a key of `train_labels`)."""
     probs = np.zeros((len(test_labels), len(class_names)))
@@ -85,7 +85,7 @@ def classification_baselines_by_fold(train_labels: dict[str, np.ndarray], owner:
             else:  # classes absent from the training part keep probability 0
                 probs[np.ix_(rows, dummy.classes_.astype(int))] = proba
     return {"majority class": classification_scores(test_labels, probs, class_names, multilabel,
-                                                    Decision(positive=positive))[0]}
+                                                    Decision(positive=positive), ordinal)[0]}
 
 
 def best_trivial(trivial: dict[str, dict[str, float]], metric: str, higher_is_better: bool = True):

@@ -34,6 +34,7 @@ class ClassificationTask(ConfiguredTask):
         self.multilabel = config["data"]["mode"] == "multilabel"
         n = len(self.class_names)
         super().__init__(config, n)
+        self.ordinal = ordinal(self.cfg)
         self.balanced = self.cfg.task.get("class_weights") == "balanced"
         if self.cfg.task.get("class_weights") not in (None, "balanced"):
             raise MedrunError(f"task.class_weights={self.cfg.task.class_weights!r}; valid: null, balanced")
@@ -94,7 +95,8 @@ class ClassificationTask(ConfiguredTask):
             probs, targets = probs.numpy(), targets.numpy()
         write_predictions(out_dir / "predictions.csv", [sample_ids[i] for i in index], targets, probs,
                           self.class_names, self.multilabel, self.decision)
-        metrics, cm = classification_scores(targets, probs, self.class_names, self.multilabel, self.decision)
+        metrics, cm = classification_scores(targets, probs, self.class_names, self.multilabel, self.decision,
+                                            self.ordinal)
         save_plots(targets, probs, self.class_names, self.multilabel, out_dir, decision=self.decision)
         return metrics, ({"confusion_matrix": cm} if cm else {})
 
@@ -137,7 +139,7 @@ class ClassificationTask(ConfiguredTask):
     def validation_metrics(self, datamodule, device) -> dict[str, float]:
         probs, targets, _ = self.collect_probabilities(datamodule.val_dataloader(), device)
         return classification_scores(targets.numpy(), probs.numpy(), self.class_names, self.multilabel,
-                                     self.decision)[0]
+                                     self.decision, self.ordinal)[0]
 
     @classmethod
     def check_splits(cls, cfg, splits: dict, store) -> None:
@@ -165,7 +167,7 @@ class ClassificationTask(ConfiguredTask):
         targets, probs = read_predictions([fold_folder(run_dir, f["fold"]) / "predictions.csv" for f in splits["folds"]],
                                           classes, multilabel)
         decision = Decision.of_run(cfg)
-        metrics, cm = classification_scores(targets, probs, classes, multilabel, decision)
+        metrics, cm = classification_scores(targets, probs, classes, multilabel, decision, ordinal(cfg))
         save_plots(targets, probs, classes, multilabel, run_dir, prefix="oof_", decision=decision)
         write_json(run_dir / "oof_metrics.json", {"metrics": metrics, "confusion_matrix": cm})
         return {**out, "pooled_out_of_fold": metrics}
@@ -176,7 +178,7 @@ class ClassificationTask(ConfiguredTask):
         labels = {part: np.stack([np.asarray(store.get(i)[1]) for i in store.indices(fold[part])])
                   for part in ("train", "test")}
         return classification_baselines(labels["train"], labels["test"], [str(c) for c in cfg.data.classes],
-                                        cfg.data.get("mode") == "multilabel", positive_index(cfg.data))
+                                        cfg.data.get("mode") == "multilabel", positive_index(cfg.data), ordinal(cfg))
 
     @classmethod
     def complete_config(cls, cfg) -> None:
@@ -209,19 +211,30 @@ class ClassificationTask(ConfiguredTask):
             found = search_decision_threshold((search[1].cpu().numpy() == p).astype(int), search[0].cpu().numpy()[:, p],
                                               objective, target_sensitivity)
             decision = fixed.but(threshold=found["threshold"])
-        rows = {"argmax": classification_scores(target, plain, classes, multilabel, fixed)[0]}
+        graded = ordinal(cfg)
+        rows = {"argmax": classification_scores(target, plain, classes, multilabel, fixed, graded)[0]}
         if threshold == "search":
-            rows["threshold"] = classification_scores(target, plain, classes, multilabel, decision)[0]
+            rows["threshold"] = classification_scores(target, plain, classes, multilabel, decision, graded)[0]
         if tta != "none":
-            rows["tta"] = classification_scores(target, augmented, classes, multilabel, decision)[0]
+            rows["tta"] = classification_scores(target, augmented, classes, multilabel, decision, graded)[0]
         probs = augmented if tta != "none" else plain
         write_predictions(out_dir / "per_sample.csv", ids, target, probs, classes, multilabel, decision, folds)
         save_curves(target, probs, classes, multilabel, out_dir, fixed.positive)
         binary = len(classes) == 2 and not multilabel
         return {"rows": rows, "postprocessing": {**decision.stored(), **({"search": found} if found else {})},
                 **({"positive_class": classes[fixed.positive]} if binary else {}),
-                "resample": (lambda idx: classification_scores(target[idx], probs[idx], classes, multilabel, decision)[0],
-                             class_strata(target, multilabel))}
+                "resample": (lambda idx: classification_scores(target[idx], probs[idx], classes, multilabel, decision,
+                                                               graded)[0], class_strata(target, multilabel))}
+
+
+def ordinal(cfg) -> bool:
+    """data.ordinal: the classes are grades in order (kappa_quadratic is reported); single-label only."""
+    if not cfg.data.get("ordinal"):
+        return False
+    if cfg.data.get("mode") == "multilabel":
+        raise MedrunError("data.ordinal=true says the classes are grades in order; multi-label data has no order: "
+                          "drop data.ordinal")
+    return True
 
 
 def part_samples(store, part: list) -> list:

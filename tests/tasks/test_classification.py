@@ -443,3 +443,23 @@ def test_a_val_auc_monitor_needs_a_validation_part_that_defines_it(shared_data):
                                           r"class\(es\), so val/auc, the task.monitor.metric, is undefined"):
         ClassificationTask.check_splits(cfg, splits, store)
     ClassificationTask.check_splits(compose("experiment=resnext50_dicom_contrast", *FAST), splits, store)
+
+
+def test_ordinal_grades_report_the_quadratic_weighted_kappa():
+    from omegaconf import OmegaConf
+    from sklearn.metrics import cohen_kappa_score
+
+    from medrun.evaluation.classification import classification_scores
+    from medrun.tasks.classification import ordinal
+
+    y = np.array([0, 1, 2, 2, 3, 4, 4, 1])
+    pred = np.array([0, 2, 2, 1, 3, 3, 4, 1])
+    probs = np.eye(5)[pred] * 0.8 + 0.04
+    s, _ = classification_scores(y, probs, [f"g{k}" for k in range(5)], False, ordinal=True)
+    assert s["kappa_quadratic"] == pytest.approx(cohen_kappa_score(y, pred, weights="quadratic"))
+    assert "kappa_quadratic" not in classification_scores(y, probs, [f"g{k}" for k in range(5)], False)[0]
+    one_grade = classification_scores(np.zeros(3, int), np.tile([0.9, 0.1], (3, 1)), ["a", "b"], False, ordinal=True)
+    assert "kappa_quadratic" not in one_grade[0]  # one grade in truth and prediction: undefined, left out
+    assert compose("experiment=densenet121_retinamnist").data.ordinal is True
+    with pytest.raises(MedrunError, match="data.ordinal=true says the classes are grades in order; multi-label"):
+        ordinal(OmegaConf.create({"data": {"ordinal": True, "mode": "multilabel"}}))

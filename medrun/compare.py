@@ -109,5 +109,5 @@ def paired_markdown(paired: dict, first: str) -> list[str]:
              "Each run against the first on the same held-out images, out of fold: the difference is the run's "
              "mean minus the first's" + (" (p not corrected for the several comparisons)." if len(paired) > 1 else "."),
              "", "| run | test | images | difference | p |", "|---|---|---|---|---|"]
-    lines += [f"| {name} | {t['test']} | {t['n']} | {t['difference']:+.4f} | {t['p']:.4g} |" for name, t in paired.items()]
-    return lines
+    return lines + [f"| {name} | {t['test']} | {t['n']} | {t['difference']:+.4f} | {t['p']:.4g} |"
+                    for name, t in paired.items()]

@@ -212,8 +212,8 @@ def one_class_cut(found: dict) -> list[str]:
 
 TABLE_COLUMNS = {"dice": "Dice (per image)", "dice_micro": "Dice (dataset)", "jaccard": "IoU (per image)",
                  "accuracy": "accuracy", "balanced_accuracy": "balanced accuracy", "f1_macro": "F1 (macro)",
-                 "auc_macro": "AUC (macro)", "kappa_quadratic": "kappa (quadratic)", "sensitivity_positive": "sensitivity ({positive})",
-                 "specificity_positive": "specificity ({positive})"}
+                 "auc_macro": "AUC (macro)", "kappa_quadratic": "kappa (quadratic)",
+                 "sensitivity_positive": "sensitivity ({positive})", "specificity_positive": "specificity ({positive})"}
 
 
 def _table(result: dict) -> str:

@@ -22,7 +22,7 @@ def held_out_values(run_dir: Path, splits: dict) -> tuple[str, dict[str, float]]
     for kind, (name, column) in PER_IMAGE.items():
         paths = [fold_folder(run_dir, f["fold"]) / name for f in splits["folds"]]
         if all(p.is_file() for p in paths):
-            rows = [(r["id"], float(r[column])) for p in paths for r in csv.DictReader(open(p, newline=""))]
+            rows = [(r["id"], float(r[column])) for p in paths for r in csv.DictReader(p.read_text().splitlines())]
             values = dict(rows)
             return (kind, values) if len(values) == len(rows) else None
     return None

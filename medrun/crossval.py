@@ -184,7 +184,8 @@ def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
                           "metrics": r["metrics"]} for r in records], note)
 
     def over_folds(metrics_of) -> dict:
-        spread = aggregate(cfg.name, splits["protocol"], [{"fold": r["fold"], "metrics": metrics_of(r)} for r in records])
+        spread = aggregate(cfg.name, splits["protocol"],
+                           [{"fold": r["fold"], "metrics": metrics_of(r)} for r in records])
         return {k: spread[k] for k in ("mean", "std", "defined_in")}
 
     if all("validation" in r for r in records):

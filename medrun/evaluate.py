@@ -148,7 +148,8 @@ def _reference_rows(run: Run, store: SampleStore, target: torch.Tensor, owner: l
 
 def _check_intervals(ci_resamples, ci_level) -> None:
     if not isinstance(ci_resamples, int) or isinstance(ci_resamples, bool) or ci_resamples < 0:
-        raise MedrunError(f"ci_resamples={ci_resamples!r}; give a whole number of bootstrap resamples (0: no intervals)")
+        raise MedrunError(f"ci_resamples={ci_resamples!r}; give a whole number of bootstrap resamples "
+                          "(0: no intervals)")
     if not isinstance(ci_level, (int, float)) or not 0 < ci_level < 1:
         raise MedrunError(f"ci_level={ci_level!r}; give a confidence level between 0 and 1, e.g. 0.95")
 

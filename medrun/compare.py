@@ -8,16 +8,11 @@ from pathlib import Path
 from medrun.config_values import positive_index
 from medrun.errors import MedrunError
 from medrun.evaluation.paired import held_out_values, paired_test
-from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, cell, table_markdown
+from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, cell, table_markdown, table_metrics
 from medrun.inference import saved_config
 from medrun.report import write_page
 from medrun.runs import create_run_dir, read_json, require_run_dir, test_parts, write_json, write_text
 from medrun.tasks import TASKS
-
-METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_positive", "specificity_positive",
-           "sensitivity_macro", "specificity_macro", "fn_total", "balanced_accuracy", "kappa_quadratic",
-           "classifier_auc", "auc")
-
 
 def _positive_class(summary: dict, cfg) -> str | None:
     """The class a binary classifier's *_positive metrics are about (runs before cv_summary said so: the config)."""
@@ -52,10 +47,7 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
         names = [f"{n} #{k + 1}" for k, n in enumerate(names)]
     summaries = dict(zip(names, loaded))
     configs = [saved_config(d) for d in dirs]
-    wanted = list(dict.fromkeys(m for c in configs for m in c.get("report") or [])) or METRICS
-    metrics = [m for m in wanted if any(m in s["mean"] for s in summaries.values())]
-    if wanted is METRICS and "sensitivity_positive" in metrics:  # two classes: the macro pair are equal, say less
-        metrics = [m for m in metrics if m not in ("sensitivity_macro", "specificity_macro")]
+    metrics = table_metrics([m for c in configs for m in c.get("report") or []], [s["mean"] for s in loaded])
     positives = [_positive_class(s, c) for s, c in zip(loaded, configs)]
     note = []
     if len({p for p in positives if p}) > 1:  # *_positive would put different classes side by side

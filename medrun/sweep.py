@@ -16,16 +16,12 @@ from medrun.allocator import keep_freed_memory
 from medrun.config import check_choices, finish
 from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
-from medrun.evaluation.reports import cell, not_beaten
+from medrun.evaluation.reports import cell, not_beaten, table_metrics
 from medrun.multirun import one_line, run_multirun
 from medrun.report import write_page
 from medrun.runs import write_json, write_text
 
 RECORD = "medrun_job.json"
-# the columns of a sweep's table when its runs have them: segmentation, then classification (MelaNet's
-# Table 2.1 columns: AUC, sensitivity, specificity, false negatives, balanced accuracy)
-HEADLINE = ("dice", "jaccard", "dice_micro", "auc_macro", "sensitivity_macro", "specificity_macro", "fn_total",
-            "balanced_accuracy", "accuracy")
 
 
 def objective(summary: dict, metric: str, parts: str) -> float:
@@ -135,8 +131,7 @@ def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
     if optuna.is_file():
         summary["optuna"] = OmegaConf.to_container(OmegaConf.load(optuna))
     write_json(sweep_dir / "multirun_summary.json", summary)
-    wanted = list(dict.fromkeys(m for r in records for m in r.get("report") or [])) or HEADLINE
-    metrics = [m for m in wanted if any(m in (r.get("mean") or {}) for r in records)]
+    metrics = table_metrics([m for r in records for m in r.get("report") or []], [r.get("mean") or {} for r in records])
     lines = [f"# Sweep {sweep_dir.name}: {len(records)} job(s), {len(summary['failed'])} failed"
              + (f", sorted by {optimize}" if optimize else ""), ""]
     if optimize:

@@ -115,6 +115,18 @@ def test_sweep_table_shows_the_runs_report_columns(tmp_path):
     assert "| 2 | oversample=cyclegan | ok | 0.8200 ± 0.0100 |" in "\n".join(lines)
     rows = json.loads((tmp_path / "multirun_summary.json").read_text())["jobs"]
     assert [r["overrides"][0] for r in rows] == ["oversample=cyclegan", "oversample=duplicate", "oversample=none"]
+    # without report=, two-class runs show their positive class's sensitivity and specificity, not the macro pair
+    # (equal for two classes), as compare does
+    for n in range(3):
+        record = json.loads((tmp_path / str(n) / RECORD).read_text())
+        record["report"] = []
+        extra = dict(sensitivity_macro=0.7, specificity_macro=0.7, sensitivity_positive=0.5, specificity_positive=0.9)
+        record["mean"].update(extra)
+        record["std"].update({k: 0.0 for k in extra})
+        (tmp_path / str(n) / RECORD).write_text(json.dumps(record))
+    summarize_sweep(tmp_path, "auc_macro")
+    header = next(line for line in (tmp_path / "multirun_summary.md").read_text().splitlines() if line.startswith("| job"))
+    assert "sensitivity_positive | specificity_positive" in header and "_macro |" not in header.replace("auc_macro", "")
 
 
 def test_a_failed_optuna_trial_does_not_stop_the_study(tmp_path, monkeypatch, capsys):

@@ -65,6 +65,24 @@ def markdown(summary: dict) -> str:
     return "\n".join([title, "", *note, *positive, head, rule, *rows, ""]) + trivial_markdown(summary)
 
 
+# the columns of compare and sweep tables when the config names none (`report=`) and the runs have them:
+# segmentation, then classification (MelaNet's Table 2.1 columns: AUC, sensitivity, specificity, false negatives,
+# balanced accuracy), the cascade's classifier
+TABLE_METRICS = ("dice", "dice_micro", "jaccard", "auc_macro", "sensitivity_positive", "specificity_positive",
+                 "sensitivity_macro", "specificity_macro", "fn_total", "balanced_accuracy", "kappa_quadratic",
+                 "accuracy", "classifier_auc", "auc")
+
+
+def table_metrics(reported: list[str], means: list[dict]) -> list[str]:
+    """The metrics a compare or sweep table shows: the configs' `report` lists, else TABLE_METRICS, of those some
+    run has. Two classes: the positive class's sensitivity and specificity, not the macro pair, which are equal."""
+    wanted = list(dict.fromkeys(reported)) or TABLE_METRICS
+    metrics = [m for m in wanted if any(m in mean for mean in means)]
+    if not reported and "sensitivity_positive" in metrics:
+        metrics = [m for m in metrics if m not in ("sensitivity_macro", "specificity_macro")]
+    return metrics
+
+
 def lower_is_better(metric: str) -> bool:
     return "loss" in metric or metric.startswith("fn")
 

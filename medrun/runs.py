@@ -169,8 +169,11 @@ def require_run_dir(path: str | Path) -> Path:
     path = Path(str(path)).expanduser().resolve()
     missing = [n for n in ("config.yaml", "splits.json") if not (path / n).is_file()]
     if not path.is_dir() or missing:
-        raise MedrunError(f"{path} is not a medrun run folder (missing {', '.join(missing) or 'folder'}); "
-                          "pass a folder under outputs/<experiment>/")
+        runs = sorted(d for d in path.glob("*/") if (d / "config.yaml").is_file() and (d / "splits.json").is_file()) \
+            if path.is_dir() else []
+        hint = f"; it holds {len(runs)} run folder(s), the newest {runs[-1]}" if runs else \
+            "; pass a folder under outputs/<experiment>/"
+        raise MedrunError(f"{path} is not a medrun run folder (missing {', '.join(missing) or 'folder'}){hint}")
     return path
 
 

@@ -80,3 +80,19 @@ def test_damaged_run_folder_files_are_one_line_naming_the_file(tiny_run, tmp_pat
     assert "config.yaml is damaged" in capsys.readouterr().err
     with pytest.raises(MedrunError, match="nothing.json is missing"):
         read_json(tmp_path / "nothing.json")
+
+
+def test_an_experiment_folder_given_as_a_run_names_its_newest_run(tmp_path):
+    from medrun.runs import require_run_dir
+
+    for name in ("2026-11-30_10-00-00", "2026-12-01_09-00-00"):
+        (tmp_path / "unet" / name).mkdir(parents=True)
+        (tmp_path / "unet" / name / "config.yaml").write_text("name: unet\n")
+        (tmp_path / "unet" / name / "splits.json").write_text("{}")
+    (tmp_path / "unet" / "compare").mkdir()  # not a run
+    with pytest.raises(MedrunError, match=r"unet is not a medrun run folder \(missing config.yaml, splits.json\); it "
+                                          r"holds 2 run folder\(s\), the newest .*unet/2026-12-01_09-00-00$"):
+        require_run_dir(tmp_path / "unet")
+    with pytest.raises(MedrunError, match=r"pass a folder under outputs/<experiment>/"):
+        require_run_dir(tmp_path / "nothing")
+    assert require_run_dir(tmp_path / "unet" / "2026-11-30_10-00-00").name == "2026-11-30_10-00-00"

@@ -16,7 +16,7 @@ from medrun.allocator import keep_freed_memory
 from medrun.config import check_choices, finish
 from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
-from medrun.evaluation.reports import cell, not_beaten, table_metrics
+from medrun.evaluation.reports import cell, lower_is_better, not_beaten, table_metrics
 from medrun.multirun import one_line, run_multirun
 from medrun.report import write_page
 from medrun.runs import write_json, write_text
@@ -108,8 +108,8 @@ def run_sweep(overrides: list[str]) -> Path:
         extra.append(f"paths.output_dir={Path(str(first.paths.output_dir)).resolve()}")
     optuna = any(o.startswith(("hydra/sweeper=optuna", "hydra.sweeper=optuna")) for o in overrides)
     if optuna and first.optimize and not any(o.startswith("hydra.sweeper.direction") for o in overrides):
-        # optimize=jaccard means the higher the better; a loss is minimised
-        extra.append(f"hydra.sweeper.direction={'minimize' if 'loss' in str(first.optimize) else 'maximize'}")
+        # optimize=jaccard means the higher the better; a loss, false negatives or a Brier score are minimised
+        extra.append(f"hydra.sweeper.direction={'minimize' if lower_is_better(str(first.optimize)) else 'maximize'}")
     if optuna and not any(o.startswith("hydra.sweeper.max_failure_rate") for o in overrides):
         # a failed job is a failed trial (its objective is NaN): the study goes on, as any other sweep does
         extra.append("hydra.sweeper.max_failure_rate=1.0")
@@ -122,7 +122,7 @@ def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
     records = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob(f"*/{RECORD}"))]
     if not records:
         raise MedrunError(f"the sweep in {sweep_dir} ran no job; see the messages above")
-    sign = -1 if optimize and "loss" not in str(optimize) else 1
+    sign = -1 if optimize and not lower_is_better(str(optimize)) else 1
     records.sort(key=lambda r: (r["objective"] is None, sign * (r["objective"] or 0), r["job"]))
     optimize_on = next((r.get("optimize_on") for r in records if r.get("optimize_on")), "validation")
     summary = {"sweep_dir": str(sweep_dir), "optimize": optimize, "optimize_on": optimize_on, "jobs": records,

@@ -141,3 +141,18 @@ def test_a_failed_optuna_trial_does_not_stop_the_study(tmp_path, monkeypatch, ca
     failed = next(r for r in summary["jobs"] if r["status"] == "failed")
     assert failed["objective"] is None and "task.optimizer.lr=-1.0 must be positive" in failed["error"]
     assert "optuna" in summary
+
+
+def test_a_sweep_sorts_a_lower_is_better_objective_from_its_lowest(tmp_path):
+    from medrun.evaluation.reports import lower_is_better
+    from medrun.sweep import RECORD, summarize_sweep
+
+    assert lower_is_better("brier_positive") and lower_is_better("fn_total") and lower_is_better("val/loss")
+    assert not lower_is_better("auc_macro")
+    for n, brier in enumerate((0.2, 0.1, 0.3)):
+        (tmp_path / str(n)).mkdir()
+        (tmp_path / str(n) / RECORD).write_text(json.dumps({
+            "job": n, "overrides": [f"seed={n}"], "status": "ok", "report": ["brier_positive"], "run_dir": f"r{n}",
+            "mean": {"brier_positive": brier}, "std": {"brier_positive": 0.0}, "folds": 2, "objective": brier}))
+    summarize_sweep(tmp_path, "brier_positive")
+    assert [r["job"] for r in json.loads((tmp_path / "multirun_summary.json").read_text())["jobs"]] == [1, 0, 2]

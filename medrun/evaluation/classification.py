@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import (ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay,  # noqa: E402
                              accuracy_score, precision_recall_fscore_support, recall_score,
-                             balanced_accuracy_score, cohen_kappa_score, confusion_matrix, roc_auc_score)
+                             balanced_accuracy_score, brier_score_loss, cohen_kappa_score, confusion_matrix,
+                             roc_auc_score)
 
 from medrun.evaluation.decision import Decision  # noqa: E402
 
@@ -31,7 +32,7 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[s
                           ordinal: bool = False) -> tuple[dict[str, float], list[list[int]]]:
     """Per-class and macro metrics, plus the confusion matrix (rows: truth) for single-label tasks; binary tasks
     also get `<metric>_positive`, the positive class's (`decision.positive`; its sensitivity and specificity
-    differ, unlike the macro averages).
+    differ, unlike the macro averages), and its Brier score, `brier_positive`.
 
     A per-class value that is undefined in this set (AUC when the class's one-vs-rest truth has a single value,
     and see `_binary_counts`) is left out, and the macro averages are over the classes that define it; scoring
@@ -61,8 +62,10 @@ def classification_scores(y_true: np.ndarray, probs: np.ndarray, classes: list[s
         for key, v in m.items():
             out[f"{key}_{name}"] = v
     if n == 2 and not multilabel:  # binary: the positive class's scores, as binary papers report them
-        out.update({f"{key}_positive": v for key, v in per_class[(decision or Decision()).positive].items()
-                    if key != "fn"})
+        positive = (decision or Decision()).positive
+        out.update({f"{key}_positive": v for key, v in per_class[positive].items() if key != "fn"})
+        # the mean squared error of the positive class's probability: calibration and separation in one number
+        out["brier_positive"] = float(brier_score_loss(onehot_true[:, positive], probs[:, positive]))
     for key in ("sensitivity", "specificity", "precision", "f1", "auc"):
         vals = [m[key] for m in per_class if key in m]
         if vals:

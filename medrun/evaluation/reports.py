@@ -84,14 +84,13 @@ def table_metrics(reported: list[str], means: list[dict]) -> list[str]:
 
 
 def lower_is_better(metric: str) -> bool:
-    return "loss" in metric or metric.startswith("fn")
+    return "loss" in metric or metric.startswith(("fn", "brier"))
 
 
 # Metrics a trivial predictor can really compete on; precision, specificity or sensitivity alone are maximised by
 # predicting nothing (or everything), so a trivial row "winning" them says nothing.
 COMPARED = ("dice", "jaccard", "dice_micro", "jaccard_micro", "accuracy", "balanced_accuracy", "kappa_quadratic",
-            "auc_macro", "f1_macro",
-            "auc_positive", "f1_positive", "auc")
+            "auc_macro", "f1_macro", "brier_positive", "auc_positive", "f1_positive", "auc")
 
 
 def not_beaten(summary: dict, metrics=None) -> list[tuple[str, str, float, float]]:

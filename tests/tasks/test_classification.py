@@ -287,6 +287,7 @@ def test_binary_scores_of_the_positive_class_differ_from_macro_averages():
     assert s["sensitivity_positive"] == pytest.approx(1 / 2) and s["specificity_positive"] == pytest.approx(3 / 4)
     assert s["f1_positive"] == pytest.approx(2 * 1 / (2 * 1 + 1 + 1))
     assert s["auc_positive"] == pytest.approx(s["auc_malignant"])
+    assert s["brier_positive"] == pytest.approx(np.mean((probs[:, 1] - y) ** 2))  # the positive class's Brier score
     # the macro averages of sensitivity and specificity coincide for two classes, so they cannot be the paper's
     assert s["sensitivity_macro"] == pytest.approx(s["specificity_macro"]) == pytest.approx((1 / 2 + 3 / 4) / 2)
     three, _ = classification_scores(np.array([0, 1, 2]), np.eye(3), ["a", "b", "c"], multilabel=False)

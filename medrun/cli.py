@@ -154,6 +154,11 @@ def _data_check(overrides: list[str]) -> int:
         for p in problems:
             print(f"  {p}", file=sys.stderr)
         return 2
+    identical = report["identical_images"]
+    if identical["sets"]:
+        print(f"note: {identical['sets']} set(s) of identical images under different ids (e.g. "
+              f"{', '.join(identical['examples'][0])}): a split can put copies on both sides; remove the copies or "
+              "give them one group (e.g. data.group_column)")
     print(f"ok: {report['samples']} samples read without problems")
     return 0
 

@@ -1,7 +1,8 @@
 """`medrun data check`: read every sample once, describe the dataset and list every bad file."""
 from __future__ import annotations
 
-from collections import Counter
+import hashlib
+from collections import Counter, defaultdict
 
 import numpy as np
 
@@ -32,6 +33,7 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
     pixels = np.zeros(len(class_names), dtype=np.int64)
     images_with = np.zeros(len(class_names), dtype=np.int64)  # segmentation: images where each class occurs
     empty = 0  # segmentation: images with no foreground pixel
+    copies = defaultdict(list)  # pixel digest -> samples
     for s in dataset.samples:
         try:
             stored = s.image is not None and s.image.suffix.lower() != ".dcm"  # DICOM: decoded size
@@ -40,6 +42,7 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
                 sizes[f"{raw.shape[0]}x{raw.shape[1]}"] += 1
                 channels[1 if raw.ndim == 2 else raw.shape[2]] += 1
             image, target = dataset.load(s)
+            copies[hashlib.sha1(f"{image.shape}".encode() + np.ascontiguousarray(image).tobytes()).digest()].append(s)
             if not stored:
                 sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
                 channels[image.shape[2]] += 1
@@ -70,6 +73,11 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
         "groups": len(groups),
         "problems": problems,
     }
+    # the same pixels under several ids, not kept on one side of a split by a shared group: copies can land in a
+    # fold's training and test parts alike
+    identical = [[s.id for s in same] for same in copies.values()
+                 if len(same) > 1 and (same[0].group is None or len({s.group for s in same}) > 1)]
+    report["identical_images"] = {"sets": len(identical), "examples": identical[:5]}
     if dataset.kind == "segmentation":
         # the share of images without a lesion decides how far an all-empty prediction gets (see reference rows)
         report["images_with_class"] = {n: int(c) for n, c in zip(class_names[1:], images_with[1:])}

@@ -136,3 +136,24 @@ def test_counts_the_images_each_class_occurs_in_on_real_busi(shared_data):
     with_mask = sum(r["has_mask"] == "1" for r in rows)  # the dataset's own table: 67 benign + 67 malignant
     assert report["images_with_class"] == {"lesion": with_mask} and with_mask == 134
     assert report["images_without_foreground"] == len(rows) - with_mask == 133 and report["problems"] == []
+
+
+def test_identical_images_under_different_ids_are_reported_unless_one_group_holds_them(shared_data, tmp_path, capsys):
+    from medrun.cli import main
+
+    src = shared_data / "isbi2012/membrane/train/image"
+    for cls, names in (("a", ("0", "1")), ("b", ("2", "copy_of_0"))):
+        (tmp_path / cls).mkdir()
+        for name in names:
+            (tmp_path / cls / f"{name}.png").symlink_to(src / f"{name.removeprefix('copy_of_')}.png")
+    report = check_data(medrun.compose("train", ["experiment=densenet121_folder", f"data.root={tmp_path}"]).data)
+    assert report["identical_images"] == {"sets": 1, "examples": [["a_0", "b_copy_of_0"]]}
+    assert main(["data", "check", "experiment=densenet121_folder", f"data.root={tmp_path}"]) == 0
+    assert "note: 1 set(s) of identical images under different ids (e.g. a_0, b_copy_of_0)" in capsys.readouterr().out
+    (tmp_path / "b" / "copy_of_0.png").unlink()  # the same pixels in one patient's folder: kept together
+    (tmp_path / "a" / "p1").mkdir()
+    for name in ("x", "y"):
+        (tmp_path / "a" / "p1" / f"{name}.png").symlink_to(src / "5.png")
+    grouped = check_data(medrun.compose("train", ["experiment=densenet121_folder", f"data.root={tmp_path}",
+                                                  "data.group_by_subfolder=true"]).data)
+    assert grouped["identical_images"] == {"sets": 0, "examples": []}

@@ -7,11 +7,13 @@ import warnings
 
 
 def _no_litlogger_tip(record: logging.LogRecord) -> bool:
-    return "litlogger" not in record.getMessage()
+    message = record.getMessage()
+    return "litlogger" not in message and not message.startswith("Loading `train_dataloader` to estimate")
 
 
 def quiet_known_noise() -> None:
-    """Drop Lightning's advertisement for its cloud logger, a deprecation inside Lightning itself, its advice
+    """Drop Lightning's advertisement for its cloud logger, its notice that a one-cycle schedule loads the training
+    data to count its steps, a deprecation inside Lightning itself, its advice
     to log more often when an epoch has fewer steps than log_every_n_steps (medrun logs every epoch's mean loss),
     and its CSV logger's notice on a resumed fold that earlier rows will be deleted (ResumableCSVLogger keeps
     them)."""

@@ -90,3 +90,17 @@ def test_lightnings_advice_to_log_more_often_and_its_csv_notice_on_resume_are_qu
                   "directory will be deleted when the new ones are saved!", UserWarning)
     warnings.warn("another warning", UserWarning)
     assert [str(w.message) for w in recwarn] == ["another warning"]
+
+
+def test_lightnings_notices_about_its_cloud_logger_and_counting_steps_are_dropped(caplog):
+    import logging
+
+    from medrun.console import quiet_known_noise
+
+    quiet_known_noise()
+    logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
+    with caplog.at_level(logging.INFO, logger="pytorch_lightning.utilities.rank_zero"):
+        logger.info("Loading `train_dataloader` to estimate number of stepping batches.")
+        logger.info("Tip: try litlogger for free")
+        logger.info("GPU available: False, used: False")
+    assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]

@@ -16,9 +16,12 @@ def bootstrap_intervals(metrics_of: Callable[[np.ndarray], dict], strata: list[n
     """{metric: [low, high]}: percentile intervals of `metrics_of(indices)` over `resamples` resamples of the
     evaluated samples. Each stratum (an index array, e.g. the images of one class) is resampled on its own, so
     every resample keeps the class counts, as pROC's stratified bootstrap for AUC; one stratum when any holds
-    fewer than two samples. A metric that some resample leaves undefined gets no interval."""
+    fewer than two samples. A metric that some resample leaves undefined gets no interval, and so does every
+    metric of a single sample."""
     if any(len(s) < 2 for s in strata):
         strata = [np.concatenate(strata)]
+    if len(strata[0]) < 2:
+        return {}
 
     def statistic(*parts):
         metrics = metrics_of(np.concatenate(parts).astype(int))

@@ -38,3 +38,4 @@ def test_a_class_of_one_sample_is_resampled_with_the_others_and_multilabel_is_on
                         class_strata(y, False), ["x"], resamples=50)
     assert len(set(seen)) > 1  # the single positive is drawn 0, 1, 2, ... times: one stratum
     assert [s.tolist() for s in class_strata(np.eye(3)[[0, 1, 1]], True)] == [[0, 1, 2]]
+    assert bootstrap_intervals(lambda idx: {"x": 1.0}, [np.array([0])], ["x"]) == {}  # one sample: no spread

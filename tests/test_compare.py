@@ -77,3 +77,10 @@ def test_runs_on_the_same_images_get_a_paired_test_against_the_first(tmp_path):
     (runs[2] / "splits.json").write_text((runs[1] / "splits.json").read_text())
     _, again = compare_runs(runs, tmp_path / "out")
     assert again["paired"] == {}
+    # a run from a version whose predictions.csv had no correct column: no test, and no error
+    for run in runs:
+        (run / "splits.json").write_text(json.dumps({"folds": [{"fold": 0, "test": ids}]}))
+    (runs[2] / "fold_0" / "predictions.csv").write_text("id,true,prob_x,prob_y,pred\n" + "".join(
+        f"{i},0,0.5,0.5,0\n" for i in ids))
+    _, old = compare_runs(runs, tmp_path / "out")
+    assert old["paired"] == {} and "b (b)" in old["metrics"]

@@ -17,13 +17,13 @@ PER_IMAGE = {"dice": ("predictions/per_image.csv", "dice"), "correct": ("predict
 
 def held_out_values(run_dir: Path, splits: dict) -> tuple[str, dict[str, float]] | None:
     """(kind, {image id: value}) over every fold's test part: per-image Dice or classification correctness; None
-    when the folds left neither file, or when an image is held out more than once (a repeated protocol), since
-    its values would then not be independent pairs."""
+    when the folds left neither file (or files without the column, from older versions), or when an image is held
+    out more than once (a repeated protocol), since its values would then not be independent pairs."""
     for kind, (name, column) in PER_IMAGE.items():
         paths = [fold_folder(run_dir, f["fold"]) / name for f in splits["folds"]]
         if all(p.is_file() for p in paths):
-            rows = [(r["id"], float(r[column])) for p in paths for r in csv.DictReader(p.read_text().splitlines())]
-            values = dict(rows)
+            rows = [(r["id"], r.get(column)) for p in paths for r in csv.DictReader(p.read_text().splitlines())]
+            values = {i: float(v) for i, v in rows if v not in (None, "")}
             return (kind, values) if len(values) == len(rows) else None
     return None
 

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from medrun.config import to_plain
 from medrun.config_values import check_run_values
-from medrun.data.build import build_splits, build_store, list_dataset
+from medrun.data.build import build_splits, build_store, copies_note, list_dataset
 
 from medrun.data.datamodule import FoldDataModule
 from medrun.data.splits import LEAK_NOTE
@@ -176,7 +176,8 @@ def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
     """The cv_summary from every fold's metrics.json: mean, std, the protocol's note, the task's extras."""
     records = fold_records(run_dir, splits, ("fold", "metrics"))
     (run_dir / "failed.json").unlink(missing_ok=True)  # a resumed run that completes is no longer failed
-    notes = [LEAK_NOTE if splits["test_used_for_model_selection"] else None, TASKS.get(cfg.task.name).leak_note(cfg)]
+    notes = [LEAK_NOTE if splits["test_used_for_model_selection"] else None, TASKS.get(cfg.task.name).leak_note(cfg),
+             copies_note(splits["copies_across_parts"]) if splits.get("copies_across_parts") else None]
     note = "; ".join(n for n in notes if n) or None
     repeats = {f["fold"]: f["repeat"] for f in splits["folds"] if "repeat" in f}
     summary = aggregate(cfg.name, splits["protocol"],

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import secrets
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, open_dict
 
 from medrun.config import override_key
@@ -19,6 +21,8 @@ from medrun.data.splits import load_splits, make_splits, set_aside
 from medrun.data.disk_cache import cache_key, cache_root, listing_key, open_or_build, read_listing, write_listing
 from medrun.data.store import SampleStore, decode_workers
 from medrun.errors import MedrunError
+
+log = logging.getLogger("medrun")
 
 ID_KEY_ENV = "MEDRUN_ID_KEY_FILE"
 
@@ -180,4 +184,32 @@ def build_splits(cfg: DictConfig, store: SampleStore) -> dict:
         splits = make_splits(store.samples, cfg.cv, int(cfg.seed), ordered=store.dataset.ordered)
     if cfg.data.get("translation_only"):
         splits = set_aside(splits, store.samples, len(cfg.data.classes))
+    copies = copies_across_parts(store, splits)
+    if copies:
+        log.warning("%s; splits.json lists them (copies_across_parts), `medrun data check` every set of copies: "
+                    "remove them or give each set one group", copies_note(copies))
+        return {**splits, "copies_across_parts": copies}
     return splits
+
+
+def copies_across_parts(store: SampleStore, splits: dict) -> dict[str, list[str]]:
+    """{fold: test ids} of the test images whose pixels, as the model sees them, equal an image of the fold's
+    training or validation part under another id: copies a split put on both sides. Only for a store that holds
+    every image (data.cache=memory or disk); without one it would have to decode them all again."""
+    if not all(store.has(i) for i in range(len(store))):
+        return {}
+    digest = [hashlib.sha1(np.ascontiguousarray(store.get(i)[0]).tobytes()).digest() for i in range(len(store))]
+    seen_parts = ("train",) if splits.get("test_used_for_model_selection") else ("train", "val")
+    copies = {}
+    for fold in splits["folds"]:
+        seen = {digest[i] for part in seen_parts for i in store.indices(fold[part])}
+        copied = [sid for sid, i in zip(fold["test"], store.indices(fold["test"])) if digest[i] in seen]
+        if copied:
+            copies[str(fold["fold"])] = copied
+    return copies
+
+
+def copies_note(copies: dict[str, list[str]]) -> str:
+    counts = ", ".join(f"{len(ids)} in fold {k}" for k, ids in copies.items())
+    return (f"test images identical to a training or validation image under another id ({counts}): their test "
+            "scores are optimistic")

@@ -38,7 +38,17 @@ def _holdout(samples: list[Sample], fraction: float, seed: int, grouped: bool = 
         rest, held = next(GroupShuffleSplit(1, test_size=fraction, random_state=seed).split(idx, groups=groups))
     else:
         strat = labels if all(v is not None for v in labels) else None
-        rest, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+        try:
+            rest, held = train_test_split(idx, test_size=fraction, random_state=seed, stratify=strat)
+        except ValueError as e:  # scikit-learn's reason a split by class is impossible (too few samples)
+            if strat is None or not for_validation:
+                key = "cv.val_fraction" if for_validation else "cv.test_fraction"
+                raise MedrunError(f"cannot hold out {fraction:g} of {len(samples)} samples"
+                                  f"{' by class' if strat else ''}: {e}; raise {key}, use more data, or use "
+                                  "cv=kfold") from None
+            # the validation part only steers early stopping: split without the classes rather than fail
+            warnings.warn(f"the validation split of {len(samples)} training samples is not stratified by class: {e}")
+            rest, held = train_test_split(idx, test_size=fraction, random_state=seed)
     return [samples[i] for i in sorted(rest)], [samples[i] for i in sorted(held)]
 
 

@@ -6,7 +6,7 @@ import logging
 import warnings
 
 
-def _no_litlogger_tip(record: logging.LogRecord) -> bool:
+def _no_known_notice(record: logging.LogRecord) -> bool:
     message = record.getMessage()
     return "litlogger" not in message and not message.startswith("Loading `train_dataloader` to estimate")
 
@@ -18,8 +18,8 @@ def quiet_known_noise() -> None:
     and its CSV logger's notice on a resumed fold that earlier rows will be deleted (ResumableCSVLogger keeps
     them)."""
     logger = logging.getLogger("pytorch_lightning.utilities.rank_zero")
-    if _no_litlogger_tip not in logger.filters:
-        logger.addFilter(_no_litlogger_tip)
+    if _no_known_notice not in logger.filters:
+        logger.addFilter(_no_known_notice)
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
                             module=r"pytorch_lightning\.utilities\._pytree")
     warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging "

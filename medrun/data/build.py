@@ -10,7 +10,6 @@ import secrets
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from omegaconf import DictConfig, open_dict
 
 from medrun.config import override_key
@@ -18,6 +17,7 @@ from medrun.config_values import positive_index
 from medrun.data import build_dataset
 from medrun.data.samples import LOADERS, Dataset
 from medrun.data.splits import load_splits, make_splits, set_aside
+from medrun.data.images import pixel_digest
 from medrun.data.disk_cache import cache_key, cache_root, listing_key, open_or_build, read_listing, write_listing
 from medrun.data.store import SampleStore, decode_workers
 from medrun.errors import MedrunError
@@ -198,7 +198,7 @@ def copies_across_parts(store: SampleStore, splits: dict) -> dict[str, list[str]
     every image (data.cache=memory or disk); without one it would have to decode them all again."""
     if not all(store.has(i) for i in range(len(store))):
         return {}
-    digest = [hashlib.sha1(np.ascontiguousarray(store.get(i)[0]).tobytes()).digest() for i in range(len(store))]
+    digest = [pixel_digest(store.get(i)[0]) for i in range(len(store))]
     seen_parts = ("train",) if splits.get("test_used_for_model_selection") else ("train", "val")
     copies = {}
     for fold in splits["folds"]:

@@ -1,7 +1,6 @@
 """`medrun data check`: read every sample once, describe the dataset and list every bad file."""
 from __future__ import annotations
 
-import hashlib
 from collections import Counter, defaultdict
 
 import numpy as np
@@ -9,7 +8,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from medrun.data.build import reading_config
-from medrun.data.images import read_array
+from medrun.data.images import pixel_digest, read_array
 from medrun.data.samples import READERS, Dataset, collecting_problems
 from medrun.errors import MedrunError
 
@@ -42,7 +41,7 @@ def check_dataset(dataset: Dataset, class_names: list[str]) -> dict:
                 sizes[f"{raw.shape[0]}x{raw.shape[1]}"] += 1
                 channels[1 if raw.ndim == 2 else raw.shape[2]] += 1
             image, target = dataset.load(s)
-            copies[hashlib.sha1(f"{image.shape}".encode() + np.ascontiguousarray(image).tobytes()).digest()].append(s)
+            copies[pixel_digest(image)].append(s)
             if not stored:
                 sizes[f"{image.shape[0]}x{image.shape[1]}"] += 1
                 channels[image.shape[2]] += 1

@@ -1,6 +1,7 @@
 """Decoding image and mask files into numpy arrays, with errors that name the file."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -135,6 +136,11 @@ def check_pair(image: np.ndarray, mask: np.ndarray, mask_path: Path) -> None:
             f"{mask_path}: mask size {mask.shape[1]}x{mask.shape[0]} differs from its image's "
             f"{image.shape[1]}x{image.shape[0]}; masks must match their images pixel for pixel"
         )
+
+
+def pixel_digest(image: np.ndarray) -> bytes:
+    """A digest of an image's shape and pixels: equal for copies of an image under other names or formats."""
+    return hashlib.sha1(f"{image.shape}".encode() + np.ascontiguousarray(image).tobytes()).digest()
 
 
 def listed(path: Path, root: Path) -> bool:

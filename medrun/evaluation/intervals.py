@@ -36,8 +36,8 @@ def bootstrap_intervals(metrics_of: Callable[[np.ndarray], dict], strata: list[n
 
 
 def class_strata(target: np.ndarray, multilabel: bool) -> list[np.ndarray]:
-    """The indices of each class present (single-label), or all indices as one stratum (multi-label, masks)."""
-    if multilabel or target.ndim > 1:
+    """The indices of each class present (single-label), or all indices as one stratum (multi-label)."""
+    if multilabel:
         return [np.arange(len(target))]
     return [np.flatnonzero(target == c) for c in np.unique(target)]
 

@@ -39,21 +39,20 @@ def classifier_scores(cls: torch.Tensor, decision: float, positive: torch.Tensor
     (no positive or no negative image)."""
     score, y = cls.cpu().numpy(), positive.cpu().numpy().astype(int)
     pred = (score >= decision).astype(int)
-    out = {}
-    if y.any():
-        out["classifier_sensitivity"] = float(recall_score(y, pred, pos_label=1))
-    if not y.all():
-        out["classifier_specificity"] = float(recall_score(y, pred, pos_label=0))
+    out = {"classifier_sensitivity": recall_score(y, pred, pos_label=1, zero_division=np.nan),
+           "classifier_specificity": recall_score(y, pred, pos_label=0, zero_division=np.nan)}
     if 0 < y.sum() < len(y):
-        out["classifier_auc"] = float(roc_auc_score(y, score))
-    return out
+        out["classifier_auc"] = roc_auc_score(y, score)
+    return {k: float(v) for k, v in out.items() if not np.isnan(v)}
 
 
-def mask_scores(masks: torch.Tensor, target: torch.Tensor, cfg) -> tuple[dict[str, float], dict]:
-    """Dice / IoU per image (empty on empty = empty_score) and dataset-level, from boolean masks (N, H, W)."""
+def mask_scores(masks: torch.Tensor, target: torch.Tensor, cfg) -> tuple[dict[str, float], dict, tuple]:
+    """Dice / IoU per image (empty on empty = empty_score) and dataset-level, from boolean masks (N, H, W), with
+    the confusion counts (N, 1) they come from."""
     counts = confusion(masks.float()[:, None], target, True, 0.5)
     empty, absent = float(cfg.task.empty_score), str(cfg.task.get("absent_classes", "ignore"))
-    return scores(*counts, [str(c) for c in cfg.data.classes], empty, absent), per_image(*counts, empty, absent)
+    return (scores(*counts, [str(c) for c in cfg.data.classes], empty, absent), per_image(*counts, empty, absent),
+            counts)
 
 
 TABLE_COLUMNS = tuple(POSTPROCESSING_COLUMNS)
@@ -241,7 +240,7 @@ class CascadeTask(ConfiguredTask):
             table[name] = {k: row[k] for k in TABLE_COLUMNS if k in row}
         masks = {name: m for name, (m, _) in rows.items()}
         final = masks["cascade, searched threshold"]
-        final_scores, each = mask_scores(final, target, cfg)
+        final_scores, each, _ = mask_scores(final, target, cfg)
         metrics = {**final_scores, **classifier_scores(cls, c["decision_threshold"], positive)}
         pred_dir = out_dir / "predictions"
         pred_dir.mkdir(parents=True, exist_ok=True)
@@ -316,22 +315,21 @@ class CascadeTask(ConfiguredTask):
         def row(probs, d: Decision):
             c = probs[:, 1].mean((-2, -1))
             masks = d.masks(probs[:, 0], c)
-            s, per = mask_scores(masks, target, cfg)
-            return {**s, **classifier_scores(c, d.decision_threshold, positive)}, per, masks
+            s, per, counts = mask_scores(masks, target, cfg)
+            return {**s, **classifier_scores(c, d.decision_threshold, positive)}, per, masks, counts
 
         rows = {"argmax": row(plain, fixed)}
         if threshold == "search":
             rows["threshold"] = row(plain, decision)
         if tta != "none":
             rows["tta"] = row(augmented, decision)
-        _, per, masks = rows[list(rows)[-1]]
+        _, per, masks, counts = rows[list(rows)[-1]]
         with open(out_dir / "per_sample.csv", "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["id", "fold", "predicted_fraction", "dice", "jaccard"])
             for i, sid in enumerate(ids):
                 w.writerow([sid, folds[i], f"{masks[i].float().mean():.6f}", f"{per['dice'][i]:.6f}",
                             f"{per['jaccard'][i]:.6f}"])
-        counts = confusion(masks.float()[:, None], target, True, 0.5)
         return {"rows": {k: v[0] for k, v in rows.items()}, "postprocessing": {**decision.stored(), **extra},
                 "resample": image_resampler(counts, [str(c) for c in cfg.data.classes], float(task.empty_score),
                                             str(task.get("absent_classes", "ignore")))}

@@ -8,16 +8,20 @@ what nnU-Net's preprocessed folders do with `np.load(..., mmap_mode="r")`; zarr 
 dependency and a decode step per read, and LitData's chunks a streaming layer a local folder does not need.
 
 A folder holds `images.npy`, `targets.npy`, `meta.json` (shapes, dtypes, SHA-256 of each file) and
-`verified.json` (each file's size, modification time and inode when its checksum last matched): pixels and
-targets only, no DICOM tags, no file names. It appears by an atomic rename once complete, under a file
+`verified.json` (each file's size, modification and change times and inode when its checksum last matched):
+pixels and targets only, no DICOM tags, no file names. Its name is the key (24 hex digits) and its meta.json the
+marker `cache clear` looks for: nothing else in the cache folder is ever deleted, and a symlinked entry is never
+used. It appears by an atomic rename once complete, under a file
 lock per key, so a half-written cache is never read and concurrent builders of one key end with one copy.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -36,8 +40,11 @@ log = logging.getLogger("medrun")
 FORMAT = 1  # bump when what a reader or the resize writes changes, so that old caches are not reused
 # data keys that act after the cached resize or not on pixels at all; every other key is part of the cache key
 NOT_PIXELS = frozenset({"augment", "normalize", "cache", "batch_size", "num_workers", "batched", "decode_workers",
-                        "anonymize_ids"})
+                        "anonymize_ids", "cache_key"})
 FILES = ("images.npy", "targets.npy")
+KEY = re.compile(r"[0-9a-f]{24}")
+PARTIAL = re.compile(r"\.([0-9a-f]{24})\.(\d+)\.partial")  # a build in progress: .<key>.<pid>.partial
+CONTENT_KEY_BYTES = 256 * 2**20  # data.cache_key=auto hashes the files' bytes up to this total, else their stat
 
 
 def cache_root(cache_dir: str | None) -> Path:
@@ -47,12 +54,18 @@ def cache_root(cache_dir: str | None) -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "medrun"
 
 
-def _file_facts(path) -> list:
+def _file_facts(path, content: bool = False) -> list:
+    """What identifies a file's bytes: their SHA-256 (`content`), else size, modification and change times and
+    inode. The change time moves on every write and no tool can set it back, so a file rewritten in place with
+    its size and modification time restored still reads as changed."""
     try:
+        if content:
+            with open(path, "rb") as f:
+                return [str(path), hashlib.file_digest(f, "sha256").hexdigest()]
         st = os.stat(path)
     except OSError:
         return [str(path), None]
-    return [str(path), st.st_size, st.st_mtime_ns]
+    return [str(path), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
 
 
 def _value_facts(value):
@@ -65,26 +78,49 @@ def _options(data: DictConfig) -> dict:
     return {k: v for k, v in OmegaConf.to_container(data, resolve=True).items() if k not in NOT_PIXELS}
 
 
-def _named_files(h, options: dict, root) -> None:
+def _named_files(h, options: dict, root, content: bool = False) -> None:
     """Hash the facts of the files the options name (csv tables and the like) and those at the top of root."""
     named = [Path(v).expanduser() for v in options.values() if isinstance(v, str) and v]
     if root and Path(str(root)).expanduser().is_dir():
         named += sorted(Path(str(root)).expanduser().iterdir())
     for p in named:
         if p.is_file():
-            h.update(json.dumps(_file_facts(p)).encode())
+            h.update(json.dumps(_file_facts(p, content)).encode())
+
+
+def _by_content(data: DictConfig, dataset: Dataset) -> bool:
+    """data.cache_key: content (hash every file's bytes), stat (size, times, inode) or auto (content while the
+    samples' files total at most CONTENT_KEY_BYTES, where reading them costs far less than decoding them)."""
+    mode = str(data.get("cache_key", "auto"))
+    if mode not in ("auto", "content", "stat"):
+        raise MedrunError(f"data.cache_key={mode!r}; valid: auto, content, stat")
+    if mode != "auto":
+        return mode == "content"
+    total = 0
+    for s in dataset.samples:
+        for path in (s.image, s.mask):
+            try:
+                total += os.stat(path).st_size if path else 0
+            except OSError:
+                pass
+        if total > CONTENT_KEY_BYTES:
+            return False
+    return True
 
 
 def cache_key(data: DictConfig, dataset: Dataset, size, pad: bool) -> str:
-    """Hash of what decides the cached arrays: reader options, target size, and every sample with the size and
-    modification time of its files (and of the files at the top of `data.root`: label tables, RLE files)."""
+    """Hash of what decides the cached arrays: reader options, target size, and every sample with the facts of
+    its files (`_file_facts`: their bytes or their stat, data.cache_key) and of the files at the top of
+    `data.root` (label tables, RLE files)."""
     options = _options(data)
-    h = hashlib.sha256(json.dumps({"format": FORMAT, "data": options, "size": list(size), "pad": pad},
-                                  sort_keys=True, default=str).encode())
-    _named_files(h, options, data.get("root"))
+    content = _by_content(data, dataset)
+    h = hashlib.sha256(json.dumps({"format": FORMAT, "data": options, "size": list(size), "pad": pad,
+                                   "content": content}, sort_keys=True, default=str).encode())
+    _named_files(h, options, data.get("root"), content)
     for s in dataset.samples:
-        facts = [s.id, repr(s.label), s.subset, _file_facts(s.image) if s.image else None,
-                 _file_facts(s.mask) if s.mask else None, {k: _value_facts(v) for k, v in sorted(s.extra.items())}]
+        facts = [s.id, repr(s.label), s.subset, _file_facts(s.image, content) if s.image else None,
+                 _file_facts(s.mask, content) if s.mask else None,
+                 {k: _value_facts(v) for k, v in sorted(s.extra.items())}]
         h.update(json.dumps(facts, default=str).encode())
     return h.hexdigest()[:24]
 
@@ -93,8 +129,8 @@ LISTINGS = "listings"  # <cache root>/listings/<key>.json: stored dataset listin
 
 
 def listing_key(data: DictConfig) -> str | None:
-    """Hash of what decides a reader's listing: its options and every file under `data.root` with its size and
-    modification time (a walk and a stat each: no file is opened). None when there is no root to walk."""
+    """Hash of what decides a reader's listing: its options and every file under `data.root` with its stat facts
+    (`_file_facts`: a walk and a stat each, no file is opened). None when there is no root to walk."""
     root = Path(str(data.get("root") or "")).expanduser()
     if not root.is_dir():
         return None
@@ -103,8 +139,8 @@ def listing_key(data: DictConfig) -> str | None:
     for folder, subfolders, names in os.walk(root):
         subfolders.sort()
         for name in sorted(names):
-            st = os.stat(os.path.join(folder, name))
-            h.update(f"{os.path.relpath(os.path.join(folder, name), root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            path = os.path.join(folder, name)
+            h.update(json.dumps([os.path.relpath(path, root), *_file_facts(path)[1:]]).encode())
     _named_files(h, options, None)
     return h.hexdigest()[:24]
 
@@ -132,8 +168,11 @@ def write_listing(root: Path, key: str, dataset: Dataset) -> None:
         text = json.dumps(record)
     except TypeError:  # a reader that keeps arrays in its samples: listing it again is cheap anyway
         return
-    (root / LISTINGS).mkdir(parents=True, exist_ok=True)
-    write_text(root / LISTINGS / f"{key}.json", text)
+    try:
+        (root / LISTINGS).mkdir(parents=True, exist_ok=True)
+        write_text(root / LISTINGS / f"{key}.json", text)
+    except OSError as e:  # the listing only saves time; the cache itself says what is wrong with the folder
+        log.warning("data cache: listing not stored in %s (%s)", root, e.strerror or e)
 
 
 def _sha256(path: Path) -> str:
@@ -143,14 +182,15 @@ def _sha256(path: Path) -> str:
 
 def _stamp(path: Path) -> list:
     st = path.stat()
-    return [st.st_size, st.st_mtime_ns, st.st_ino]
+    return [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
 
 
 def _open(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     """The verified arrays of a complete cache folder; raises ValueError saying what is wrong.
 
-    A file is hashed when it is new to this check or has been written or replaced since (size, modification
-    time, inode differ from `verified.json`): a reuse then costs a stat, not a read of every byte."""
+    A file is hashed when it is new to this check or has been written or replaced since (size, modification or
+    change time, inode differ from `verified.json`; a change time cannot be set back, so a damaged file whose
+    modification time was restored is hashed too): a reuse then costs a stat, not a read of every byte."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, ValueError) as e:
@@ -165,6 +205,8 @@ def _open(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     for name in FILES:
         facts = meta["files"][name]
         path = folder / name
+        if path.is_symlink():
+            raise ValueError(f"{name} is a symbolic link; a cache entry holds its own files")
         if not path.is_file() or path.stat().st_size != facts["bytes"]:
             raise ValueError(f"{name} is missing or truncated")
         stamps[name] = _stamp(path)
@@ -180,6 +222,16 @@ def _open(folder: Path, n: int) -> tuple[np.ndarray, np.ndarray]:
     return arrays[0], arrays[1]
 
 
+def _reserve(path: Path) -> None:
+    """Allocate the blocks of a new .npy file now: a memory map over a sparse file on a full disk ends in SIGBUS
+    at the first page the disk cannot hold, with no message; a reservation fails at once with ENOSPC."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 def _build(folder: Path, n: int, first: Callable[[], tuple], fill: Callable[[tuple[Path, Path]], None],
            facts: dict) -> None:
     partial = folder.parent / f".{folder.name}.{os.getpid()}.partial"
@@ -190,6 +242,9 @@ def _build(folder: Path, n: int, first: Callable[[], tuple], fill: Callable[[tup
         paths = (partial / FILES[0], partial / FILES[1])
         for path, value in zip(paths, (image, target)):
             array = np.lib.format.open_memmap(path, "w+", value.dtype, (n, *value.shape))
+            del array
+            _reserve(path)
+            array = np.load(path, mmap_mode="r+")
             array[0] = value
             array.flush()
             del array
@@ -208,6 +263,12 @@ def _build(folder: Path, n: int, first: Callable[[], tuple], fill: Callable[[tup
         shutil.rmtree(partial, ignore_errors=True)
 
 
+def _unusable(root: Path, e: OSError) -> MedrunError:
+    what = "is full" if e.errno in (errno.ENOSPC, errno.EDQUOT) else f"cannot be written ({e.strerror or e})"
+    return MedrunError(f"paths.cache_dir={root} {what}; free space there, set paths.cache_dir to another folder, "
+                       "or use data.cache=memory")
+
+
 def open_or_build(root: Path, key: str, n: int, first: Callable[[], tuple],
                   fill: Callable[[tuple[Path, Path]], None], facts: dict, build: bool = True):
     """The arrays of cache `key` under `root`: reused when complete and intact, else built (unless `build` is
@@ -215,36 +276,60 @@ def open_or_build(root: Path, key: str, n: int, first: Callable[[], tuple],
     files at `paths`. One process per key builds; the others wait, then read."""
     try:
         root.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(root / f"{key}.lock"))
+        lock.acquire()
     except OSError as e:
-        raise MedrunError(f"paths.cache_dir={root} cannot be created ({e.strerror}); set paths.cache_dir to a "
-                          "writable folder or use data.cache=memory") from None
+        raise _unusable(root, e) from None
+    try:
+        return _open_or_build(root, key, n, first, fill, facts, build)
+    except OSError as e:
+        if Path(getattr(e, "filename", None) or "/").is_relative_to(root) or e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _unusable(root, e) from None
+        raise
+    finally:
+        lock.release()
+
+
+def _open_or_build(root: Path, key: str, n: int, first, fill, facts: dict, build: bool):
     folder = root / key
-    with FileLock(str(root / f"{key}.lock")):
-        if folder.is_dir():
-            try:
-                arrays = _open(folder, n)
-                log.info("data cache: reusing %s", folder)
-                return arrays
-            except ValueError as e:
-                log.warning("data cache %s is damaged (%s); %s", folder, e, "rebuilding it" if build else "ignoring it")
-                if not build:
-                    return None
-                shutil.rmtree(folder)
+    if folder.is_symlink():  # another dataset's cache, or anything else: never read through it
+        log.warning("data cache %s is a symbolic link; %s", folder, "replacing it" if build else "ignoring it")
         if not build:
             return None
-        start = time.perf_counter()
-        _build(folder, n, first, fill, facts)
-        arrays = _open(folder, n)
-        size = sum((folder / f).stat().st_size for f in FILES) / 2**20
-        log.info("data cache: built %s (%d samples, %.1f MB) in %.1f s", folder, n, size, time.perf_counter() - start)
-        return arrays
+        folder.unlink()
+    if folder.is_dir():
+        try:
+            arrays = _open(folder, n)
+            log.info("data cache: reusing %s", folder)
+            return arrays
+        except ValueError as e:
+            log.warning("data cache %s is damaged (%s); %s", folder, e, "rebuilding it" if build else "ignoring it")
+            if not build:
+                return None
+            shutil.rmtree(folder)
+    if not build:
+        return None
+    start = time.perf_counter()
+    _build(folder, n, first, fill, facts)
+    arrays = _open(folder, n)
+    size = sum((folder / f).stat().st_size for f in FILES) / 2**20
+    log.info("data cache: built %s (%d samples, %.1f MB) in %.1f s", folder, n, size, time.perf_counter() - start)
+    return arrays
+
+
+def _entries(root: Path) -> list[Path]:
+    """The cache entries under `root`: real folders named by a key and holding a meta.json."""
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if KEY.fullmatch(p.name) and not p.is_symlink() and p.is_dir()
+                  and (p / "meta.json").is_file())
 
 
 def list_caches(root: Path) -> list[dict]:
-    """Every complete cache folder under `root`: key, samples, size on disk, reader, created, last used."""
+    """Every complete cache entry under `root`: key, samples, size on disk, reader, created, last used."""
     out = []
-    for meta_file in sorted(root.glob("*/meta.json")) if root.is_dir() else []:  # listings/ holds no meta.json
-        folder = meta_file.parent
+    for folder in _entries(root):
+        meta_file = folder / "meta.json"
         try:
             meta = json.loads(meta_file.read_text())
         except (OSError, ValueError):
@@ -267,24 +352,35 @@ def _alive(pid: int) -> bool:
 
 
 def clear_caches(root: Path, key: str | None = None) -> list[str]:
-    """Delete every cache under `root` (or the one `key`), each under its lock; returns the keys deleted."""
-    if not root.is_dir():
-        return []
-    folders = [root / key] if key else [p for p in root.iterdir() if p.is_dir()]
-    if key and not folders[0].is_dir():
-        valid = ", ".join(c["key"] for c in list_caches(root)) or "none"
-        raise MedrunError(f"no cache {key!r} in {root}; valid: {valid} (see medrun cache list)")
+    """Delete every cache entry under `root` (or the one `key`), each under its lock, the leftovers of killed
+    builds and the stored listings; returns the keys deleted. Nothing that is not medrun's is touched."""
+    if key is not None and not KEY.fullmatch(str(key)):
+        raise MedrunError(f"key={key!r} is not a cache key (24 hex digits, as `medrun cache list` shows them)")
+    entries = _entries(root)
+    if key is not None:
+        entries = [p for p in entries if p.name == key]
+        if not entries:
+            valid = ", ".join(p.name for p in _entries(root)) or "none"
+            raise MedrunError(f"no cache {key!r} in {root}; valid: {valid} (see medrun cache list)")
     gone = []
-    if not key:
-        shutil.rmtree(root / LISTINGS, ignore_errors=True)
-    for folder in folders:
-        if folder.name == LISTINGS:
-            continue
-        if folder.name.endswith(".partial"):  # a build: remove only the leftovers of one that was killed
-            if not _alive(int(folder.name.split(".")[-2])):
-                shutil.rmtree(folder, ignore_errors=True)
-            continue
-        with FileLock(str(root / f"{folder.name}.lock")):  # the lock file stays: a waiting builder holds it open
-            shutil.rmtree(folder, ignore_errors=True)
-        gone.append(folder.name)
+    try:
+        for folder in entries:
+            with FileLock(str(root / f"{folder.name}.lock")):  # the lock file stays: a waiting builder holds it open
+                shutil.rmtree(folder)
+            gone.append(folder.name)
+        if key is None:
+            for p in root.iterdir():
+                found = PARTIAL.fullmatch(p.name)
+                if found and p.is_dir() and not p.is_symlink() and not _alive(int(found.group(2))):
+                    shutil.rmtree(p)  # a build killed before its rename
+            listings = root / LISTINGS
+            if listings.is_dir() and not listings.is_symlink():
+                for p in listings.iterdir():
+                    if KEY.fullmatch(p.stem) and p.suffix == ".json" and p.is_file():
+                        p.unlink()
+                if not any(listings.iterdir()):
+                    listings.rmdir()
+    except OSError as e:
+        raise MedrunError(f"paths.cache_dir={root}: {e.filename or ''} cannot be deleted ({e.strerror or e}); "
+                          "check its permissions") from None
     return gone

@@ -223,7 +223,7 @@ def test_cache_command_lists_and_clears(isbi_copy, tmp_path, capsys):
     key = folders(cache)[0]
     assert cli(["cache", "clear", f"key={key}", f"paths.cache_dir={cache}"]) == 0
     assert key not in folders(cache) and len(folders(cache)) == 1
-    with pytest.raises(MedrunError, match="no cache 'nope'"):
+    with pytest.raises(MedrunError, match="key='nope' is not a cache key"):
         cli(["cache", "clear", "key=nope", f"paths.cache_dir={cache}"])
     assert cli(["cache", "clear", f"paths.cache_dir={cache}"]) == 0
     assert folders(cache) == []
@@ -243,3 +243,134 @@ def test_samples_of_another_shape_or_type_are_refused_by_name(tmp_path):
                                           r"uint8 \[8, 8, 3\]; use data.cache=memory"):
         open_or_build(tmp_path, "k", 3, lambda: store.decode(0), lambda p: store.fill(p, [1, 2]), {})
     assert list(tmp_path.iterdir()) == [tmp_path / "k.lock"]  # the partial build was removed
+
+
+def restore_times(path, st) -> None:
+    import os
+
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def stored_png(array) -> bytes:
+    """An uncompressed PNG: its size depends on the pixel count only, so two images of one size are two files of
+    one length."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG", compress_level=0)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("cache_key", ["auto", "stat", "content"])
+def test_a_file_rewritten_in_place_with_its_size_and_time_kept_is_a_change(isbi_copy, tmp_path, decodes, cache_key):
+    from PIL import Image
+
+    cache = tmp_path / "cache"
+    paths = [isbi_copy / "membrane" / "train" / name / "0.png" for name in ("image", "label")]
+    for path in paths:
+        path.write_bytes(stored_png(np.asarray(Image.open(path))))
+    store_of(isbi_copy, cache, f"data.cache_key={cache_key}")
+    for path in paths:  # an image, then a mask
+        st = path.stat()
+        changed = 255 - np.asarray(Image.open(path))
+        with open(path, "r+b") as f:  # same inode, same length, other pixels
+            f.write(stored_png(changed))
+        restore_times(path, st)
+        assert path.stat().st_size == st.st_size and path.stat().st_mtime_ns == st.st_mtime_ns
+        decodes.clear()
+        store = store_of(isbi_copy, cache, f"data.cache_key={cache_key}")
+        assert len(decodes) == 30, path  # not reused
+        i = store.index["0"]
+        assert all(np.array_equal(a, b) for a, b in zip(store.get(i), store.decode(i)))  # the new pixels
+
+
+def test_a_damaged_cache_file_with_its_time_restored_is_hashed_again(isbi_copy, tmp_path, decodes, caplog):
+    cache = tmp_path / "cache"
+    store_of(isbi_copy, cache)
+    (key,) = folders(cache)
+    images = cache / key / "images.npy"
+    st = images.stat()
+    with open(images, "r+b") as f:
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 0xFF]))
+    restore_times(images, st)
+    decodes.clear()
+    store_of(isbi_copy, cache)
+    assert len(decodes) == 30 and "does not match its checksum" in caplog.text
+
+
+def test_a_symlinked_cache_entry_is_never_used(shared_data, isbi_copy, tmp_path, decodes, caplog):
+    cache = tmp_path / "cache"
+    store_of(isbi_copy, cache)
+    (key,) = folders(cache)
+    other = tmp_path / "other"  # another dataset's cache, linked in under this dataset's key
+    (cache / key).rename(other)
+    (cache / key).symlink_to(other, target_is_directory=True)
+    decodes.clear()
+    store_of(isbi_copy, cache)
+    assert len(decodes) == 30 and "is a symbolic link; replacing it" in caplog.text
+    assert not (cache / key).is_symlink() and (other / "images.npy").is_file()  # the link went, not its target
+
+
+def test_cache_clear_deletes_only_cache_entries_inside_the_cache_folder(isbi_copy, tmp_path):
+    cache = tmp_path / "cache"
+    store_of(isbi_copy, cache)
+    (key,) = folders(cache)
+    outside = tmp_path / "X"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    (cache / "notes").mkdir()  # a folder of the user's beside the caches
+    (cache / "foo.partial").mkdir()  # named like a build but none of medrun's
+    for bad in ("../X", str(outside), "notes", "foo.partial", "listings"):
+        with pytest.raises(MedrunError, match="is not a cache key"):
+            cli(["cache", "clear", f"key={bad}", f"paths.cache_dir={cache}"])
+    assert (outside / "keep.txt").is_file()
+    with pytest.raises(MedrunError, match="no cache 'aaaaaaaaaaaaaaaaaaaaaaaa'.*valid: " + key):
+        medrun.api.clear_caches(str(cache), "a" * 24)
+    killed = cache / f".{key}.999999999.partial"  # a killed build's leftover (no such process)
+    killed.mkdir()
+    assert medrun.api.clear_caches(str(cache))[1] == [key]
+    assert sorted(p.name for p in cache.iterdir() if p.is_dir()) == ["foo.partial", "notes"]
+    assert (outside / "keep.txt").is_file()
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line(isbi_copy, tmp_path):
+    for bad in ("/proc/medrun-cache", str(tmp_path / "file")):
+        (tmp_path / "file").write_text("")
+        with pytest.raises(MedrunError, match=r"paths.cache_dir=.*(cannot be|data.cache=memory)"):
+            store_of(isbi_copy, bad)
+
+
+def _small_disk(tmp_path):
+    """A 1 MB tmpfs when this process may mount one (root, as CI runs), else None."""
+    import subprocess
+
+    folder = tmp_path / "small"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True)
+    return folder if done.returncode == 0 else None
+
+
+def test_a_full_disk_while_building_is_one_line_and_leaves_nothing(isbi_copy, tmp_path, monkeypatch):
+    import errno
+    import subprocess
+
+    import medrun.data.disk_cache as disk_cache
+
+    small = _small_disk(tmp_path)
+    try:
+        if small is None:  # no mount here: the reservation reports what a full disk reports
+            def full(fd, offset, length):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            monkeypatch.setattr(disk_cache.os, "posix_fallocate", full)
+        cache = small or tmp_path / "cache"
+        with pytest.raises(MedrunError, match=r"paths.cache_dir=.* is full; free space there"):
+            store_of(isbi_copy, cache, "data.image_size=[256,256]")  # 30 x 256 x 256 x 3 bytes: about 6 MB
+        assert not [p for p in cache.iterdir() if p.is_dir()]  # no .partial left behind
+    finally:
+        if small is not None:
+            subprocess.run(["umount", str(small)], check=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 from medrun.config_values import positive_index
 from medrun.errors import MedrunError
 from medrun.evaluation.paired import held_out_values, paired_test
-from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, cell, table_markdown, table_metrics
+from medrun.evaluation.reports import POSTPROCESSING_COLUMNS, cell, md, table_markdown, table_metrics
 from medrun.inference import saved_config
 from medrun.report import write_page
 from medrun.runs import create_run_dir, read_json, require_run_dir, test_parts, write_json, write_text
@@ -53,17 +53,17 @@ def compare_runs(runs: list, output_dir: str | Path | None = None) -> tuple[Path
     if len({p for p in positives if p}) > 1:  # *_positive would put different classes side by side
         first = next(p for p in positives if p)
         metrics = [f"{m.removesuffix('_positive')}_{first}" if m.endswith("_positive") else m for m in metrics]
-        note = [f"> The runs name different positive classes ({', '.join(p or '-' for p in positives)}): the "
-                f"columns name the class they are about, {first}.", ""]
+        note = [f"> The runs name different positive classes ({md(', '.join(p or '-' for p in positives))}): the "
+                f"columns name the class they are about, {md(first)}.", ""]
     lines = [f"# {len(dirs)} runs on the same {len(reference) - 1} fold(s)", "", *note,
-             "| run | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+             "| run | " + " | ".join(map(md, metrics)) + " |", "|---|" + "---|" * len(metrics)]
     for name, s in summaries.items():
-        lines.append(f"| {name} | " + " | ".join(cell(s, m, len(reference) - 1)
+        lines.append(f"| {md(name)} | " + " | ".join(cell(s, m, len(reference) - 1)
                                                   if m in s["mean"] else "-" for m in metrics) + " |")
     # the same test parts give the same trivial rows: shown once, marked as references, never as methods
     trivial = next((s["trivial"] for s in summaries.values() if s.get("trivial")), {})
     for name, row in trivial.items():
-        lines.append(f"| *reference: {name}* | " + " | ".join(
+        lines.append(f"| *reference: {md(name)}* | " + " | ".join(
             cell(row, m, len(reference) - 1) if m in row["mean"] else "-"
             for m in metrics) + " |")
     table = {f"{name}: {row}": values for (name, s), c in zip(summaries.items(), configs)
@@ -97,9 +97,9 @@ def paired_tests(dirs: list[Path], names: list[str]) -> dict:
 def paired_markdown(paired: dict, first: str) -> list[str]:
     if not paired:
         return []
-    lines = ["", f"## Paired tests against {first}", "",
+    lines = ["", f"## Paired tests against {md(first)}", "",
              "Each run against the first on the same held-out images, out of fold: the difference is the run's "
              "mean minus the first's" + (" (p not corrected for the several comparisons)." if len(paired) > 1 else "."),
              "", "| run | test | images | difference | p |", "|---|---|---|---|---|"]
-    return lines + [f"| {name} | {t['test']} | {t['n']} | {t['difference']:+.4f} | {t['p']:.4g} |"
+    return lines + [f"| {md(name)} | {t['test']} | {t['n']} | {t['difference']:+.4f} | {t['p']:.4g} |"
                     for name, t in paired.items()]

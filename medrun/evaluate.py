@@ -14,7 +14,7 @@ from medrun.data.build import build_store
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.intervals import bootstrap_intervals
-from medrun.evaluation.reports import not_beaten
+from medrun.evaluation.reports import md, not_beaten
 from medrun.evaluation.trivial import classification_baselines_by_fold, segmentation_baselines
 from medrun.evaluation.tta import TTA
 from medrun.inference import Run, load_run, with_data_overrides
@@ -224,12 +224,12 @@ def _table(result: dict) -> str:
     post = result["postprocessing"]
     searched = (f"thresholds searched on the {result['search_set'].replace('_', '-')} predictions"
                 if result["search_set"] else "fixed thresholds (no search)")
-    lines = [f"# Evaluation of {result['run']}", "",
+    lines = [f"# Evaluation of {md(result['run'])}", "",
              f"Scored on the {result['evaluated_on'].replace('_', '-')} set ({result['n']} predictions); {searched}.",
              f"Post-processing: {result.get('decided_by') or json.dumps(post)} (postprocessing.json has the numbers).",
              "",
-             *(f"> Note: {n}." for n in result["notes"]), *([""] if result["notes"] else []),
-             "| post-processing | " + " | ".join(TABLE_COLUMNS[c].format(positive=result.get("positive_class"))
+             *(f"> Note: {md(n)}." for n in result["notes"]), *([""] if result["notes"] else []),
+             "| post-processing | " + " | ".join(md(TABLE_COLUMNS[c].format(positive=result.get("positive_class")))
                                                 for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     names = {"argmax": "ArgMax", "threshold": "searched threshold", "tta": f"TTA ({post['tta']})"}
@@ -240,10 +240,11 @@ def _table(result: dict) -> str:
         lines.append(f"| *{interval['level']:.0%} CI of {names[interval['row']]}* | " + " | ".join(
             "[{:.4f}, {:.4f}]".format(*interval["bounds"][c]) if c in interval["bounds"] else "-" for c in cols) + " |")
     for name, m in (result.get("trivial") or {}).items():  # references on the same images, never methods
-        lines.append(f"| *reference: {name}* | " + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols) + " |")
+        lines.append(f"| *reference: {md(name)}* | " + " | ".join(f"{m[c]:.4f}" if c in m else "-" for c in cols)
+                     + " |")
     final = rows[list(rows)[-1]]
     beaten = not_beaten({"mean": final, "trivial": {n: {"mean": m} for n, m in (result.get("trivial") or {}).items()}},
                         cols)
-    lines += ["", *(f"> The last row does not beat the trivial row {name} on {m} ({value:.4f} vs {ours:.4f})."
+    lines += ["", *(f"> The last row does not beat the trivial row {md(name)} on {md(m)} ({value:.4f} vs {ours:.4f})."
                     for m, name, value, ours in beaten)] if beaten else []
     return "\n".join(lines) + "\n"

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from jinja2 import Environment, PackageLoader, select_autoescape  # noqa: E402
-from markdown import markdown  # noqa: E402
+from markdown import Markdown  # noqa: E402
 
 from medrun.evaluation.decision import Decision  # noqa: E402
 from medrun.runs import read_json, write_text  # noqa: E402
@@ -47,9 +47,14 @@ def _pngs(folder: Path, pattern: str = "*.png") -> list[tuple[str, str]]:
 
 
 def _md(path: Path) -> str:
-    """A medrun markdown file as HTML; its first heading is the page's or section's title, so it is dropped."""
+    """A medrun markdown file as HTML; its first heading is the page's or section's title, so it is dropped.
+    Raw HTML in it is shown as text, never kept as markup: a class or run name from data stays inert even if a
+    writer forgot to escape it."""
     text = path.read_text() if path.is_file() else ""
-    return markdown(re.sub(r"\A# .*\n", "", text), extensions=["tables"])
+    converter = Markdown(extensions=["tables"])
+    converter.preprocessors.deregister("html_block")
+    converter.inlinePatterns.deregister("html")
+    return converter.convert(re.sub(r"\A# .*\n", "", text))
 
 
 def section(title: str, html: str = "", figures=(), note: str = "") -> dict:

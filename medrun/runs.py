@@ -35,6 +35,20 @@ def check_name(name: str, key: str = "name") -> str:
     return name
 
 
+def file_part(text: str, most: int = 64) -> str:
+    """A name from data (a class, a sample id) as one safe part of a file name: characters other than letters,
+    digits, '.', '_' and '-' become '_', and a name that had to change or be cut gets a short hash of the
+    original, so two names never share a file."""
+    import hashlib
+    import re
+
+    text = str(text)
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", text).lstrip(".") or "_"
+    if safe == text and len(text) <= most:
+        return text
+    return f"{safe[:most]}-{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
 def resolve_inside(root: Path, relative: str | Path, what: str) -> Path:
     """`root / relative`, refused when it resolves outside `root` (a crafted path such as ../../x)."""
     root = Path(root).resolve()

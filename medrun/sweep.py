@@ -16,7 +16,7 @@ from medrun.allocator import keep_freed_memory
 from medrun.config import check_choices, finish
 from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
-from medrun.evaluation.reports import cell, lower_is_better, not_beaten, table_metrics
+from medrun.evaluation.reports import cell, lower_is_better, md, not_beaten, table_metrics
 from medrun.multirun import one_line, run_multirun
 from medrun.report import write_page
 from medrun.runs import write_json, write_text
@@ -139,18 +139,19 @@ def summarize_sweep(sweep_dir: Path, optimize: str | None = None) -> Path:
                   + (": test set used for model selection." if optimize_on == "test" else
                      " (the table shows the test parts, scored once).") + "", ""]
     lines += [
-             "| job | overrides | status | " + " | ".join(metrics) + " | run folder |",
+             "| job | overrides | status | " + " | ".join(map(md, metrics)) + " | run folder |",
              "|---|---|---|" + "---|" * len(metrics) + "---|"]
     for r in records:
         cells = [cell(r, m, r.get("folds", 2)) if m in (r.get("mean") or {}) else "-"
                  for m in metrics]
         status = r["status"] if r["status"] == "ok" else f"failed: {r.get('error', '')[:80]}"
-        lines.append(f"| {r['job']} | {' '.join(r['overrides'])} | {status} | " + " | ".join(cells)
-                     + f" | {r.get('run_dir', '-')} |")
+        lines.append(f"| {r['job']} | {md(' '.join(r['overrides']))} | {md(status)} | " + " | ".join(cells)
+                     + f" | {md(r.get('run_dir', '-'))} |")
     for r in records:  # the jobs a trivial predictor matches on a reported metric
         for m, name, value, ours in r.get("not_beaten") or []:
             if m in metrics or m == optimize:
-                lines += ["", f"> Job {r['job']} does not beat the trivial row {name} on {m} ({value:.4f} vs {ours:.4f})."]
+                lines += ["", f"> Job {r['job']} does not beat the trivial row {md(name)} on {md(m)} ({value:.4f} vs "
+                              f"{ours:.4f})."]
     if "optuna" in summary:
         lines += ["", f"Optuna best parameters: {summary['optuna'].get('best_params')} "
                       f"(value {summary['optuna'].get('best_value')})"]

@@ -139,3 +139,66 @@ def test_report_in_a_real_browser(seg_run, tmp_path):
     assert len(images) == facts(page_file)["images"] >= 4 and all(done and width > 0 for done, width, _ in images), images
     shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"))
     assert shot.shape[0] > 900 and shot.std() > 20  # a long page with content, not a blank one
+
+
+HOSTILE = ["<script>document.title='pwned'", '<meta http-equiv="refresh" content="0;url=about:blank">',
+           "<img src=x onerror=document.title='pwned'>|x"]
+
+
+def table_widths(markdown_text: str) -> list[int]:
+    """The number of cells of each markdown table line (`\\|` is a pipe inside a cell)."""
+    return [len(re.split(r"(?<!\\)\|", line)) for line in markdown_text.splitlines() if line.startswith("|")]
+
+
+@pytest.mark.slow
+def test_hostile_class_and_run_names_stay_inert_and_intact(shared_data, tmp_path):
+    src = shared_data / "isbi2012/membrane/train/image"
+    for c, name in enumerate(HOSTILE):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for k in range(6):
+            (tmp_path / "data" / name / f"{k}.png").symlink_to(src / f"{6 * c + k}.png")
+    run_dir, summary = medrun.train(medrun.compose("train", [
+        "experiment=densenet121_folder", f"data.root={tmp_path / 'data'}", "data.image_size=[32,32]", "model=timm",
+        "model.backbone=resnet18", "model.pretrained=null", "trainer.max_epochs=1", "cv=kfold", "cv.folds=2",
+        "callbacks.progress=none", "logger=none", "name='<i>run|x'", f"paths.output_dir={tmp_path / 'out'}"]))
+    assert {f"sensitivity_{n}" for n in HOSTILE} <= set(summary["mean"])
+    text = (run_dir / "summary.md").read_text()
+    for table in text.split("\n\n"):
+        widths = table_widths(table)
+        assert len(set(widths)) <= 1, table  # every row has its header's cells: no value under the wrong header
+    assert "<script" not in text and "<meta" not in text and "&lt;script&gt;" in text
+    html = (run_dir / "report.html").read_text()
+    assert "<script" not in html and "<meta http-equiv=\"refresh\"" not in html and "<img src=x" not in html
+    assert "<i>" not in html
+    out, _ = medrun.api.explain(run_dir, n=6, compare=("gradcam",))
+    names = sorted(p.name for p in out.iterdir())
+    assert all(re.fullmatch(r"[A-Za-z0-9._-]+", n) for n in names), names  # class names made safe file names
+    assert sum(n.startswith("montage_") for n in names) >= 1
+    if not Path(CHROMIUM).is_file():
+        reason = os.environ.get("MEDRUN_NO_BROWSER")
+        if reason:
+            pytest.skip(f"no browser: {reason}")
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium), as .ci/run does")
+    from playwright.sync_api import sync_playwright
+
+    page_file = tmp_path / "report.html"
+    shutil.copy(run_dir / "report.html", page_file)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page()
+            dialogs = []
+            page.on("dialog", lambda d: dialogs.append(d.message) or d.dismiss())
+            page.goto(page_file.as_uri())
+            page.wait_for_timeout(1500)  # a refresh of 0 s would have navigated by now
+            seen = {"url": page.url, "title": page.title(), "scripts": page.eval_on_selector_all("script", "e => e.length"),
+                    "metas": page.eval_on_selector_all("meta[http-equiv=refresh]", "e => e.length"),
+                    "text": page.inner_text("body"),
+                    "rows": page.eval_on_selector_all(
+                        "table", "ts => ts.map(t => [...t.rows].map(r => r.cells.length))")}
+        finally:
+            browser.close()
+    assert seen["url"] == page_file.as_uri() and seen["title"] != "pwned" and not dialogs
+    assert seen["scripts"] == 0 and seen["metas"] == 0
+    assert all(f"sensitivity_{n}" in seen["text"] for n in HOSTILE)  # shown as text, whole
+    assert seen["rows"] and all(len(set(widths)) == 1 for widths in seen["rows"]), seen["rows"]

@@ -1,4 +1,6 @@
 """medrun/runs.py: checkpoint loading says whether a file is unsafe or damaged."""
+import re
+
 import pytest
 import torch
 
@@ -96,3 +98,13 @@ def test_an_experiment_folder_given_as_a_run_names_its_newest_run(tmp_path):
     with pytest.raises(MedrunError, match=r"pass a folder under outputs/<experiment>/"):
         require_run_dir(tmp_path / "nothing")
     assert require_run_dir(tmp_path / "unet" / "2026-11-30_10-00-00").name == "2026-11-30_10-00-00"
+
+
+def test_file_part_makes_names_from_data_safe_and_distinct():
+    from medrun.runs import file_part
+
+    assert file_part("benign_0") == "benign_0"  # ordinary names are kept
+    for name in ("../../etc/x", "a" * 300, "<b>|c", ".hidden", ""):
+        part = file_part(name)
+        assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,72}", part), part
+    assert file_part("a/b") != file_part("a_b") and file_part("a" * 300) != file_part("a" * 301)

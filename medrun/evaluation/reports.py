@@ -2,11 +2,20 @@
 from __future__ import annotations
 
 import numpy as np
+from rich.markup import escape
 from rich.table import Table
 
 HEADLINE = ("dice", "jaccard", "dice_micro", "jaccard_micro", "precision", "recall", "specificity",
             "accuracy", "balanced_accuracy", "kappa_quadratic", "auc_macro", "f1_macro", "sensitivity_macro",
             "specificity_macro", "precision_macro", "fn_total")
+
+
+def md(value) -> str:
+    """A value from data (a class, run or experiment name, an override) as inert markdown table text: `|` would
+    split the cell, a line break the row, and `<`, `>`, `&` would be HTML in a markdown viewer."""
+    text = " ".join(str(value).split())
+    return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;").replace("\\", "\\\\")
+            .replace("|", "\\|"))
 
 
 def aggregate(experiment: str, protocol: str, folds: list[dict], note: str | None = None) -> dict:
@@ -52,14 +61,14 @@ def markdown(summary: dict) -> str:
     spread = "mean ± std" if len(folds) > 1 else "value"
     head = f"| metric | {spread} | " + " | ".join(f"fold {f['fold']}" for f in folds) + " |"
     rule = "|---|---|" + "---|" * len(folds)
-    rows = [f"| {n} | {cell(summary, n, len(folds))} | "
+    rows = [f"| {md(n)} | {cell(summary, n, len(folds))} | "
             + " | ".join(f"{f['metrics'][n]:.4f}" if n in f["metrics"] else "-" for f in folds) + " |" for n in _ordered(summary["mean"])]
-    title = f"# {summary['experiment']} ({summary['protocol']}, {len(folds)} fold(s))"
-    note = [f"> Note: {summary['note']}.", ""] if summary.get("note") else []
+    title = f"# {md(summary['experiment'])} ({md(summary['protocol'])}, {len(folds)} fold(s))"
+    note = [f"> Note: {md(summary['note'])}.", ""] if summary.get("note") else []
     if summary.get("defined_in"):
         note += ["`-`: undefined in that fold (a class absent from its test part, or never predicted); the mean is "
                  "over the folds that define it.", ""]
-    positive = [f"The `*_positive` rows are about class **{summary['positive_class']}** (`data.positive`, by default "
+    positive = [f"The `*_positive` rows are about class **{md(summary['positive_class'])}** (`data.positive`, by default "
                 "the second class; the decision threshold and ROC curve follow it).", ""] \
         if summary.get("positive_class") else []
     return "\n".join([title, "", *note, *positive, head, rule, *rows, ""]) + trivial_markdown(summary)
@@ -118,32 +127,32 @@ def trivial_markdown(summary: dict) -> str:
     lines = ["", "## Reference rows: trivial predictors (not methods)", "",
              "Scored on the same test parts with the same metric code, so the method's numbers can be read against "
              "them (an empty mask on an empty image scores 1 per image).", "",
-             "| predictor | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
-    lines += [f"| {name} | " + " | ".join(cell(row, n, len(summary["folds"])) if n in row["mean"] else "-"
+             "| predictor | " + " | ".join(map(md, names)) + " |", "|---|" + "---|" * len(names)]
+    lines += [f"| {md(name)} | " + " | ".join(cell(row, n, len(summary["folds"])) if n in row["mean"] else "-"
                                          for n in names) + " |"
               for name, row in trivial.items()]
     beaten = not_beaten(summary, names)
-    lines += ["", *(f"> The method does not beat the trivial row on **{m}**: {name} {value:.4f} vs {ours:.4f}."
+    lines += ["", *(f"> The method does not beat the trivial row on **{md(m)}**: {md(name)} {value:.4f} vs {ours:.4f}."
                     for m, name, value, ours in beaten)] if beaten else ["", "The method beats every trivial row."]
     return "\n".join(lines) + "\n"
 
 
 def rich_table(summary: dict) -> Table:
-    title = f"{summary['experiment']}: {summary['protocol']}, {len(summary['folds'])} fold(s)"
+    title = escape(f"{summary['experiment']}: {summary['protocol']}, {len(summary['folds'])} fold(s)")
     if summary.get("note"):
-        title += f" [{summary['note']}]"
+        title += escape(f" [{summary['note']}]")
     if summary.get("positive_class"):
-        title += f"\n*_positive: {summary['positive_class']} (data.positive)"
+        title += escape(f"\n*_positive: {summary['positive_class']} (data.positive)")
     table = Table(title=title)
     table.add_column("metric")
     table.add_column("mean ± std" if len(summary["folds"]) > 1 else "value", justify="right")
     for n in _ordered(summary["mean"]):
-        table.add_row(n, cell(summary, n, len(summary["folds"])))
+        table.add_row(escape(n), cell(summary, n, len(summary["folds"])))
     beaten = not_beaten(summary)
     if beaten:  # the reference rows live in summary.md; a method no better than one of them must not pass unseen
-        table.caption = ("not better than a trivial predictor on " +
-                         ", ".join(f"{m} ({name} {value:.4f})" for m, name, value, _ in beaten) +
-                         ": summary.md has the reference rows")
+        table.caption = escape("not better than a trivial predictor on " +
+                               ", ".join(f"{m} ({name} {value:.4f})" for m, name, value, _ in beaten) +
+                               ": summary.md has the reference rows")
         table.caption_justify = "left"
     return table
 
@@ -175,6 +184,6 @@ def table_markdown(table: dict, title: str, note: str) -> str:
              "| post-processing | " + " | ".join(POSTPROCESSING_COLUMNS[c] for c in cols) + " |",
              "|---|" + "---|" * len(cols)]
     for row, values in table.items():
-        lines.append(f"| {row} | " + " | ".join(mean_std(values[c]["mean"], values[c]["std"], values[c].get("n", 2))
+        lines.append(f"| {md(row)} | " + " | ".join(mean_std(values[c]["mean"], values[c]["std"], values[c].get("n", 2))
                                                 if c in values else "-" for c in cols) + " |")
     return "\n".join(lines) + "\n"

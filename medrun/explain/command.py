@@ -16,6 +16,7 @@ from pytorch_grad_cam.utils.image import show_cam_on_image  # noqa: E402
 from medrun.data.build import build_store  # noqa: E402
 from medrun.errors import MedrunError  # noqa: E402
 from medrun.evaluation.decision import Decision  # noqa: E402
+from medrun.evaluation.reports import md  # noqa: E402
 from medrun.explain import clusters as cl  # noqa: E402
 from medrun.explain.cam import METHODS, compute_cams, faithfulness, mass_inside, targets_for  # noqa: E402
 from medrun.explain.layers import find_layer  # noqa: E402
@@ -23,7 +24,7 @@ from medrun.models.layers import default_cam_layer, default_feature_layer  # noq
 from medrun.inference import load_run  # noqa: E402
 from medrun.predict import choose_postprocessing  # noqa: E402
 from medrun.report import write_page  # noqa: E402
-from medrun.runs import create_run_dir, write_json, write_text  # noqa: E402
+from medrun.runs import create_run_dir, file_part, write_json, write_text  # noqa: E402
 
 
 def _images(run, fold: int, limit: int | None):
@@ -105,7 +106,7 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
         panels = {}
         for i, sid in enumerate(ids[chosen]):
             overlay = show_cam_on_image(_rgb(shown[i]), cams[i], use_rgb=True)
-            plt.imsave(out_dir / f"cam_{sid}.png", overlay)
+            plt.imsave(out_dir / f"cam_{file_part(sid)}.png", overlay)
             record = {"id": sid}
             if spatial:
                 record["mask_pixels"] = int((truth[i] > 0).sum())
@@ -138,7 +139,7 @@ def explain_run(run_dir, method: str = "gradcam", layer: str | None = None, n: i
             for name, items in panels.items():
                 order = sorted(items, key=lambda p: {"TP": 0, "FP": 1, "FN": 2}.get(p[1].split()[0], 0))
                 title = f"{method}: class {name} (TP / FP / FN)" if name != "all" else f"{method} on the discriminator"
-                _montage(order[:16], out_dir / f"montage_{name}.png", title)
+                _montage(order[:16], out_dir / f"montage_{file_part(name)}.png", title)
         for m in compare:
             c = cams if m == method else compute_cams(net, cam_layer, m, x[chosen], targets)
             result["faithfulness"][m] = faithfulness(net, x[chosen], c, targets)
@@ -204,11 +205,11 @@ def _cluster_lines(c: dict) -> list[str]:
     two labellings to compare."""
     first = next(iter(c["sizes"]))
     lines = ["", f"## Clusters: k={c['k']} on {c['dims']}-dimensional features of {c['feature_layer']}"
-             + (f", images of {', '.join(c['classes'])}" if c.get("classes") else ""), "",
+             + (f", images of {md(', '.join(c['classes']))}" if c.get("classes") else ""), "",
              f"Map: {c['embedding']}.png; each {first} cluster's image nearest its centre, with its heatmap: "
              "clusters_gradcam.png.", "", "| clustering | images per cluster |", "|---|---|"]
     lines += [f"| {m} | {', '.join(map(str, sizes))} |" for m, sizes in c["sizes"].items()]
-    lines += ["", f"Nearest each {first} centre: " + ", ".join(f"{k}: {i}" for k, i in c["nearest_to_centre"].items())
+    lines += ["", f"Nearest each {first} centre: " + ", ".join(f"{k}: {md(i)}" for k, i in c["nearest_to_centre"].items())
               + "."]
     if c["agreement"]:
         lines += ["", "| clusterings | adjusted Rand | NMI |", "|---|---|---|"]
@@ -219,7 +220,7 @@ def _cluster_lines(c: dict) -> list[str]:
 
 
 def _table(result: dict, out_dir: Path) -> None:
-    lines = [f"# Explanation of {result['run']} (fold {result['fold']}, layer {result['layer']})", "",
+    lines = [f"# Explanation of {md(result['run'])} (fold {result['fold']}, layer {result['layer']})", "",
              "Faithfulness (pytorch-grad-cam, mean over images): ROAD MoRF is the score's change when the most "
              "relevant pixels are removed (lower is more faithful), LeRF when the least relevant are removed "
              "(higher is better).", "",

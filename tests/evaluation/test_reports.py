@@ -48,3 +48,15 @@ def test_the_terminal_table_says_when_a_trivial_predictor_does_as_well():
     assert "precision (" not in text  # a trivial row winning precision alone says nothing
     summary["trivial"]["all-foreground"]["mean"]["dice"] = 0.5
     assert "trivial" not in _render(rich_table(summary))
+
+
+def test_markdown_cells_escape_names_from_data():
+    from markdown import markdown
+
+    from medrun.evaluation.reports import md
+
+    name = "<b>a|b</b> & c\nd"
+    row = f"| {md(name)} | 1 |"
+    assert row.count("|") - row.count("\\|") == 3  # two cells
+    html = markdown(f"| x | y |\n|---|---|\n{row}\n", extensions=["tables"])
+    assert "<td>&lt;b&gt;a|b&lt;/b&gt; &amp; c d</td>" in html

@@ -6,6 +6,7 @@ import os
 import pickle
 import tempfile
 import warnings
+import zipfile
 from datetime import datetime
 from pathlib import Path
 
@@ -129,15 +130,43 @@ def write_json(path: Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def _check_integrity(path: Path) -> None:
+    """Refuse, as damaged, a file that is not a PyTorch checkpoint or whose bytes changed since it was written.
+
+    torch.save writes a zip archive with a CRC-32 of every member (the pickle and each tensor's bytes); torch.load
+    does not check them, so a flipped byte inside the weights would load silently. They are checked here
+    (zipfile.testzip), for every checkpoint medrun writes or reads. The pre-1.6 format is a bare pickle."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        raise MedrunError(f"{path} is a Git LFS pointer, not the checkpoint itself: fetch the file (git lfs pull) "
+                          "or copy the real checkpoint")
+    if not zipfile.is_zipfile(path):
+        if head.startswith(b"\x80"):  # a pickle: the legacy torch.save format
+            return
+        raise _damaged(path, ValueError("neither a PyTorch zip archive nor a pickle"))
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(n.endswith("data.pkl") for n in archive.namelist()):
+                raise _damaged(path, ValueError("a zip archive without the data.pkl of a PyTorch checkpoint"))
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError) as e:
+        raise _damaged(path, e) from None
+    if bad is not None:
+        raise _damaged(path, ValueError(f"its member {bad} does not match the CRC-32 written with it"))
+
+
 def load_checkpoint(path: str | Path, allow_unsafe: bool = False) -> dict:
     """Load a checkpoint with weights_only=True: tensors and plain containers only, no code runs.
 
-    A file that needs full unpickling is refused; `allow_unsafe` (config: allow_unsafe_checkpoints=true)
+    A damaged file (not a checkpoint, or bytes changed since it was written: `_check_integrity`) is called
+    damaged. A file that needs full unpickling is refused; `allow_unsafe` (config: allow_unsafe_checkpoints=true)
     is the explicit opt-in for files from a source you trust, since unpickling can run arbitrary code.
     """
     path = Path(path)
     if not path.is_file():
         raise MedrunError(f"checkpoint not found: {path}")
+    _check_integrity(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

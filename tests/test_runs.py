@@ -108,3 +108,25 @@ def test_file_part_makes_names_from_data_safe_and_distinct():
         part = file_part(name)
         assert re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,72}", part), part
     assert file_part("a/b") != file_part("a_b") and file_part("a" * 300) != file_part("a" * 301)
+
+
+def test_lfs_pointers_empty_archives_and_flipped_weight_bytes_are_damaged_not_unsafe(tmp_path):
+    import zipfile
+
+    lfs = tmp_path / "best.ckpt"
+    lfs.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 1234\n")
+    with pytest.raises(MedrunError, match="is a Git LFS pointer, not the checkpoint itself"):
+        load_checkpoint(lfs, allow_unsafe=True)
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w"):
+        pass
+    with pytest.raises(MedrunError, match="empty.zip is damaged") as e:
+        load_checkpoint(tmp_path / "empty.zip")
+    assert "allow_unsafe_checkpoints" not in str(e.value)
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(100_000)}}, path)
+    data = bytearray(path.read_bytes())
+    data[data.index(torch.ones(16).numpy().tobytes()) + 1001] ^= 0xFF  # inside the weights: torch.load reads it
+    path.write_bytes(bytes(data))
+    assert torch.load(path, weights_only=True)["state_dict"]["w"].sum() != 100_000
+    with pytest.raises(MedrunError, match=r"last.ckpt is damaged .*does not match the CRC-32"):
+        load_checkpoint(path)

@@ -9,7 +9,7 @@ import pydicom
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-from medrun.data.images import check_pixel_count
+from medrun.data.pixel_limit import check_pixel_count
 from medrun.errors import MedrunError
 
 DECODER_HINT = "install a decoder: pip install 'medrun[dicom]' (pylibjpeg with its libjpeg and openjpeg plugins)"
@@ -39,21 +39,24 @@ def hounsfield(ds: pydicom.Dataset, path: Path, frames: str = "reject", frame: i
     if ds.get("Rows") is None or ds.get("Columns") is None:
         raise MedrunError(f"{path}: DICOM has no Rows / Columns: its pixel data cannot be read")
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-    check_pixel_count(path, int(ds.Rows) * int(ds.Columns) * (1 if frame is not None or frames == "first" else n_frames))
+    # the whole file is bounded, whichever frame is wanted: frames x rows x columns is what it can expand to
+    check_pixel_count(path, int(ds.Rows) * int(ds.Columns) * n_frames)
     if n_frames > 1 and frame is None and frames not in ("first",):
         raise MedrunError(f"{path}: multi-frame DICOM ({n_frames} frames); set data.dicom.frames=first, or "
                           "data.dicom.frames=split for one sample per frame")
+    if n_frames > 1 and not 0 <= (frame or 0) < n_frames:
+        raise MedrunError(f"{path}: frame {frame} of a {n_frames}-frame DICOM does not exist")
     meta = getattr(ds, "file_meta", None)
     ts = meta.get("TransferSyntaxUID") if meta is not None else None
     try:
+        if n_frames > 1:  # decode the one frame asked for, not every frame of the file for each sample
+            ds.pixel_array_options(index=frame or 0)
         arr = ds.pixel_array
     except Exception as e:  # pydicom raises RuntimeError/NotImplementedError when no plugin decodes the syntax
         if ts is not None and ts.is_compressed:
             raise MedrunError(f"{path}: compressed transfer syntax '{ts.name}' ({ts}) has no decoder installed; "
                               f"{DECODER_HINT}") from None
         raise MedrunError(f"{path}: cannot decode DICOM pixel data ({type(e).__name__}: {e})") from None
-    if n_frames > 1:
-        arr = arr[frame or 0]
     return apply_modality_lut(arr, ds).astype(np.float32)
 
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import cv2
@@ -10,19 +9,10 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from medrun.data.pixel_limit import check_pixel_count
 from medrun.errors import MedrunError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-MAX_PIXELS_ENV = "MEDRUN_MAX_PIXELS"
-DEFAULT_MAX_PIXELS = 100_000_000  # 10,000 x 10,000: a 245 KB compressed TIFF can otherwise decode to gigabytes
-
-
-def check_pixel_count(path: Path, count: int) -> None:
-    """Refuse, from the header and before decoding, an image of more pixels than the limit (any format)."""
-    limit = int(os.environ.get(MAX_PIXELS_ENV) or DEFAULT_MAX_PIXELS)
-    if count > limit:
-        raise MedrunError(f"{path}: {count:,} pixels is more than the limit of {limit:,} (checked before decoding: "
-                          f"a decompression bomb or a whole-slide image); raise it with {MAX_PIXELS_ENV}=<pixels>")
 CLASSIFICATION_SUFFIXES = (*IMAGE_SUFFIXES, ".dcm")
 # PIL modes whose stored values are not the intensities they stand for, and the mode that holds those
 INTENSITY_MODES = {"P": "RGB", "PA": "RGB", "CMYK": "RGB", "YCbCr": "RGB", "LAB": "RGB", "HSV": "RGB", "1": "L",

@@ -102,3 +102,19 @@ def test_multi_frame_files_can_be_split_into_samples(tmp_path):
     assert first.shape == last.shape and not np.array_equal(first, last)
     direct = read_dicom(PYDICOM_FILES / "rtdose.dcm", frame=14)
     assert np.array_equal(np.repeat(direct, 3, axis=2), last)
+
+
+def test_a_multi_frame_file_is_bounded_by_all_its_frames_and_decodes_one(monkeypatch):
+    from medrun.data.pixel_limit import MAX_PIXELS_ENV
+
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1000")  # rtdose.dcm: 15 frames of 10 x 10 = 1,500 pixels
+    for options in ({"frames": "first"}, {"frame": 3}):
+        with pytest.raises(MedrunError, match=r"rtdose.dcm: 1,500 pixels is more than the limit of 1,000"):
+            read_dicom(PYDICOM_FILES / "rtdose.dcm", **options)
+    monkeypatch.setenv(MAX_PIXELS_ENV, "1500")
+    decoded = []
+    original = pydicom.Dataset.pixel_array_options
+    monkeypatch.setattr(pydicom.Dataset, "pixel_array_options",
+                        lambda self, **kw: decoded.append(kw) or original(self, **kw))
+    frame = read_dicom(PYDICOM_FILES / "rtdose.dcm", frame=3)
+    assert frame.shape == (10, 10, 1) and decoded == [{"index": 3}]  # only that frame is decoded

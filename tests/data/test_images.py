@@ -44,7 +44,7 @@ def test_a_decompression_bomb_is_refused_from_its_header_in_every_format(tmp_pat
     from pydicom.dataset import FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-    from medrun.data.images import MAX_PIXELS_ENV
+    from medrun.data.pixel_limit import MAX_PIXELS_ENV
 
     big = np.zeros((300, 400), dtype=np.uint8)
     Image.fromarray(big).save(tmp_path / "a.png")

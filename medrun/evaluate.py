@@ -2,7 +2,6 @@
 validation / out-of-fold predictions only, and fold ensembling. Writes <run>/eval/<time>/."""
 from __future__ import annotations
 
-import filecmp
 import json
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import torch
 
 from medrun.config_values import positive_index
 from medrun.data.build import build_store
+from medrun.data.images import pixel_digest
 from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.intervals import bootstrap_intervals
@@ -53,12 +53,11 @@ def evaluate_run(run_dir, tta: str = "none", threshold: str = "fixed", objective
         # images of data.translation_only classes are never predicted, so never scored
         n = len(run.config.data.classes) if run.config.data.get("translation_only") else None
         test_ids = [s.id for s in test_store.samples if n is None or s.label < n]
-        # the same files as the run's own data (e.g. data.root= its training folder): only the ids no fold trained or
-        # validated on are a test set; the others are left out and counted
+        # images the run trained or validated on (its training folder, a copy, renamed files): matched by their
+        # decoded pixels, not their names; only the others are a test set, the rest are left out and counted
         seen = {i for f in splits["folds"] for part in ("train", "val") for i in f[part]}
-        own = {s.id: s.image for s in store.samples}
-        trained = {s.id for s in test_store.samples if s.id in seen and s.image is not None
-                   and own.get(s.id) is not None and same_file(own[s.id], s.image)}
+        own = {pixel_digest(store.get(store.index[i])[0]) for i in seen if i in store.index}
+        trained = {s.id for k, s in enumerate(test_store.samples) if pixel_digest(test_store.get(k)[0]) in own}
         if trained:
             kept = [i for i in test_ids if i not in trained]
             left_out = len(test_ids) - len(kept)
@@ -164,15 +163,6 @@ def _check_options(cfg, tta, threshold, ensemble) -> None:
         raise MedrunError(f"ensemble={ensemble!r}; valid: mean, none")
     if threshold == "search" and not TASKS.get(cfg.task.name).searchable(cfg):
         raise MedrunError("threshold=search applies to binary tasks; multi-class outputs use argmax")
-
-
-def same_file(a: Path, b: Path) -> bool:
-    """One file, or a byte-identical copy: a copied or re-mounted training folder is still the run's training
-    data."""
-    try:
-        return Path(a) == Path(b) or filecmp.cmp(a, b, shallow=False)
-    except OSError:
-        return False
 
 
 def describe_decision(post: dict, cfg, task) -> str:

@@ -181,12 +181,15 @@ def test_eval_options_fail_before_anything_is_written(covid_run, capsys):
     assert after == before
 
 
-@pytest.mark.parametrize("copied", [False, True])
+@pytest.mark.parametrize("copied", ["no", "copy", "renamed"])
 def test_eval_on_the_runs_own_training_data_scores_only_unseen_samples(covid_run, shared_data, tmp_path, copied):
     splits = json.loads((covid_run / "splits.json").read_text())
     root = shared_data / "covid19_ct_seg"
-    if copied:  # a copy of the training folder is still the training data
+    if copied != "no":  # a copy of the training folder is still the training data, under other names too
         root = Path(shutil.copytree(root, tmp_path / "copy"))
+    if copied == "renamed":
+        for path in (root / "Dataset" / "TrainingSet").rglob("*.*"):
+            path.rename(path.with_name(f"renamed_{path.name}"))
     _, result = evaluate_run(covid_run, data_overrides=[f"data.root={root}"])
     seen = {i for f in splits["folds"] for part in ("train", "val") for i in f[part]}
     assert result["n"] == 98 - len(seen) == 48  # the fixed test images only: the 50 training images are left out

@@ -23,7 +23,7 @@ from medrun.errors import MedrunError
 from medrun.evaluation.decision import Decision
 from medrun.inference import Run, load_run
 from medrun.predict import choose_postprocessing
-from medrun.runs import write_json
+from medrun.runs import writable, write_json
 
 FORMATS = {"onnx": "model.onnx", "torchscript": "model.pt"}
 TOLERANCE = 1e-4  # largest |exported - PyTorch| accepted on the check images (float32 probabilities)
@@ -148,6 +148,14 @@ def check_images(run: Run, n: int = 4) -> torch.Tensor:
     return torch.stack([ds[i]["image"].float() for i in range(len(ds))])
 
 
+def _check_output(out: Path) -> None:
+    """`output=` must be a new or empty real folder that can be written (a symlink, even a dangling one, is not)."""
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        raise MedrunError(f"output={out} exists and is not an empty folder: choose a new one (exports are never "
+                          "overwritten)")
+    writable(out, "output")
+
+
 def export_run(run_dir, format: str = "onnx", fold="ensemble", output=None, postprocessing: str | None = None,
                allow_unsafe_checkpoints: bool = False, images: torch.Tensor | None = None) -> dict:
     """Write the run's model (`format` onnx | torchscript; `fold` k or ensemble) and serving.json to `output`
@@ -155,13 +163,13 @@ def export_run(run_dir, format: str = "onnx", fold="ensemble", output=None, post
     PyTorch's probabilities on `images` (default: a few of the run's own, preprocessed). Returns serving.json."""
     if format not in FORMATS:
         raise MedrunError(f"format={format!r}; valid: {', '.join(FORMATS)}")
+    if output:  # checked before the model is loaded: a bad folder fails at once
+        _check_output(Path(str(output)).expanduser())
     run = load_run(run_dir, device="cpu", allow_unsafe_checkpoints=allow_unsafe_checkpoints)
     folds = _folds(run, fold)
     label = "ensemble" if len(folds) > 1 else f"fold{folds[0]}"
     out = Path(str(output)).expanduser() if output else run.dir / "export" / f"{time.strftime('%Y-%m-%d_%H-%M-%S')}_{format}_{label}"
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise MedrunError(f"output={out} exists and is not an empty folder: choose a new one (exports are never "
-                          "overwritten)")
+    _check_output(out)
     chosen, decision_from = choose_postprocessing(run.dir, postprocessing)
     cfg = run.config
     decision = Decision.read(chosen, cfg)

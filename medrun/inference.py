@@ -46,9 +46,25 @@ def saved_config(run_dir: Path, allow_unsafe: bool = False) -> DictConfig:
     except Exception as e:  # a copied or edited run folder
         raise MedrunError(f"{run_dir / 'config.yaml'} is damaged ({' '.join(str(e).split())[:100]}); restore it or "
                           "re-create the run") from None
+    found = _interpolation(OmegaConf.to_container(cfg))  # to_container does not resolve
+    if found:  # medrun writes config.yaml resolved: this one was edited, and resolving it could read the environment
+        raise MedrunError(f"{run_dir / 'config.yaml'}: {found[0]} is an interpolation ({found[1]}); a run folder's "
+                          "config is written resolved and is never resolved again: replace it by its value")
     with open_dict(cfg):
         cfg.allow_unsafe_checkpoints = unsafe_checkpoints_allowed(allow_unsafe)
     return cfg
+
+
+def _interpolation(value, path: str = "") -> tuple[str, str] | None:
+    """The first key (dotted path) of a plain config whose value holds an interpolation or resolver call
+    (`${...}`), with that value; None when there is none."""
+    if isinstance(value, dict):
+        items = ((f"{path}.{k}" if path else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{path}[{k}]", v) for k, v in enumerate(value))
+    else:
+        return (path, value) if isinstance(value, str) and "${" in value else None
+    return next((found for p, v in items if (found := _interpolation(v, p))), None)
 
 
 def with_data_overrides(cfg: DictConfig, data_overrides=()) -> DictConfig:

@@ -62,15 +62,18 @@ def resolve_inside(root: Path, relative: str | Path, what: str) -> Path:
 def writable(folder: str | Path, key: str) -> Path:
     """`folder` as an absolute path, refused in one line naming `key` when it could not be made or written: its
     nearest existing ancestor must be a writable folder (checked before any decoding or training, so a long run
-    never fails at its first write; nothing is created here)."""
+    never fails at its first write; only a probe folder is made there, and removed)."""
     path = Path(str(folder)).expanduser().resolve()
     existing = path
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
         raise MedrunError(f"{key}={path} cannot be created: {existing} is a file; choose a folder you can write")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise MedrunError(f"{key}={path} is not writable ({existing}); choose a folder you can write")
+    try:  # a real probe: permission bits say nothing to root, nor about /proc, read-only mounts or full disks
+        tempfile.TemporaryDirectory(dir=existing, prefix=".medrun-probe-").cleanup()
+    except OSError as e:
+        raise MedrunError(f"{key}={path} is not writable ({existing}: {e.strerror or e}); choose a folder you can "
+                          "write") from None
     return path
 
 

@@ -100,3 +100,28 @@ def test_a_layer_onnx_lacks_is_named(runs, tmp_path, monkeypatch):
     with pytest.raises(MedrunError, match=r"format=onnx: layer nets.0.final_touch \(Eigenvalues\) cannot be exported \(no translation for the operator aten.linalg_eig\); try format=torchscript"):
         export_run(run_dir, format="onnx", output=tmp_path / "bad")
     assert not (tmp_path / "bad" / "model.onnx").exists()
+
+
+def test_a_bad_output_or_an_edited_config_fails_before_the_model_loads(tiny_run, tmp_path, monkeypatch):
+    import shutil
+
+    import medrun.export
+
+    loaded = []
+    monkeypatch.setattr(medrun.export, "load_run", lambda *a, **k: loaded.append(a) or 1 / 0)
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for bad in (tmp_path / "dangling", "/proc/medrun-export"):
+        with pytest.raises(MedrunError, match=r"output=.*(exists and is not an empty folder|is not writable|cannot "
+                                              r"be created)"):
+            export_run(tiny_run[0], output=bad)
+    assert loaded == [] and not (tmp_path / "nowhere").exists()
+    monkeypatch.undo()
+    run = shutil.copytree(tiny_run[0], tmp_path / "run")
+    config = (run / "config.yaml").read_text()
+    assert "\nseed: " in config
+    (run / "config.yaml").write_text(config.replace("\nseed: ", "\nseed: ${oc.env:MEDRUN_SECRET,1} #", 1))
+    monkeypatch.setenv("MEDRUN_SECRET", "s3cr3t")
+    with pytest.raises(MedrunError, match=r"config.yaml: seed is an interpolation \(\$\{oc.env:MEDRUN_SECRET,1\}\); "
+                                          r"a run folder's config is written resolved"):
+        export_run(run, output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -201,4 +201,9 @@ def load_splits(path: str | Path, samples: list[Sample]) -> dict:
             if shared:
                 raise MedrunError(f"{path}: fold {f.get('fold')} has {len(shared)} test sample(s) in its {part} part, "
                                   f"e.g. {shared[:3]}; fix the file so that no test id is also a {part} id")
+        # a validation image that is also trained on makes early stopping and checkpoint choice optimistic
+        shared = sorted(set(f.get("train", [])) & set(f.get("val", [])))
+        if shared:
+            raise MedrunError(f"{path}: fold {f.get('fold')} has {len(shared)} sample(s) in both its train and val "
+                              f"parts, e.g. {shared[:3]}; fix the file so that no validation id is also a training id")
     return splits

@@ -86,6 +86,12 @@ def test_splits_file_is_reused_and_checked(shared_data, tmp_path):
     first = sp["folds"][0]["test"][0]
     with pytest.raises(MedrunError, match=rf"fold 0 has 1 test sample\(s\) in its train part, e.g. \['{first}'\]"):
         load_splits(path, st.samples)
+    sp["folds"][0]["train"].pop()
+    sp["folds"][0]["train"].append(sp["folds"][0]["val"][0])  # a validation id that also trains
+    path.write_text(json.dumps(sp))
+    both = sp["folds"][0]["val"][0]
+    with pytest.raises(MedrunError, match=rf"fold 0 has 1 sample\(s\) in both its train and val parts, e.g. \['{both}'\]"):
+        load_splits(path, st.samples)
     leaky, _ = splits("experiment=sharp_unet_isbi", f"data.root={shared_data}/isbi2012", "cv=repeated_holdout")
     path.write_text(json.dumps(leaky))
     assert load_splits(path, st.samples)["folds"] == leaky["folds"]  # a declared leak (val = test) loads

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,7 +55,23 @@ def check_run_values(cfg: DictConfig) -> None:
         ok = False
     if not ok:
         raise MedrunError(f"data.image_size={size!r}: give [height, width] in pixels, e.g. data.image_size=[256,256]")
-    get_int(cfg, "seed")
+    seed = get_int(cfg, "seed", minimum=0)
+    if seed > 2**32 - 1:  # what numpy and Lightning's seed_everything take
+        raise MedrunError(f"seed={seed} must be at most {2**32 - 1}")
+    if "channels" in cfg.data and get_int(cfg.data, "channels", prefix="data.") not in (1, 3):
+        raise MedrunError(f"data.channels={cfg.data.channels}; valid: 1 (grey), 3 (RGB)")
+    if "count" in cfg.data:  # generated data
+        get_int(cfg.data, "count", minimum=1, prefix="data.")
+    threshold = OmegaConf.select(cfg, "data.mask.threshold")
+    if threshold is not None and get_int(cfg.data.mask, "threshold", minimum=1, prefix="data.mask.") > 65535:
+        raise MedrunError(f"data.mask.threshold={threshold}: no mask pixel can reach it (16-bit at most); masks are "
+                          "foreground where value >= threshold, e.g. data.mask.threshold=128 for 0/255 masks")
+    for key in ("threshold", "decision_threshold"):  # probabilities: 0 or 1 would decide every image alike
+        if cfg.task.get(key) is not None:
+            get_float(cfg.task, key, low=0, high=1, prefix="task.")
+    for k, value in enumerate(cfg.task.get("thresholds") or []):
+        if not 0 < float(value) < 1:
+            raise MedrunError(f"task.thresholds[{k}]={value} must lie strictly between 0 and 1")
     get_int(cfg.data, "batch_size", minimum=1, prefix="data.")
     get_int(cfg.data, "num_workers", minimum=0, prefix="data.")
     epochs = get_int(cfg.trainer, "max_epochs", minimum=-1, prefix="trainer.")
@@ -74,8 +91,8 @@ def check_run_values(cfg: DictConfig) -> None:
         check_arguments(node, f"{key}.", OPTIMIZERS.get(str(node.name)), reserved=("params",), own=("name",))
         if "lr" in node:
             lr = get_float(node, "lr", prefix=f"{key}.")
-            if lr <= 0:
-                raise MedrunError(f"{key}.lr={lr} must be positive, e.g. {key}.lr=1e-4")
+            if not math.isfinite(lr) or lr <= 0:
+                raise MedrunError(f"{key}.lr={lr} must be a positive number, e.g. {key}.lr=1e-4")
     over = cfg.get("oversample") or {}
     if over.get("name") == "cyclegan":
         # the generators halve the image len(widths) - 1 times, and instance norm needs more than one value at the

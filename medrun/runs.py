@@ -27,12 +27,17 @@ def is_ddp_child() -> bool:
     return any(int(os.environ.get(v, "0") or 0) > 0 for v in ("RANK", "SLURM_PROCID", "NODE_RANK", "LOCAL_RANK"))
 
 
+NAME_BYTES = 128  # a folder name; file systems allow 255 bytes, and runs add suffixes beside it
+
+
 def check_name(name: str, key: str = "name") -> str:
     """A run or experiment name is one folder name: no separators, no '..'."""
     name = str(name)
     if not name or name in (".", "..") or "/" in name or "\\" in name or name.startswith("~"):
         raise MedrunError(f"{key}={name!r} must be a plain folder name (letters, digits, '_', '-', '.'), "
                           "not a path; use paths.output_dir= to choose where runs go")
+    if len(name.encode()) > NAME_BYTES:
+        raise MedrunError(f"{key}={name} is {len(name)} characters long; use at most {NAME_BYTES} (it names a folder)")
     return name
 
 

@@ -139,7 +139,7 @@ def test_a_failed_optuna_trial_does_not_stop_the_study(tmp_path, monkeypatch, ca
     assert len(summary["jobs"]) == 4  # every trial ran
     assert {r["status"] for r in summary["jobs"]} == {"failed", "ok"} and summary["failed"]
     failed = next(r for r in summary["jobs"] if r["status"] == "failed")
-    assert failed["objective"] is None and "task.optimizer.lr=-1.0 must be positive" in failed["error"]
+    assert failed["objective"] is None and "task.optimizer.lr=-1.0 must be a positive number" in failed["error"]
     assert "optuna" in summary
 
 

@@ -106,6 +106,9 @@ def read_mask(path: Path, num_classes: int, threshold: int | None, values: list[
             )
         m = m[..., 0]
     if threshold is not None:
+        if np.issubdtype(m.dtype, np.integer) and threshold > np.iinfo(m.dtype).max:
+            raise MedrunError(f"{path}: data.mask.threshold={threshold} is above the largest value this {m.dtype} mask "
+                              f"can hold ({np.iinfo(m.dtype).max}), so no pixel would be foreground; lower it")
         return (m >= threshold).astype(np.uint8)
     values = list(values) if values is not None else list(range(num_classes))
     out = np.full(m.shape, 255, dtype=np.uint8)

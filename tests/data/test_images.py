@@ -83,3 +83,13 @@ def test_palette_cmyk_and_gray_alpha_images_are_read_as_the_intensities_they_sta
     assert np.array_equal(read_image(tmp_path / "w.tif", 1)[..., 0], gray)  # 0 stands for white there
     with pytest.raises(MedrunError, match=r"c.tif: a SEPARATED TIFF does not store gray or RGB intensities"):
         read_image(tmp_path / "c.tif", 3)
+
+
+def test_a_mask_threshold_no_pixel_of_the_mask_can_reach_is_refused(shared_data):
+    from medrun.data.images import read_mask
+
+    label = shared_data / "isbi2012/membrane/train/label/0.png"  # 8-bit, 0 / 255
+    assert read_mask(label, 2, 255, None).any()
+    with pytest.raises(MedrunError, match=r"0.png: data.mask.threshold=300 is above the largest value this uint8 "
+                                          r"mask can hold \(255\)"):
+        read_mask(label, 2, 300, None)

@@ -149,7 +149,20 @@ def test_bad_command_lines(argv, expected, capsys):
     ("seed=abc", "seed='abc' is not an integer"),
     ("data.batch_size=0", "data.batch_size=0 must be at least 1"),
     ("data.num_workers=-1", "data.num_workers=-1 must be at least 0"),
-    ("task.optimizer.lr=-1", "task.optimizer.lr=-1.0 must be positive"),
+    ("task.optimizer.lr=-1", "task.optimizer.lr=-1.0 must be a positive number"),
+    ("task.optimizer.lr=nan", "task.optimizer.lr=nan must be a positive number"),
+    ("task.optimizer.lr=inf", "task.optimizer.lr=inf must be a positive number"),
+    ("seed=-1", "seed=-1 must be at least 0"),
+    ("seed=4294967296", "seed=4294967296 must be at most 4294967295"),
+    ("data.channels=0", "data.channels=0; valid: 1 (grey), 3 (RGB)"),
+    ("data.count=0", "data.count=0 must be at least 1"),
+    ("data.count=-3", "data.count=-3 must be at least 1"),
+    ("data.mask.threshold=0", "data.mask.threshold=0 must be at least 1"),
+    ("data.mask.threshold=70000", "data.mask.threshold=70000: no mask pixel can reach it"),
+    ("task.threshold=2", "task.threshold=2.0 must lie strictly between 0 and 1"),
+    ("task.threshold=0", "task.threshold=0.0 must lie strictly between 0 and 1"),
+    ("name=" + "a" * 300, "name=" + "a" * 300 + " is 300 characters long"),
+    ("paths.output_dir=/proc/medrun", "paths.output_dir=/proc/medrun is not writable"),
     # a library's keyword arguments, checked before the run folder instead of failing inside the first fold
     ("+trainer.max_epoch=1", "trainer.max_epoch: Trainer takes no argument 'max_epoch'; did you mean "
                              "trainer.max_epochs?"),
@@ -165,7 +178,7 @@ def test_bad_command_lines(argv, expected, capsys):
 def test_bad_run_values_end_in_one_line_naming_the_key(override, expected, tmp_path, capsys):
     from tests.conftest import TINY
 
-    assert expected in one_line_error(capsys, ["train", *TINY, override, f"paths.output_dir={tmp_path}"])
+    assert expected in one_line_error(capsys, ["train", *TINY, f"paths.output_dir={tmp_path}", override])
     assert not (tmp_path / "quickstart").exists() and not any(tmp_path.iterdir())  # nothing written
 
 

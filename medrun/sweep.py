@@ -67,6 +67,11 @@ def job(cfg: DictConfig) -> float:
     record["objective"] = None if math.isnan(value) else value
     write_json(Path(hydra.runtime.output_dir) / RECORD, record)
     if record["status"] == "failed" and "optuna" in str(hydra.sweeper.get("_target_", "")).lower():
+        if str(OmegaConf.select(hydra.sweeper, "sampler._target_")).endswith("GridSampler"):
+            # hydra-optuna-sweeper tells Optuna a failed trial outside study.optimize, where the grid sampler's
+            # study.stop() after the last grid point raises: the sweep would end in a traceback with no summary. The
+            # worst value is a completed trial a grid never learns from; the record above says the job failed
+            return -math.inf if str(hydra.sweeper.get("direction")) == "maximize" else math.inf
         # Optuna's sweeper cannot be told a NaN objective; an exception makes the trial a failed one, and
         # max_failure_rate=1.0 (set by run_sweep) lets the study go on
         raise MedrunError(f"job {record['job']} failed: {record['error']}")

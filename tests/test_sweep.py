@@ -143,6 +143,18 @@ def test_a_failed_optuna_trial_does_not_stop_the_study(tmp_path, monkeypatch, ca
     assert "optuna" in summary
 
 
+def test_an_optuna_grid_whose_last_trial_fails_ends_with_its_summary(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code = main(["-m", "train", *TINY, "cv=holdout", "name=grid", "hydra/sweeper=optuna",
+                 "hydra/sweeper/sampler=grid", "hydra.sweeper.n_trials=2", "task.optimizer.lr=choice(0.001,-1)",
+                 "optimize=dice"])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err  # a failed job: the sweep says so in its summary, exit code 1
+    summary = sweep_summary(tmp_path)
+    assert sorted(r["status"] for r in summary["jobs"]) == ["failed", "ok"]
+    assert summary["optuna"]["best_params"]["task.optimizer.lr"] == pytest.approx(0.001)
+
+
 def test_a_sweep_sorts_a_lower_is_better_objective_from_its_lowest(tmp_path):
     from medrun.evaluation.reports import lower_is_better
     from medrun.sweep import RECORD, summarize_sweep

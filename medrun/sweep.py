@@ -42,7 +42,7 @@ def job(cfg: DictConfig) -> float:
     """Hydra's task function (module level, so launchers can pickle it): train, record, return the objective."""
     from hydra.core.hydra_config import HydraConfig
 
-    from medrun.api import train
+    from medrun.crossval import train
 
     quiet_known_noise()  # launchers (joblib, submitit) run jobs in fresh processes, without medrun's CLI start
     keep_freed_memory()

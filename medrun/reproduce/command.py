@@ -77,7 +77,7 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
 
 def run_job(cfg: DictConfig) -> None:
     """Hydra's task function for one row x protocol: train it, record the run folder or the error."""
-    from medrun.api import train
+    from medrun.crossval import train
     from medrun.config import compose
 
     quiet_known_noise()

@@ -116,7 +116,8 @@ def _holdout_protocol(pool, fixed_test, cv, seed, ordered):
         train, val = [s for s in rest if s.subset != "val"], [s for s in rest if s.subset == "val"]
     else:
         train, val = _holdout(rest, get_float(cv, "val_fraction", 0, 1, prefix="cv."), seed, for_validation=True)
-    return [(train, val, test)], False
+    # cv.repeats > 1: trainings of the one split with seeds seed, seed+1, ... (MedMNIST v2 averages three or more)
+    return [(train, val, test)] * get_int(cv, "repeats", minimum=1, prefix="cv."), False
 
 
 @PROTOCOLS.register("holdout_test_as_val")

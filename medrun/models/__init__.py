@@ -10,6 +10,7 @@ from medrun.errors import MedrunError
 from medrun.models.adversarial import AdversarialNet
 from medrun.models.cascade import CascadeNet
 from medrun.models.classifiers import FFVGG19, VGGGAP, timm_classifier
+from medrun.models.medmnist_resnet import medmnist_resnet
 from medrun.models.sharp_unet import SharpUNet
 from medrun.models.encoder_unet import EncoderUNet
 from medrun.registry import Registry
@@ -33,6 +34,11 @@ def _smp_unet(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module
 def _timm(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
     return timm_classifier(cfg.backbone, in_channels, out_channels, pretrained=cfg.get("pretrained"),
                            weights_path=cfg.get("weights_path"), drop_rate=float(cfg.get("drop_rate", 0.0)))
+
+
+@MODELS.register("medmnist_resnet")
+def _medmnist_resnet(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
+    return medmnist_resnet(cfg.depth, in_channels, out_channels)
 
 
 @MODELS.register("vgg_gap")

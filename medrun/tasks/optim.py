@@ -31,6 +31,11 @@ def _cosine(opt, settings: dict, module):
     return torch.optim.lr_scheduler.CosineAnnealingLR(opt, **settings)
 
 
+@SCHEDULERS.register("multistep")
+def _multistep(opt, settings: dict, module):
+    return torch.optim.lr_scheduler.MultiStepLR(opt, **settings)
+
+
 @SCHEDULERS.register("onecycle")
 def _onecycle(opt, settings: dict, module):
     settings.setdefault("max_lr", opt.defaults["lr"])

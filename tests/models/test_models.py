@@ -124,3 +124,33 @@ def test_vgg_features_are_torchvisions_without_the_classifier(arch, batch_norm, 
     fan_out = conv[-1].out_channels * 9
     assert conv[-1].weight.std().item() == pytest.approx((2 / fan_out) ** 0.5, rel=0.05)
     assert all(torch.count_nonzero(c.bias) == 0 for c in conv)
+
+
+@pytest.mark.parametrize("depth,blocks,params", [(18, [2, 2, 2, 2], 11_173_962), (50, [3, 4, 6, 3], 23_520_842)])
+def test_medmnist_resnet_is_the_published_cifar_form(depth, blocks, params):
+    """MedMNIST's `medmnist/models.py` (kuangliu's CIFAR ResNet): 3x3 stride-1 stem, no max-pooling, stages of
+    64-128-256-512 planes at strides 1-2-2-2, 4x4 maps before pooling on 28x28 inputs; with 3 input channels and 10
+    classes the reference has 11,173,962 (ResNet-18) and 23,520,842 (ResNet-50) parameters."""
+    from torch import nn
+
+    from medrun.models.medmnist_resnet import medmnist_resnet
+
+    net = medmnist_resnet(depth, 3, 10)
+    assert sum(p.numel() for p in net.parameters()) == params
+    assert (net.conv1.kernel_size, net.conv1.stride, net.conv1.padding, net.conv1.bias) == ((3, 3), (1, 1), (1, 1), None)
+    assert isinstance(net.maxpool, nn.Identity)
+    stages = [net.layer1, net.layer2, net.layer3, net.layer4]
+    assert [len(s) for s in stages] == blocks
+    assert [max(m.stride for m in s[0].modules() if isinstance(m, nn.Conv2d)) for s in stages] == [(1, 1), (2, 2), (2, 2), (2, 2)]
+    seen = {}
+    net.layer4.register_forward_hook(lambda m, i, o: seen.update(shape=tuple(o.shape)))
+    assert net(torch.zeros(2, 3, 28, 28)).shape == (2, 10)
+    assert seen["shape"] == (2, 512 * (1 if depth == 18 else 4), 4, 4)
+    # PyTorch's default convolution initialisation, as in the reference: |w| <= 1 / sqrt(fan_in)
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.weight[0].numel()
+            assert m.weight.abs().max() <= fan_in ** -0.5 + 1e-7
+    with pytest.raises(MedrunError, match="model.depth=34; valid: 18, 50"):
+        medrun.models.build_network(medrun.compose("train", ["experiment=medmnist_v2_breastmnist", "model.depth=34"]).model,
+                                    3, 2)

@@ -464,3 +464,21 @@ def test_ordinal_grades_report_the_quadratic_weighted_kappa():
     assert compose("experiment=densenet121_retinamnist").data.ordinal is True
     with pytest.raises(MedrunError, match="data.ordinal=true says the classes are grades in order; multi-label"):
         ordinal(OmegaConf.create({"data": {"ordinal": True, "mode": "multilabel"}}))
+
+
+def test_the_multistep_schedule_and_repeated_holdout_on_medmnists_official_split(shared_data, tmp_path):
+    """MedMNIST v2's protocol: the official split trained with seeds seed, seed+1; the learning rate x0.1 at each
+    milestone epoch, as logged per epoch."""
+    import csv
+
+    run_dir, summary = medrun.train(medrun.compose("train", [
+        "experiment=medmnist_v2_breastmnist", f"data.root={shared_data}/medmnist", "cv.repeats=2", "data.batch_size=16",
+        "trainer.max_epochs=3", "task.scheduler.multistep.milestones=[1,2]", "+trainer.limit_train_batches=1",
+        "+trainer.limit_val_batches=1", "callbacks.progress=none", "html_report=false", f"paths.output_dir={tmp_path}"]))
+    splits = json.loads((run_dir / "splits.json").read_text())
+    assert len(splits["folds"]) == 2 and splits["folds"][0]["train"] == splits["folds"][1]["train"]
+    assert splits["folds"][0]["test"] == splits["fixed_test"] and len(splits["fixed_test"]) == 156  # the official test
+    rows = list(csv.DictReader(open(run_dir / "fold_0" / "logs" / "metrics.csv")))
+    lrs = [float(r["lr-Adam"]) for r in rows if r.get("lr-Adam")]
+    assert lrs == pytest.approx([1e-3, 1e-4, 1e-5])
+    assert len(summary["folds"]) == 2 and summary["folds"][0]["metrics"] != summary["folds"][1]["metrics"]  # two seeds

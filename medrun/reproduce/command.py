@@ -54,7 +54,10 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
         for pname in protocols:
             p = table.protocols[pname]
             job = {"row": row.name, "dataset": row.dataset, "experiment": row.experiment, "name": name,
-                   "protocol": pname, "quick": quick}
+                   "protocol": pname, "quick": quick,
+                   # what the row runs, inputs aside: a collected run must have been composed from the same
+                   "settings": [f"experiment={row.experiment}", f"cv={p['cv']}", *p["overrides"], *row.overrides,
+                                *((table.quick + p["quick"] + row.quick + [f"name={name}"]) if quick else [])]}
             if missing:
                 job["status"] = "not run: needs " + "; ".join(
                     f"{k}=<path> (published: {table.inputs[k].get('published', 'see the table file')})" for k in missing)
@@ -121,11 +124,42 @@ def _settings(overrides: list[str], keys: set[str] | None = None) -> dict:
     return out
 
 
+# Keys that say where and how a run executed, not what it trained: a collected run may differ in these alone.
+# (data.classes and data.mode are filled from the data into the saved config.)
+EXECUTION_KEYS = ("paths", "name", "overrides", "logger", "callbacks.progress", "html_report", "data.root",
+                  "data.cache", "data.cache_key", "data.num_workers", "data.decode_workers", "data.batched",
+                  "data.classes", "data.mode", "data.anonymize_ids", "trainer.accelerator", "trainer.devices",
+                  "trainer.num_nodes", "trainer.strategy", "trainer.log_every_n_steps", "resume", "run_dir",
+                  "allow_unsafe_checkpoints", "performance", "cv.fold", "cv.splits_file", "optimize", "optimize_on",
+                  "report", "save_probabilities")
+
+
+def _flat(value, prefix: str = "") -> dict:
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()}
+    return {prefix.rstrip("."): value}
+
+
+def setting_differences(job: dict, table: Table, config: dict) -> list[str]:
+    """The settings in which a finished run's config differs from what the job's row and protocol compose to
+    (execution keys and the row's input paths aside), as 'key: run X, row Y'."""
+    from medrun.config import compose, override_key, to_plain
+
+    inputs = {override_key(o) for spec in table.inputs.values() for o in spec["sets"]}
+    inputs |= {override_key(o) for sets in table.row(job["row"]).input_sets.values() for o in sets}
+    skip = lambda key: key in inputs or any(key == k or key.startswith(f"{k}.") for k in EXECUTION_KEYS)  # noqa: E731
+    expected = {k: v for k, v in _flat(to_plain(compose("train", job["settings"]))).items() if not skip(k)}
+    actual = {k: v for k, v in _flat(config).items() if not skip(k)}
+    return [f"{k}: run {actual.get(k, 'unset')}, row {expected.get(k, 'unset')}"
+            for k in sorted(set(expected) | set(actual)) if expected.get(k, "unset") != actual.get(k, "unset")]
+
+
 def collect(jobs: list[dict], table: Table, folders: list[str]) -> list[str]:
     """Match finished runs under `folders` to rows: the same run name (a quick job only `<name>_quick` runs, a full job
     never them), protocol, and values of the keys that tell apart rows sharing an experiment (their `overrides`); the
-    run that finished last (its cv_summary.json's time, not its folder name) wins. Returns the folders skipped as
-    unreadable, which never stop the collection."""
+    run that finished last (its cv_summary.json's time, not its folder name) wins, and it counts only when its
+    composed settings are the row's (`setting_differences`): otherwise the job is not run, naming what differs.
+    Returns the folders skipped as unreadable, which never stop the collection."""
     runs, skipped = [], []
     for folder in folders:
         root = Path(folder).expanduser()
@@ -136,10 +170,10 @@ def collect(jobs: list[dict], table: Table, folders: list[str]) -> list[str]:
             if not (run / "config.yaml").is_file():
                 continue
             try:
-                config = OmegaConf.load(run / "config.yaml")
+                config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))  # as saved: resolved
                 json.loads(summary.read_text())["mean"]
-                runs.append((run, str(config.name), str(config.cv.name), list(config.get("overrides") or []),
-                             summary.stat().st_mtime))
+                runs.append((run, str(config["name"]), str(config["cv"]["name"]), list(config.get("overrides") or []),
+                             summary.stat().st_mtime, config))
             except Exception as e:  # one stray folder must not abort the others
                 skipped.append(f"{run}: {' '.join(str(e).split())[:120]}")
     for job in jobs:
@@ -148,10 +182,17 @@ def collect(jobs: list[dict], table: Table, folders: list[str]) -> list[str]:
         row, cv = table.row(job["row"]), table.protocols[job["protocol"]]["cv"]
         keys = {k for r in table.rows if r.experiment == row.experiment for k in _settings(r.overrides)}
         wanted = _settings(row.overrides, keys)
-        found = [(finished, run) for run, name, protocol, overrides, finished in runs
+        found = [(finished, str(run), config) for run, name, protocol, overrides, finished, config in runs
                  if name == job["name"] and protocol == cv and _settings(overrides, keys) == wanted]
         if found:
-            job.update(status="ok", run_dir=str(max(found)[1]), quick=job["name"].endswith(QUICK_SUFFIX))
+            _, run_dir, config = max(found, key=lambda f: f[:2])
+            differs = setting_differences(job, table, config)
+            if differs:
+                job.update(status=f"not run: the finished run {run_dir} is not comparable, its settings differ from "
+                                  f"the row's: {'; '.join(differs[:6])}" + (f" (+{len(differs) - 6} more)"
+                                                                           if len(differs) > 6 else ""))
+            else:
+                job.update(status="ok", run_dir=run_dir, quick=job["name"].endswith(QUICK_SUFFIX))
         else:
             job.update(status=f"not run: no finished run of {job['name']} with cv={cv} under {', '.join(folders)}")
     return skipped

@@ -5,7 +5,7 @@ import math
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from scipy import stats
 
 import medrun
@@ -189,15 +189,20 @@ def test_collecting_runs_takes_the_last_finished_and_skips_unreadable_folders(tm
     OmegaConf.save(OmegaConf.create({**TABLE, "Models": TABLE["Models"][:1]}), table_file)
     table = load_table(str(table_file))
 
-    def run(folder, name, finished, mean=0.5):
+    def run(folder, name, finished, *extra):
+        """A finished run as `medrun train` saves it: the resolved config of the row's settings (and `extra`)."""
         d = tmp_path / "runs" / folder
         d.mkdir(parents=True)
-        OmegaConf.save(OmegaConf.create({"name": name, "cv": {"name": "kfold"}, "overrides": TINY}), d / "config.yaml")
-        (d / "cv_summary.json").write_text(json.dumps({"mean": {"dice": mean}, "std": {"dice": 0.0}, "folds": [{}]}))
+        cfg = medrun.compose("train", ["experiment=quickstart", "cv=kfold", *TINY, *extra,
+                                       f"paths.output_dir={tmp_path}", "data.num_workers=2"])
+        with open_dict(cfg):
+            cfg.name = name
+        OmegaConf.save(cfg, d / "config.yaml", resolve=True)
+        (d / "cv_summary.json").write_text(json.dumps({"mean": {"dice": 0.5}, "std": {"dice": 0.0}, "folds": [{}]}))
         os.utime(d / "cv_summary.json", (finished, finished))
         return d
 
-    newer = run("2020-01-01_00-00-00", "quickstart", 2_000_000_000)
+    newer = run("2020-01-01_00-00-00", "quickstart", 2_000_000_000)  # other paths and workers: still the row's
     run("my_old_run", "quickstart", 1_000_000_000)  # sorts after by name, finished earlier
     run("zz_quick", "quickstart_quick", 2_100_000_000)  # a quick run never stands in for a full one
     broken = tmp_path / "runs" / "broken"
@@ -208,6 +213,15 @@ def test_collecting_runs_takes_the_last_finished_and_skips_unreadable_folders(tm
     skipped = collect(jobs, table, [str(tmp_path / "runs")])
     assert jobs[0]["status"] == "ok" and jobs[0]["run_dir"] == str(newer) and jobs[0]["quick"] is False
     assert len(skipped) == 1 and skipped[0].startswith(str(broken))
+    # the newest finished run of the same name and row keys trained otherwise: not comparable, and it says why
+    short = run("short", "quickstart", 2_200_000_000, "task.optimizer.lr=0.1",
+                "+trainer.limit_train_batches=2")
+    jobs = plan(table, {}, False, ["leak_free"], tmp_path / "out")
+    collect(jobs, table, [str(tmp_path / "runs")])
+    status = jobs[0]["status"]
+    assert status.startswith(f"not run: the finished run {short} is not comparable") and "run_dir" not in jobs[0]
+    assert "task.optimizer.lr: run 0.1, row 0.001" in status and "trainer.limit_train_batches: run 2, row unset" in status
+    assert "num_workers" not in status and "paths" not in status
 
 
 def test_a_measure_counts_the_folds_that_define_it():

@@ -4,7 +4,8 @@ table never shows a method without what predicting nothing (or the majority clas
 Segmentation: all-empty masks, and all-foreground masks (binary; multi-class: each foreground class everywhere).
 Classification: scikit-learn's `DummyClassifier(strategy="prior")` fitted on the fold's training labels: it
 predicts the training part's majority class and gives every image the same scores (the class priors), so its AUC
-is 0.5. The rows are references, never methods: they live under their own key (`trivial`) in every summary.
+is 0.5; and, single-label, `all <class>` for each class: every image that class (its sensitivity 1, no false
+negative of it). The rows are references, never methods: they live under their own key (`trivial`) in every summary.
 """
 from __future__ import annotations
 
@@ -84,8 +85,15 @@ def classification_baselines_by_fold(train_labels: dict[str, np.ndarray], owner:
                                         for p, c in zip(proba, dummy.classes_)], 1)
             else:  # classes absent from the training part keep probability 0
                 probs[np.ix_(rows, dummy.classes_.astype(int))] = proba
-    return {"majority class": classification_scores(test_labels, probs, class_names, multilabel,
+    rows = {"majority class": classification_scores(test_labels, probs, class_names, multilabel,
                                                     Decision(positive=positive), ordinal)[0]}
+    if not multilabel:  # each class for every image: the sensitivity 1 and no false negative a table may quote
+        for k, name in enumerate(class_names):
+            constant = np.zeros((len(test_labels), len(class_names)))
+            constant[:, k] = 1
+            rows[f"all {name}"] = classification_scores(test_labels, constant, class_names, False,
+                                                        Decision(positive=positive), ordinal)[0]
+    return rows
 
 
 def best_trivial(trivial: dict[str, dict[str, float]], metric: str, higher_is_better: bool = True):

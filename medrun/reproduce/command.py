@@ -239,7 +239,7 @@ def score(jobs: list[dict], table: Table) -> None:
         try:
             for m in table.row(job["row"]).metrics:
                 mean, std, n = measure(summary, m.measure)
-                c = compare_values(m.paper, m.std, m.n, mean, std, n, m.tolerance)
+                c = compare_values(m.paper, m.std, m.n, mean, std, n, m.tolerance, table.paper_std)
                 others = {**({"medrun": m.medrun} if m.medrun else {}), **m.also}
                 c["definitions"] = {label: measure(summary, key)[0] for label, key in others.items()}
                 c["best_trivial"] = trivial_for(summary, m.measure)

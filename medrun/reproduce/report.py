@@ -29,7 +29,7 @@ def write_report(report_dir: Path, table: Table, jobs: list[dict], info: dict) -
         "protocol_gaps": protocol_gaps(table, jobs), "gap_sources": gap_sources(table, jobs),
         "relative_gains": relative_gains(table, jobs)})
     _markdown(report_dir, table, jobs, info)
-    _figure(report_dir, table, jobs)
+    _figure(report_dir, table, jobs, bool(info["quick"] or any(j.get("quick") for j in jobs)))
 
 
 def _baseline_protocol(table: Table) -> str | None:
@@ -114,6 +114,10 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
              "inside the paper's mean ± std. p: Welch's t-test from both means, stds and ns.", ""]
     if table.published_with:
         lines += [f"The published numbers came from protocol **{table.published_with}**.", ""]
+    if table.paper_std == "population":
+        lines += ["The paper's standard deviations are the population form (numpy's `np.std`, ddof=0, as its code "
+                  "computes them); ours are sample stds (ddof=1). Welch's test takes the paper's as sample stds "
+                  "(x sqrt(n / (n - 1))); the spread column compares with the published value as it stands.", ""]
     if info["quick"] or any(j.get("quick") for j in jobs):
         lines += ["> **Quick run** (tiny images, few steps): a smoke test of the pipeline. The numbers are not "
                   "comparable with the paper's.", ""]
@@ -123,6 +127,7 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
                   "(and `Spread`, `N`) from the paper to get differences and p-values.", ""]
     lines += ["| row | dataset | protocol | metric | paper | ours (n) | ours, medrun's definition | difference | "
               "in spread | in tolerance | p | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    quick = bool(info["quick"] or any(j.get("quick") for j in jobs))
     for j in jobs:
         status = j["status"] + (" (quick)" if j.get("quick") and j["status"] == "ok" else "") + (
             f" (without {'; '.join(j['stand_ins'])})" if j.get("stand_ins") else "")
@@ -139,9 +144,11 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
                 f" ± {_num(c['ours_std'])}" if c["ours_n"] > 1 else "") + f" ({c['ours_n']})"
             own = "-" if c is None or "medrun" not in c.get("definitions", {}) else _num(c["definitions"]["medrun"])
             diff = "-" if c is None or c["difference"] is None else f"{c['difference']:+.4f}"
+            # a quick run's numbers are noise: no test, spread or tolerance verdict is drawn from them
+            verdicts = ["-", "-", "-"] if quick else [_flag(c and c['within_spread']), _flag(c and c['within_tolerance']),
+                                                      _p(c and c['welch_p'])]
             lines.append(f"| {j['row']} | {j['dataset']} | {j['protocol']} | {name} | {shown} | {ours} | {own} | {diff} | "
-                         f"{_flag(c and c['within_spread'])} | {_flag(c and c['within_tolerance'])} | "
-                         f"{_p(c and c['welch_p'])} | {status} |")
+                         f"{' | '.join(verdicts)} | {status} |")
     sources = gap_sources(table, jobs)
     if sources:
         lines += ["", "## Where the gap comes from", "",
@@ -164,7 +171,8 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
                   "it, and ours under each protocol.", "",
                   "| metric | improved over base | quoted | from the paper's means | ours |", "|---|---|---|---|---|"]
         lines += [f"| {g['metric']} | {g['improved']} over {g['base']} | {_pct(g['paper'])} | {_pct(g['from_paper_means'])} "
-                  f"| " + (", ".join(f"{_pct(v)} ({k})" for k, v in g["ours"].items()) or "-") + " |" for g in gains]
+                  f"| " + ("- (quick run: noise)" if quick else ", ".join(f"{_pct(v)} ({k})" for k, v in g["ours"].items())
+                           or "-") + " |" for g in gains]
     gaps = protocol_gaps(table, jobs)
     if gaps:
         lines += ["", "## Gap between protocols", "",
@@ -185,8 +193,17 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
                   "|---|---|---|---|" + "---|" * len(labels)]
         lines += [f"| {j['row']} | {j['protocol']} | {name} | {_num(c['ours'])} | "
                   + " | ".join(_num(c["definitions"].get(label)) for label in labels) + " |" for j, name, c in shown]
+    notes = [(j, j["note"]) for j in jobs if j.get("note")]
+    if notes:
+        lines += ["", "## Run notes", "", "What the runs themselves recorded about their data and protocol:", ""]
+        lines += [f"- **{j['row']}**, {j['protocol']}: {note}" for j, note in notes]
     lines += ["", "## Protocols", ""]
-    lines += [f"- **{k}** (`cv={table.protocols[k]['cv']}`): {table.protocols[k]['label']}" for k in info["protocols"]]
+    if quick:
+        lines += ["What ran: each protocol with the table's quick settings (" + " ".join(table.quick) + ") and its own "
+                  "below, not the published setting.", ""]
+    lines += [f"- **{k}** (`cv={table.protocols[k]['cv']}`" + (f"; ran with {' '.join(table.protocols[k]['quick'])}"
+                                                              if quick and table.protocols[k]["quick"] else "")
+              + f"): {table.protocols[k]['label']}" for k in info["protocols"]]
     lines += ["", "## Caveats", ""]
     lines += [f"- **{r.name}** ({r.dataset}): {c}" for r in table.rows for c in r.caveats] or ["- none recorded"]
     if info.get("skipped"):
@@ -198,8 +215,16 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
     write_text(report_dir / "report.md", "\n".join(lines) + "\n")
 
 
-def _figure(report_dir: Path, table: Table, jobs: list[dict]) -> None:
+def _clipped(mean: float, std: float | None, bounded: bool):
+    """An error bar of ± std, cut at 0 and 1 for a metric that cannot leave them (Dice 0.98 ± 0.05 ends at 1)."""
+    std = std or 0.0
+    return [[min(std, mean)], [min(std, 1 - mean)]] if bounded else std
+
+
+def _figure(report_dir: Path, table: Table, jobs: list[dict], quick: bool = False) -> None:
     """Paper (mean ± std) and ours (mean ± std) on one line per row x protocol x metric."""
+    import textwrap
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -208,12 +233,14 @@ def _figure(report_dir: Path, table: Table, jobs: list[dict]) -> None:
     lines = [(f"{j['row']} [{j['protocol']}] {name}", c) for j in jobs for name, c in (j.get("metrics") or {}).items()]
     fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * max(len(lines), 1)))
     papers = [(y, c) for y, (_, c) in enumerate(lines) if c["paper"] is not None]
+    values = [v for _, c in lines for v in (c["ours"], c["paper"]) if v is not None]
+    bounded = all(0 <= v <= 1 for v in values)  # fractions (Dice, AUC, accuracy), not counts
     for y, (_, c) in enumerate(lines):
-        ax.errorbar(c["ours"], y + 0.12, xerr=c["ours_std"], fmt="o", color="tab:blue", capsize=3,
-                    label=None if y else "measured")
+        ax.errorbar(c["ours"], y + 0.12, xerr=_clipped(c["ours"], c["ours_std"], bounded), fmt="o", color="tab:blue",
+                    capsize=3, label=None if y else "measured" + (" (quick: not comparable)" if quick else ""))
     for i, (y, c) in enumerate(papers):
-        ax.errorbar(c["paper"], y - 0.12, xerr=c["paper_std"] or 0, fmt="s", color="tab:orange", capsize=3,
-                    label=None if i else "paper")
+        ax.errorbar(c["paper"], y - 0.12, xerr=_clipped(c["paper"], c["paper_std"], bounded), fmt="s",
+                    color="tab:orange", capsize=3, label=None if i else "paper")
     if lines:
         ax.set_yticks(range(len(lines)), [label for label, _ in lines], fontsize=8)
         ax.invert_yaxis()
@@ -222,7 +249,8 @@ def _figure(report_dir: Path, table: Table, jobs: list[dict]) -> None:
         ax.set_yticks([])
         ax.text(0.5, 0.5, "no row measured (see report.md)", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("value (mean ± std)")
-    ax.set_title(table.title[:90], fontsize=9)
+    title = ("QUICK RUN, not comparable with the paper: " if quick else "") + table.title
+    ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=9, color="tab:red" if quick else "black")
     fig.tight_layout()
     fig.savefig(report_dir / "report.png", dpi=110)
     plt.close(fig)

@@ -11,12 +11,14 @@ def _finite(x) -> float | None:
 
 
 def compare_values(paper: float | None, paper_std: float | None, paper_n: int | None,
-                   ours: float, ours_std: float, ours_n: int, tolerance: dict) -> dict:
+                   ours: float, ours_std: float, ours_n: int, tolerance: dict, paper_std_form: str = "sample") -> dict:
     """Both sides' numbers and how they differ; fields that need a missing paper value are None, never NaN.
 
     `difference` is ours - paper; `within_spread` asks whether ours lies in paper ± paper std; `within_tolerance`
     applies the table's absolute or relative bar (MLPerf-style); `welch_p` is the two-sided p-value of Welch's
-    t-test from the two means, sample stds and ns (None when either n < 2 or both stds are 0).
+    t-test from the two means, sample stds and ns (None when either n < 2 or both stds are 0). A paper whose std is
+    the population form (`paper_std_form="population"`: numpy's np.std, ddof=0) has it turned into the sample form,
+    x sqrt(n / (n - 1)), for the test; the spread check uses the published value as it stands.
     """
     out = {"paper": paper, "paper_std": paper_std, "paper_n": paper_n,
            "ours": float(ours), "ours_std": float(ours_std), "ours_n": int(ours_n),
@@ -31,6 +33,7 @@ def compare_values(paper: float | None, paper_std: float | None, paper_n: int | 
         bar = tolerance.get("absolute", abs(paper) * tolerance.get("relative", 0.0))
         out["within_tolerance"] = abs(diff) <= bar
     if paper_std is not None and paper_n and paper_n > 1 and ours_n > 1 and (paper_std > 0 or ours_std > 0):
-        out["welch_p"] = _finite(ttest_ind_from_stats(ours, ours_std, ours_n, paper, paper_std, paper_n,
+        sample_std = paper_std * math.sqrt(paper_n / (paper_n - 1)) if paper_std_form == "population" else paper_std
+        out["welch_p"] = _finite(ttest_ind_from_stats(ours, ours_std, ours_n, paper, sample_std, paper_n,
                                                       equal_var=False).pvalue)
     return out

@@ -60,6 +60,7 @@ class Table:
     paper_csv: str | None = None       # the transcribed table in ../shared/papers this one is checked against
     published_with: str | None = None  # the protocol the published numbers came from
     relative_gains: list = field(default_factory=list)  # [{metric, base, improved, paper}]: gains quoted in the text
+    paper_std: str = "sample"          # the published stds' form: sample (ddof=1) or population (np.std, ddof=0)
 
     def row(self, name: str) -> Row:
         return next(r for r in self.rows if r.name == name)
@@ -158,8 +159,11 @@ def load_table(name_or_path: str) -> Table:
         if unknown or "metric" not in g:
             raise MedrunError(f"{path}: relative_gains entry {g} needs metric, base and improved naming rows; "
                               f"unknown: {unknown}")
+    paper_std = str(raw.get("paper_std", "sample"))
+    if paper_std not in ("sample", "population"):
+        raise MedrunError(f"{path}: paper_std={paper_std!r}; valid: sample, population")
     return Table(path.stem, str(need(raw, "Title", "")), str(need(raw, "Source", "")), protocols, inputs,
-                 _list(raw.get("quick"), "quick"), rows, path, raw.get("paper_csv"), published_with, gains)
+                 _list(raw.get("quick"), "quick"), rows, path, raw.get("paper_csv"), published_with, gains, paper_std)
 
 
 def published_cells(table: Table, row: Row) -> dict:

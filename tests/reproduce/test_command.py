@@ -35,6 +35,13 @@ def test_statistics_on_known_inputs():
     assert missing["ours"] == 0.7 and all(missing[k] is None for k in ("difference", "within_spread", "welch_p"))
     assert compare_values(0.8, 0.02, 5, 0.7, 0.0, 1, {})["welch_p"] is None
     assert compare_values(0.8, 0.0, 5, 0.7, 0.0, 5, {})["welch_p"] is None
+    # a paper printing np.std (ddof=0): the test takes it as the sample std sqrt(5/4) x larger
+    population = compare_values(0.80, 0.02, 5, 0.77, 0.03, 5, {}, paper_std_form="population")
+    vb = (0.02 * math.sqrt(5 / 4)) ** 2 / 5
+    t = (0.77 - 0.80) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / 4 + vb ** 2 / 4)
+    assert population["welch_p"] == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9) and population["welch_p"] > c["welch_p"]
+    assert population["within_spread"] is False and load_table("sharp_unet_table_3_1").paper_std == "population"
 
 
 def test_every_shipped_table_loads_and_names_real_experiments(capsys):
@@ -168,7 +175,12 @@ def test_sharp_unet_table_quick_on_real_data_under_every_protocol(shared_data, t
     assert "**Quick run**" in md and "not comparable" in md and "test set is used for model selection" in md
     assert "The published numbers came from protocol **paper_code**" in md and "n/t" not in md
     assert "## Where the gap comes from" in md and "Where the definitions differ on our runs" in md
-    assert "| jaccard | Sharp U-Net, ISBI-2012 EM over U-Net, ISBI-2012 EM | +3.63 % | +3.63 % |" in md
+    assert "| jaccard | Sharp U-Net, ISBI-2012 EM over U-Net, ISBI-2012 EM | +3.63 % | +3.63 % | - (quick run: noise) |" in md
+    # a quick report draws no verdict, says what ran, and carries the runs' own notes
+    measured_line = next(line for line in md.splitlines() if line.startswith("| U-Net, ISBI-2012 EM | ISBI-2012 EM | "))
+    assert measured_line.split(" | ")[8:11] == ["-", "-", "-"]
+    assert "What ran:" in md and "(`cv=kfold`; ran with cv.folds=2)" in md
+    assert "## Run notes" in md and "test set used for model selection" in md.split("## Run notes")[1]
     measured = {(r["row"], r["protocol"]): r["metrics"]["jaccard"] for r in ran}
     row = "Sharp U-Net, COVID-19 CT"
     source = next(g for g in report["gap_sources"] if g["row"] == row and g["metric"] == "jaccard")

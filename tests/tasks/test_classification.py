@@ -169,6 +169,11 @@ def test_medmnist_training_with_official_split(shared_data, tmp_path):
     assert row["sensitivity_positive"] == pytest.approx(recall_score(y_test, predicted))
     assert row["f1_positive"] == pytest.approx(f1_score(y_test, predicted))
     assert row["auc_positive"] == 0.5 and summary["trivial"]["majority class"]["mean"]["accuracy"] == row["accuracy"]
+    # every image the positive class: sensitivity 1 and no false negative of it, the numbers a table may quote
+    everything = metrics["trivial"]["all pneumonia"]
+    assert everything["sensitivity_pneumonia"] == 1.0 and everything["fn_pneumonia"] == 0
+    assert everything["accuracy"] == pytest.approx(np.mean(y_test == 1))
+    assert set(metrics["trivial"]) == {"majority class", "all normal", "all pneumonia"}
 
 
 def test_focal_and_soft_f1_losses_train_and_reload_into_a_fresh_task(tmp_path):

@@ -52,10 +52,15 @@ def model_summary(cfg: DictConfig) -> str:
     import torch
     from pytorch_lightning.utilities.model_summary import ModelSummary
 
+    def without_weights(node: DictConfig) -> None:  # a cascade's parts are model configs of their own
+        for key in list(node.keys()):
+            if isinstance(node[key], DictConfig):
+                without_weights(node[key])
+            elif key in ("encoder_weights", "pretrained") or str(key).endswith("weights_path"):
+                node[key] = None
+
     with open_dict(cfg):  # a summary needs the architecture, not the pretrained values
-        for key in ("encoder_weights", "pretrained"):
-            if cfg.model.get(key):
-                cfg.model[key] = None
+        without_weights(cfg.model)
     model = build_model(cfg)
     h, w = (int(v) for v in cfg.data.image_size)
     model.example_input_array = torch.zeros(1, int(cfg.data.channels), h, w)

@@ -72,6 +72,7 @@ def check_run_values(cfg: DictConfig) -> None:
     for k, value in enumerate(cfg.task.get("thresholds") or []):
         if not 0 < float(value) < 1:
             raise MedrunError(f"task.thresholds[{k}]={value} must lie strictly between 0 and 1")
+    check_weight_files(cfg.model, "model.")
     get_int(cfg.data, "batch_size", minimum=1, prefix="data.")
     get_int(cfg.data, "num_workers", minimum=0, prefix="data.")
     epochs = get_int(cfg.trainer, "max_epochs", minimum=-1, prefix="trainer.")
@@ -104,6 +105,23 @@ def check_run_values(cfg: DictConfig) -> None:
             raise MedrunError(f"oversample.size={size} does not fit the generator's {depth} levels "
                               f"(oversample.generator.widths): use multiples of {step} from {smallest}, e.g. "
                               f"oversample.size=[{max(smallest, 256)},{max(smallest, 256)}], or fewer widths")
+
+
+def check_weight_files(node: DictConfig, prefix: str) -> None:
+    """Every weights file a model config names (a cascade's parts included) exists, and every request for
+    pretrained weights names one: checked before any data is read or run folder made."""
+    from pathlib import Path
+
+    for key in node:
+        value = node[key]
+        if isinstance(value, DictConfig):
+            check_weight_files(value, f"{prefix}{key}.")
+        elif str(key).endswith("weights_path") and value and not Path(str(value)).expanduser().is_file():
+            raise MedrunError(f"{prefix}{key}={value} does not exist; give the weights file's path")
+    for want, file in (("pretrained", "weights_path"), ("encoder_weights", "encoder_weights_path")):
+        if node.get(want) and not node.get(file):
+            raise MedrunError(f"{prefix}{want}={node.get(want)!r} needs a local file: medrun never downloads weights. "
+                              f"Save the weights' state_dict and pass {prefix}{file}=/path/to/weights.pth")
 
 
 def positive_index(data) -> int:

@@ -53,6 +53,8 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
         absent = [k for k in row.needs if inputs.get(k) and not Path(inputs[k]).expanduser().exists()]
         for pname in protocols:
             p = table.protocols[pname]
+            if p["only"] and row.experiment not in p["only"]:
+                continue  # a protocol about a part this row has not (the cascade's classifier for a plain U-Net)
             job = {"row": row.name, "dataset": row.dataset, "experiment": row.experiment, "name": name,
                    "protocol": pname, "quick": quick,
                    # what the row runs, inputs aside: a collected run must have been composed from the same

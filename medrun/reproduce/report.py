@@ -126,7 +126,8 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
         lines += [f"> Paper values marked `n/t` are not transcribed in {table.path.name}; fill `Results.Metrics` "
                   "(and `Spread`, `N`) from the paper to get differences and p-values.", ""]
     lines += ["| row | dataset | protocol | metric | paper | ours (n) | ours, medrun's definition | difference | "
-              "in spread | in tolerance | p | status |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "in spread | in tolerance | p | best trivial row | status |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     quick = bool(info["quick"] or any(j.get("quick") for j in jobs))
     for j in jobs:
         status = j["status"] + (" (quick)" if j.get("quick") and j["status"] == "ok" else "") + (
@@ -147,8 +148,10 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
             # a quick run's numbers are noise: no test, spread or tolerance verdict is drawn from them
             verdicts = ["-", "-", "-"] if quick else [_flag(c and c['within_spread']), _flag(c and c['within_tolerance']),
                                                       _p(c and c['welch_p'])]
+            trivial = c and c.get("best_trivial")  # the same test parts, under this protocol
             lines.append(f"| {j['row']} | {j['dataset']} | {j['protocol']} | {name} | {shown} | {ours} | {own} | {diff} | "
-                         f"{' | '.join(verdicts)} | {status} |")
+                         f"{' | '.join(verdicts)} | {f'{trivial[0]} {_num(trivial[1])}' if trivial else '-'} | "
+                         f"{status} |")
     sources = gap_sources(table, jobs)
     if sources:
         lines += ["", "## Where the gap comes from", "",

@@ -107,6 +107,7 @@ def load_table(name_or_path: str) -> Table:
         p["overrides"], p["quick"] = _list(p.get("overrides"), f"protocols.{pname}.overrides"), \
             _list(p.get("quick"), f"protocols.{pname}.quick")
         p["leaks"] = bool(p.get("leaks", False))
+        p["only"] = _list(p.get("only"), f"protocols.{pname}.only")  # the experiments it applies to (empty: all)
     inputs = raw.get("inputs") or {}
     for key, spec in inputs.items():
         if not key.startswith(("data.", "weights.")):

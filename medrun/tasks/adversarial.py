@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
@@ -43,6 +44,24 @@ class AdversarialTask(ConfiguredTask):
                         f"{classes[trained]} (task.train_class) or the other classes, so val/auc, the "
                         "task.monitor.metric, is undefined there: give the validation part more images "
                         "(cv.val_fraction)")
+
+    @classmethod
+    def trivial_rows(cls, cfg, store, fold: dict) -> dict[str, dict[str, float]]:
+        """A discriminator that calls every test image the trained class, and one that calls none, scored as the
+        method is (a constant score: AUC 0.5; the same balanced draws)."""
+        classes = [str(c) for c in cfg.data.classes]
+        labels = np.array([int(np.asarray(store.get(i)[1])) for i in store.indices(fold["test"])])
+        is_trained = (labels == classes.index(str(cfg.task.train_class))).astype(int)
+        if not 0 < is_trained.sum() < len(is_trained):
+            return {}
+        balanced = cfg.task.get("balanced_test") or {}
+        rows = {}
+        for name, value in (("all the trained class", 1), ("none the trained class", 0)):
+            pred = np.full(len(is_trained), value)
+            rows[name] = {"discriminator_mean_score": float(value), "auc": 0.5,
+                          **balanced_subset_scores(is_trained, pred, int(balanced.get("per_class", 50)),
+                                                   int(balanced.get("repeats", 3)), int(cfg.seed))}
+        return rows
 
     def probabilities(self, logits):
         """(N, 1): the discriminator's probability that an image is a real one of the trained class."""

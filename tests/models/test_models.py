@@ -46,6 +46,9 @@ def test_wide_variant_and_output_shape():
 def test_summary_reports_trainable_and_frozen_counts():
     text = medrun.api.model_summary(medrun.compose("train", ["experiment=sharp_unet_cvc"]))
     assert "7,760,097 trainable, 4,320 frozen" in text
+    # a cascade asks for ImageNet weights in its parts' own keys: a layer table needs none of them
+    text = medrun.api.model_summary(medrun.compose("train", ["experiment=cascade_siim"]))
+    assert "cascade_siim: 47,420,371 trainable, 0 frozen" in text
 
 
 @pytest.mark.parametrize("encoder", ["vgg16", "resnet50"])

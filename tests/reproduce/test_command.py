@@ -56,8 +56,20 @@ def test_every_shipped_table_loads_and_names_real_experiments(capsys):
                 continue
             assert (CONFIG_DIR / "experiment" / f"{row.experiment}.yaml").is_file(), (name, row.experiment)
             assert row.metrics and all(m.measure for m in row.metrics)
-            # the row's own overrides compose with its experiment (each protocol adds only cv choices)
-            medrun.compose("train", [f"experiment={row.experiment}", *row.overrides])
+            # the row's own overrides compose with its experiment, under each protocol that applies to it
+            for p in table.protocols.values():
+                if not p["only"] or row.experiment in p["only"]:
+                    medrun.compose("train", [f"experiment={row.experiment}", f"cv={p['cv']}", *p["overrides"],
+                                             *row.overrides])
+    # One Case: the thesis' leaking classifier protocol beside the leak-free one, for the cascade rows only
+    one_case = load_table("one_case_table_5_1")
+    assert one_case.published_with == "thesis" and one_case.protocols["thesis"]["leaks"]
+    from medrun.reproduce.command import plan
+
+    jobs = plan(one_case, {"data.busi_siim": "x"}, False, ["leak_free", "thesis"], Path("out"))
+    assert sorted((j["row"], j["protocol"]) for j in jobs if "BUSI" in j["row"]) == [
+        ("Cascade, BUSI stand-in", "leak_free"), ("Cascade, BUSI stand-in", "thesis"),
+        ("U-Net ResNet34 baseline, BUSI stand-in", "leak_free")]
     # MelaNet's row carries the paper's Table 1 (AUC 81.18 %, one run) and runs under its code's leaking protocol
     melanet = load_table("melanet_table_2_1")
     auc = next(m for m in melanet.row("MelaNet (CycleGAN oversampling)").metrics if m.name == "auc_malignant")
@@ -179,6 +191,7 @@ def test_sharp_unet_table_quick_on_real_data_under_every_protocol(shared_data, t
     # a quick report draws no verdict, says what ran, and carries the runs' own notes
     measured_line = next(line for line in md.splitlines() if line.startswith("| U-Net, ISBI-2012 EM | ISBI-2012 EM | "))
     assert measured_line.split(" | ")[8:11] == ["-", "-", "-"]
+    assert measured_line.split(" | ")[11].startswith(("all-empty ", "all-foreground "))  # beside every protocol
     assert "What ran:" in md and "(`cv=kfold`; ran with cv.folds=2)" in md
     assert "## Run notes" in md and "test set used for model selection" in md.split("## Run notes")[1]
     measured = {(r["row"], r["protocol"]): r["metrics"]["jaccard"] for r in ran}

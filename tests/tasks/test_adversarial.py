@@ -55,6 +55,11 @@ def test_generator_trains_on_one_class_and_explain_uses_its_bottleneck(shared_da
     assert any(0 < n < len(labels) for n, labels in zip(trained, seen))  # batches hold both classes ...
     assert generated[:len(trained)] == [n for n in trained if n]  # ... and the generator only sees the trained one
     assert 0 <= summary["mean"]["auc"] <= 1
+    # reference rows: a discriminator calling every test image the trained class, or none, on the same draws
+    every, none = summary["trivial"]["all the trained class"]["mean"], summary["trivial"]["none the trained class"]["mean"]
+    assert every["auc"] == none["auc"] == 0.5 and every["balanced_recall_macro"] == none["balanced_recall_macro"] == 0.5
+    assert every["balanced_precision_macro"] == pytest.approx(0.25)  # one class predicted on a balanced draw
+    assert "all the trained class" in (run_dir / "summary.md").read_text()
     assert "<h2>Cross-validation</h2>" in (run_dir / "report.html").read_text()  # no per-class curves to draw
     out_dir, result = explain_run(run_dir, n=4, compare=["gradcam"], clusters=["k-means", "agglomerative"], k=2)
     assert result["layer"].startswith("discriminator.features.")

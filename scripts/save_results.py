@@ -1,0 +1,67 @@
+"""Copy a `medrun reproduce` report into results/<table>/ for committing, with where it came from.
+
+    python scripts/save_results.py outputs/reproduce/<table>/<time> [--note "..."]
+
+Writes results/<table>/report.md, report.json, report.png (paper vs ours; no checkpoint, no sample image) and
+provenance.md: the reproduce command, each measured run's own `medrun train` command (its overrides.txt), the
+commit, the machine, the package versions and each run's training time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _minutes(run_dir: Path) -> float | None:
+    """Minutes from the run folder's creation (config.yaml) to its last summary."""
+    start, end = run_dir / "config.yaml", run_dir / "cv_summary.json"
+    if not (start.is_file() and end.is_file()):
+        return None
+    return round((end.stat().st_mtime - start.stat().st_mtime) / 60, 1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report_dir", type=Path)
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    report = json.loads((args.report_dir / "report.json").read_text())
+    out = REPO / "results" / report["table"]
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("report.md", "report.json", "report.png"):
+        shutil.copy(args.report_dir / name, out / name)
+    import torch
+
+    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").is_file() else ""
+    lines = [f"# Provenance of results/{report['table']}", "",
+             f"- saved: {datetime.now():%Y-%m-%d %H:%M}; medrun commit `{commit}`",
+             f"- machine: {os.cpu_count()} CPU cores ({cpu}), no GPU" if not torch.cuda.is_available() else
+             f"- machine: {torch.cuda.get_device_name(0)}",
+             f"- torch {torch.__version__}, Python {platform.python_version()}",
+             f"- report: `medrun reproduce {report['table']}" + (f" runs={','.join(report['runs'])}" if report.get("runs")
+                                                                   else "") + ("` (quick)" if report.get("quick") else "`"),
+             *([f"- note: {args.note}"] if args.note else []), "", "## Runs", "",
+             "| row | protocol | status | minutes | command |", "|---|---|---|---|---|"]
+    for row in report["rows"]:
+        run_dir = Path(row["run_dir"]) if row.get("run_dir") else None
+        command = "-"
+        if run_dir and (run_dir / "overrides.txt").is_file():
+            command = "`medrun train " + " ".join((run_dir / "overrides.txt").read_text().split()) + "`"
+        lines.append(f"| {row['row']} | {row['protocol']} | {row['status'][:80]} | "
+                     f"{_minutes(run_dir) if run_dir else '-'} | {command} |")
+    (out / "provenance.md").write_text("\n".join(lines) + "\n")
+    print(f"saved {out}")
+
+
+if __name__ == "__main__":
+    main()

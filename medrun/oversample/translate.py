@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import matplotlib
 
 matplotlib.use("Agg")
@@ -18,20 +17,23 @@ from pytorch_lightning.callbacks import ModelCheckpoint  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 from medrun.data.store import SampleStore  # noqa: E402
+from medrun.data.transforms import resize  # noqa: E402
 from medrun.oversample.cyclegan import CycleGAN  # noqa: E402
 from medrun.runs import load_checkpoint  # noqa: E402
 from medrun.training import RngState, build_loggers, close_loggers  # noqa: E402
 
 
 class GanImages:
-    """Original images of a store resized to the GAN's size, as (C, H, W) tensors in [-1, 1]."""
+    """Original images of a store brought to the GAN's size as the classifier's are to its own (padded to a square
+    first with data.pad_to_square, so synthetic images carry the same borders), as (C, H, W) tensors in [-1, 1]."""
 
     def __init__(self, store: SampleStore, size, channels: int):
         self.store, self.size, self.channels = store, tuple(int(v) for v in size), channels
+        self.resize = resize(self.size, store.pad)
 
     def __call__(self, sample_id: str) -> torch.Tensor:
         image, _ = self.store.dataset.load(self.store.samples[self.store.index[sample_id]])
-        image = cv2.resize(image, self.size[::-1], interpolation=cv2.INTER_LINEAR)
+        image = self.resize(image=image)["image"]
         image = image[:, :, None] if image.ndim == 2 else image
         return torch.from_numpy(image).permute(2, 0, 1).float() / 127.5 - 1
 

@@ -347,3 +347,23 @@ def test_a_translation_only_class_feeds_a_translator_and_is_never_predicted(shar
     assert used["skew"] == pytest.approx(trained.count(0) / trained.count(1))
     with pytest.raises(MedrunError, match="data.translation_only lists 'covid', which is also in data.classes"):
         build_store(medrun.compose("train", [*overrides, "data.translation_only=[covid]"]), preload=False)
+
+
+def test_gan_images_are_padded_to_a_square_as_the_classifiers_are(tmp_path):
+    from PIL import Image
+
+    from medrun.data.build import build_store
+    from medrun.oversample.translate import GanImages
+
+    rng = np.random.default_rng(0)
+    for name in ("benign", "malignant"):
+        (tmp_path / name).mkdir()
+        for k in range(2):  # wide images, as ISIC's are
+            Image.fromarray(rng.integers(1, 255, (20, 40), dtype=np.uint8)).save(tmp_path / name / f"{k}.png")
+    cfg = medrun.compose("train", ["experiment=densenet121_folder", f"data.root={tmp_path}", "data.image_size=[32,32]",
+                                   "data.channels=1", "data.pad_to_square=true"])
+    store = build_store(cfg)
+    gan = GanImages(store, (32, 32), 1)(store.samples[0].id)
+    classifier = torch.from_numpy(store.get(0)[0]).permute(2, 0, 1).float() / 127.5 - 1
+    assert torch.equal(gan, classifier)
+    assert (gan[:, :8] == -1).all() and (gan[:, 8:24] > -1).all()  # the pad borders the real images carry

@@ -27,6 +27,36 @@ def _affine(spec):
     return K.RandomAffine(degrees=0.0, scale=tuple(scale) if scale is not None else None, p=spec.get("p", 0.5))
 
 
+def _limits(value, default) -> tuple[float, float]:
+    value = default if value is None else value
+    return (-float(value), float(value)) if not isinstance(value, (list, tuple)) else (float(value[0]), float(value[1]))
+
+
+class HueSaturationShift(K.IntensityAugmentationBase2D):
+    """albumentations.HueSaturationValue on a float RGB batch in [0, 1], with its parameters' meaning: shifts drawn
+    per image from the limits and added in HSV, hue in OpenCV's 8-bit units (2 degrees each, wrapping), saturation
+    and value in 1/255 steps, clipped; grey pixels (no saturation) stay grey. kornia's ColorJiggle would scale
+    the saturation instead, and read the hue limit as a fraction of the circle."""
+
+    def __init__(self, hue_shift_limit=20, sat_shift_limit=30, val_shift_limit=20, p: float = 0.5):
+        super().__init__(p=p)
+        self.limits = {"hue": _limits(hue_shift_limit, 20), "sat": _limits(sat_shift_limit, 30),
+                       "val": _limits(val_shift_limit, 20)}
+
+    def generate_parameters(self, batch_shape) -> dict:
+        return {k: torch.empty(batch_shape[0]).uniform_(lo, hi) for k, (lo, hi) in self.limits.items()}
+
+    def apply_transform(self, input, params, flags, transform=None):
+        from kornia.color import hsv_to_rgb, rgb_to_hsv
+
+        shift = {k: v.to(input.device, input.dtype).view(-1, 1, 1) for k, v in params.items() if k in self.limits}
+        h, s, v = rgb_to_hsv(input).unbind(1)  # hue in radians
+        h = torch.remainder(h + shift["hue"] * (2 * torch.pi / 180), 2 * torch.pi)
+        s = torch.where(s == 0, s, (s + shift["sat"] / 255).clamp(0, 1))
+        v = (v + shift["val"] / 255).clamp(0, 1)
+        return hsv_to_rgb(torch.stack([h, s, v], 1))
+
+
 # albumentations class -> its kornia counterpart with the same parameters (images in [0, 1] on the device);
 # geometric ones move masks too (nearest neighbour)
 KORNIA = {
@@ -37,9 +67,8 @@ KORNIA = {
     "Affine": _affine,
     "RandomBrightnessContrast": lambda s: K.ColorJiggle(brightness=s.get("brightness_limit", 0.2),
                                                        contrast=s.get("contrast_limit", 0.2), p=s.get("p", 0.5)),
-    "HueSaturationValue": lambda s: K.ColorJiggle(hue=s.get("hue_shift_limit", 20) / 360.0,
-                                                  saturation=s.get("sat_shift_limit", 30) / 255.0,
-                                                  p=s.get("p", 0.5)),
+    "HueSaturationValue": lambda s: HueSaturationShift(s.get("hue_shift_limit"), s.get("sat_shift_limit"),
+                                                       s.get("val_shift_limit"), p=s.get("p", 0.5)),
 }
 
 

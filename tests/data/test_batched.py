@@ -122,3 +122,21 @@ def test_min_max_normalisation_matches_albumentations_per_image():
     theirs = np.stack([A.Normalize(normalization="min_max")(image=i)["image"] for i in images]).transpose(0, 3, 1, 2)
     assert torch.allclose(ours, torch.from_numpy(theirs).float(), atol=1e-4)
     assert all(float(o.min()) == 0.0 and abs(float(o.max()) - 1) < 1e-4 for o in ours)
+
+
+def test_hue_and_saturation_shifts_are_albumentations_on_both_paths(shared_data):
+    """One real colour frame, fixed shifts: the batched (kornia) path changes hue, saturation and value as
+    albumentations' HueSaturationValue does on the per-sample path (up to OpenCV's 8-bit HSV rounding)."""
+    import albumentations as A
+
+    cfg, store = real(shared_data, "cvc_clinicdb", "cvc_clinicdb_sample/CVC-ClinicDB")
+    image = store.get(0)[0]  # uint8 RGB, as the per-sample path augments it
+    spec = {"hue_shift_limit": (12, 12), "sat_shift_limit": (40, 40), "val_shift_limit": (-15, -15), "p": 1.0}
+    want = A.HueSaturationValue(**spec)(image=image)["image"].astype(float)
+    cfg.data.augment = [{"_target_": "albumentations.HueSaturationValue", **spec}]
+    batch = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    got = batch_augmentation(cfg.data)(batch, torch.zeros(1, 1, *image.shape[:2]))[0]
+    got = (got[0].permute(1, 2, 0).numpy() * 255).round()
+    changed = np.abs(want - image).mean()
+    assert changed > 10  # the shift is large: a wrong meaning (a factor, another hue unit) cannot pass below
+    assert np.abs(got - want).mean() < 1.5 and np.percentile(np.abs(got - want), 99) <= 6

@@ -78,6 +78,8 @@ def check_run_values(cfg: DictConfig) -> None:
     epochs = get_int(cfg.trainer, "max_epochs", minimum=-1, prefix="trainer.")
     if epochs == 0:
         raise MedrunError("trainer.max_epochs=0 trains nothing; give at least 1 (-1: until early stopping)")
+    if cfg.callbacks.checkpoint.get("test", "best") not in ("best", "last"):
+        raise MedrunError(f"callbacks.checkpoint.test={cfg.callbacks.checkpoint.test!r}; valid: best, last")
     if cfg.callbacks.get("progress") not in ("rich", "tqdm", "none"):
         raise MedrunError(f"callbacks.progress={cfg.callbacks.get('progress')!r}; valid: rich, tqdm, none")
     import pytorch_lightning as pl

@@ -99,8 +99,10 @@ def train_fold(cfg: DictConfig, config: dict, run_dir: Path, store: SampleStore,
         raise MedrunError(f"fold {k} failed: {reason}; the run folder {run_dir} records it (failed.json)") from None
     if is_ddp_child() or trainer.global_rank != 0:
         return False
-    best = trainer.checkpoint_callback.best_model_path or str(fold_dir / "checkpoints" / "last.ckpt")
-    write_json(fold_dir / "trained.json", {"checkpoint": str(Path(best).relative_to(run_dir)),
+    last = str(fold_dir / "checkpoints" / "last.ckpt")
+    tested = last if cfg.callbacks.checkpoint.get("test", "best") == "last" else \
+        trainer.checkpoint_callback.best_model_path or last
+    write_json(fold_dir / "trained.json", {"checkpoint": str(Path(tested).relative_to(run_dir)),
                                            "epochs_trained": trainer.current_epoch})
     return True
 

@@ -104,3 +104,22 @@ def test_lightnings_notices_about_its_cloud_logger_and_counting_steps_are_droppe
         logger.info("Tip: try litlogger for free")
         logger.info("GPU available: False, used: False")
     assert [r.getMessage() for r in caplog.records] == ["GPU available: False, used: False"]
+
+
+def test_the_tested_weights_are_the_best_or_the_last_epochs(tiny):
+    """callbacks.checkpoint.test: best (by the monitored metric) scores the held-out part with best.ckpt; last with
+    the final epoch's weights, as a paper that trains fixed epoch counts does."""
+    import json
+
+    import torch
+
+    import medrun
+    from medrun.runs import load_checkpoint
+
+    for choice in ("best", "last"):
+        run_dir, _ = medrun.train(medrun.compose("train", [*tiny, "cv=holdout", "trainer.max_epochs=2",
+                                                           f"callbacks.checkpoint.test={choice}"]))
+        metrics = json.loads((run_dir / "fold_0" / "metrics.json").read_text())
+        assert metrics["checkpoint"].endswith(f"checkpoints/{choice}.ckpt")
+    last = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")
+    assert last["epoch"] == 1 and all(torch.is_tensor(v) for v in last["state_dict"].values())

@@ -168,6 +168,7 @@ def test_bad_command_lines(argv, expected, capsys):
                              "trainer.max_epochs?"),
     ("+task.optimizer.momentun=0.9", "task.optimizer.momentun: Adam takes no argument 'momentun'; it takes lr, betas"),
     ("callbacks.progress=fancy", "callbacks.progress='fancy'; valid: rich, tqdm, none"),
+    ("callbacks.checkpoint.test=first", "callbacks.checkpoint.test='first'; valid: best, last"),
     ("callbacks.backbone_finetuning.enabled=true", "callbacks.backbone_finetuning needs a model with an encoder; "
                                                    "model.name=sharp_unet has none (use model=smp_unet)"),
     # what the task's constructor checks: the task is built once on the meta device before the run folder

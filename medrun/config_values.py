@@ -72,6 +72,11 @@ def check_run_values(cfg: DictConfig) -> None:
     for k, value in enumerate(cfg.task.get("thresholds") or []):
         if not 0 < float(value) < 1:
             raise MedrunError(f"task.thresholds[{k}]={value} must lie strictly between 0 and 1")
+    norm = cfg.data.get("normalize") or {}
+    if norm.get("normalization", "standard") != "standard" and ("mean" in norm or "std" in norm):
+        # a config that sets mean / std over a per-image default merges into both: albumentations then ignores them
+        raise MedrunError(f"data.normalize has normalization={norm.normalization} and mean / std, which that mode "
+                          "ignores; add normalization: standard to use the mean and std, or remove them")
     check_weight_files(cfg.model, "model.")
     get_int(cfg.data, "batch_size", minimum=1, prefix="data.")
     get_int(cfg.data, "num_workers", minimum=0, prefix="data.")

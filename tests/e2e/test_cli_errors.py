@@ -169,6 +169,8 @@ def test_bad_command_lines(argv, expected, capsys):
     ("+task.optimizer.momentun=0.9", "task.optimizer.momentun: Adam takes no argument 'momentun'; it takes lr, betas"),
     ("callbacks.progress=fancy", "callbacks.progress='fancy'; valid: rich, tqdm, none"),
     ("callbacks.checkpoint.test=first", "callbacks.checkpoint.test='first'; valid: best, last"),
+    ("++data.normalize.normalization=image", "data.normalize has normalization=image and mean / std, which that mode "
+                                            "ignores; add normalization: standard"),
     ("callbacks.backbone_finetuning.enabled=true", "callbacks.backbone_finetuning needs a model with an encoder; "
                                                    "model.name=sharp_unet has none (use model=smp_unet)"),
     # what the task's constructor checks: the task is built once on the meta device before the run folder

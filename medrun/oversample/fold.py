@@ -53,6 +53,15 @@ def translations(cfg, store: SampleStore, train_ids: list[str], set_aside: list[
     if cfg.data.get("mode") == "multilabel":
         raise MedrunError("oversample applies to single-label classification, not multi-label (data.mode)")
     labels = {i: store.samples[store.index[i]].label for i in [*train_ids, *set_aside]}
+    grow = str(cfg.oversample.get("classes", "minority"))
+    if grow not in ("minority", "all"):
+        raise MedrunError(f"oversample.classes={grow!r}; valid: minority, all")
+    if grow == "all":  # MelaNet's Augment-5x / 10x: every training image of every class gets its copies
+        if cfg.oversample.name != "augment":
+            raise MedrunError("oversample.classes=all applies to oversample=augment (copies of every training image)")
+        minority = _target_class(cfg, classes, labels, train_ids)
+        return [{"target": c, "sources": [], "source_ids": [], "folder": f"all_{c}", "skew_of": minority,
+                 "target_ids": [i for i in train_ids if classes[labels[i]] == c]} for c in classes]
     listed = cfg.oversample.get("translators")
     if listed:
         pairs = [(t.get("source"), _class(str(t.get("target")), classes, "oversample.translators[].target"))
@@ -72,7 +81,7 @@ def translations(cfg, store: SampleStore, train_ids: list[str], set_aside: list[
             raise MedrunError(f"a training part has no images of one side ({'+'.join(sources)}: {len(source_ids)}, "
                               f"{target}: {len(target_ids)}); oversampling needs both")
         out.append({"target": target, "sources": sources, "source_ids": source_ids, "target_ids": target_ids,
-                    "folder": f"{'+'.join(sources)}_to_{target}" if listed else ""})
+                    "folder": f"{'+'.join(sources)}_to_{target}" if listed else "", "skew_of": target})
     return out
 
 
@@ -131,7 +140,8 @@ def oversample_fold(cfg, store: SampleStore, fold: dict, fold_dir: Path) -> tupl
     counts = {c: 0 for c in classes}
     for label in [store.samples[store.index[i]].label for i in real] + [s.label for s in extra]:
         counts[classes[label]] += 1
-    positive = sum(counts[t] for t in targets)
+    skew_of = {p["skew_of"] for p in plans}  # the rare class(es) the skew is about
+    positive = sum(counts[t] for t in skew_of)
     write_json(fold_dir / "oversampling" / "training_set.json", {
         "train_on": train_on, "targets": sorted(targets), "classes": counts, "synthetic": len(extra),
         # the thesis' skew: training images of the other classes per image of the target class

@@ -25,7 +25,8 @@ def duplicate(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list
 @OVERSAMPLERS.register("augment")
 def augment(cfg, store: SampleStore, fold: dict, out_dir: Path, majority: list[str], minority: list[str]):
     """Classic augmentation, MelaNet Table 2.1's Augment-5x / 10x baselines: `oversample.factor` augmented copies of
-    every minority training image, each drawn through `oversample.augment` (albumentations transforms)."""
+    every training image of the plan's class (`oversample.classes=all`: every class, each its own plan), each drawn
+    through `oversample.augment` (albumentations transforms)."""
     import albumentations as A
 
     from medrun.data.transforms import augmentations

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import medrun
+from medrun.errors import MedrunError
 from medrun.oversample.cyclegan import CycleGAN, Generator, discriminator
 
 SMALL_GAN = ["oversample.size=[32,32]", "oversample.limit_batches=4", "oversample.generator.widths=[8,16,32,64,64]",
@@ -131,8 +132,35 @@ def test_duplicate_oversampling_is_the_control(shared_data, tmp_path):
     assert {r["source_id"] for r in rows} <= minority
 
 
-@pytest.mark.parametrize("choice,factor", [("augment_5x", 5), ("augment_10x", 10)])
-def test_augment_baselines_copy_each_minority_training_image_factor_times(shared_data, tmp_path, choice, factor):
+def test_augment_5x_grows_the_whole_training_set_as_the_thesis(shared_data, tmp_path):
+    """MelaNet's Augment-5x: five augmented copies of every training image of every class (900 -> 5,400), labelled
+    as their source; the skew stays the real one."""
+    cfg = medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist", "oversample=augment_5x"])
+    run_dir, _ = medrun.train(cfg)
+    fold = json.loads((run_dir / "splits.json").read_text())["folds"][0]
+    from medrun.api import build_store
+
+    store = build_store(cfg, preload=False)
+    label = {s.id: s.label for s in store.samples}
+    made = [row for folder in sorted((run_dir / "fold_0" / "oversampling").glob("all_*"))
+            for row in csv.DictReader(open(folder / "manifest.csv"))]
+    assert len(made) == 5 * len(fold["train"])  # every training image, both classes
+    assert sorted(r["source_id"] for r in made) == sorted(fold["train"] * 5)
+    classes = list(cfg.data.classes)
+    assert all(r["class"] == classes[label[r["source_id"]]] for r in made)  # a copy keeps its source's class
+    training = json.loads((run_dir / "fold_0" / "oversampling" / "training_set.json").read_text())
+    counts = np.bincount([label[i] for i in fold["train"]], minlength=2)
+    assert training["classes"] == {c: 6 * int(n) for c, n in zip(classes, counts)}
+    assert training["skew"] == pytest.approx(counts.max() / counts.min())  # the real classes' ratio, unchanged
+    with pytest.raises(MedrunError, match="oversample.classes=all applies to oversample=augment"):
+        medrun.train(medrun.compose("train", [*TINY_CLASSIFIER, f"data.root={shared_data}/medmnist",
+                                              "oversample=duplicate", "++oversample.classes=all",
+                                              f"paths.output_dir={tmp_path}"]))
+
+
+@pytest.mark.parametrize("choice,factor", [("augment_5x_minority", 5), ("augment_10x_minority", 10)])
+def test_augment_minority_variants_copy_each_minority_training_image_factor_times(shared_data, tmp_path, choice,
+                                                                                   factor):
     from medrun.api import build_splits, build_store
     from medrun.oversample.fold import translations
     from medrun.oversample.methods import OVERSAMPLERS

@@ -123,7 +123,7 @@ def test_more_folds_than_groups(shared_data):
 
 def test_unknown_registry_name_lists_choices():
     cfg = medrun.compose("train", ["model.name=resnet9000"])
-    with pytest.raises(MedrunError, match=r"unknown model 'resnet9000' \(model.name\); valid: adversarial, cascade, ffvgg19, sharp_unet, smp_unet, timm, vgg_gap"):
+    with pytest.raises(MedrunError, match=r"unknown model 'resnet9000' \(model.name\); valid: adversarial, cascade, ffvgg19, medmnist_resnet, sharp_unet, smp_unet, timm, vgg_gap"):
         medrun.build_model(cfg)
 
 

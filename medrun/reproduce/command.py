@@ -149,7 +149,10 @@ def setting_differences(job: dict, table: Table, config: dict) -> list[str]:
 
     inputs = {override_key(o) for spec in table.inputs.values() for o in spec["sets"]}
     inputs |= {override_key(o) for sets in table.row(job["row"]).input_sets.values() for o in sets}
-    skip = lambda key: key in inputs or any(key == k or key.startswith(f"{k}.") for k in EXECUTION_KEYS)  # noqa: E731
+
+    def skip(key: str) -> bool:
+        return key in inputs or any(key == k or key.startswith(f"{k}.") for k in EXECUTION_KEYS)
+
     expected = {k: v for k, v in _flat(to_plain(compose("train", job["settings"]))).items() if not skip(k)}
     actual = {k: v for k, v in _flat(config).items() if not skip(k)}
     return [f"{k}: run {actual.get(k, 'unset')}, row {expected.get(k, 'unset')}"

@@ -137,6 +137,11 @@ def _list(args: list[str]) -> int:
         print(f"{g}:")
         for name in names:
             print(f"  {name:<{width}}  {describe(g, name)}".rstrip())
+            if g == "experiment":
+                from medrun.weights import experiment_status
+
+                status = experiment_status(name)
+                print(f"  {'':<{width}}  data={status['dataset']}: {status['data']}; weights: {status['weights']}")
     return 0
 
 
@@ -316,9 +321,45 @@ def _resume(args: list[str]) -> int:
 
 
 def _data(args: list[str]) -> int:
-    if not args or args[0] != "check":
-        raise MedrunError("usage: medrun data check data=<name> data.root=<path>")
-    return _data_check(args[1:])
+    if args[:1] == ["check"]:
+        return _data_check(args[1:])
+    if len(args) < 2 or args[0] != "fetch":
+        raise MedrunError("usage: medrun data check data=<name> data.root=<path> | medrun data fetch <name> [...]")
+    from medrun.data.sources import describe_source, fetch_medmnist
+
+    name, opts = args[1], dict(a.partition("=")[::2] for a in args[2:])
+    if name == "medmnist":
+        if set(opts) - {"name", "size", "root"} or not opts.get("name") or not opts.get("root"):
+            raise MedrunError("usage: medrun data fetch medmnist name=<set> [size=28|64|128|224] root=<dir>")
+        size = opts.get("size", "28")
+        if not size.isdigit():
+            raise MedrunError(f"size={size!r}; valid: 28, 64, 128, 224")
+        path = fetch_medmnist(opts["name"], int(size), opts["root"])
+        print(f"ok: {path} (MD5 checked); train with data=medmnist data.root={path.parent} data.file={path.name}")
+        return 0
+    print(describe_source(name))
+    if set(opts) - {"data.root"}:
+        raise MedrunError(f"usage: medrun data fetch {name} [data.root=<the folder you unpacked>]")
+    if not opts:
+        print(f"then: medrun data fetch {name} data.root=<the folder you unpacked> (reads every sample)")
+        return 0
+    return _data_check([f"data={name}", f"data.root={opts['data.root']}"])
+
+
+def _weights(args: list[str]) -> int:
+    from medrun.weights import fetch_weights, list_weights
+
+    if args[:1] == ["fetch"] and args[1:]:
+        for weights, path in fetch_weights(args[1:]):
+            print(f"{weights.library} {weights.name}: {path} ({path.stat().st_size / 2**20:.1f} MB)")
+        return 0
+    if args == ["list"]:
+        for w in list_weights():
+            where = f"{w['file']} ({w['megabytes']} MB)" if w["file"] else "not cached"
+            print(f"{w['library']} {w['name']}: {where}; needed by {', '.join(w['experiments'])}")
+        return 0
+    raise MedrunError("usage: medrun weights fetch experiment=<name>[,<name>...] [overrides] | "
+                      "medrun weights fetch library=timm|smp|torchvision name=<weights> | medrun weights list")
 
 
 # name -> (handler(args), usage, description in `medrun --help`); dispatch, usage and "valid:" lists come from here.
@@ -326,7 +367,10 @@ COMMANDS = {
     "train": (lambda args: _train(args, False), "train [overrides]",
               "train every fold of an experiment into a new run folder"),
     "list": (_list, "list [GROUP]", "config options; a named group with what each option is"),
-    "data": (_data, "data check [overrides]", "read every sample of data=<name> data.root=<path>; list bad files"),
+    "data": (_data, "data check|fetch [overrides]",
+             "check: read every sample, list bad files; fetch: get a public set (medmnist), or where to get it"),
+    "weights": (_weights, "weights fetch|list [experiment=NAME]",
+                "pretrained weights into the libraries' caches (HF_HOME, TORCH_HOME); what is cached"),
     "cache": (_cache, "cache list|clear [key=KEY]", "the persistent data caches (data.cache=disk) and their sizes"),
     "summary": (_summary, "summary [overrides]", "layer table with trainable and frozen parameter counts"),
     "resume": (_resume, "resume RUN_FOLDER", "continue an interrupted run (also: train resume=RUN_FOLDER)"),
@@ -370,7 +414,6 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv or os.environ.get("HYDRA_FULL_ERROR") == "1"
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # medrun never downloads weights
     keep_freed_memory()
     logging.getLogger("pytorch_lightning").setLevel(logging.WARNING)
     quiet_known_noise()

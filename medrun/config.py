@@ -62,8 +62,9 @@ def check_choices(overrides: list[str]) -> None:
                 raise MedrunError(f"unknown {key} {name!r}; valid: {', '.join(options(key))}")
 
 
-def compose(command: str = "train", overrides: list[str] | tuple = ()) -> DictConfig:
-    """Compose configs/<command>.yaml with Hydra overrides; the result also records the overrides."""
+def compose(command: str = "train", overrides: list[str] | tuple = (), required: bool = True) -> DictConfig:
+    """Compose configs/<command>.yaml with Hydra overrides; the result also records the overrides. required=False
+    leaves required values (???) unset instead of failing, for what only reads other parts of the config."""
     overrides = list(overrides)
     check_choices(overrides)
     try:
@@ -77,7 +78,7 @@ def compose(command: str = "train", overrides: list[str] | tuple = ()) -> DictCo
                 f" (+{key}=... passes it on to the library as it is)" if key.startswith(PASSED_ON) else "")
         raise MedrunError(f"bad override: {msg}") from None
     _check_added(command, overrides)
-    return finish(cfg, overrides)
+    return finish(cfg, overrides, required)
 
 
 def _hydra_compose(name: str, overrides: list[str]) -> DictConfig:
@@ -143,9 +144,9 @@ def _unknown_setting(key: str, base: DictConfig) -> str:
     return f"{missing} is not a setting ({parent or 'the config'} has: {', '.join(names) or 'nothing'})"
 
 
-def finish(cfg: DictConfig, overrides: list[str]) -> DictConfig:
+def finish(cfg: DictConfig, overrides: list[str], required: bool = True) -> DictConfig:
     """A composed config checked for required keys and carrying its command-line overrides."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = sorted(OmegaConf.missing_keys(cfg)) if required else []
     if missing:
         raise MedrunError(f"{missing[0]} is required: pass {missing[0]}=...")
     with open_dict(cfg):

@@ -115,8 +115,9 @@ def check_run_values(cfg: DictConfig) -> None:
 
 
 def check_weight_files(node: DictConfig, prefix: str) -> None:
-    """Every weights file a model config names (a cascade's parts included) exists, and every request for
-    pretrained weights names one: checked before any data is read or run folder made."""
+    """Every weights file a model config names (a cascade's parts included) exists: checked before any data is
+    read or run folder made. Pretrained weights without a file come from the libraries' caches
+    (medrun.models.pretrained.ensure_cached)."""
     from pathlib import Path
 
     for key in node:
@@ -125,10 +126,6 @@ def check_weight_files(node: DictConfig, prefix: str) -> None:
             check_weight_files(value, f"{prefix}{key}.")
         elif str(key).endswith("weights_path") and value and not Path(str(value)).expanduser().is_file():
             raise MedrunError(f"{prefix}{key}={value} does not exist; give the weights file's path")
-    for want, file in (("pretrained", "weights_path"), ("encoder_weights", "encoder_weights_path")):
-        if node.get(want) and not node.get(file):
-            raise MedrunError(f"{prefix}{want}={node.get(want)!r} needs a local file: medrun never downloads weights. "
-                              f"Save the weights' state_dict and pass {prefix}{file}=/path/to/weights.pth")
 
 
 def positive_index(data) -> int:

@@ -24,6 +24,7 @@ from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import aggregate, markdown
 from medrun.inference import saved_config
+from medrun.models.pretrained import ensure_cached
 from medrun.oversample import oversample_fold
 from medrun.report import write_page
 from medrun.runs import (RUN_DIR_ENV, FolderLock, check_name, create_run_dir, fold_folder, fold_records, is_ddp_child,
@@ -272,6 +273,7 @@ def train(cfg: DictConfig) -> tuple[Path, dict | None]:
     if not is_ddp_child():
         writable(cfg.run_dir if cfg.get("run_dir") else cfg.paths.output_dir,
                  "run_dir" if cfg.get("run_dir") else "paths.output_dir")
+    ensure_cached(cfg.model)  # pretrained weights fetched (or found offline) before any data is read
     dataset = list_dataset(cfg)  # the label facts (classes, mode) enter the config here, before the size check
     check_input_size(cfg)
     check_task(cfg)

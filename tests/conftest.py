@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# Empty weight caches of the tests' own (subprocesses inherit them): a user's cached weights change no result
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="medrun-tests-hf-")
+os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="medrun-tests-torch-")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDRUN_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -54,7 +54,7 @@ def _ffvgg19(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
 @MODELS.register("adversarial")
 def _adversarial(cfg: DictConfig, in_channels: int, out_channels: int) -> nn.Module:
     return AdversarialNet(in_channels, filters=cfg.filters, discriminator_weights_path=cfg.get("discriminator_weights_path"),
-                          embedding=cfg.get("embedding"))
+                          embedding=cfg.get("embedding"), discriminator_pretrained=cfg.get("discriminator_pretrained"))
 
 
 @MODELS.register("cascade")

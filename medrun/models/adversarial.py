@@ -8,16 +8,21 @@ from torch import nn
 
 from medrun.models.classifiers import vgg_features
 from medrun.models.layers import last_module
+from medrun.models.pretrained import Weights, only_imagenet, pretrained_state
 from medrun.models.sharp_unet import SharpUNet
 
 
 class VGG16BNDiscriminator(nn.Module):
     """VGG16 with batch norm (torchvision), global average pooling and one logit: real vs generated."""
 
-    def __init__(self, in_channels: int, weights_path: str | None = None):
+    def __init__(self, in_channels: int, weights_path: str | None = None, pretrained=None):
         super().__init__()
-        # ImageNet weights from a local file only
-        self.features = vgg_features("vgg16", True, weights_path, "model.discriminator_weights_path")
+        if pretrained:
+            only_imagenet("model.discriminator_pretrained", pretrained)
+        wanted = Weights("torchvision", "vgg16_bn", "model.discriminator_pretrained") if pretrained else None
+        key = f"model.discriminator_weights_path={weights_path}" if weights_path else "torchvision's vgg16_bn weights"
+        state = pretrained_state(weights_path, wanted, "model.discriminator_weights_path")
+        self.features = vgg_features("vgg16", True, state, key)
         if in_channels != 3:
             first = self.features[0]
             self.features[0] = nn.Conv2d(in_channels, first.out_channels, 3, padding=1)
@@ -33,12 +38,12 @@ class AdversarialNet(nn.Module):
     generate(x) -> the generator's image; feature_forward runs the generator (whose bottleneck is explained)."""
 
     def __init__(self, in_channels: int, filters=(64, 128, 256, 512, 1024), discriminator_weights_path=None,
-                 embedding: int | None = None):
+                 embedding: int | None = None, discriminator_pretrained=None):
         super().__init__()
         # the embedding length (256 / 512 / 1024 in the paper) is the width of the generator's bottleneck layer
         filters = [*list(filters)[:-1], int(embedding or list(filters)[-1])]
         self.generator = SharpUNet(in_channels, in_channels, filters=filters, sharp=False, batch_norm=True)
-        self.discriminator = VGG16BNDiscriminator(in_channels, discriminator_weights_path)
+        self.discriminator = VGG16BNDiscriminator(in_channels, discriminator_weights_path, discriminator_pretrained)
 
     def generate(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.generator(x))  # images scaled to [0, 1]

@@ -1,9 +1,6 @@
 """Classification networks: any timm backbone (DenseNet121, ResNeXt50, ...), VGG-GAP (MelaNet) and
-FF-VGG19 (feature-fusion VGG19). Pretrained weights come only from a local file."""
+FF-VGG19 (feature-fusion VGG19). Pretrained weights: a local file, or the library's cache (medrun.models.pretrained)."""
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import timm
 import torch
@@ -11,64 +8,57 @@ from torch import nn
 from torchvision.models.vgg import cfgs, make_layers
 
 from medrun.errors import MedrunError
-from medrun.runs import read_state_dict
+from medrun.models.pretrained import Weights, only_imagenet, pretrained_state, timm_name
 
 VGG_CONFIGS = {"vgg16": "D", "vgg19": "E"}  # torchvision's names of the layer lists
-
-
-def _no_download(pretrained, weights_path, key: str) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if pretrained and not weights_path:
-        raise MedrunError(f"model.pretrained={pretrained!r} needs a local file: medrun never downloads weights. "
-                          f"Save the backbone's state_dict and pass {key}=/path/to/weights.pth")
-    if weights_path and not Path(str(weights_path)).is_file():
-        raise MedrunError(f"{key}={weights_path} does not exist")
 
 
 def timm_classifier(backbone: str, in_channels: int, num_classes: int, pretrained=None, weights_path=None,
                     drop_rate: float = 0.0) -> nn.Module:
     """timm model with global average pooling and a linear head of `num_classes` outputs."""
-    _no_download(pretrained, weights_path, "model.weights_path")
     if backbone not in timm.list_models():
         raise MedrunError(f"model.backbone={backbone!r} is not a timm model; see timm.list_models('*name*')")
     kw = dict(num_classes=num_classes, in_chans=in_channels, drop_rate=drop_rate)
-    if weights_path:
-        # Read by medrun's safe loader (weights_only=True; older timm versions unpickle files fully); timm then
-        # adapts the stem to in_chans and drops a classifier of the wrong size.
-        state = read_state_dict(weights_path, "model.weights_path")
-        try:
-            return timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kw)
-        except RuntimeError as e:
-            raise MedrunError(f"model.weights_path={weights_path} does not fit {backbone}: "
-                              f"{' '.join(str(e).splitlines()[:2])[:300]}") from None
-    return timm.create_model(backbone, pretrained=False, **kw)
+    wanted = Weights("timm", timm_name(backbone, pretrained), "model.pretrained") if pretrained else None
+    state = pretrained_state(weights_path, wanted, "model.weights_path")
+    if state is None:
+        return timm.create_model(backbone, pretrained=False, **kw)
+    # timm adapts the stem to in_chans and drops a classifier of the wrong size; the state_dict was read by medrun
+    # (safetensors or weights_only=True), so timm itself fetches and unpickles nothing
+    try:
+        return timm.create_model(backbone, pretrained=True, pretrained_cfg_overlay={"state_dict": state}, **kw)
+    except RuntimeError as e:
+        raise MedrunError(f"{'model.weights_path=' + str(weights_path) if weights_path else wanted.name} does not fit "
+                          f"{backbone}: {' '.join(str(e).splitlines()[:2])[:300]}") from None
 
 
-def vgg_features(arch: str, batch_norm: bool = False, weights_path=None, key: str = "model.weights_path"):
+def vgg_features(arch: str, batch_norm: bool = False, state: dict | None = None, key: str = "model.weights_path"):
     """torchvision's `vgg16` / `vgg19` convolutional part (`.features`, same layers and state_dict keys) with
-    torchvision's initialisation, or the `features.*` of a torchvision state_dict file. Built alone: the full
+    torchvision's initialisation, or the `features.*` of a torchvision state_dict. Built alone: the full
     model's 120M-parameter classifier, which medrun never uses, costs about 0.5 GB and a second to build."""
     features = make_layers(cfgs[VGG_CONFIGS[arch]], batch_norm=batch_norm)
     for m in features.modules():  # batch norm's defaults (1, 0) are already torchvision's
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
-    if weights_path:
-        state = read_state_dict(weights_path, key)
+    if state is not None:
         try:  # strict: a file that fits nothing must fail, not load nothing
             features.load_state_dict({k.removeprefix("features."): v for k, v in state.items()
                                       if k.startswith("features.")})
         except RuntimeError as e:
-            raise MedrunError(f"{key}={weights_path} is not a torchvision {arch}{'_bn' if batch_norm else ''} "
+            raise MedrunError(f"{key} is not a torchvision {arch}{'_bn' if batch_norm else ''} "
                               f"state_dict: {' '.join(str(e).splitlines()[:2])[:300]}") from None
     return features
 
 
 def _vgg_features(arch: str, in_channels: int, pretrained, weights_path) -> nn.Sequential:
-    _no_download(pretrained, weights_path, "model.weights_path")
     if in_channels != 3:
         raise MedrunError(f"{arch} takes 3-channel images: set data.channels=3 (grey images are repeated)")
-    return vgg_features(arch, weights_path=weights_path)
+    if pretrained:
+        only_imagenet("model.pretrained", pretrained)
+    wanted = Weights("torchvision", arch, "model.pretrained") if pretrained else None
+    key = f"model.weights_path={weights_path}" if weights_path else f"torchvision's {arch} weights"
+    return vgg_features(arch, state=pretrained_state(weights_path, wanted, "model.weights_path"), key=key)
 
 
 class VGGGAP(nn.Module):

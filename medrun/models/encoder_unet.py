@@ -1,19 +1,16 @@
 """U-Net on a segmentation-models-pytorch encoder, optionally with Sharp blocks on every skip.
 
-Pretrained encoder weights come only from a local file (`model.encoder_weights_path`): medrun never
-downloads weights, so asking for ImageNet weights without a file fails at once.
+Pretrained encoder weights: a local file (`model.encoder_weights_path`), or smp's own (`model.encoder_weights=imagenet`)
+from the Hugging Face cache (medrun.models.pretrained).
 """
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
 from torch import nn
 
 from medrun.errors import MedrunError
-from medrun.runs import read_state_dict
+from medrun.models.pretrained import Weights, pretrained_state
 from medrun.models.sharp import skip_block
 
 
@@ -21,19 +18,23 @@ class EncoderUNet(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, encoder: str, decoder_channels=(256, 128, 64, 32, 16),
                  sharp: bool = True, encoder_weights: str | None = None, encoder_weights_path: str | None = None):
         super().__init__()
-        try:
-            self.net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=in_channels,
+        wanted = Weights("smp", f"{encoder}.{encoder_weights}", "model.encoder_weights") if encoder_weights else None
+        pretrained = bool(encoder_weights_path or wanted)
+        try:  # pretrained weights are 3-channel: loaded first, then smp adapts the stem to in_channels
+            self.net = smp.Unet(encoder_name=encoder, encoder_weights=None, in_channels=3 if pretrained else in_channels,
                                 classes=out_channels, decoder_channels=tuple(int(c) for c in decoder_channels))
         except KeyError as e:
             raise MedrunError(f"model.encoder={encoder!r} is not an encoder smp knows ({e}); "
                               "see segmentation_models_pytorch.encoders.get_encoder_names()") from None
-        if encoder_weights_path:
-            load_encoder_weights(self.net.encoder, Path(encoder_weights_path))
-        elif encoder_weights:
-            raise MedrunError(
-                f"model.encoder_weights={encoder_weights!r} needs a local file: medrun never downloads weights. "
-                f"Save the {encoder} weights (a state_dict .pth) and pass model.encoder_weights_path=/path/to/file"
-            )
+        if pretrained:
+            state = pretrained_state(encoder_weights_path, wanted, "model.encoder_weights_path")
+            source = f"model.encoder_weights_path={encoder_weights_path}" if encoder_weights_path else wanted.name
+            try:
+                self.net.encoder.load_state_dict(state)
+            except RuntimeError as e:
+                raise MedrunError(f"{source} does not fit encoder {encoder}: "
+                                  f"{' '.join(str(e).splitlines()[:2])[:300]}") from None
+            self.net.encoder.set_in_channels(in_channels, pretrained=True)
         channels = self.net.encoder.out_channels
         # smp's decoder drops feature 0 (input resolution) and uses the last as its centre: the rest are skips.
         self.skips = nn.ModuleList(skip_block(c, sharp) for c in channels[1:-1])
@@ -59,14 +60,3 @@ class EncoderUNet(nn.Module):
         features = [features[0], *(s(f) for s, f in zip(self.skips, features[1:-1])), features[-1]]
         return self.net.segmentation_head(self.net.decoder(features))
 
-
-def load_encoder_weights(encoder: nn.Module, path: Path) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing below may wait on the network
-    if not path.is_file():
-        raise MedrunError(f"model.encoder_weights_path={path} does not exist")
-    state = read_state_dict(path, "model.encoder_weights_path")
-    try:
-        encoder.load_state_dict(state)
-    except RuntimeError as e:
-        first = str(e).splitlines()[:2]
-        raise MedrunError(f"{path} does not fit encoder {type(encoder).__name__}: {' '.join(first)}") from None

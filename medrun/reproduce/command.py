@@ -17,6 +17,7 @@ from medrun.reproduce.statistics import compare_values
 from medrun.reproduce.tables import REFERENCE, Table, load_table
 from medrun.evaluation.reports import lower_is_better
 from medrun.evaluation.trivial import best_trivial
+from medrun.models.pretrained import Weights
 from medrun.multirun import one_line, run_multirun
 from medrun.report import write_page
 from medrun.runs import check_name, create_run_dir, write_json
@@ -30,6 +31,16 @@ def experiment_name(experiment: str) -> str:
     if not path.is_file():
         raise MedrunError(f"unknown experiment {experiment!r} in a table row; see `medrun list experiment`")
     return check_name(OmegaConf.load(path).name)
+
+
+def served_by_cache(spec: dict) -> bool:
+    """An input's weights come from the library's cache: cached here, or fetched when a row runs online."""
+    if not spec.get("cached"):
+        return False
+    from huggingface_hub import is_offline_mode
+
+    library, name = spec["cached"]["weights"].split()
+    return not is_offline_mode() or Weights(library, name).cached_file() is not None
 
 
 def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_dir: Path) -> list[dict]:
@@ -47,9 +58,12 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
                          "status": REFERENCE})
             continue
         name = experiment_name(row.experiment) + (QUICK_SUFFIX if quick else "")
-        # quick=true may run without an input whose table entry says how (e.g. random weights for a weights file)
-        stand_ins = [k for k in row.needs if not inputs.get(k) and quick and table.inputs[k].get("quick_without")]
-        missing = [k for k in row.needs if not inputs.get(k) and k not in stand_ins]
+        # weights the library's cache serves (or fetches, online) need no file; quick=true may run without an input
+        # whose table entry says how (e.g. random weights for a weights file)
+        cached = [k for k in row.needs if not inputs.get(k) and served_by_cache(table.inputs[k])]
+        stand_ins = [k for k in row.needs if not inputs.get(k) and k not in cached and quick
+                     and table.inputs[k].get("quick_without")]
+        missing = [k for k in row.needs if not inputs.get(k) and k not in stand_ins + cached]
         absent = [k for k in row.needs if inputs.get(k) and not Path(inputs[k]).expanduser().exists()]
         for pname in protocols:
             p = table.protocols[pname]
@@ -62,14 +76,17 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
                                 *((table.quick + p["quick"] + row.quick + [f"name={name}"]) if quick else [])]}
             if missing:
                 job["status"] = "not run: needs " + "; ".join(
-                    f"{k}=<path> (published: {table.inputs[k].get('published', 'see the table file')})" for k in missing)
+                    f"{k}=<path> (published: {table.inputs[k].get('published', 'see the table file')})"
+                    + (f", or `medrun weights fetch library={' name='.join(table.inputs[k]['cached']['weights'].split())}`"
+                       if table.inputs[k].get("cached") else "") for k in missing)
             elif absent:
                 job["status"] = f"failed: {absent[0]}={inputs[absent[0]]} does not exist"
             else:
                 sets = [s.replace("{path}", str(Path(inputs[k]).expanduser().resolve()))
-                        for k in row.needs if k not in stand_ins
+                        for k in row.needs if k not in stand_ins + cached
                         for s in row.input_sets.get(k, table.inputs[k]["sets"])]
                 sets += [o for k in stand_ins for o in table.inputs[k]["quick_without"]]
+                sets += [o for k in cached for o in table.inputs[k]["cached"]["sets"]]
                 job["overrides"] = [f"experiment={row.experiment}", f"cv={p['cv']}", *p["overrides"], *row.overrides,
                                     *sets, *((table.quick + p["quick"] + row.quick + [f"name={name}"]) if quick else []),
                                     f"paths.output_dir={output_dir}"]

@@ -10,6 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from medrun.config import CONFIG_DIR
 from medrun.errors import MedrunError
+from medrun.models.pretrained import LIBRARIES
 
 TABLE_DIR = CONFIG_DIR / "reproduce"
 REFERENCE = "reference: a published baseline that medrun does not run"  # the status of a row without experiment
@@ -114,6 +115,15 @@ def load_table(name_or_path: str) -> Table:
             raise MedrunError(f"{path}: input {key!r} must be named data.<name> or weights.<name>")
         spec["sets"] = _list(need(spec, "sets", f"inputs.{key}."), f"inputs.{key}.sets")
         spec["quick_without"] = _list(spec.get("quick_without"), f"inputs.{key}.quick_without")
+        # cached: {weights: "<library> <name>", sets: [...]}: a row given no file takes these weights from the
+        # library's cache (fetched when online), with `sets` as its overrides
+        cached = spec.get("cached")
+        if cached is not None:
+            weights = str(cached.get("weights", "")).split()
+            if len(weights) != 2 or weights[0] not in LIBRARIES:
+                raise MedrunError(f"{path}: inputs.{key}.cached.weights={cached.get('weights')!r}; give "
+                                  f"'<{'|'.join(LIBRARIES)}> <weights name>'")
+            cached["sets"] = _list(cached.get("sets"), f"inputs.{key}.cached.sets")
     defined = raw.get("metrics") or {}  # metric -> {definition, measure, medrun, also, tolerance, csv}
     published_with = raw.get("published_with")
     if published_with is not None and published_with not in protocols:

@@ -44,6 +44,14 @@ def test_train_help_list_and_user_errors(tmp_path, capsys, monkeypatch):
                                                               "Figure", "3.5:", "Wide", "Sharp", "U-Net",
                                                               "(35-70-140-280-560)", "on", "CVC-ClinicDB."]
                                              for line in lines)
+    # each experiment's dataset, data and weights (the tests' caches are empty)
+    status = {lines[k - 1].split()[0]: line.strip() for k, line in enumerate(lines) if line.strip().startswith("data=")}
+    assert status["quickstart"] == "data=synthetic: built in; weights: none"
+    assert status["cascade_siim"] == ("data=siim_acr: give data.root; weights: missing: resnext50_32x4d.tv_in1k, "
+                                      "resnet34.imagenet")
+    assert main(["weights", "list"]) == 0
+    assert ("smp vgg16.imagenet: not cached; needed by sharp_unet_vgg16_cvc, unet_vgg16_cvc"
+            in capsys.readouterr().out.splitlines())
     assert main(["train", "experiment=nope"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("medrun: error: unknown experiment 'nope'; valid:") and "Traceback" not in err

@@ -253,7 +253,7 @@ def test_a_positive_class_that_is_no_class_is_one_line_before_any_work(tmp_path,
     assert "data.positive='tumour' is not a class; valid: normal, lesion" in err and not any(tmp_path.iterdir())
 
 
-def test_a_missing_weights_file_is_named_before_any_data_is_read(tmp_path, capsys, monkeypatch):
+def test_missing_weights_are_named_before_any_data_is_read(tmp_path, capsys, monkeypatch):
     import medrun.data.build
 
     listed = []
@@ -261,7 +261,7 @@ def test_a_missing_weights_file_is_named_before_any_data_is_read(tmp_path, capsy
     for override, expected in (("model.segmenter.encoder_weights_path=/nowhere/resnet34.pth",
                                 "model.segmenter.encoder_weights_path=/nowhere/resnet34.pth does not exist"),
                                ("model.classifier.pretrained=imagenet",
-                                "model.classifier.pretrained='imagenet' needs a local file")):
+                                "model.classifier.pretrained: the timm weights resnext50_32x4d.a1h_in1k are not in")):
         err = one_line_error(capsys, ["train", "experiment=cascade_busi", "data.root=/nowhere/busi", override,
                                       f"paths.output_dir={tmp_path}"])
         assert expected in err

@@ -330,7 +330,7 @@ def test_melanet_classifier_config_matches_the_paper(capsys):
     assert (cfg.task.loss.weighting, cfg.task.loss.positive) == ("alpha_t", "malignant")
     melanet = medrun.compose("train", ["experiment=melanet_isic2016", "data.root=x", "data.csv=y"])
     assert (melanet.oversample.adversarial_loss, melanet.oversample.lambda_identity) == ("bce", 0.0)
-    with pytest.raises(MedrunError, match="needs a local file"):
+    with pytest.raises(MedrunError, match="the torchvision weights vgg16 are not in"):
         medrun.build_model(OmegaConf.merge(cfg, {"data": {"classes": ["benign", "malignant"], "mode": "multiclass"}}))
     scratch = medrun.compose("train", ["experiment=vgg_gap_focal_isic2016_scratch", "data.root=x", "data.csv=y"])
     assert scratch.model.pretrained is None and list(scratch.data.image_size) == [256, 256]

@@ -6,6 +6,7 @@ from medrun.errors import MedrunError
 from medrun.models.sharp import SHARPEN_KERNEL, SharpBlock
 from medrun.models.sharp_unet import SharpUNet
 from medrun.models.encoder_unet import EncoderUNet
+from medrun.runs import read_state_dict
 
 
 def counts(model):
@@ -60,8 +61,9 @@ def test_sharp_blocks_on_every_smp_skip(encoder):
     assert sharp(torch.zeros(1, 3, 64, 64)).shape == (1, 1, 64, 64)
 
 
-def test_pretrained_weights_need_a_local_file(tmp_path):
-    with pytest.raises(MedrunError, match="encoder_weights_path"):
+def test_encoder_weights_from_a_local_file(tmp_path):
+    with pytest.raises(MedrunError, match="the smp weights resnet18.imagenet are not in .* or give "
+                                          "model.encoder_weights_path=/path/to/file"):  # offline, nothing cached
         EncoderUNet(3, 1, "resnet18", encoder_weights="imagenet")
     # A local state_dict is loaded into the encoder.
     source = EncoderUNet(3, 1, "resnet18")
@@ -75,12 +77,12 @@ def test_pretrained_weights_need_a_local_file(tmp_path):
 
 
 def test_a_cascade_part_names_its_own_keys_in_errors():
-    cfg = medrun.compose("train", ["experiment=cascade_siim"])  # asks both parts for ImageNet files
-    with pytest.raises(MedrunError, match=r"model\.classifier\.pretrained='imagenet' needs a local file: .* pass "
-                                          r"model\.classifier\.weights_path="):
+    cfg = medrun.compose("train", ["experiment=cascade_siim"])  # asks both parts for ImageNet weights, not cached
+    with pytest.raises(MedrunError, match=r"^model\.classifier\.pretrained: the timm weights .* or give "
+                                          r"model\.classifier\.weights_path=/path/to/file$"):
         medrun.api.build_model(cfg)
     cfg.model.classifier.pretrained = None
-    with pytest.raises(MedrunError, match=r"pass model\.segmenter\.encoder_weights_path="):
+    with pytest.raises(MedrunError, match=r"give model\.segmenter\.encoder_weights_path="):
         medrun.api.build_model(cfg)
 
 
@@ -116,7 +118,7 @@ def test_vgg_features_are_torchvisions_without_the_classifier(arch, batch_norm, 
     theirs = full.features
     assert {k: v.shape for k, v in ours.state_dict().items()} == {k: v.shape for k, v in theirs.state_dict().items()}
     torch.save(full.state_dict(), tmp_path / "imagenet.pth")  # an ImageNet file of torchvision's loads as it is
-    loaded = vgg_features(arch, batch_norm, str(tmp_path / "imagenet.pth"))
+    loaded = vgg_features(arch, batch_norm, read_state_dict(tmp_path / "imagenet.pth", "file"))
     assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in loaded.state_dict().items())
     if batch_norm:  # the discriminator's file goes through the same door, and a wrong one is named by its key
         torch.save(torchvision.models.vgg16(weights=None).state_dict(), tmp_path / "plain.pth")

@@ -257,3 +257,25 @@ def test_a_measure_counts_the_folds_that_define_it():
                "table_5_1": {"ArgMax": {"dice": {"mean": 0.6, "std": 0.1, "n": 1}}}}
     assert measure(summary, "auc_macro") == (0.7, 0.1, 2) and measure(summary, "accuracy")[2] == 3
     assert measure(summary, "table_5_1/ArgMax/dice") == (0.6, 0.1, 1)
+
+
+def test_weights_inputs_come_from_the_cache_or_name_the_fetch_command(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    from medrun.reproduce.command import plan
+
+    table = load_table("melanet_table_2_2_2_3")
+    row = "Table 2.2, DenseNet-121 + BGT, real"
+    jobs = [j for j in plan(table, {"data.covid_vs_normal": str(tmp_path)}, False, ["paper"], tmp_path) if j["row"] == row]
+    assert jobs[0]["status"].startswith("not run: needs weights.imagenet=<path>")  # offline, nothing cached
+    assert jobs[0]["status"].endswith("or `medrun weights fetch library=timm name=densenet121.tv_in1k`")
+    # a cached copy serves the row: the table's cache overrides replace the file's
+    folder = Path(constants.HF_HUB_CACHE) / "models--timm--densenet121.tv_in1k"
+    monkeypatch.setattr("medrun.models.pretrained.Weights.cached_file",
+                        lambda self: folder / "model.safetensors" if self.name == "densenet121.tv_in1k" else None)
+    job = next(j for j in plan(table, {"data.covid_vs_normal": str(tmp_path)}, False, ["paper"], tmp_path) if j["row"] == row)
+    assert job["status"] == "planned" and "model.pretrained=tv_in1k" in job["overrides"]
+    assert not any(o.startswith("model.weights_path") for o in job["overrides"])
+    given = next(j for j in plan(table, {"data.covid_vs_normal": str(tmp_path), "weights.imagenet": str(tmp_path)}, False,
+                                 ["paper"], tmp_path) if j["row"] == row)  # a file wins
+    assert f"model.weights_path={tmp_path}" in given["overrides"] and "model.pretrained=tv_in1k" not in given["overrides"]

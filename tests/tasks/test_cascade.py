@@ -178,8 +178,8 @@ def test_baseline_freezes_the_loaded_pretrained_encoder_with_backbone_finetuning
     base = ["experiment=unet_resnet34_siim", f"data.root={shared_data}/busi_siim", "model.encoder=resnet18",
             "data.image_size=[32,32]", "cv=holdout", "trainer.max_epochs=1", "+trainer.limit_train_batches=2",
             "logger=none", "callbacks.progress=none", f"paths.output_dir={tmp_path}"]
-    # the paper config asks for ImageNet weights: without a local file it fails at once, naming the key
-    with pytest.raises(MedrunError, match="model.encoder_weights='imagenet' needs a local file"):
+    # the paper config asks for ImageNet weights: offline without a cached copy it fails at once, naming the key
+    with pytest.raises(MedrunError, match="model.encoder_weights: the smp weights resnet18.imagenet are not in"):
         medrun.train(medrun.compose("train", base))
     torch.manual_seed(123)  # a stand-in for the ImageNet file: any resnet18 encoder state_dict
     weights = smp.Unet(encoder_name="resnet18", encoder_weights=None).encoder.state_dict()

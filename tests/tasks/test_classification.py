@@ -71,8 +71,9 @@ def test_class_folders_and_csv_errors(shared_data, tmp_path):
         build_dataset(compose("data=csv", f"data.csv={table}").data)
 
 
-def test_pretrained_without_a_file_fails_at_once():
-    with pytest.raises(MedrunError, match="needs a local file: medrun never downloads weights"):
+def test_pretrained_weights_not_in_the_cache_fail_offline_with_the_fetch_command():
+    with pytest.raises(MedrunError, match=r"model.pretrained: the timm weights densenet121.ra_in1k are not in .* "
+                                          r"`medrun weights fetch library=timm name=densenet121.ra_in1k`"):
         medrun.build_model(compose("experiment=quickstart_cls", "model.pretrained=imagenet"))
 
 
@@ -388,12 +389,12 @@ def test_focal_loss_weights_each_class_as_the_text_and_the_reference_code_do():
 
 def test_aucmedi_configs_start_from_imagenet_on_a_stratified_70_10_20_split():
     cfg = compose("experiment=densenet121_folder", "data.root=/nowhere")
-    assert cfg.model.pretrained == "imagenet" and cfg.cv.name == "holdout" and not cfg.cv.use_fixed_test
+    assert cfg.model.pretrained == "tv_in1k" and cfg.cv.name == "holdout" and not cfg.cv.use_fixed_test
     assert (cfg.cv.test_fraction, cfg.cv.val_fraction, cfg.trainer.max_epochs) == (0.2, 0.125, 500)
     assert cfg.task.scheduler.name == "plateau" and cfg.callbacks.early_stopping.enabled
     from medrun.models import build_network
 
-    with pytest.raises(MedrunError, match="model.pretrained='imagenet' needs a local file"):
+    with pytest.raises(MedrunError, match="the timm weights densenet121.tv_in1k are not in"):  # Keras's weights
         build_network(cfg.model, 3, 2)
 
 

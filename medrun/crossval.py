@@ -180,7 +180,8 @@ def summarize(cfg: DictConfig, run_dir: Path, splits: dict) -> dict:
     records = fold_records(run_dir, splits, ("fold", "metrics"))
     (run_dir / "failed.json").unlink(missing_ok=True)  # a resumed run that completes is no longer failed
     notes = [LEAK_NOTE if splits["test_used_for_model_selection"] else None, TASKS.get(cfg.task.name).leak_note(cfg),
-             copies_note(splits["copies_across_parts"]) if splits.get("copies_across_parts") else None]
+             copies_note(splits["copies_across_parts"]) if splits.get("copies_across_parts") else None,
+             *(f"data: {w}" for w in splits.get("data_warnings", []))]
     note = "; ".join(n for n in notes if n) or None
     repeats = {f["fold"]: f["repeat"] for f in splits["folds"] if "repeat" in f}
     summary = aggregate(cfg.name, splits["protocol"],

@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 import secrets
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -181,7 +182,13 @@ def build_splits(cfg: DictConfig, store: SampleStore) -> dict:
     if cfg.cv.get("splits_file"):
         splits = load_splits(cfg.cv.splits_file, store.samples)
     else:
-        splits = make_splits(store.samples, cfg.cv, int(cfg.seed), ordered=store.dataset.ordered)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            splits = make_splits(store.samples, cfg.cv, int(cfg.seed), ordered=store.dataset.ordered)
+        for w in caught:  # still shown, and kept: the run's summary and reports carry them (splits.json)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if caught:
+            splits = {**splits, "data_warnings": list(dict.fromkeys(str(w.message) for w in caught))}
     if cfg.data.get("translation_only"):
         splits = set_aside(splits, store.samples, len(cfg.data.classes))
     copies = copies_across_parts(store, splits)

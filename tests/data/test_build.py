@@ -63,3 +63,6 @@ def test_a_split_by_class_that_is_impossible_says_why_in_one_line(shared_data):
     with pytest.warns(UserWarning, match="the validation split of 48 training samples is not stratified by class"):
         splits = build_splits(val, build_store(val, preload=False))
     assert len(splits["folds"][0]["val"]) == 1
+    # kept with the splits, so the run's summary note and the reproduce report carry it, not only stderr
+    assert len(splits["data_warnings"]) == 1
+    assert splits["data_warnings"][0].startswith("the validation split of 48 training samples is not stratified")

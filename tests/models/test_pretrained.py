@@ -21,7 +21,7 @@ from medrun.errors import MedrunError
 from medrun.models import build_network
 from medrun.models.classifiers import VGGGAP, timm_classifier, vgg_features
 from medrun.models.encoder_unet import EncoderUNet
-from medrun.models.pretrained import Weights, requested
+from medrun.models.pretrained import Weights, ensure_cached, requested
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 
@@ -186,3 +186,5 @@ def test_weights_fetch_fills_the_caches_from_a_mirror_and_an_offline_run_uses_th
     assert torch.equal(net.segmenter.net.encoder.layer1[0].conv1.weight, encoder["layer1.0.conv1.weight"])
     revision = encoders["resnet18"]["pretrained_settings"]["imagenet"]["revision"]
     assert Weights("smp", "resnet18.imagenet").cached_file().parent.name == revision
+    assert ensure_cached(cfg.model) == [Weights("timm", "resnet18.a1_in1k").cached_file(),
+                                        Weights("smp", "resnet18.imagenet").cached_file()]  # what train() checks first

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from medrun.config import CONFIG_DIR
+from medrun.config import CONFIG_DIR, compose
 from medrun.console import quiet_known_noise
 from medrun.errors import MedrunError
 from medrun.reproduce.report import write_report
@@ -17,7 +17,7 @@ from medrun.reproduce.statistics import compare_values
 from medrun.reproduce.tables import REFERENCE, Table, load_table
 from medrun.evaluation.reports import lower_is_better
 from medrun.evaluation.trivial import best_trivial
-from medrun.models.pretrained import Weights
+from medrun.models.pretrained import Weights, requested
 from medrun.multirun import one_line, run_multirun
 from medrun.report import write_page
 from medrun.runs import check_name, create_run_dir, write_json
@@ -41,6 +41,15 @@ def served_by_cache(spec: dict) -> bool:
 
     library, name = spec["cached"]["weights"].split()
     return not is_offline_mode() or Weights(library, name).cached_file() is not None
+
+
+def uncached_weights(overrides: list[str]) -> list[Weights]:
+    """Offline, the pretrained weights a job's config asks for that no cache holds (online, a run fetches them)."""
+    from huggingface_hub import is_offline_mode
+
+    if not is_offline_mode():
+        return []
+    return [w for w in requested(compose("train", overrides, required=False).model) if w.cached_file() is None]
 
 
 def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_dir: Path) -> list[dict]:
@@ -91,6 +100,12 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
                                     *sets, *((table.quick + p["quick"] + row.quick + [f"name={name}"]) if quick else []),
                                     f"paths.output_dir={output_dir}"]
                 job["status"] = "planned"
+                lacking = uncached_weights(job["overrides"])
+                if lacking:
+                    del job["overrides"]
+                    job["status"] = "not run: needs " + "; ".join(
+                        f"the {w.library} weights {w.name} (downloads are off: `medrun weights fetch library={w.library}"
+                        f" name={w.name}` on a connected machine)" for w in lacking)
                 if stand_ins:
                     job["stand_ins"] = [f"{k}: {' '.join(table.inputs[k]['quick_without'])}" for k in stand_ins]
             jobs.append(job)
@@ -100,7 +115,6 @@ def plan(table: Table, inputs: dict, quick: bool, protocols: list[str], output_d
 def run_job(cfg: DictConfig) -> None:
     """Hydra's task function for one row x protocol: train it, record the run folder or the error."""
     from medrun.crossval import train
-    from medrun.config import compose
 
     quiet_known_noise()
     jobs_file = Path(str(cfg.jobs_file))
@@ -162,10 +176,11 @@ def _flat(value, prefix: str = "") -> dict:
 def setting_differences(job: dict, table: Table, config: dict) -> list[str]:
     """The settings in which a finished run's config differs from what the job's row and protocol compose to
     (execution keys and the row's input paths aside), as 'key: run X, row Y'."""
-    from medrun.config import compose, override_key, to_plain
+    from medrun.config import override_key, to_plain
 
     inputs = {override_key(o) for spec in table.inputs.values() for o in spec["sets"]}
     inputs |= {override_key(o) for sets in table.row(job["row"]).input_sets.values() for o in sets}
+    inputs |= {override_key(o) for spec in table.inputs.values() for o in (spec.get("cached") or {}).get("sets", [])}
 
     def skip(key: str) -> bool:
         return key in inputs or any(key == k or key.startswith(f"{k}.") for k in EXECUTION_KEYS)

@@ -279,3 +279,17 @@ def test_weights_inputs_come_from_the_cache_or_name_the_fetch_command(tmp_path, 
     given = next(j for j in plan(table, {"data.covid_vs_normal": str(tmp_path), "weights.imagenet": str(tmp_path)}, False,
                                  ["paper"], tmp_path) if j["row"] == row)  # a file wins
     assert f"model.weights_path={tmp_path}" in given["overrides"] and "model.pretrained=tv_in1k" not in given["overrides"]
+
+
+def test_rows_whose_networks_start_from_imagenet_need_cached_weights_offline(tmp_path):
+    from medrun.reproduce.command import plan
+
+    table = load_table("melanet_table_2_2_2_3")
+    jobs = {j["row"]: j for j in plan(table, {"data.covid_vs_normal": str(tmp_path)}, False, ["paper"], tmp_path)}
+    vgg = jobs["Table 2.2, VGG-16, real"]
+    assert vgg["status"] == ("not run: needs the torchvision weights vgg16 (downloads are off: `medrun weights fetch "
+                             "library=torchvision name=vgg16` on a connected machine)")
+    resnet = jobs["Table 2.2, ResNet-50, real"]
+    assert "timm weights resnet50.tv_in1k" in resnet["status"]
+    quick = plan(table, {"data.covid_vs_normal": str(tmp_path)}, True, ["paper"], tmp_path)
+    assert all(j["status"] == "planned" for j in quick if j["row"] in (vgg["row"], resnet["row"]))  # random init

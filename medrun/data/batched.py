@@ -82,6 +82,8 @@ def _specs(cfg: DictConfig) -> list[dict]:
 
 def unsupported(cfg: DictConfig) -> str | None:
     """Why the data config cannot take the batched path, or None."""
+    if cfg.get("augment_schedule"):
+        return "data.augment_schedule (transforms from an epoch on) has no batched counterpart"
     for spec in _specs(cfg):
         target = str(spec.get("_target_", ""))
         name = target.rsplit(".", 1)[-1]

@@ -47,7 +47,8 @@ class FoldDataModule(pl.LightningDataModule):
     def _loader(self, part: str, train: bool) -> DataLoader:
         if self.batched:
             return self._batched_loader(part, train)
-        transform = pipeline(self.cfg, train)
+        # with data.augment_schedule the Trainer reloads this loader every epoch (medrun.training.build_trainer)
+        transform = pipeline(self.cfg, train, int(getattr(self.trainer, "current_epoch", 0) or 0))
         random = train and len(transform.transforms) > 2  # augmentations beyond Normalize and ToTensor
         ds = TransformedSamples(self.store, self.store.indices(self.split[part]), transform, self.seed, random)
         workers = int(self.cfg.num_workers)

@@ -33,11 +33,11 @@ class FoldProgressBar(RichProgressBar):
 
 
 class FrozenEncoderFinetuning(BackboneFinetuning):
-    """Lightning's BackboneFinetuning, with the encoder's batch norm frozen too until the unfreeze epoch
-    (Lightning's own freezes the weights but leaves batch norm trainable)."""
+    """Lightning's BackboneFinetuning; with train_bn=False the encoder's batch norm is frozen too until the unfreeze
+    epoch (Lightning's own freezes the weights but leaves batch norm trainable, as fastai does)."""
 
     def freeze_before_training(self, pl_module):
-        self.freeze(pl_module.backbone, train_bn=False)
+        self.freeze(pl_module.backbone, train_bn=self.train_bn)
 
     def finetune_function(self, pl_module, epoch, optimizer):
         super().finetune_function(pl_module, epoch, optimizer)
@@ -110,10 +110,11 @@ def build_callbacks(cfg: DictConfig, fold_dir: Path, fold_label: str) -> list[pl
                                  patience=int(cb.early_stopping.patience), check_on_train_epoch_end=False))
     finetune = cb.get("backbone_finetuning") or {}
     if finetune.get("enabled"):
-        # The encoder (batch norm included) is frozen before training and joins the optimizer at that epoch
-        # with the current lr.
+        # The encoder (batch norm too, unless train_bn) is frozen before training and joins the optimizer at that
+        # epoch with the current lr.
         out.append(FrozenEncoderFinetuning(unfreeze_backbone_at_epoch=int(finetune.unfreeze_at_epoch),
-                                           backbone_initial_ratio_lr=1.0, should_align=True, train_bn=False))
+                                           backbone_initial_ratio_lr=1.0, should_align=True,
+                                           train_bn=bool(finetune.get("train_bn", False))))
     if cb.progress == "rich":
         out.append(FoldProgressBar(fold_label))
     elif cb.progress == "tqdm":
@@ -263,6 +264,8 @@ def build_trainer(cfg: DictConfig, fold_dir: Path, callbacks, loggers: list[Logg
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     try:
         kwargs.setdefault("enable_progress_bar", cfg.callbacks.progress != "none")
+        if cfg.data.get("augment_schedule"):  # the training loader's transforms change with the epoch
+            kwargs.setdefault("reload_dataloaders_every_n_epochs", 1)
         if loggers:  # the learning rate beside the losses, for every tracker and the report's curves
             callbacks = [*callbacks, LearningRateMonitor(logging_interval="epoch")]
         return pl.Trainer(**kwargs, callbacks=callbacks, logger=loggers or False, default_root_dir=str(fold_dir),

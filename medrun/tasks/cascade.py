@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from pytorch_lightning.callbacks import BaseFinetuning
 from sklearn.metrics import recall_score, roc_auc_score
 from omegaconf import OmegaConf
 from torchmetrics import AUROC
@@ -151,19 +152,25 @@ class CascadeTask(ConfiguredTask):
     def training_step(self, batch, batch_idx):
         train_c, train_s, frozen = self.stages()
         encoder = getattr(self.net.segmenter, "backbone", None)
-        if encoder is not None:  # frozen as BackboneFinetuning freezes: no gradients, batch-norm statistics kept
+        if encoder is not None and frozen and self.cfg.task.segmenter.get("train_bn_while_frozen"):
+            BaseFinetuning.freeze(encoder, train_bn=True)  # fastai's freeze: batch norm keeps learning
+        elif encoder is not None:  # frozen as BackboneFinetuning freezes: no gradients, batch-norm statistics kept
             encoder.requires_grad_(not frozen).train(not frozen)
         optimizers = self.optimizers()
-        schedulers = self.lr_schedulers() or [None, None]
+        schedulers = self.lr_schedulers() or []
         schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
+        by_optimizer = {id(s.optimizer): s for s in schedulers}  # a network without a schedule has no entry
         n = len(batch["image"])
         loss_c, loss_s = self._losses(batch["image"], batch["target"], train_c, train_s, batch.get("index"))
         loss = torch.zeros((), device=batch["image"].device)
         # the segmenter learns from positive images only; each network only in its own stage's epochs
-        for k, (name, part) in enumerate((("classifier", loss_c), ("segmenter", loss_s))):
+        for k, (name, part, active) in enumerate((("classifier", loss_c, train_c), ("segmenter", loss_s, train_s))):
+            scheduler = by_optimizer.get(id(optimizers[k].optimizer))
             if part is None:
+                if active and scheduler is not None:  # a batch without a positive image still counts in the
+                    scheduler.step()                  # stage's schedule, which is sized on all its batches: it ends
                 continue
-            loss = loss + manual_step(self, optimizers[k], part, schedulers[k] if k < len(schedulers) else None)
+            loss = loss + manual_step(self, optimizers[k], part, scheduler)
             self.log(f"train/{name}_loss", part, on_step=True, on_epoch=True, batch_size=n)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
         return loss

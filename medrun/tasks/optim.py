@@ -1,9 +1,12 @@
 """Optimizers and LR schedules by name, for any task's configure_optimizers."""
 from __future__ import annotations
 
+import itertools
+
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from medrun.errors import MedrunError
 from medrun.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer", "task.optimizer.name")
@@ -38,13 +41,25 @@ def _multistep(opt, settings: dict, module):
 
 @SCHEDULERS.register("onecycle")
 def _onecycle(opt, settings: dict, module):
+    """One cycle over the run (or the stage's epochs); with `phases: [6, 12]` one full cycle per phase of that
+    many epochs, as fastai's fit_one_cycle called once per phase (frozen, then unfrozen). A run cut shorter than
+    the stage (trainer.max_epochs) shrinks every cycle in proportion, so each still completes."""
     settings.setdefault("max_lr", opt.defaults["lr"])
-    total = module.trainer.estimated_stepping_batches  # Lightning knows the run's length
-    epochs = settings.pop("stage_epochs", None)  # a stage that trains for fewer epochs than the run (the cascade)
-    if epochs:
-        total = total * min(int(epochs), module.trainer.max_epochs) / module.trainer.max_epochs
-    return {"scheduler": torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=int(total), **settings),
-            "interval": "step"}
+    per_epoch = module.trainer.estimated_stepping_batches / module.trainer.max_epochs  # Lightning knows the length
+    stage = settings.pop("stage_epochs", None)  # the cascade's stages train for fewer epochs than the run
+    phases = settings.pop("phases", None)
+    planned = int(stage or (sum(phases) if phases else module.trainer.max_epochs))
+    phases = [int(p) for p in phases or [planned]]
+    if sum(phases) != planned or min(phases) < 1 or (not stage and module.trainer.max_epochs > planned):
+        raise MedrunError(f"onecycle.phases={phases} must be positive epoch counts adding up to the "
+                          f"{stage or module.trainer.max_epochs} epochs it schedules")
+    total = per_epoch * min(planned, module.trainer.max_epochs)
+    cycles = [torch.optim.lr_scheduler.OneCycleLR(opt, total_steps=max(1, round(total * p / planned)), **settings)
+              for p in phases]
+    if len(cycles) == 1:
+        return {"scheduler": cycles[0], "interval": "step"}
+    milestones = list(itertools.accumulate(c.total_steps for c in cycles[:-1]))
+    return {"scheduler": torch.optim.lr_scheduler.SequentialLR(opt, cycles, milestones), "interval": "step"}
 
 
 def build_optimization(module: torch.nn.Module, optimizer: DictConfig, scheduler: DictConfig | None, task=None):

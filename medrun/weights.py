@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from medrun.config import CONFIG_DIR, compose, options
 from medrun.errors import MedrunError
-from medrun.models.pretrained import LIBRARIES, Weights, requested
+from medrun.models.pretrained import LIBRARIES, Weights, obtain, requested
 
 
 def experiment_weights(overrides: list[str]) -> list[Weights]:
@@ -23,7 +23,7 @@ def fetch_weights(overrides: list[str]) -> list[tuple[Weights, Path]]:
     if "library" in opts or "name" in opts:
         if set(opts) != {"library", "name"} or opts["library"] not in LIBRARIES:
             raise MedrunError(f"give library=<{'|'.join(LIBRARIES)}> name=<weights>, or experiment=<name>")
-        wanted = [[Weights(opts["library"], opts["name"], "name")]]
+        wanted = [[Weights(opts["library"], opts["name"])]]
     else:
         rest = [o for o in overrides if not o.startswith("experiment=")]
         experiments = opts.get("experiment", "").split(",") if opts.get("experiment") else [None]
@@ -31,7 +31,7 @@ def fetch_weights(overrides: list[str]) -> list[tuple[Weights, Path]]:
     done: dict[tuple[str, str], tuple[Weights, Path]] = {}
     for weights in (w for group in wanted for w in group):
         if (weights.library, weights.name) not in done:
-            done[weights.library, weights.name] = (weights, weights.cached_file() or weights.fetch())
+            done[weights.library, weights.name] = (weights, obtain(weights))
     return list(done.values())
 
 

@@ -185,26 +185,28 @@ def requested(model: DictConfig, prefix: str = "model.") -> list[Weights]:
     return found
 
 
-def ensure_cached(model: DictConfig) -> list[Path]:
-    """Every weights file `model` needs, from the cache or fetched now: run before any data is read. Offline, a
-    missing one ends the run in one line naming the fetch command."""
+def obtain(weights: Weights) -> Path:
+    """The cached copy of `weights`, or fetched now; offline, a missing one is a one-line error naming the fetch
+    command."""
     from huggingface_hub import is_offline_mode
 
-    paths = []
-    for weights in requested(model):
-        path = weights.cached_file()
-        if path is None:
-            if is_offline_mode():
-                raise MedrunError(weights.missing_message())
-            print(f"medrun: fetching the {weights.library} weights {weights.name} ({weights.key}) into {weights.where()}")
-            try:
-                path = weights.fetch()
-            except MedrunError:
-                raise
-            except Exception as e:  # network, proxy or disk errors, each library its own kind
-                raise MedrunError(f"{weights.key}: fetching the {weights.library} weights {weights.name} failed "
-                                  f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); retry "
-                                  f"`medrun weights fetch library={weights.library} name={weights.name}`, or give a "
-                                  "local file") from None
-        paths.append(path)
-    return paths
+    path = weights.cached_file()
+    if path is not None:
+        return path
+    if is_offline_mode():
+        raise MedrunError(weights.missing_message())
+    print(f"medrun: fetching the {weights.library} weights {weights.name} into {weights.where()}")
+    try:
+        return weights.fetch()
+    except MedrunError:
+        raise
+    except Exception as e:  # network, proxy or disk errors, each library its own kind
+        raise MedrunError(f"{weights.key or 'pretrained'}: fetching the {weights.library} weights {weights.name} "
+                          f"failed ({type(e).__name__}: {' '.join(str(e).split())[:200]}); retry "
+                          f"`medrun weights fetch library={weights.library} name={weights.name}`, or give a local "
+                          "file") from None
+
+
+def ensure_cached(model: DictConfig) -> list[Path]:
+    """Every weights file `model` needs, from the cache or fetched now: run before any data is read."""
+    return [obtain(weights) for weights in requested(model)]

@@ -90,6 +90,13 @@ def test_offline_without_the_cache_a_run_stops_before_reading_data(caches, tmp_p
     assert "medrun weights fetch library=timm name=resnext50_32x4d.tv_in1k" in message
     assert "model.classifier.weights_path=/path/to/file" in message and "\n" not in message
     assert not (tmp_path / "out").exists()  # no run folder either
+    from medrun.weights import fetch_weights
+
+    with pytest.raises(MedrunError, match=r"^pretrained: the timm weights resnet18.a1_in1k are not in .* downloads "
+                                          r"are off \(HF_HUB_OFFLINE=1\)"):
+        fetch_weights(["library=timm", "name=resnet18.a1_in1k"])
+    with pytest.raises(MedrunError, match=r"give library=<timm\|smp\|torchvision> name=<weights>"):
+        fetch_weights(["library=keras", "name=vgg16"])
 
 
 def test_unknown_weights_names_list_the_valid_ones():

@@ -175,7 +175,9 @@ def _flat(value, prefix: str = "") -> dict:
 
 def setting_differences(job: dict, table: Table, config: dict) -> list[str]:
     """The settings in which a finished run's config differs from what the job's row and protocol compose to
-    (execution keys and the row's input paths aside), as 'key: run X, row Y'."""
+    (execution keys and the row's input paths aside), as 'key: run X, row Y'. A setting added to medrun after the
+    run, which the row leaves off (null, false, empty), is no difference: a new setting's off value is the old
+    behaviour."""
     from medrun.config import override_key, to_plain
 
     inputs = {override_key(o) for spec in table.inputs.values() for o in spec["sets"]}
@@ -187,8 +189,10 @@ def setting_differences(job: dict, table: Table, config: dict) -> list[str]:
 
     expected = {k: v for k, v in _flat(to_plain(compose("train", job["settings"]))).items() if not skip(k)}
     actual = {k: v for k, v in _flat(config).items() if not skip(k)}
+    added_off = {k for k, v in expected.items() if k not in actual and v in (None, False, [], {})}
     return [f"{k}: run {actual.get(k, 'unset')}, row {expected.get(k, 'unset')}"
-            for k in sorted(set(expected) | set(actual)) if expected.get(k, "unset") != actual.get(k, "unset")]
+            for k in sorted((set(expected) | set(actual)) - added_off)
+            if expected.get(k, "unset") != actual.get(k, "unset")]
 
 
 def collect(jobs: list[dict], table: Table, folders: list[str]) -> list[str]:

@@ -247,6 +247,15 @@ def test_collecting_runs_takes_the_last_finished_and_skips_unreadable_folders(tm
     assert status.startswith(f"not run: the finished run {short} is not comparable") and "run_dir" not in jobs[0]
     assert "task.optimizer.lr: run 0.1, row 0.001" in status and "trainer.limit_train_batches: run 2, row unset" in status
     assert "num_workers" not in status and "paths" not in status
+    # a run saved before medrun had a setting that the row leaves off (here an empty list) is still the row's
+    older = run("older", "quickstart", 2_300_000_000)
+    saved = OmegaConf.load(older / "config.yaml")
+    with open_dict(saved):
+        del saved.data["augment_schedule"]
+    OmegaConf.save(saved, older / "config.yaml")
+    jobs = plan(table, {}, False, ["leak_free"], tmp_path / "out")
+    collect(jobs, table, [str(tmp_path / "runs")])
+    assert jobs[0]["status"] == "ok" and jobs[0]["run_dir"] == str(older)
 
 
 def test_a_measure_counts_the_folds_that_define_it():

@@ -164,6 +164,41 @@ def check_data(cfg: DictConfig) -> dict:
     return check(cfg.data)
 
 
+def fetch_dataset(name: str, size: int, root) -> Path:
+    """`medrun data fetch medmnist`: the MedMNIST set `name` at `size` in `root`, MD5-checked (medmnist package)."""
+    from medrun.data.sources import fetch_medmnist
+
+    return fetch_medmnist(name, size, root)
+
+
+def dataset_source(name: str) -> str:
+    """`medrun data fetch <data config>`: where that set is published and the layout medrun reads."""
+    from medrun.data.sources import describe_source
+
+    return describe_source(name)
+
+
+def fetch_weights(overrides: list[str]) -> list:
+    """`medrun weights fetch`: (weights, cached file) for library=/name= or the experiments' train overrides."""
+    from medrun.weights import fetch_weights as fetch
+
+    return fetch(overrides)
+
+
+def list_weights() -> list[dict]:
+    """`medrun weights list`: each set of weights the experiments ask for, cached or not."""
+    from medrun.weights import list_weights as listing
+
+    return listing()
+
+
+def experiment_status(name: str) -> dict:
+    """`medrun list experiments`: an experiment's dataset and whether its data and weights are present."""
+    from medrun.weights import experiment_status as status
+
+    return status(name)
+
+
 def caches(cache_dir: str | None = None) -> tuple[Path, list[dict]]:
     """`medrun cache list`: the persistent data caches (data.cache=disk) under `cache_dir` (or the default)."""
     from medrun.data.disk_cache import cache_root, list_caches

@@ -138,7 +138,7 @@ def _list(args: list[str]) -> int:
         for name in names:
             print(f"  {name:<{width}}  {describe(g, name)}".rstrip())
             if g == "experiment":
-                from medrun.weights import experiment_status
+                from medrun.api import experiment_status
 
                 status = experiment_status(name)
                 print(f"  {'':<{width}}  data={status['dataset']}: {status['data']}; weights: {status['weights']}")
@@ -325,7 +325,7 @@ def _data(args: list[str]) -> int:
         return _data_check(args[1:])
     if len(args) < 2 or args[0] != "fetch":
         raise MedrunError("usage: medrun data check data=<name> data.root=<path> | medrun data fetch <name> [...]")
-    from medrun.data.sources import describe_source, fetch_medmnist
+    from medrun.api import dataset_source, fetch_dataset
 
     name, opts = args[1], dict(a.partition("=")[::2] for a in args[2:])
     if name == "medmnist":
@@ -334,10 +334,10 @@ def _data(args: list[str]) -> int:
         size = opts.get("size", "28")
         if not size.isdigit():
             raise MedrunError(f"size={size!r}; valid: 28, 64, 128, 224")
-        path = fetch_medmnist(opts["name"], int(size), opts["root"])
+        path = fetch_dataset(opts["name"], int(size), opts["root"])
         print(f"ok: {path} (MD5 checked); train with data=medmnist data.root={path.parent} data.file={path.name}")
         return 0
-    print(describe_source(name))
+    print(dataset_source(name))
     if set(opts) - {"data.root"}:
         raise MedrunError(f"usage: medrun data fetch {name} [data.root=<the folder you unpacked>]")
     if not opts:
@@ -347,7 +347,7 @@ def _data(args: list[str]) -> int:
 
 
 def _weights(args: list[str]) -> int:
-    from medrun.weights import fetch_weights, list_weights
+    from medrun.api import fetch_weights, list_weights
 
     if args[:1] == ["fetch"] and args[1:]:
         for weights, path in fetch_weights(args[1:]):

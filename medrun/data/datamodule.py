@@ -7,6 +7,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 from pytorch_lightning.overrides.distributed import UnrepeatedDistributedSampler
+from pytorch_lightning.utilities import CombinedLoader
 from torch.utils.data import DataLoader
 
 from medrun.data.batched import BatchFlips, CachedBatches, augment_and_normalize, keep_batch, batch_augmentation, use_batched
@@ -18,7 +19,9 @@ log = logging.getLogger("medrun")
 
 class FoldDataModule(pl.LightningDataModule):
     """Per-sample albumentations path, or the batched one (cached uint8 batches augmented and normalised on the
-    training device, see medrun.data.batched); `path` says which."""
+    training device, see medrun.data.batched); `path` says which. A split naming `streams` (parts of its own,
+    e.g. the cascade's positive images) trains on {"train": batch, stream: batch or None} instead: each part
+    is shuffled and passed once an epoch, the shorter ones giving None once they are through."""
 
     def __init__(self, store: SampleStore, split: dict, cfg: DictConfig, seed: int, batched: bool | None = None):
         super().__init__()
@@ -38,6 +41,8 @@ class FoldDataModule(pl.LightningDataModule):
         log.info("data path: %s", self.path)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if "image" not in batch:  # the streams' batches
+            return {k: b if b is None else self.on_after_batch_transfer(b, dataloader_idx) for k, b in batch.items()}
         if not self.batched or batch["image"].dtype != torch.uint8:
             return batch
         training = self.trainer is not None and self.trainer.training
@@ -85,7 +90,10 @@ class FoldDataModule(pl.LightningDataModule):
         return self._loader(part, train=False)
 
     def train_dataloader(self):
-        return self._loader("train", train=True)
+        streams = list(self.split.get("streams") or [])
+        if not streams:
+            return self._loader("train", train=True)
+        return CombinedLoader({part: self._loader(part, train=True) for part in ["train", *streams]}, mode="max_size")
 
     def val_dataloader(self):
         return self._loader("val", train=False)

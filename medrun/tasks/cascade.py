@@ -60,6 +60,7 @@ TABLE_COLUMNS = tuple(POSTPROCESSING_COLUMNS)
 
 
 CLASSIFIER_TRAIN_ON = ("fold", "whole_training_set_leaks")
+SEGMENTER_PART = "segmenter_train"  # the training part's positive images: the segmenter's own batches
 
 
 @TASKS.register("cascade")
@@ -76,19 +77,22 @@ class CascadeTask(ConfiguredTask):
         self.segmenter_loss = build_loss(task.segmenter.loss, binary=True)
         self.val_scores = SegmentationScores(self.class_names, float(task.threshold), float(task.empty_score))
         self.val_auc = AUROC(task="binary")
-        self.segmenter_indices: torch.Tensor | None = None  # with a widened classifier: what the segmenter may use
 
     def training_split(self, store, fold: dict) -> dict:
-        """task.classifier.train_on=whole_training_set_leaks (the thesis): the classifier trains on every image of
-        the fold, its validation and test parts included; the segmenter still on the training part only."""
+        """The segmenter trains on batches of the training part's positive images (Section 4.4.2: the U-Net
+        learns from positive images only; the validation part, stratified by mask presence, holds cv.val_fraction
+        of the positives), the classifier on the whole training part. task.classifier.train_on=
+        whole_training_set_leaks (the thesis): the classifier trains on every image of the fold, its validation
+        and test parts included; the segmenter still on the training part's positives only."""
         train_on = str(self.cfg.task.classifier.get("train_on", "fold"))
         if train_on not in CLASSIFIER_TRAIN_ON:
             raise MedrunError(f"task.classifier.train_on={train_on!r}; valid: {', '.join(CLASSIFIER_TRAIN_ON)}")
-        if train_on == "fold":
-            self.segmenter_indices = None
-            return fold
-        self.segmenter_indices = torch.as_tensor(store.indices(fold["train"]))
-        return {**fold, "train": [*fold["train"], *fold["val"], *fold["test"]]}
+        positives = [i for i, k in zip(fold["train"], store.indices(fold["train"])) if store.get(k)[1].any()]
+        if not positives:
+            raise MedrunError(f"fold {fold['fold']}: its training part has no image with a mask, so the segmenter has "
+                              "nothing to learn from; use more images with masks or fewer folds (cv.folds)")
+        classifier = fold["train"] if train_on == "fold" else [*fold["train"], *fold["val"], *fold["test"]]
+        return {**fold, "train": classifier, SEGMENTER_PART: positives, "streams": [SEGMENTER_PART]}
 
     @classmethod
     def leak_note(cls, cfg) -> str | None:
@@ -125,11 +129,21 @@ class CascadeTask(ConfiguredTask):
         for name in ("classifier", "segmenter"):
             stage = self.cfg.task[name]
             scheduler = OmegaConf.to_container(stage.get("scheduler") or {"name": "none"}, resolve=True)
-            if scheduler.get("name") == "onecycle" and stage.get("epochs"):
-                scheduler.setdefault("onecycle", {})["stage_epochs"] = int(stage.epochs)
+            if scheduler.get("name") == "onecycle":
+                settings = scheduler.setdefault("onecycle", {})
+                if stage.get("epochs"):
+                    settings["stage_epochs"] = int(stage.epochs)
+                if name == "segmenter":  # it steps on its own, shorter stream of positive batches
+                    settings["steps_per_epoch"] = self._segmenter_batches()
             entry = build_optimization(getattr(self.net, name), stage.optimizer, OmegaConf.create(scheduler), self)
             out.append(entry if isinstance(entry, dict) else {"optimizer": entry})
         return out
+
+    def _segmenter_batches(self) -> int:
+        """The segmenter's steps an epoch: its stream's batches, within the epoch's (trainer.limit_train_batches)."""
+        per_epoch = self.trainer.estimated_stepping_batches / self.trainer.max_epochs  # loads the training data
+        loaders = self.trainer.train_dataloader
+        return min(len(loaders[SEGMENTER_PART]), per_epoch) if isinstance(loaders, dict) else per_epoch
 
     def stages(self) -> tuple[bool, bool, bool]:
         """(classifier trains, segmenter trains, segmenter encoder frozen) in the current epoch: the thesis trains
@@ -140,14 +154,13 @@ class CascadeTask(ConfiguredTask):
         return (e < limit(task.classifier), e < limit(task.segmenter),
                 e < int(task.segmenter.get("freeze_encoder_epochs") or 0))
 
-    def _losses(self, x, target, classifier: bool = True, segmenter: bool = True, index=None):
+    def _classifier_loss(self, x, target) -> torch.Tensor:
+        return self.classifier_loss(self.net.classify(x), target.flatten(1).any(1).long())
+
+    def _segmenter_loss(self, x, target) -> torch.Tensor | None:
+        """On the positive images of (x, target) only; None without any."""
         positive = target.flatten(1).any(1)
-        loss_c = self.classifier_loss(self.net.classify(x), positive.long()) if classifier else None
-        seg = positive
-        if index is not None and self.segmenter_indices is not None:  # images only the classifier may learn from
-            seg = positive & torch.isin(index, self.segmenter_indices.to(index.device))
-        loss_s = self.segmenter_loss(self.net.segment(x[seg]), target[seg]) if segmenter and seg.any() else None
-        return loss_c, loss_s
+        return self.segmenter_loss(self.net.segment(x[positive]), target[positive]) if positive.any() else None
 
     def training_step(self, batch, batch_idx):
         train_c, train_s, frozen = self.stages()
@@ -160,25 +173,24 @@ class CascadeTask(ConfiguredTask):
         schedulers = self.lr_schedulers() or []
         schedulers = schedulers if isinstance(schedulers, list) else [schedulers]
         by_optimizer = {id(s.optimizer): s for s in schedulers}  # a network without a schedule has no entry
-        n = len(batch["image"])
-        loss_c, loss_s = self._losses(batch["image"], batch["target"], train_c, train_s, batch.get("index"))
-        loss = torch.zeros((), device=batch["image"].device)
-        # the segmenter learns from positive images only; each network only in its own stage's epochs
-        for k, (name, part, active) in enumerate((("classifier", loss_c, train_c), ("segmenter", loss_s, train_s))):
-            scheduler = by_optimizer.get(id(optimizers[k].optimizer))
-            if part is None:
-                if active and scheduler is not None:  # a batch without a positive image still counts in the
-                    scheduler.step()                  # stage's schedule, which is sized on all its batches: it ends
+        # each network on its own batches, in its own stage's epochs: the segmenter's stream ends first (None)
+        mixed, positives = batch["train"], batch[SEGMENTER_PART]
+        parts = (("classifier", mixed, self._classifier_loss, train_c),
+                 ("segmenter", positives, self._segmenter_loss, train_s and positives is not None))
+        loss = torch.zeros((), device=mixed["image"].device)
+        for k, (name, part, loss_of, active) in enumerate(parts):
+            value = loss_of(part["image"], part["target"]) if active else None
+            if value is None:
                 continue
-            loss = loss + manual_step(self, optimizers[k], part, scheduler)
-            self.log(f"train/{name}_loss", part, on_step=True, on_epoch=True, batch_size=n)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=n)
+            loss = loss + manual_step(self, optimizers[k], value, by_optimizer.get(id(optimizers[k].optimizer)))
+            self.log(f"train/{name}_loss", value, on_step=True, on_epoch=True, batch_size=len(part["image"]))
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=len(mixed["image"]))
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, target = batch["image"], batch["target"]
-        loss_c, loss_s = self._losses(x, target)
-        loss = loss_c + (loss_s if loss_s is not None else 0)
+        loss_s = self._segmenter_loss(x, target)
+        loss = self._classifier_loss(x, target) + (loss_s if loss_s is not None else 0)
         self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(x))
         self.validation_scores(self.probabilities(self(x).float()), target)
 

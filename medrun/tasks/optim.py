@@ -42,10 +42,12 @@ def _multistep(opt, settings: dict, module):
 @SCHEDULERS.register("onecycle")
 def _onecycle(opt, settings: dict, module):
     """One cycle over the run (or the stage's epochs); with `phases: [6, 12]` one full cycle per phase of that
-    many epochs, as fastai's fit_one_cycle called once per phase (frozen, then unfrozen). A run cut shorter than
+    many epochs, as fastai's fit_one_cycle called once per phase (frozen, then unfrozen); `steps_per_epoch` when
+    the scheduled network steps on fewer batches than the epoch has. A run cut shorter than
     the stage (trainer.max_epochs) shrinks every cycle in proportion, so each still completes."""
     settings.setdefault("max_lr", opt.defaults["lr"])
-    per_epoch = module.trainer.estimated_stepping_batches / module.trainer.max_epochs  # Lightning knows the length
+    # Lightning knows the epoch's length; a network stepping on a stream of its own says its own
+    per_epoch = settings.pop("steps_per_epoch", None) or module.trainer.estimated_stepping_batches / module.trainer.max_epochs
     stage = settings.pop("stage_epochs", None)  # the cascade's stages train for fewer epochs than the run
     phases = settings.pop("phases", None)
     planned = int(stage or (sum(phases) if phases else module.trainer.max_epochs))

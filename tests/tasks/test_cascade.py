@@ -27,28 +27,6 @@ TINY_CASCADE = ["data.image_size=[32,32]", "model.classifier_size=[32,32]", "mod
                 "task.triplet.min_components=[0,100]"]
 
 
-def test_only_positive_images_train_the_segmenter(tmp_path):
-    cfg = medrun.compose("train", ["experiment=cascade_siim", "data.root=x", *TINY_CASCADE, "model.classifier.pretrained=null",
-                                   "model.segmenter.encoder_weights=null"])
-    task = CascadeTask(to_plain(cfg))
-    seen = []
-    segment = task.net.segment
-
-    def recording(x):
-        seen.append(x.shape[0])
-        return segment(x)
-
-    task.net.segment = recording
-    target = torch.zeros(4, 64, 64, dtype=torch.long)
-    target[1, 10:20, 10:20] = 1
-    target[3, 5:9, 5:9] = 1
-    loss_c, loss_s = task._losses(torch.rand(4, 3, 64, 64), target)
-    assert seen == [2] and loss_s is not None  # two of the four images have a mask
-    seen.clear()
-    _, loss_s = task._losses(torch.rand(2, 3, 64, 64), torch.zeros(2, 64, 64, dtype=torch.long))
-    assert seen == [] and loss_s is None  # a batch of negatives leaves the segmenter alone
-
-
 @pytest.fixture(scope="module")
 def busi_run(shared_data, module_tmp):
     out = module_tmp
@@ -211,8 +189,9 @@ def test_cascade_stages_train_for_their_own_epochs_with_one_cycle_schedules(shar
     cfg = medrun.compose("train", ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "cv=holdout",
                                    *TINY_CASCADE, "trainer.max_epochs=3", "task.classifier.epochs=3",
                                    "task.segmenter.epochs=2", "task.segmenter.freeze_encoder_epochs=1",
-                                   "task.segmenter.scheduler.onecycle.phases=[1,1]",
-                                   "+trainer.limit_val_batches=1", f"paths.output_dir={tmp_path}"])
+                                   "task.segmenter.scheduler.onecycle.phases=[1,1]", "data.batch_size=32",
+                                   "++trainer.limit_train_batches=1.0", "+trainer.limit_val_batches=1",
+                                   f"paths.output_dir={tmp_path}"])
     paper = medrun.compose("train", ["experiment=cascade_siim"])
     assert (paper.task.classifier.epochs, paper.task.segmenter.epochs, paper.task.segmenter.freeze_encoder_epochs,
             paper.trainer.max_epochs) == (127, 18, 6, 127)
@@ -233,7 +212,9 @@ def test_cascade_stages_train_for_their_own_epochs_with_one_cycle_schedules(shar
                 for key in m.state_dict()}
         convs = all(torch.equal(before[k], after[k]) for k in after if k not in norm)
         norms = all(torch.equal(before[k], after[k]) for k in norm)
-        seen.append((self.current_epoch, self.stages(), convs, norms, lr))
+        positives = batch[cascade.SEGMENTER_PART]
+        seen.append((self.current_epoch, self.stages(), convs, norms, lr,
+                     None if positives is None else positives["target"].flatten(1).any(1).all().item()))
         return out
 
     Task.training_step = recording
@@ -243,19 +224,28 @@ def test_cascade_stages_train_for_their_own_epochs_with_one_cycle_schedules(shar
         Task.training_step = step
     # epoch 0: both stages, the encoder's weights frozen while its batch norm learns (fastai's freeze); epoch 1:
     # the encoder trains; epoch 2: the classifier alone
-    assert [s[1] for s in seen][::2] == [(True, True, True), (True, True, False), (True, False, False)]
+    firsts = [next(s for s in seen if s[0] == e) for e in range(3)]
+    assert [s[1] for s in firsts] == [(True, True, True), (True, True, False), (True, False, False)]
     assert all(s[2] for s in seen if s[0] == 0) and not all(s[3] for s in seen if s[0] == 0)
     assert not all(s[2] for s in seen if s[0] == 1)
-    # one full cycle per phase of the segmenter: each phase's last step runs at the cycle's final (lowest) rate,
-    # batches without a positive image included, and the second phase starts over
+    # the segmenter's batches hold positive images only, and fewer of them than the classifier's (about half of
+    # BUSI is negative): its stream ends first each epoch
+    per_epoch = [[s[5] for s in seen if s[0] == e] for e in range(2)]
+    assert all(set(p) == {True, None} and p.index(None) == p.count(True) for p in per_epoch)
+    assert per_epoch[0].count(True) < len(per_epoch[0]) / 1.5
+    # one full cycle per phase of the segmenter, sized on its own batches: each phase's last step runs at the
+    # cycle's final (lowest) rate, and the second phase starts over
     final = 1e-4 / 25 / 1e4  # OneCycleLR's end: max_lr / div_factor / final_div_factor
-    lrs = [s[4] for s in seen if s[0] < 2]
-    assert lrs[1] == pytest.approx(final) and lrs[3] == pytest.approx(final)
-    assert lrs[0] > 100 * final and lrs[2] == pytest.approx(lrs[0])
+    lrs = [[s[4] for s in seen if s[0] == e and s[5]] for e in range(2)]
+    assert lrs[0][-1] == pytest.approx(final) and lrs[1][-1] == pytest.approx(final)
+    assert lrs[0][0] > 100 * final and lrs[1][0] == pytest.approx(lrs[0][0])
     state = load_checkpoint(run_dir / "fold_0" / "checkpoints" / "last.ckpt")
     assert state["epoch"] == 2  # last.ckpt is the last epoch's, improved or not (what resume continues from)
-    assert [s.get("total_steps") or [c["total_steps"] for c in s["_schedulers"]] for s in state["lr_schedulers"]] == \
-        [6, [2, 2]]  # the classifier's cycle spans its 3 epochs, the segmenter's two phases one epoch each
+    classifier, segmenter = state["lr_schedulers"]
+    positives = per_epoch[0].count(True)
+    assert classifier["total_steps"] == 3 * len(per_epoch[0])  # the classifier's cycle spans its 3 epochs
+    assert [c["total_steps"] for c in segmenter["_schedulers"]] == [positives, positives]
+    assert segmenter["last_epoch"] == 2 * positives  # every step of both cycles taken, none beyond
 
 
 def test_explain_works_on_a_cascade_run(busi_run):
@@ -273,7 +263,8 @@ def test_explain_works_on_a_cascade_run(busi_run):
     assert all(s is None or 0 <= s <= 1 for s in shares)  # None: an all-zero map, left out
 
 
-def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared_data, tmp_path, capsys):
+def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared_data, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # compare writes under outputs/ of the working folder
     from medrun.cli import main
 
     cascade_dir = busi_run[0]
@@ -314,22 +305,21 @@ def test_compare_puts_the_cascade_and_its_baseline_side_by_side(busi_run, shared
     assert "| baseline U-Net, searched threshold |" in (joined_dir / "summary.md").read_text()
 
 
-def test_the_thesis_whole_training_set_classifier_is_a_named_leak(shared_data, tmp_path, monkeypatch):
+def test_the_segmenter_learns_from_batches_of_positive_images_and_the_thesis_classifier_is_a_named_leak(
+        shared_data, tmp_path, monkeypatch):
     from medrun.tasks.cascade import CascadeTask as Task
 
-    seen = {"classifier": set(), "segmenter": set()}
-    losses = Task._losses
+    seen = {"classifier": set(), "segmenter": set(), "segmenter batches all positive": []}
+    step = Task.training_step
 
-    def recording(self, x, target, classifier=True, segmenter=True, index=None):
-        if index is not None:  # training batches only
-            seen["classifier"] |= set(index.tolist())
-            allowed = self.segmenter_indices
-            positive = target.flatten(1).any(1)
-            chosen = positive if allowed is None else positive & torch.isin(index, allowed)
-            seen["segmenter"] |= set(index[chosen].tolist())
-        return losses(self, x, target, classifier, segmenter, index)
+    def recording(self, batch, batch_idx):
+        seen["classifier"] |= set(batch["train"]["index"].tolist())
+        if (positives := batch[cascade.SEGMENTER_PART]) is not None:
+            seen["segmenter"] |= set(positives["index"].tolist())
+            seen["segmenter batches all positive"].append(bool(positives["target"].flatten(1).any(1).all()))
+        return step(self, batch, batch_idx)
 
-    monkeypatch.setattr(Task, "_losses", recording)
+    monkeypatch.setattr(Task, "training_step", recording)
     base = ["experiment=cascade_busi", f"data.root={shared_data}/busi_siim", "cv=holdout", *TINY_CASCADE,
             "+trainer.limit_val_batches=1", "++trainer.limit_train_batches=1.0", "data.batch_size=32",
             f"paths.output_dir={tmp_path}"]
@@ -342,13 +332,20 @@ def test_the_thesis_whole_training_set_classifier_is_a_named_leak(shared_data, t
         fold = json.loads((run_dir / "splits.json").read_text())["folds"][0]
         store = build_store(cfg, preload=False)
         parts = {k: set(store.indices(fold[k])) for k in ("train", "val", "test")}
-        runs[train_on] = ({k: set(v) for k, v in seen.items()}, parts, summary, run_dir)
+        parts["positive"] = {i for i in range(len(store)) if store.get(i)[1].any()}
+        runs[train_on] = ({k: type(v)(v) for k, v in seen.items()}, parts, summary, run_dir)
     saw, parts, summary, _ = runs["fold"]
-    assert saw["classifier"] == parts["train"] and saw["segmenter"] <= parts["train"]  # the leak-free default
+    assert saw["classifier"] == parts["train"]  # the leak-free default
+    # the segmenter: every positive image of the training part, in batches of positive images only (Section
+    # 4.4.2), with cv.val_fraction (0.2) of the positives outside the test part kept for validation
+    assert saw["segmenter"] == parts["train"] & parts["positive"]
+    assert saw["segmenter batches all positive"] and all(saw["segmenter batches all positive"])
+    val, train = (len(parts[k] & parts["positive"]) for k in ("val", "train"))
+    assert val / (val + train) == pytest.approx(0.2, abs=0.03)
     assert "note" not in summary
     saw, parts, summary, run_dir = runs["whole_training_set_leaks"]
     assert saw["classifier"] == parts["train"] | parts["val"] | parts["test"]  # the thesis: every image of the fold
-    assert saw["segmenter"] and saw["segmenter"] <= parts["train"]  # the segmenter: the training part only
+    assert saw["segmenter"] == parts["train"] & parts["positive"]  # the segmenter: the training part only
     assert "task.classifier.train_on=whole_training_set_leaks" in summary["note"]
     assert "classifier trained on each fold's validation and test images" in (run_dir / "summary.md").read_text()
     with pytest.raises(MedrunError, match="task.classifier.train_on='all'; valid: fold, whole_training_set_leaks"):

@@ -2,9 +2,12 @@
 
     python scripts/save_results.py outputs/reproduce/<table>/<time> [--note "..."]
 
-Writes results/<table>/report.md, report.json, report.png (paper vs ours; no checkpoint, no sample image) and
-provenance.md: the reproduce command, each measured run's own `medrun train` command (its overrides.txt), the
-commit, the machine, the package versions and each run's training time.
+Writes results/<table>/report.md, report.json, report.png (paper vs ours; no checkpoint, no sample image),
+provenance.md (the reproduce command, each measured run's own `medrun train` command, the commit, the machine,
+the package versions and each run's training time) and runs/: each measured run's records (config, splits,
+summaries, per-fold metrics and training curves; no checkpoint, prediction or image), from which
+`medrun reproduce <table> runs=results/<table>/runs` collects the same report again, and later sessions add
+rows to it (`runs=results/<table>/runs,outputs`).
 """
 from __future__ import annotations
 
@@ -28,16 +31,31 @@ def _minutes(run_dir: Path) -> float | None:
     return round((end.stat().st_mtime - start.stat().st_mtime) / 60, 1)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("report_dir", type=Path)
-    parser.add_argument("--note", default="")
-    args = parser.parse_args()
-    report = json.loads((args.report_dir / "report.json").read_text())
-    out = REPO / "results" / report["table"]
+RECORDS = ("config.yaml", "overrides.txt", "splits.json", "cv_summary.json", "summary.md", "fold_*/metrics.json",
+           "fold_*/trained.json", "fold_*/logs/metrics.csv")
+
+
+def keep_records(run_dir: Path, runs: Path) -> Path:
+    """A run's records under runs/<experiment>/<run folder>/, times kept (collection picks the newest run)."""
+    target = runs / run_dir.parent.name / run_dir.name
+    for pattern in RECORDS:
+        for f in run_dir.glob(pattern):
+            (target / f.relative_to(run_dir)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, target / f.relative_to(run_dir))
+    return target
+
+
+def save(report_dir: Path, note: str = "", results: Path = REPO / "results") -> Path:
+    """results/<table>/ from a reproduce report folder; returns that folder."""
+    report = json.loads((report_dir / "report.json").read_text())
+    out = results / report["table"]
     out.mkdir(parents=True, exist_ok=True)
     for name in ("report.md", "report.json", "report.png"):
-        shutil.copy(args.report_dir / name, out / name)
+        shutil.copy(report_dir / name, out / name)
+    for row in report["rows"]:
+        run_dir = Path(row["run_dir"]) if row.get("run_dir") else None
+        if run_dir and run_dir.resolve().parents[1] != (out / "runs").resolve():  # collected from runs/ already
+            keep_records(run_dir, out / "runs")
     import torch
 
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -50,7 +68,7 @@ def main() -> None:
              f"- torch {torch.__version__}, Python {platform.python_version()}",
              f"- report: `medrun reproduce {report['table']}" + (f" runs={','.join(report['runs'])}" if report.get("runs")
                                                                    else "") + ("` (quick)" if report.get("quick") else "`"),
-             *([f"- note: {args.note}"] if args.note else []), "", "## Runs", "",
+             *([f"- note: {note}"] if note else []), "", "## Runs", "",
              "| row | protocol | status | minutes | command |", "|---|---|---|---|---|"]
     for row in report["rows"]:
         run_dir = Path(row["run_dir"]) if row.get("run_dir") else None
@@ -60,7 +78,15 @@ def main() -> None:
         lines.append(f"| {row['row']} | {row['protocol']} | {row['status'][:80]} | "
                      f"{_minutes(run_dir) if run_dir else '-'} | {command} |")
     (out / "provenance.md").write_text("\n".join(lines) + "\n")
-    print(f"saved {out}")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report_dir", type=Path)
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    print(f"saved {save(args.report_dir, args.note)}")
 
 
 if __name__ == "__main__":

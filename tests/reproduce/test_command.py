@@ -1,5 +1,6 @@
 """`medrun reproduce` (#15): table files, the statistics on known inputs, rows that fail or lack data, collecting
 existing runs, and the shipped Sharp U-Net table on real data in quick mode under both protocols."""
+import importlib.util
 import json
 import math
 from pathlib import Path
@@ -105,6 +106,15 @@ TABLE = {
     ]}
 
 
+def save_results():
+    """scripts/save_results.py as a module (scripts/ is no package)."""
+    path = Path(__file__).resolve().parents[2] / "scripts" / "save_results.py"
+    spec = importlib.util.spec_from_file_location("save_results", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def report_of(capsys) -> dict:
     folder = capsys.readouterr().out.strip().splitlines()[-1].removeprefix("report folder: ")
     return {"dir": Path(folder), **json.loads((Path(folder) / "report.json").read_text())}
@@ -144,6 +154,15 @@ def test_a_failing_row_and_a_missing_dataset_never_lose_the_other_rows(tmp_path,
     for protocol in ("paper", "leak_free"):
         assert again[("tiny", protocol)]["metrics"] == jobs[("tiny", protocol)]["metrics"]
         assert again[("too small", protocol)]["status"].startswith("not run: no finished run of quickstart_quick")
+    # scripts/save_results.py keeps the measured runs' records (no checkpoint), from which the same report comes again
+    results = save_results().save(report["dir"], results=tmp_path / "results")
+    records = results / "runs"
+    assert not list(records.rglob("*.ckpt")) and not list(records.rglob("*.png")) and len(list(records.iterdir())) == 1
+    assert main(["reproduce", str(table), f"runs={records}", "quick=true", f"paths.output_dir={tmp_path / 'kept'}"]) == 0
+    kept = {(r["row"], r["protocol"]): r for r in report_of(capsys)["rows"]}
+    for protocol in ("paper", "leak_free"):
+        assert kept[("tiny", protocol)]["metrics"] == jobs[("tiny", protocol)]["metrics"]
+        assert Path(kept[("tiny", protocol)]["run_dir"]).is_relative_to(records)
     assert main(["reproduce", str(table), f"runs={out}", f"paths.output_dir={tmp_path / 'full'}"]) == 0
     assert all(r["status"].startswith("not run") for r in report_of(capsys)["rows"])  # full never takes quick runs
     (tmp_path / "empty").mkdir()

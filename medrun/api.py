@@ -12,7 +12,7 @@ from medrun.errors import MedrunError
 from medrun.tasks import TASKS
 
 __all__ = ["compose", "build_model", "build_datamodule", "build_store", "train", "resume", "aggregate_run", "sweep",
-           "compare", "evaluate", "predict", "export", "explain", "reproduce", "reproduce_tables", "check_data", "caches",
+           "compare", "evaluate", "predict", "export", "explain", "reproduce", "reproduce_cost", "reproduce_tables", "check_data", "caches",
            "clear_caches", "model_summary"]
 
 
@@ -148,6 +148,14 @@ def reproduce(table: str, inputs: dict | None = None, **options) -> Path:
     from medrun.reproduce import reproduce as run_table
 
     return run_table(table, inputs, **options)
+
+
+def reproduce_cost(table: str, inputs: dict | None = None) -> tuple[list[dict], str]:
+    """`medrun reproduce TABLE estimate=true`: each row's training cost at the paper's settings (rows, markdown)."""
+    from medrun.reproduce.cost import estimate, markdown
+
+    rows = estimate(table, inputs)
+    return rows, markdown(table, rows)
 
 
 def reproduce_tables() -> list[str]:

@@ -255,7 +255,7 @@ def _explain(args: list[str]) -> int:
 
 
 def _reproduce(args: list[str]) -> int:
-    from medrun.api import reproduce, reproduce_tables
+    from medrun.api import reproduce, reproduce_cost, reproduce_tables
 
     if not args or args[0] == "list":
         print("\n\n".join(reproduce_tables()))
@@ -269,13 +269,17 @@ def _reproduce(args: list[str]) -> int:
             raise MedrunError(f"{a!r}: expected key=value (see `medrun reproduce list` for a table's inputs)")
         elif key.startswith(("data.", "weights.")):
             inputs[key] = value
-        elif key in ("runs", "quick", "protocols", "paths.output_dir"):
+        elif key in ("runs", "quick", "protocols", "paths.output_dir", "estimate"):
             opts[key] = value
         else:
             raise MedrunError(f"unknown option {key!r}; valid: data.<input>=, weights.<input>=, runs=, quick=, "
-                              "protocols=, paths.output_dir=, hydra/launcher=...")
-    if opts.get("quick", "false") not in ("true", "false"):
-        raise MedrunError(f"quick={opts['quick']}: use true or false")
+                              "protocols=, estimate=, paths.output_dir=, hydra/launcher=...")
+    for key in ("quick", "estimate"):
+        if opts.get(key, "false") not in ("true", "false"):
+            raise MedrunError(f"{key}={opts[key]}: use true or false")
+    if opts.get("estimate") == "true":  # what the rows would cost; nothing trains
+        print(reproduce_cost(table, inputs)[1])
+        return 0
     report = reproduce(table, inputs, runs=opts["runs"].split(",") if "runs" in opts else None,
                        quick=opts.get("quick") == "true",
                        protocols=opts["protocols"].split(",") if "protocols" in opts else None,
@@ -383,7 +387,7 @@ COMMANDS = {
     "aggregate": (_aggregate, "aggregate RUN_FOLDER",
                   "cv_summary of a run whose folds ran as separate jobs (cv.fold=k)"),
     "compare": (_compare, "compare RUN RUN ...", "finished runs side by side on the same folds, paired tests"),
-    "reproduce": (_reproduce, "reproduce TABLE [data.<input>=PATH ...] [quick=true] [runs=FOLDER]",
+    "reproduce": (_reproduce, "reproduce TABLE [data.<input>=PATH ...] [quick=true] [runs=FOLDER] [estimate=true]",
                   "a paper table re-measured beside the paper's numbers; `reproduce list`"),
     "explain": (_explain, "explain run=RUN [method=gradcam] [clusters=k-means,birch,agglomerative k=4 embed=tsne]",
                 "Grad-CAM heatmaps, their faithfulness, feature clusters"),

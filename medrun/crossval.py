@@ -24,7 +24,7 @@ from medrun.data.store import SampleStore
 from medrun.errors import MedrunError
 from medrun.evaluation.reports import aggregate, markdown
 from medrun.inference import saved_config
-from medrun.models.pretrained import ensure_cached
+from medrun.models.pretrained import ensure_cached, without_weights
 from medrun.oversample import oversample_fold
 from medrun.report import write_page
 from medrun.runs import (RUN_DIR_ENV, FolderLock, check_name, create_run_dir, fold_folder, fold_records, is_ddp_child,
@@ -210,8 +210,7 @@ def check_input_size(cfg: DictConfig) -> None:
 
     from medrun.models import build_network
 
-    model_cfg = OmegaConf.merge(cfg.model, {k: None for k in ("pretrained", "encoder_weights", "weights_path",
-                                                              "encoder_weights_path") if k in cfg.model})
+    model_cfg = OmegaConf.create(without_weights(OmegaConf.to_container(cfg.model, resolve=True)))
     out = TASKS.get(cfg.task.name).output_channels(len(cfg.data.get("classes") or [0, 1]))
 
     def runs(h: int, w: int) -> str | None:
@@ -237,9 +236,6 @@ def check_input_size(cfg: DictConfig) -> None:
     raise MedrunError(f"data.image_size=[{h}, {w}] does not fit model {model} ({error}); change data.image_size{hint}")
 
 
-WEIGHT_KEYS = ("pretrained", "encoder_weights", "weights_path", "encoder_weights_path", "discriminator_weights_path")
-
-
 def check_task(cfg: DictConfig) -> None:
     """Build the task once on the meta device (no memory, no weights), so that what its constructor checks (losses
     and their arguments, class weights, the classes it names) and the encoder callbacks.backbone_finetuning
@@ -247,13 +243,7 @@ def check_task(cfg: DictConfig) -> None:
     import torch
 
     config = to_plain(cfg)
-
-    def no_weights(node):
-        if isinstance(node, dict):
-            return {k: None if k in WEIGHT_KEYS else no_weights(v) for k, v in node.items()}
-        return node
-
-    config["model"] = no_weights(config["model"])
+    config["model"] = without_weights(config["model"])
     with torch.device("meta"):
         task = TASKS.get(cfg.task.name)(config)
         if (cfg.callbacks.get("backbone_finetuning") or {}).get("enabled"):

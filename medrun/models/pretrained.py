@@ -22,6 +22,13 @@ FILE_KEYS = {"pretrained": "weights_path", "encoder_weights": "encoder_weights_p
              "discriminator_pretrained": "discriminator_weights_path"}
 
 
+def without_weights(model: dict) -> dict:
+    """A plain model config asking for no pretrained weights and no weight file, at any depth."""
+    if isinstance(model, dict):
+        return {k: None if k in FILE_KEYS or k in FILE_KEYS.values() else without_weights(v) for k, v in model.items()}
+    return model
+
+
 @dataclass(frozen=True)
 class Weights:
     """One set of pretrained weights: `library` and its own `name` for them (timm "densenet121.tv_in1k", smp

@@ -1,6 +1,6 @@
 """What each row of a paper table costs to train at the paper's settings: `medrun reproduce TABLE estimate=true`.
 
-The training FLOPs of one image are counted on the row's own network (torch's FlopCounterMode, forward and
+The training FLOPs of one image are counted on the row's own network (Lightning's measure_flops, forward and
 backward, on the meta device: nothing is computed); the CPU seconds of one image are measured here, from training
 steps of that network on random input (machine- and load-dependent); GPU minutes divide the FLOPs by an assumed
 sustained rate of one H100 (ASSUMED_GPU_RATE), not a measurement. Both count training steps only (validation,
@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from lightning_fabric.utilities.throughput import measure_flops
 
 from medrun.config import compose, to_plain
 from medrun.crossval import check_input_size
@@ -36,12 +36,12 @@ def _network(cfg) -> torch.nn.Module:
     return TASKS.get(cfg.task.name)(config).net
 
 
-def _step(net: torch.nn.Module, x: torch.Tensor) -> None:
-    """Forward and backward through every network the task trains (a GAN: the generator and the discriminator)."""
-    out = net(x)
+def _loss(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """A stand-in loss through every network the task trains (a GAN: the generator and the discriminator)."""
+    loss = net(x).float().mean()
     if hasattr(net, "generate"):
-        out = out.float().mean() + net(net.generate(x)).float().mean()
-    out.float().mean().backward()
+        loss = loss + net(net.generate(x)).float().mean()
+    return loss
 
 
 def _input(cfg, batch: int, device: str = "cpu") -> torch.Tensor:
@@ -52,9 +52,8 @@ def image_flops(cfg) -> float:
     """Training FLOPs of one image (forward and backward), counted without computing."""
     with torch.device("meta"):
         net = _network(cfg).train()
-        with FlopCounterMode(display=False) as counter:
-            _step(net, _input(cfg, 2, "meta"))
-    return counter.get_total_flops() / 2
+        x = _input(cfg, 2, "meta")
+        return measure_flops(net, lambda: _loss(net, x), lambda loss: loss) / 2
 
 
 def image_seconds(cfg, target_s: float = 5.0) -> float:
@@ -65,7 +64,7 @@ def image_seconds(cfg, target_s: float = 5.0) -> float:
     def step(batch: int) -> float:
         x = _input(cfg, batch)
         start = time.perf_counter()
-        _step(net, x)
+        _loss(net, x).backward()
         net.zero_grad(set_to_none=True)
         return (time.perf_counter() - start) / batch
 
@@ -102,7 +101,7 @@ def estimate(table_name: str, inputs: dict | None = None) -> list[dict]:
         if job["status"] == REFERENCE:
             continue
         held = "overrides" in job
-        cfg = compose("train", job["overrides"][:-1] if held else job["settings"], required=False)
+        cfg = compose("train", job["overrides"] if held else job["settings"], required=False)
         key = (repr(to_plain(cfg.model)), tuple(cfg.data.image_size), int(cfg.data.channels), cfg.task.name)
         try:
             check_input_size(cfg)

@@ -224,17 +224,16 @@ def _clipped(mean: float, std: float | None, bounded: bool):
     return [[min(std, mean)], [min(std, 1 - mean)]] if bounded else std
 
 
-def _figure(report_dir: Path, table: Table, jobs: list[dict], quick: bool = False) -> None:
-    """Paper (mean ± std) and ours (mean ± std) on one line per row x protocol x metric."""
+def figure(title: str, jobs: list[dict], quick: bool = False):
+    """Paper (mean ± std) and ours (mean ± std) on one line per row x protocol x metric, under the table's full
+    title (a matplotlib Figure)."""
     import textwrap
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     lines = [(f"{j['row']} [{j['protocol']}] {name}", c) for j in jobs for name, c in (j.get("metrics") or {}).items()]
-    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.45 * max(len(lines), 1)))
+    fig = Figure(figsize=(8, 1.2 + 0.45 * max(len(lines), 1)))
+    ax = fig.subplots()
     papers = [(y, c) for y, (_, c) in enumerate(lines) if c["paper"] is not None]
     values = [v for _, c in lines for v in (c["ours"], c["paper"]) if v is not None]
     bounded = all(0 <= v <= 1 for v in values)  # fractions (Dice, AUC, accuracy), not counts
@@ -252,8 +251,12 @@ def _figure(report_dir: Path, table: Table, jobs: list[dict], quick: bool = Fals
         ax.set_yticks([])
         ax.text(0.5, 0.5, "no row measured (see report.md)", ha="center", va="center", transform=ax.transAxes)
     ax.set_xlabel("value (mean ± std)")
-    title = ("QUICK RUN, not comparable with the paper: " if quick else "") + table.title
-    ax.set_title("\n".join(textwrap.wrap(title, 100)), fontsize=9, color="tab:red" if quick else "black")
+    # over the whole figure, not the axes: long row labels narrow the axes and a title centred on them ran off the page
+    title = ("QUICK RUN, not comparable with the paper: " if quick else "") + title
+    fig.suptitle("\n".join(textwrap.wrap(title, 90)), fontsize=9, color="tab:red" if quick else "black")
     fig.tight_layout()
-    fig.savefig(report_dir / "report.png", dpi=110)
-    plt.close(fig)
+    return fig
+
+
+def _figure(report_dir: Path, table: Table, jobs: list[dict], quick: bool = False) -> None:
+    figure(table.title, jobs, quick).savefig(report_dir / "report.png", dpi=110)

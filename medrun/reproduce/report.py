@@ -208,7 +208,11 @@ def _markdown(report_dir: Path, table: Table, jobs: list[dict], info: dict) -> N
                                                               if quick and table.protocols[k]["quick"] else "")
               + f"): {table.protocols[k]['label']}" for k in info["protocols"]]
     lines += ["", "## Caveats", ""]
-    lines += [f"- **{r.name}** ({r.dataset}): {c}" for r in table.rows for c in r.caveats] or ["- none recorded"]
+    rows_of: dict[str, list[str]] = {}  # a caveat shared by several rows is said once, naming them all
+    for r in table.rows:
+        for c in r.caveats:
+            rows_of.setdefault(c, []).append(r.name)
+    lines += [f"- **{'; '.join(names)}**: {c}" for c, names in rows_of.items()] or ["- none recorded"]
     if info.get("skipped"):
         lines += ["", "## Skipped folders", "", "Unreadable run folders under `runs=`, left out of the collection:", ""]
         lines += [f"- {line}" for line in info["skipped"]]

@@ -143,7 +143,7 @@ def test_a_failing_row_and_a_missing_dataset_never_lose_the_other_rows(tmp_path,
     assert json.loads((Path(jobs[("tiny", "paper")]["run_dir"]) / "cv_summary.json").read_text())["note"]
     md = (report["dir"] / "report.md").read_text()
     assert "| tiny | synthetic | paper | dice | 0.5000 ± 0.1000 (5) |" in md and "failed: data.image_size" in md
-    assert "test part drives early stopping" in md and "made up" in md
+    assert "test part drives early stopping" in md and "- **tiny**: made up" in md
     assert (report["dir"] / "report.png").stat().st_size > 5000
     page = (report["dir"] / "report.html").read_text()  # the table and paper-vs-ours figure in one page
     assert "<td>tiny</td>" in page and 'alt="paper vs measured (mean ± std)"' in page

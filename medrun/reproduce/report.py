@@ -29,7 +29,8 @@ def write_report(report_dir: Path, table: Table, jobs: list[dict], info: dict) -
         "protocol_gaps": protocol_gaps(table, jobs), "gap_sources": gap_sources(table, jobs),
         "relative_gains": relative_gains(table, jobs)})
     _markdown(report_dir, table, jobs, info)
-    _figure(report_dir, table, jobs, bool(info["quick"] or any(j.get("quick") for j in jobs)))
+    quick = bool(info["quick"] or any(j.get("quick") for j in jobs))
+    figure(table.title, jobs, quick).savefig(report_dir / "report.png", dpi=110)
 
 
 def _baseline_protocol(table: Table) -> str | None:
@@ -260,7 +261,3 @@ def figure(title: str, jobs: list[dict], quick: bool = False):
     fig.suptitle("\n".join(textwrap.wrap(title, 90)), fontsize=9, color="tab:red" if quick else "black")
     fig.tight_layout()
     return fig
-
-
-def _figure(report_dir: Path, table: Table, jobs: list[dict], quick: bool = False) -> None:
-    figure(table.title, jobs, quick).savefig(report_dir / "report.png", dpi=110)

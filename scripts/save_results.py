@@ -75,7 +75,8 @@ def save(report_dir: Path, note: str = "", results: Path = REPO / "results") -> 
         command = "-"
         if run_dir and (run_dir / "overrides.txt").is_file():
             command = "`medrun train " + " ".join((run_dir / "overrides.txt").read_text().split()) + "`"
-        lines.append(f"| {row['row']} | {row['protocol']} | {row['status'][:80]} | "
+        # the status's first clause ("ok", "not run", "reference"): report.md gives the whole reason
+        lines.append(f"| {row['row']} | {row['protocol']} | {row['status'].split(':')[0]} | "
                      f"{_minutes(run_dir) if run_dir else '-'} | {command} |")
     (out / "provenance.md").write_text("\n".join(lines) + "\n")
     return out

@@ -158,6 +158,8 @@ def test_a_failing_row_and_a_missing_dataset_never_lose_the_other_rows(tmp_path,
     results = save_results().save(report["dir"], results=tmp_path / "results")
     records = results / "runs"
     assert not list(records.rglob("*.ckpt")) and not list(records.rglob("*.png")) and len(list(records.iterdir())) == 1
+    provenance = (results / "provenance.md").read_text()
+    assert "| too small | paper | failed | - | - |" in provenance and "| no data | paper | not run | - | - |" in provenance
     assert main(["reproduce", str(table), f"runs={records}", "quick=true", f"paths.output_dir={tmp_path / 'kept'}"]) == 0
     kept = {(r["row"], r["protocol"]): r for r in report_of(capsys)["rows"]}
     for protocol in ("paper", "leak_free"):

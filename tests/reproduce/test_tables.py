@@ -80,3 +80,13 @@ def test_every_shipped_table_has_all_its_published_values(capsys):
     assert main(["reproduce", "list"]) == 0
     counts = re.findall(r"paper values: (\d+) of (\d+)", capsys.readouterr().out)
     assert len(counts) == len(table_names()) and all(a == b and int(b) > 0 for a, b in counts)
+
+
+def test_every_caveat_stands_on_its_own():
+    """report.md lists each caveat once, naming the rows it holds for: one that points at another row ("same as the
+    row above") says nothing there, so rows sharing caveats must carry them (YAML anchors)."""
+    for name in table_names():
+        for row in load_table(name).rows:
+            assert not any(re.search(r"rows? (above|below)|same caveats", c, re.I) for c in row.caveats), (name, row.name)
+    table = load_table("sharp_unet_table_3_1")
+    assert table.row("Sharp U-Net, ISBI-2012 EM").caveats == table.row("U-Net, ISBI-2012 EM").caveats

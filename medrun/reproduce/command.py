@@ -259,6 +259,25 @@ def measure(summary: dict, key: str) -> tuple[float, float, int]:
     return summary["mean"][key], summary["std"][key], (summary.get("defined_in") or {}).get(key, n)
 
 
+def per_fold(summary: dict, key: str) -> list[float] | None:
+    """The metric of each fold (training) in fold order, for comparing two runs part by part; None for a table cell
+    or where a fold lacks it."""
+    values = [f["metrics"].get(key) for f in summary["folds"]] if "/" not in key else [None]
+    return None if None in values else values
+
+
+def test_parts(run_dir: Path) -> str | None:
+    """A fingerprint of the run's test parts, fold by fold: two runs with the same one were tested on the same
+    images in the same order (splits.json), so their folds pair up."""
+    import hashlib
+
+    splits = run_dir / "splits.json"
+    if not splits.is_file():
+        return None
+    tests = [sorted(f["test"]) for f in json.loads(splits.read_text())["folds"]]
+    return hashlib.sha1(json.dumps(tests).encode()).hexdigest()
+
+
 def trivial_for(summary: dict, key: str) -> tuple[str, float] | None:
     """The best trivial predictor's (name, mean) on the measure `key`: a cv_summary "trivial" row, or the all-empty
     reference row of a summary table (Table 5.1)."""
@@ -276,6 +295,7 @@ def score(jobs: list[dict], table: Table) -> None:
             continue
         summary = json.loads((Path(job["run_dir"]) / "cv_summary.json").read_text())
         job["note"] = summary.get("note")
+        job["test_parts"] = test_parts(Path(job["run_dir"]))
         job["metrics"] = {}
         try:
             for m in table.row(job["row"]).metrics:
@@ -284,6 +304,7 @@ def score(jobs: list[dict], table: Table) -> None:
                 others = {**({"medrun": m.medrun} if m.medrun else {}), **m.also}
                 c["definitions"] = {label: measure(summary, key)[0] for label, key in others.items()}
                 c["best_trivial"] = trivial_for(summary, m.measure)
+                c["per_fold"] = per_fold(summary, m.measure)
                 job["metrics"][m.name] = c
         except MedrunError as e:
             job["status"] = f"failed: {e}"

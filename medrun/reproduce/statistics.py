@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from scipy.stats import ttest_ind_from_stats
+from scipy.stats import ttest_ind_from_stats, ttest_rel
 
 
 def _finite(x) -> float | None:
@@ -37,3 +37,12 @@ def compare_values(paper: float | None, paper_std: float | None, paper_n: int | 
         out["welch_p"] = _finite(ttest_ind_from_stats(ours, ours_std, ours_n, paper, sample_std, paper_n,
                                                       equal_var=False).pvalue)
     return out
+
+
+def paired_comparison(base: list[float], improved: list[float]) -> dict:
+    """Two methods scored on the same test parts, part by part: in how many `improved` is higher, the mean of the
+    differences and the two-sided paired t-test's p (None for fewer than 2 pairs or identical differences)."""
+    diffs = [b - a for a, b in zip(base, improved)]
+    p = _finite(ttest_rel(improved, base).pvalue) if len(diffs) > 1 and len(set(diffs)) > 1 else None
+    return {"n": len(diffs), "better": sum(d > 0 for d in diffs), "mean_difference": sum(diffs) / len(diffs),
+            "paired_t_p": p}

@@ -1,10 +1,17 @@
-"""The report's figure: the table's whole title on the page, a quick run labelled, error bars inside [0, 1]."""
+"""The report: its figure (the whole title on the page, a quick run labelled, error bars inside [0, 1]), shared
+caveats said once, and gains compared fold by fold where two runs share their test parts."""
+import json
+
+import numpy as np
+import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.text import Text
 
-from medrun.reproduce.command import plan
-from medrun.reproduce.report import figure, write_report
+from scipy import stats
+
+from medrun.reproduce.command import plan, score
+from medrun.reproduce.report import figure, relative_gains, write_report
 from medrun.reproduce.tables import load_table
 
 
@@ -39,3 +46,46 @@ def test_a_caveat_that_several_rows_share_is_said_once_naming_them_all(tmp_path)
     subset = [line for line in md.splitlines() if "3,882 of the 4,708" in line]
     pneumonia = [r.name for r in table.rows if r.dataset == "PneumoniaMNIST"]
     assert len(pneumonia) == 7 and subset == [f"- **{'; '.join(pneumonia)}**: {table.row(pneumonia[0]).caveats[-1]}"]
+
+
+def _isbi_run(folder, jaccards, tests):
+    """A finished run's records: per-fold Jaccard under every definition the table reads, and its test parts."""
+    folder.mkdir(parents=True)
+    keys = ("jaccard_pooled_channels", "jaccard", "jaccard_with_background", "dice_pooled_channels", "dice",
+            "dice_with_background")
+    folds = [{"fold": k, "metrics": dict.fromkeys(keys, j)} for k, j in enumerate(jaccards)]
+    mean = sum(jaccards) / len(jaccards)
+    (folder / "cv_summary.json").write_text(json.dumps({"folds": folds, "mean": dict.fromkeys(keys, mean),
+                                                        "std": dict.fromkeys(keys, 0.01)}))
+    (folder / "splits.json").write_text(json.dumps({"folds": [{"fold": k, "test": t} for k, t in enumerate(tests)]}))
+    return folder
+
+
+def test_a_gain_measured_on_the_same_test_parts_gets_its_paired_comparison(tmp_path):
+    table = load_table("sharp_unet_table_3_1")
+    base, improved = [0.849, 0.839, 0.879, 0.865, 0.884], [0.869, 0.876, 0.895, 0.888, 0.896]
+    parts = [[str(i) for i in range(6 * k, 6 * k + 6)] for k in range(5)]
+    shuffled = [list(reversed(p)) for p in parts]  # the same images listed in another order pair up as well
+    runs = {"U-Net, ISBI-2012 EM": _isbi_run(tmp_path / "unet", base, parts),
+            "Sharp U-Net, ISBI-2012 EM": _isbi_run(tmp_path / "sharp", improved, shuffled)}
+    jobs = plan(table, {}, False, ["leak_free"], tmp_path)  # no data given: every row not run, but these two
+    for j in jobs:
+        if j["row"] in runs:
+            j.update(status="ok", run_dir=str(runs[j["row"]]))
+    score(jobs, table)
+    gain = next(g for g in relative_gains(table, jobs) if g["base"] == "U-Net, ISBI-2012 EM")
+    diffs = np.subtract(improved, base)
+    t = diffs.mean() / (diffs.std(ddof=1) / np.sqrt(5))  # the paired t statistic by its textbook formula, df 4
+    paired = gain["paired"]["leak_free"]
+    assert (paired["n"], paired["better"]) == (5, 5) and paired["mean_difference"] == pytest.approx(diffs.mean())
+    assert paired["paired_t_p"] == pytest.approx(2 * stats.t.sf(t, 4), rel=1e-9)
+    write_report(tmp_path, table, jobs, {"quick": False, "protocols": ["leak_free"]})
+    line = next(x for x in (tmp_path / "report.md").read_text().splitlines() if "ISBI-2012 EM over U-Net" in x)
+    assert f"(leak_free; higher in 5 of 5 folds, paired t p {paired['paired_t_p']:.3g})" in line
+    # tested on other images: no pairing, only the two means' gain
+    _isbi_run(tmp_path / "other", improved, parts[1:] + parts[:1])
+    next(j for j in jobs if j["row"].startswith("Sharp U-Net, ISBI"))["run_dir"] = str(tmp_path / "other")
+    score(jobs, table)
+    gain = next(g for g in relative_gains(table, jobs) if g["base"] == "U-Net, ISBI-2012 EM")
+    assert gain["paired"] == {"leak_free": None} and gain["ours"]["leak_free"] == pytest.approx(
+        np.mean(improved) / np.mean(base) - 1)

@@ -2,6 +2,7 @@
 leak-free one, as the jobs of one Hydra multirun, and write the report beside the paper's numbers."""
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from datetime import datetime
@@ -267,10 +268,8 @@ def per_fold(summary: dict, key: str) -> list[float] | None:
 
 
 def test_parts(run_dir: Path) -> str | None:
-    """A fingerprint of the run's test parts, fold by fold: two runs with the same one were tested on the same
-    images in the same order (splits.json), so their folds pair up."""
-    import hashlib
-
+    """A fingerprint of the run's test parts, fold by fold (splits.json): two runs with the same one tested their
+    k-th folds on the same images, so their folds pair up."""
     splits = run_dir / "splits.json"
     if not splits.is_file():
         return None

@@ -13,6 +13,9 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # Empty weight caches of the tests' own (subprocesses inherit them): a user's cached weights change no result
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="medrun-tests-hf-")
 os.environ["TORCH_HOME"] = tempfile.mkdtemp(prefix="medrun-tests-torch-")
+# One thread per pytest-xdist worker (pyproject runs two): two workers of two threads each on 2 cores oversubscribe
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("MEDRUN_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -15,16 +15,21 @@ import argparse
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 from datetime import datetime
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+MINUTES = "minutes.txt"
 
 
 def _minutes(run_dir: Path) -> float | None:
-    """Minutes from the run folder's creation (config.yaml) to its last summary."""
+    """Minutes from the run folder's creation (config.yaml) to its last summary; for kept records, the minutes
+    written beside them (a checkout resets the files' times)."""
+    if (run_dir / MINUTES).is_file():
+        return float((run_dir / MINUTES).read_text())
     start, end = run_dir / "config.yaml", run_dir / "cv_summary.json"
     if not (start.is_file() and end.is_file()):
         return None
@@ -42,6 +47,8 @@ def keep_records(run_dir: Path, runs: Path) -> Path:
         for f in run_dir.glob(pattern):
             (target / f.relative_to(run_dir)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(f, target / f.relative_to(run_dir))
+    if (minutes := _minutes(run_dir)) is not None:
+        (target / MINUTES).write_text(f"{minutes}\n")
     return target
 
 
@@ -50,12 +57,18 @@ def save(report_dir: Path, note: str = "", results: Path = REPO / "results") -> 
     report = json.loads((report_dir / "report.json").read_text())
     out = results / report["table"]
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("report.md", "report.json", "report.png"):
+    for name in ("report.json", "report.png"):
         shutil.copy(report_dir / name, out / name)
+    md = (report_dir / "report.md").read_text()
     for row in report["rows"]:
         run_dir = Path(row["run_dir"]) if row.get("run_dir") else None
-        if run_dir and run_dir.resolve().parents[1] != (out / "runs").resolve():  # collected from runs/ already
-            keep_records(run_dir, out / "runs")
+        if not run_dir:
+            continue
+        kept = run_dir if run_dir.resolve().parents[1] == (out / "runs").resolve() else keep_records(run_dir, out / "runs")
+        # report.md links a run relative to its own folder: from results/<table>/ link the kept records instead
+        link = os.path.relpath(kept.resolve(), out.resolve())
+        md = re.sub(re.escape(f"[{row['run_dir']}](") + r"[^)]*\)", f"[{link}]({link})", md)
+    (out / "report.md").write_text(md)
     import torch
 
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()

@@ -3,6 +3,8 @@ existing runs, and the shipped Sharp U-Net table on real data in quick mode unde
 import importlib.util
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import pytest
@@ -155,16 +157,25 @@ def test_a_failing_row_and_a_missing_dataset_never_lose_the_other_rows(tmp_path,
         assert again[("tiny", protocol)]["metrics"] == jobs[("tiny", protocol)]["metrics"]
         assert again[("too small", protocol)]["status"].startswith("not run: no finished run of quickstart_quick")
     # scripts/save_results.py keeps the measured runs' records (no checkpoint), from which the same report comes again
+    config = Path(jobs[("tiny", "paper")]["run_dir"]) / "config.yaml"
+    os.utime(config, (config.stat().st_mtime - 600,) * 2)  # a 10-minute run
     results = save_results().save(report["dir"], results=tmp_path / "results")
     records = results / "runs"
     assert not list(records.rglob("*.ckpt")) and not list(records.rglob("*.png")) and len(list(records.iterdir())) == 1
+    links = re.findall(r"\]\(([^)]*)\)", (results / "report.md").read_text().split("## Run folders")[1])
+    assert len(links) == 2 and all((results / link / "cv_summary.json").is_file() for link in links)
     provenance = (results / "provenance.md").read_text()
     assert "| too small | paper | failed | - | - |" in provenance and "| no data | paper | not run | - | - |" in provenance
     assert main(["reproduce", str(table), f"runs={records}", "quick=true", f"paths.output_dir={tmp_path / 'kept'}"]) == 0
-    kept = {(r["row"], r["protocol"]): r for r in report_of(capsys)["rows"]}
+    kept_report = report_of(capsys)
+    kept = {(r["row"], r["protocol"]): r for r in kept_report["rows"]}
     for protocol in ("paper", "leak_free"):
         assert kept[("tiny", protocol)]["metrics"] == jobs[("tiny", protocol)]["metrics"]
         assert Path(kept[("tiny", protocol)]["run_dir"]).is_relative_to(records)
+    for f in records.rglob("*"):  # as a fresh checkout leaves them: every file of the same time
+        os.utime(f, (0, 0))
+    save_results().save(kept_report["dir"], results=tmp_path / "results")
+    assert "| tiny | paper | ok | 10.0 |" in (results / "provenance.md").read_text()  # the minutes kept beside the records
     assert main(["reproduce", str(table), f"runs={out}", f"paths.output_dir={tmp_path / 'full'}"]) == 0
     assert all(r["status"].startswith("not run") for r in report_of(capsys)["rows"])  # full never takes quick runs
     (tmp_path / "empty").mkdir()

@@ -5,9 +5,9 @@
 Writes results/<table>/report.md, report.json, report.png (paper vs ours; no checkpoint, no sample image),
 provenance.md (the reproduce command, each measured run's own `medrun train` command, the commit, the machine,
 the package versions and each run's training time) and runs/: each measured run's records (config, splits,
-summaries, per-fold metrics and training curves; no checkpoint, prediction or image), from which
-`medrun reproduce <table> runs=results/<table>/runs` collects the same report again, and later sessions add
-rows to it (`runs=results/<table>/runs,outputs`).
+summaries, per-fold metrics, training curves, minutes.txt with its training time; no checkpoint, prediction or
+image), from which `medrun reproduce <table> runs=results/<table>/runs` collects the same report again, and later
+sessions add rows to it (`runs=results/<table>/runs,outputs`).
 """
 from __future__ import annotations
 
@@ -64,7 +64,8 @@ def save(report_dir: Path, note: str = "", results: Path = REPO / "results") -> 
         run_dir = Path(row["run_dir"]) if row.get("run_dir") else None
         if not run_dir:
             continue
-        kept = run_dir if run_dir.resolve().parents[1] == (out / "runs").resolve() else keep_records(run_dir, out / "runs")
+        collected_from_runs = run_dir.resolve().parents[1] == (out / "runs").resolve()
+        kept = run_dir if collected_from_runs else keep_records(run_dir, out / "runs")
         # report.md links a run relative to its own folder: from results/<table>/ link the kept records instead
         link = os.path.relpath(kept.resolve(), out.resolve())
         md = re.sub(re.escape(f"[{row['run_dir']}](") + r"[^)]*\)", f"[{link}]({link})", md)

@@ -267,14 +267,15 @@ def per_fold(summary: dict, key: str) -> list[float] | None:
     return None if None in values else values
 
 
-def test_parts(run_dir: Path) -> str | None:
+def test_parts(run_dir: Path) -> tuple[str | None, bool]:
     """A fingerprint of the run's test parts, fold by fold (splits.json): two runs with the same one tested their
-    k-th folds on the same images, so their folds pair up."""
+    k-th folds on the same images, so their folds pair up; and whether every fold (training) shares one test part,
+    as repeated trainings on one split do, where the k-th trainings of two runs have nothing more in common."""
     splits = run_dir / "splits.json"
     if not splits.is_file():
-        return None
+        return None, False
     tests = [sorted(f["test"]) for f in json.loads(splits.read_text())["folds"]]
-    return hashlib.sha1(json.dumps(tests).encode()).hexdigest()
+    return hashlib.sha1(json.dumps(tests).encode()).hexdigest(), len(tests) > 1 and tests.count(tests[0]) == len(tests)
 
 
 def trivial_for(summary: dict, key: str) -> tuple[str, float] | None:
@@ -294,7 +295,7 @@ def score(jobs: list[dict], table: Table) -> None:
             continue
         summary = json.loads((Path(job["run_dir"]) / "cv_summary.json").read_text())
         job["note"] = summary.get("note")
-        job["test_parts"] = test_parts(Path(job["run_dir"]))
+        job["test_parts"], job["one_test_part"] = test_parts(Path(job["run_dir"]))
         job["metrics"] = {}
         try:
             for m in table.row(job["row"]).metrics:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from scipy.stats import ttest_ind_from_stats, ttest_rel
+from scipy.stats import ttest_ind, ttest_ind_from_stats, ttest_rel
 
 
 def _finite(x) -> float | None:
@@ -46,3 +46,15 @@ def paired_comparison(base: list[float], improved: list[float]) -> dict:
     p = _finite(ttest_rel(improved, base).pvalue) if len(diffs) > 1 and len(set(diffs)) > 1 else None
     return {"n": len(diffs), "better": sum(d > 0 for d in diffs), "mean_difference": sum(diffs) / len(diffs),
             "paired_t_p": p}
+
+
+def unpaired_comparison(base: list[float], improved: list[float]) -> dict:
+    """Two methods' repeated trainings scored on one shared test part: the k-th trainings do not pair, so the
+    pairs of trainings in which `improved` is higher (of all base x improved pairs), the difference of the means
+    and Welch's two-sided t-test's p (None for fewer than 2 trainings a side or no spread at all)."""
+    better = sum(i > b for b in base for i in improved)
+    spread = len(set(base)) > 1 or len(set(improved)) > 1
+    p = _finite(ttest_ind(improved, base, equal_var=False).pvalue) if min(len(base), len(improved)) > 1 and spread \
+        else None
+    return {"pairs": len(base) * len(improved), "better": better,
+            "mean_difference": sum(improved) / len(improved) - sum(base) / len(base), "welch_p": p}

@@ -1,5 +1,6 @@
 """The report: its figure (the whole title on the page, a quick run labelled, error bars inside [0, 1]), shared
-caveats said once, and gains compared fold by fold where two runs share their test parts."""
+caveats said once, and gains compared fold by fold where two runs share their test parts (unpaired where every
+training shares one)."""
 import json
 
 import numpy as np
@@ -88,3 +89,28 @@ def test_a_gain_measured_on_the_same_test_parts_gets_its_paired_comparison(tmp_p
     gain = next(g for g in relative_gains(table, jobs) if g["base"] == "U-Net, ISBI-2012 EM")
     assert gain["paired"] == {"leak_free": None} and gain["ours"]["leak_free"] == pytest.approx(
         np.mean(improved) / np.mean(base) - 1)
+
+
+def test_trainings_that_share_one_test_part_are_compared_unpaired(tmp_path):
+    """Five trainings each on one split (paper_code): the k-th trainings of two networks share nothing but the test
+    part, which all ten share, so the gain gets Welch's test over the two groups and a count over all 25 pairs."""
+    table = load_table("sharp_unet_table_3_1")
+    base, improved = [0.871, 0.8675, 0.8673, 0.870, 0.8778], [0.892, 0.8927, 0.8690, 0.8954, 0.8931]
+    split = [[str(i) for i in range(6)]] * 5
+    runs = {"U-Net, ISBI-2012 EM": _isbi_run(tmp_path / "unet", base, split),
+            "Sharp U-Net, ISBI-2012 EM": _isbi_run(tmp_path / "sharp", improved, split)}
+    jobs = plan(table, {}, False, ["paper_code"], tmp_path)
+    for j in jobs:
+        if j["row"] in runs:
+            j.update(status="ok", run_dir=str(runs[j["row"]]))
+    score(jobs, table)
+    compared = next(g for g in relative_gains(table, jobs) if g["base"] == "U-Net, ISBI-2012 EM")["paired"]["paper_code"]
+    # 0.8690 lies below 3 of U-Net's 5 trainings; every other Sharp U-Net training above all 5
+    assert (compared["pairs"], compared["better"]) == (25, 22) and "paired_t_p" not in compared
+    m1, m2, v1, v2 = np.mean(improved), np.mean(base), np.var(improved, ddof=1) / 5, np.var(base, ddof=1) / 5
+    t, df = (m1 - m2) / np.sqrt(v1 + v2), (v1 + v2) ** 2 / (v1 ** 2 / 4 + v2 ** 2 / 4)  # Welch by its formula
+    assert compared["welch_p"] == pytest.approx(2 * stats.t.sf(abs(t), df), rel=1e-9)
+    write_report(tmp_path, table, jobs, {"quick": False, "protocols": ["paper_code"]})
+    line = next(x for x in (tmp_path / "report.md").read_text().splitlines() if "ISBI-2012 EM over U-Net" in x)
+    assert f"(paper_code; one test part: higher in 22 of 25 pairs of trainings, Welch t p {compared['welch_p']:.3g})" \
+        in line

@@ -269,12 +269,12 @@ def _reproduce(args: list[str]) -> int:
             raise MedrunError(f"{a!r}: expected key=value (see `medrun reproduce list` for a table's inputs)")
         elif key.startswith(("data.", "weights.")):
             inputs[key] = value
-        elif key in ("runs", "quick", "protocols", "paths.output_dir", "estimate"):
+        elif key in ("runs", "quick", "protocols", "paths.output_dir", "estimate", "train_missing"):
             opts[key] = value
         else:
             raise MedrunError(f"unknown option {key!r}; valid: data.<input>=, weights.<input>=, runs=, quick=, "
-                              "protocols=, estimate=, paths.output_dir=, hydra/launcher=...")
-    for key in ("quick", "estimate"):
+                              "protocols=, estimate=, train_missing=, paths.output_dir=, hydra/launcher=...")
+    for key in ("quick", "estimate", "train_missing"):
         if opts.get(key, "false") not in ("true", "false"):
             raise MedrunError(f"{key}={opts[key]}: use true or false")
     if opts.get("estimate") == "true":  # what the rows would cost; nothing trains
@@ -284,7 +284,7 @@ def _reproduce(args: list[str]) -> int:
                        quick=opts.get("quick") == "true",
                        protocols=opts["protocols"].split(",") if "protocols" in opts else None,
                        output_dir=opts.get("paths.output_dir", os.environ.get("MEDRUN_OUTPUT_DIR", "outputs")),
-                       hydra_overrides=hydra_overrides)
+                       hydra_overrides=hydra_overrides, train_missing=opts.get("train_missing") == "true")
     print((report / "report.md").read_text())
     print(f"report folder: {report}")
     rows = json.loads((report / "report.json").read_text())["rows"]
@@ -387,7 +387,7 @@ COMMANDS = {
     "aggregate": (_aggregate, "aggregate RUN_FOLDER",
                   "cv_summary of a run whose folds ran as separate jobs (cv.fold=k)"),
     "compare": (_compare, "compare RUN RUN ...", "finished runs side by side on the same folds, paired tests"),
-    "reproduce": (_reproduce, "reproduce TABLE [data.<input>=PATH ...] [quick=true] [runs=FOLDER] [estimate=true]",
+    "reproduce": (_reproduce, "reproduce TABLE [data.<input>=PATH ...] [quick=true] [runs=FOLDER] [train_missing=true] [estimate=true]",
                   "a paper table re-measured beside the paper's numbers; `reproduce list`"),
     "explain": (_explain, "explain run=RUN [method=gradcam] [clusters=k-means,birch,agglomerative k=4 embed=tsne]",
                 "Grad-CAM heatmaps, their faithfulness, feature clusters"),

@@ -81,7 +81,9 @@ def save(report_dir: Path, note: str = "", results: Path = REPO / "results") -> 
              f"- machine: {torch.cuda.get_device_name(0)}",
              f"- torch {torch.__version__}, Python {platform.python_version()}",
              f"- report: `medrun reproduce {report['table']}" + (f" runs={','.join(report['runs'])}" if report.get("runs")
-                                                                   else "") + ("` (quick)" if report.get("quick") else "`"),
+                                                                   else "")
+             + (" train_missing=true" if report.get("train_missing") else "")
+             + ("` (quick)" if report.get("quick") else "`"),
              *([f"- note: {note}"] if note else []), "", "## Runs", "",
              "| row | protocol | status | minutes | command |", "|---|---|---|---|---|"]
     for row in report["rows"]:

@@ -201,21 +201,25 @@ def collect(jobs: list[dict], table: Table, folders: list[str]) -> list[str]:
     never them), protocol, and values of the keys that tell apart rows sharing an experiment (their `overrides`); the
     run that finished last (its cv_summary.json's time, not its folder name) wins, and it counts only when its
     composed settings are the row's (`setting_differences`): otherwise the job is not run, naming what differs.
+    A job without a finished run gets `unfinished`: the newest interrupted run of the row's settings, to resume.
     Returns the folders skipped as unreadable, which never stop the collection."""
     runs, skipped = [], []
     for folder in folders:
         root = Path(folder).expanduser()
         if not root.is_dir():
             raise MedrunError(f"runs={folder}: no such folder")
-        for summary in sorted(root.rglob("cv_summary.json")):
-            run = summary.parent
+        # an unfinished run has its splits.json but no cv_summary.json (Hydra's own folders hold a config.yaml too)
+        for run in sorted({f.parent for pattern in ("cv_summary.json", "splits.json") for f in root.rglob(pattern)}):
+            summary = run / "cv_summary.json"
             if not (run / "config.yaml").is_file():
                 continue
             try:
                 config = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))  # as saved: resolved
-                json.loads(summary.read_text())["mean"]
+                finished = summary.is_file()
+                if finished:
+                    json.loads(summary.read_text())["mean"]
                 runs.append((run, str(config["name"]), str(config["cv"]["name"]), list(config.get("overrides") or []),
-                             summary.stat().st_mtime, config))
+                             finished, (summary if finished else run / "config.yaml").stat().st_mtime, config))
             except Exception as e:  # one stray folder must not abort the others
                 skipped.append(f"{run}: {' '.join(str(e).split())[:120]}")
     for job in jobs:
@@ -224,8 +228,9 @@ def collect(jobs: list[dict], table: Table, folders: list[str]) -> list[str]:
         row, cv = table.row(job["row"]), table.protocols[job["protocol"]]["cv"]
         keys = {k for r in table.rows if r.experiment == row.experiment for k in _settings(r.overrides)}
         wanted = _settings(row.overrides, keys)
-        found = [(finished, str(run), config) for run, name, protocol, overrides, finished, config in runs
-                 if name == job["name"] and protocol == cv and _settings(overrides, keys) == wanted]
+        mine = [(finished, when, str(run), config) for run, name, protocol, overrides, finished, when, config in runs
+                if name == job["name"] and protocol == cv and _settings(overrides, keys) == wanted]
+        found = [m[1:] for m in mine if m[0]]
         if found:
             _, run_dir, config = max(found, key=lambda f: f[:2])
             differs = setting_differences(job, table, config)
@@ -235,8 +240,14 @@ def collect(jobs: list[dict], table: Table, folders: list[str]) -> list[str]:
                                                                            if len(differs) > 6 else ""))
             else:
                 job.update(status="ok", run_dir=run_dir, quick=job["name"].endswith(QUICK_SUFFIX))
+                continue
         else:
             job.update(status=f"not run: no finished run of {job['name']} with cv={cv} under {', '.join(folders)}")
+        interrupted = [(when, run_dir) for finished, when, run_dir, config in mine
+                       if not finished and not setting_differences(job, table, config)]
+        if interrupted:
+            job["unfinished"] = max(interrupted)[1]
+            job["status"] += f"; the interrupted run {job['unfinished']} has its settings (train_missing=true resumes it)"
     return skipped
 
 
@@ -312,21 +323,34 @@ def score(jobs: list[dict], table: Table) -> None:
 
 def reproduce(table_name: str, inputs: dict | None = None, *, runs: list[str] | None = None, quick: bool = False,
               protocols: list[str] | None = None, output_dir: str | Path = "outputs",
-              hydra_overrides: list[str] = ()) -> Path:
-    """Run or collect every row of a table and write report.md/json/png; returns the report folder."""
+              hydra_overrides: list[str] = (), train_missing: bool = False) -> Path:
+    """Run or collect every row of a table and write report.md/json/png; returns the report folder.
+
+    `train_missing`: collect from `runs` and `output_dir`, resume each row's interrupted run and train the rows
+    that have no comparable run yet, so that the same command, run again after an interruption, goes on."""
     table = load_table(table_name)
     output_dir = Path(output_dir).expanduser().resolve()
     protocols = list(protocols or table.protocols)
     jobs = plan(table, dict(inputs or {}), quick, protocols, output_dir)
     report_dir = create_run_dir(output_dir / "reproduce", table.key)
     started = datetime.now().isoformat(timespec="seconds")
-    skipped = []
-    if runs:
-        skipped = collect(jobs, table, runs)
-    else:
+    folders, skipped = list(runs or []), []
+    if train_missing and not any(output_dir.is_relative_to(Path(f).expanduser().resolve()) for f in folders):
+        folders.append(str(output_dir))
+    planned = [job["status"] for job in jobs]  # why a job cannot run (its data), which collect() overwrites
+    if folders:
+        skipped = collect(jobs, table, folders)
+    if train_missing:
+        for job, status in zip(jobs, planned):
+            if job["status"] != "ok":
+                job["status"] = status
+                if job.get("unfinished") and status == "planned":
+                    job["overrides"] = [f"resume={job['unfinished']}"]
+    if train_missing or not folders:
         launch(jobs, report_dir, list(hydra_overrides))
     score(jobs, table)
-    write_report(report_dir, table, jobs, {"started": started, "quick": quick, "runs": runs or None,
-                                           "protocols": protocols, "skipped": skipped})
+    write_report(report_dir, table, jobs, {"started": started, "quick": quick, "runs": folders or None,
+                                           "train_missing": train_missing, "protocols": protocols,
+                                           "skipped": skipped})
     write_page("reproduce", report_dir)
     return report_dir

@@ -290,6 +290,50 @@ def test_collecting_runs_takes_the_last_finished_and_skips_unreadable_folders(tm
     assert jobs[0]["status"] == "ok" and jobs[0]["run_dir"] == str(older)
 
 
+def test_train_missing_resumes_the_interrupted_run_trains_the_absent_one_and_then_only_collects(tmp_path, capsys):
+    from medrun.crossval import train
+    from medrun.reproduce.command import plan
+
+    table_file = tmp_path / "t.yaml"
+    OmegaConf.save(OmegaConf.create({**TABLE, "Models": TABLE["Models"][:1]}), table_file)
+    out = tmp_path / "outputs"
+    # leak_free interrupted after its first fold: a run folder with config and splits, no cv_summary.json
+    job = plan(load_table(str(table_file)), {}, True, ["leak_free"], out)[0]
+    partial = out / "quickstart_quick" / "interrupted"
+    assert train(medrun.compose("train", [*job["overrides"], f"run_dir={partial}", "cv.fold=0"]))[1] is None
+    fold_0 = (partial / "fold_0" / "metrics.json").read_text()
+    assert not (partial / "cv_summary.json").exists()
+    collected = ["reproduce", str(table_file), "quick=true", f"runs={out}", f"paths.output_dir={tmp_path / 'c'}"]
+    assert main(collected) == 0  # collecting alone trains nothing and names the run to resume
+    status = {r["protocol"]: r["status"] for r in report_of(capsys)["rows"]}
+    assert f"the interrupted run {partial} has its settings (train_missing=true resumes it)" in status["leak_free"]
+    assert "interrupted" not in status["paper"] and not (partial / "cv_summary.json").exists()
+
+    fill = ["reproduce", str(table_file), "quick=true", "train_missing=true", f"paths.output_dir={out}"]
+    assert main(fill) == 0
+    rows = {r["protocol"]: r for r in report_of(capsys)["rows"]}
+    assert rows["leak_free"]["status"] == "ok" and rows["leak_free"]["run_dir"] == str(partial)
+    assert (partial / "fold_0" / "metrics.json").read_text() == fold_0  # resumed: the finished fold is not retrained
+    summary = json.loads((partial / "cv_summary.json").read_text())
+    assert len(summary["folds"]) == 2 and rows["leak_free"]["metrics"]["dice"]["ours"] == summary["mean"]["dice"]
+    trained = Path(rows["paper"]["run_dir"])
+    assert rows["paper"]["status"] == "ok" and trained.parent == out / "quickstart_quick" and trained != partial
+    # the same command again: every row has its run, so it trains nothing and reports the same numbers
+    assert main(fill) == 0
+    report = report_of(capsys)
+    again = {r["protocol"]: r for r in report["rows"]}
+    assert {p: (r["run_dir"], r["metrics"]) for p, r in again.items()} == {
+        p: (r["run_dir"], r["metrics"]) for p, r in rows.items()}
+    assert sorted(d.name for d in (out / "quickstart_quick").iterdir()) == sorted(["interrupted", trained.name])
+    provenance = (save_results().save(report["dir"], results=tmp_path / "results") / "provenance.md").read_text()
+    assert f"runs={out} train_missing=true` (quick)" in provenance  # the command that goes on where it stopped
+    # a row whose data is absent keeps saying so
+    missing = {**TABLE["Models"][0], "Name": "no data", "needs": ["data.missing"]}
+    OmegaConf.save(OmegaConf.create({**TABLE, "Models": [missing]}), table_file)
+    assert main([*fill[:-1], f"paths.output_dir={tmp_path / 'other'}", "data.missing=/nowhere", "protocols=paper"]) == 1
+    assert report_of(capsys)["rows"][0]["status"] == "failed: data.missing=/nowhere does not exist"
+
+
 def test_a_measure_counts_the_folds_that_define_it():
     from medrun.reproduce.command import measure
 

@@ -133,7 +133,8 @@ def run_job(cfg: DictConfig) -> None:
 
 def launch(jobs: list[dict], report_dir: Path, hydra_overrides: list[str]) -> None:
     """The planned jobs as one Hydra multirun (any launcher plugin); results land in report_dir/results/."""
-    todo = [i for i, j in enumerate(jobs) if j["status"] == "planned"]
+    # interrupted runs first: they are the nearest to a result
+    todo = sorted((i for i, j in enumerate(jobs) if j["status"] == "planned"), key=lambda i: "unfinished" not in jobs[i])
     if not todo:
         return
     jobs_file = report_dir / "jobs.json"

@@ -318,6 +318,8 @@ def test_train_missing_resumes_the_interrupted_run_trains_the_absent_one_and_the
     assert len(summary["folds"]) == 2 and rows["leak_free"]["metrics"]["dice"]["ours"] == summary["mean"]["dice"]
     trained = Path(rows["paper"]["run_dir"])
     assert rows["paper"]["status"] == "ok" and trained.parent == out / "quickstart_quick" and trained != partial
+    # the interrupted run went first, though its row comes second
+    assert (partial / "cv_summary.json").stat().st_mtime <= (trained / "config.yaml").stat().st_mtime
     # the same command again: every row has its run, so it trains nothing and reports the same numbers
     assert main(fill) == 0
     report = report_of(capsys)

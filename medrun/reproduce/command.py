@@ -346,7 +346,7 @@ def reproduce(table_name: str, inputs: dict | None = None, *, runs: list[str] | 
             if job["status"] != "ok":
                 job["status"] = status
                 if job.get("unfinished") and status == "planned":
-                    job["overrides"] = [f"resume={job['unfinished']}"]
+                    job["overrides"] = [f"resume={Path(job['unfinished']).resolve()}"]  # a launcher may run elsewhere
     if train_missing or not folders:
         launch(jobs, report_dir, list(hydra_overrides))
     score(jobs, table)
